@@ -1,0 +1,348 @@
+//! The REST API's JSON shapes (v1) and their OpenAPI schemas. Kept apart from
+//! the library types so the wire format is stable and documented.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use hippo::{AddItem, Content, Filter, Memory, MemoryKind, Message, Scope, SearchHit};
+
+/// A conversation message to remember.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageBody {
+    /// `user`, `assistant`, `system`, `tool`, ...
+    pub role: String,
+    /// Speaker name (searchable).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The text.
+    pub content: String,
+}
+
+/// One item to remember: either `messages` or `text`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddItemBody {
+    /// Owner: at least one of user_id, agent_id, session_id.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// Owning agent.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// Session (conversation); `run_id` is accepted as an alias.
+    #[serde(default, alias = "run_id")]
+    pub session_id: Option<String>,
+    /// Conversation turns; each becomes a memory.
+    #[serde(default)]
+    pub messages: Option<Vec<MessageBody>>,
+    /// A document or note.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// JSON object copied onto every memory of the item.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub metadata: Option<Map<String, Value>>,
+    /// When it happened (RFC 3339).
+    #[serde(default)]
+    pub event_time: Option<DateTime<Utc>>,
+    /// Ask for LLM extraction; without an LLM the item is stored verbatim.
+    #[serde(default)]
+    pub infer: Option<bool>,
+    /// Memory kind override (`message`, `document`, `fact`, ...).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub kind: Option<MemoryKind>,
+}
+
+impl AddItemBody {
+    /// Converts to the library's item; fails on a missing or double payload.
+    pub fn into_item(self) -> Result<AddItem, String> {
+        let content = match (self.messages, self.text) {
+            (Some(ms), None) => Content::Messages(
+                ms.into_iter()
+                    .map(|m| Message {
+                        role: m.role,
+                        name: m.name,
+                        content: m.content,
+                    })
+                    .collect(),
+            ),
+            (None, Some(t)) => Content::Text(t),
+            (Some(_), Some(_)) => return Err("give either messages or text, not both".into()),
+            (None, None) => return Err("messages or text is required".into()),
+        };
+        Ok(AddItem {
+            scope: Scope {
+                user_id: self.user_id,
+                agent_id: self.agent_id,
+                session_id: self.session_id,
+            },
+            content,
+            metadata: self.metadata.unwrap_or_default(),
+            event_time: self.event_time,
+            kind: self.kind,
+            infer: self.infer.unwrap_or(false),
+            id: None,
+            recorded_at: None,
+        })
+    }
+}
+
+/// A batch of items, stored atomically.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    /// The items (at most 1000).
+    pub items: Vec<AddItemBody>,
+}
+
+/// Where a memory came from.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProvenanceView {
+    /// The write request that created it.
+    pub request_id: Option<Uuid>,
+    /// For chunks: the whole input's id.
+    pub source_id: Option<Uuid>,
+    /// For chunks: position in the source.
+    pub chunk_index: Option<u32>,
+    /// For chunks: number of chunks of the source.
+    pub chunk_count: Option<u32>,
+}
+
+/// A stored memory.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MemoryView {
+    /// Stable id (UUIDv7).
+    pub id: Uuid,
+    /// The text.
+    pub memory: String,
+    /// `message`, `document`, `chunk`, `fact`, `summary`, `profile` or `procedure`.
+    pub kind: String,
+    /// Owner user.
+    pub user_id: Option<String>,
+    /// Owner agent.
+    pub agent_id: Option<String>,
+    /// Session.
+    pub session_id: Option<String>,
+    /// Speaker role.
+    pub role: Option<String>,
+    /// Speaker name.
+    pub name: Option<String>,
+    /// Client metadata.
+    #[schema(value_type = Object)]
+    pub metadata: Map<String, Value>,
+    /// When it happened.
+    pub event_time: Option<DateTime<Utc>>,
+    /// When it was stored.
+    pub recorded_at: DateTime<Utc>,
+    /// When it was last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Where it came from.
+    pub provenance: ProvenanceView,
+    /// SHA-256 of the text.
+    pub content_hash: String,
+    /// Model of its vector.
+    pub embedding_model: Option<String>,
+}
+
+impl From<Memory> for MemoryView {
+    fn from(m: Memory) -> Self {
+        MemoryView {
+            id: m.id,
+            memory: m.content,
+            kind: m.kind.as_str().to_owned(),
+            user_id: m.scope.user_id,
+            agent_id: m.scope.agent_id,
+            session_id: m.scope.session_id,
+            role: m.actor.role,
+            name: m.actor.name,
+            metadata: m.metadata,
+            event_time: m.event_time,
+            recorded_at: m.recorded_at,
+            updated_at: m.updated_at,
+            provenance: ProvenanceView {
+                request_id: m.provenance.request_id,
+                source_id: m.provenance.source_id,
+                chunk_index: m.provenance.chunk_index,
+                chunk_count: m.provenance.chunk_count,
+            },
+            content_hash: m.content_hash,
+            embedding_model: m.embedding_model,
+        }
+    }
+}
+
+/// Result of an add.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AddResponse {
+    /// The memories created, in input order.
+    pub results: Vec<MemoryView>,
+}
+
+/// Filters for search.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FiltersBody {
+    /// Only these kinds.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub kind: Option<Vec<MemoryKind>>,
+    /// Metadata keys that must equal these scalar values.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+    /// Only memories with event_time at or after this.
+    #[serde(default)]
+    pub event_time_from: Option<DateTime<Utc>>,
+    /// Only memories with event_time before this.
+    #[serde(default)]
+    pub event_time_to: Option<DateTime<Utc>>,
+}
+
+impl From<FiltersBody> for Filter {
+    fn from(f: FiltersBody) -> Self {
+        Filter {
+            kinds: f.kind.unwrap_or_default(),
+            metadata: f.metadata.unwrap_or_default(),
+            event_time_from: f.event_time_from,
+            event_time_to: f.event_time_to,
+        }
+    }
+}
+
+/// A search.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchBody {
+    /// Scope: at least one of user_id, agent_id, session_id.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// Scope agent.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// Scope session; `run_id` is accepted as an alias.
+    #[serde(default, alias = "run_id")]
+    pub session_id: Option<String>,
+    /// Natural-language query.
+    pub query: String,
+    /// Results wanted (1..=100, default 10).
+    #[serde(default)]
+    pub top_k: Option<usize>,
+    /// Extra conditions.
+    #[serde(default)]
+    pub filters: Option<FiltersBody>,
+}
+
+/// Per-channel evidence of a result.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ScoresView {
+    /// Raw BM25 score, when the keyword channel matched.
+    pub keyword: Option<f32>,
+    /// Cosine similarity to the query.
+    pub vector: Option<f32>,
+    /// Normalised keyword score in [0,1].
+    pub keyword_norm: f32,
+    /// Normalised vector score in [0,1].
+    pub vector_norm: f32,
+    /// Recency prior in [0,1].
+    pub recency: f32,
+}
+
+/// A search result: the memory plus its scores.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SearchResultView {
+    /// The memory.
+    #[serde(flatten)]
+    pub memory: MemoryView,
+    /// Fused score (higher is better).
+    pub score: f32,
+    /// Per-channel scores.
+    pub scores: ScoresView,
+}
+
+impl From<SearchHit> for SearchResultView {
+    fn from(h: SearchHit) -> Self {
+        SearchResultView {
+            memory: h.memory.into(),
+            score: h.score,
+            scores: ScoresView {
+                keyword: h.scores.keyword,
+                vector: h.scores.vector,
+                keyword_norm: h.scores.keyword_norm,
+                vector_norm: h.scores.vector_norm,
+                recency: h.scores.recency,
+            },
+        }
+    }
+}
+
+/// Search results.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SearchResponseView {
+    /// Best first.
+    pub results: Vec<SearchResultView>,
+    /// Server-side time in milliseconds (embedding + retrieval).
+    pub took_ms: f64,
+}
+
+/// A page of memories.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ListResponse {
+    /// The memories.
+    pub results: Vec<MemoryView>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Fields to change.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchBody {
+    /// New text (re-embedded).
+    #[serde(default, alias = "memory", alias = "text")]
+    pub content: Option<String>,
+    /// New metadata (replaces the old object).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+    /// New event time.
+    #[serde(default)]
+    pub event_time: Option<DateTime<Utc>>,
+}
+
+/// Result of a scope erase.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeletedResponse {
+    /// Memories deleted.
+    pub deleted: u64,
+}
+
+/// An error.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// Error code and message.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable code: `invalid_input`, `not_found`, `conflict`, `payload_too_large`, `unavailable`, `internal`.
+    pub code: String,
+    /// Human-readable message.
+    pub message: String,
+}
+
+/// Health.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+    /// Embedding model in use.
+    pub model: String,
+    /// Server version.
+    pub version: String,
+}

@@ -1,0 +1,184 @@
+//! `hippo bench`: evidence recall and latency on a LoCoMo-format file,
+//! through the library (no HTTP). Same metric as `shared/bench/locomo_recall.py`:
+//! frac = mean fraction of evidence turns in the top-k, any/all = at least
+//! one / every evidence turn found, sess = fraction of evidence sessions touched.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde_json::{json, Value};
+
+use hippo::{Filter, Scope, SearchRequest};
+
+use crate::io::{locomo_items, locomo_turns, InputError};
+use crate::Settings;
+
+/// Arguments of `hippo bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// LoCoMo-format JSON file.
+    #[arg(long)]
+    data: PathBuf,
+    /// Cut-offs to report.
+    #[arg(long, num_args = 1.., default_values_t = vec![5, 10])]
+    k: Vec<usize>,
+    /// Database to load into (default: a fresh temporary file).
+    #[arg(long)]
+    bench_db: Option<PathBuf>,
+}
+
+const CATEGORIES: [(u64, &str); 4] = [
+    (1, "multi-hop"),
+    (2, "temporal"),
+    (3, "open-domain"),
+    (4, "single-hop"),
+];
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((p * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)]
+}
+
+/// Runs the benchmark and prints a JSON summary.
+pub fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.data)
+        .with_context(|| format!("cannot read {}", args.data.display()))?;
+    let data: Value =
+        serde_json::from_str(&text).map_err(|e| InputError(format!("invalid LoCoMo JSON: {e}")))?;
+    let samples = data
+        .as_array()
+        .ok_or_else(|| InputError("a LoCoMo file is a JSON list".into()))?;
+    let tmp = tempfile_dir()?;
+    let db = args
+        .bench_db
+        .clone()
+        .unwrap_or_else(|| tmp.join("bench.db"));
+    let hippo = settings.open_at(&db)?;
+    let kmax = *args.k.iter().max().unwrap_or(&10);
+    let mut rows: Vec<(u64, BTreeMap<String, f64>)> = Vec::new();
+    let (mut lat, mut embed_free) = (Vec::new(), Vec::new());
+    let (mut turns_loaded, mut load_s) = (0usize, 0.0f64);
+    for s in samples {
+        let uid = s
+            .get("sample_id")
+            .and_then(Value::as_str)
+            .context("sample lacks sample_id")?;
+        let turns = locomo_turns(s.get("conversation").context("sample lacks conversation")?)?;
+        let known: HashSet<&str> = turns.iter().map(|t| t.dia_id.as_str()).collect();
+        hippo.delete_scope(&Scope::user(uid))?;
+        let items = locomo_items(uid, &turns);
+        let t0 = Instant::now();
+        for chunk in items.chunks(256) {
+            hippo.add(chunk.to_vec())?;
+        }
+        load_s += t0.elapsed().as_secs_f64();
+        turns_loaded += items.len();
+        for q in s.get("qa").and_then(Value::as_array).into_iter().flatten() {
+            let cat = q.get("category").and_then(Value::as_u64).unwrap_or(0);
+            let ev: HashSet<&str> = q
+                .get("evidence")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .filter(|e| known.contains(e))
+                .collect();
+            if cat == 5 || ev.is_empty() {
+                continue;
+            }
+            let question = q
+                .get("question")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let req = SearchRequest {
+                scope: Scope::user(uid),
+                query: question,
+                top_k: kmax,
+                filter: Filter::default(),
+            };
+            let t = Instant::now();
+            let resp = hippo.search(&req)?;
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+            // Again with the query vector cached: retrieval alone.
+            embed_free.push(hippo.search(&req)?.retrieve_ms);
+            let mut rec = BTreeMap::new();
+            for &k in &args.k {
+                let top = &resp.hits[..resp.hits.len().min(k)];
+                let got: HashSet<&str> = top
+                    .iter()
+                    .filter_map(|h| h.memory.metadata.get("dia_id").and_then(Value::as_str))
+                    .collect();
+                let hit = ev.intersection(&got).count();
+                let session = |d: &str| d.split(':').next().unwrap_or(d).to_owned();
+                let ev_s: HashSet<String> = ev.iter().map(|d| session(d)).collect();
+                let got_s: HashSet<String> = got.iter().map(|d| session(d)).collect();
+                let chars: usize = top.iter().map(|h| h.memory.content.len()).sum();
+                rec.insert(format!("frac@{k}"), hit as f64 / ev.len() as f64);
+                rec.insert(format!("any@{k}"), f64::from(u8::from(hit > 0)));
+                rec.insert(format!("all@{k}"), f64::from(u8::from(hit == ev.len())));
+                rec.insert(
+                    format!("sess@{k}"),
+                    ev_s.intersection(&got_s).count() as f64 / ev_s.len() as f64,
+                );
+                rec.insert(format!("chars@{k}"), chars as f64);
+            }
+            rows.push((cat, rec));
+        }
+    }
+    let mean = |rows: &[&BTreeMap<String, f64>], key: &str| {
+        if rows.is_empty() {
+            return Value::Null;
+        }
+        let v = rows.iter().map(|r| r[key]).sum::<f64>() / rows.len() as f64;
+        json!((v * 10_000.0).round() / 10_000.0)
+    };
+    let all: Vec<&BTreeMap<String, f64>> = rows.iter().map(|r| &r.1).collect();
+    let mut overall = serde_json::Map::new();
+    for &k in &args.k {
+        for m in ["frac", "any", "all", "sess", "chars"] {
+            overall.insert(format!("{m}@{k}"), mean(&all, &format!("{m}@{k}")));
+        }
+    }
+    let mut by_cat = serde_json::Map::new();
+    for (c, name) in CATEGORIES {
+        let sub: Vec<&BTreeMap<String, f64>> =
+            rows.iter().filter(|r| r.0 == c).map(|r| &r.1).collect();
+        let mut entry = serde_json::Map::new();
+        entry.insert("n".into(), json!(sub.len()));
+        for &k in &args.k {
+            entry.insert(format!("frac@{k}"), mean(&sub, &format!("frac@{k}")));
+        }
+        by_cat.insert(name.into(), Value::Object(entry));
+    }
+    lat.sort_by(f64::total_cmp);
+    embed_free.sort_by(f64::total_cmp);
+    let out = json!({
+        "questions": rows.len(),
+        "turns_loaded": turns_loaded,
+        "ingest_turns_per_s": if load_s > 0.0 { (turns_loaded as f64 / load_s * 10.0).round() / 10.0 } else { 0.0 },
+        "search_ms_p50": pct(&lat, 0.5),
+        "search_ms_p95": pct(&lat, 0.95),
+        "retrieval_cached_ms_p50": pct(&embed_free, 0.5),
+        "retrieval_cached_ms_p95": pct(&embed_free, 0.95),
+        "overall": overall,
+        "by_category": by_cat,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    drop(hippo);
+    if args.bench_db.is_none() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("hippo-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

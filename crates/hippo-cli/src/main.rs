@@ -1,0 +1,432 @@
+//! `hippo`: the memory server and command-line tool. Glue only: every
+//! command is a thin adapter over `hippo::Hippo`.
+
+mod api;
+mod bench;
+mod config;
+mod io;
+mod metrics;
+mod server;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use hippo::{
+    AddItem, Embedder, Filter, Hippo, MiniLmEmbedder, OpenAiEmbedder, OpenAiEmbedderConfig, Scope,
+    SearchRequest, SqliteStore, SqliteStoreOptions,
+};
+
+use config::FileConfig;
+
+#[derive(Parser)]
+#[command(name = "hippo", version, about = "Long-term memory for LLM agents")]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options shared by every command.
+#[derive(Args, Clone)]
+struct Global {
+    /// Config file (TOML); default ~/.config/hippo/config.toml if present.
+    #[arg(long, global = true, env = "HIPPO_CONFIG")]
+    config: Option<PathBuf>,
+    /// Database file; default ~/.local/share/hippo/hippo.db.
+    #[arg(long, global = true, env = "HIPPO_DB")]
+    db: Option<PathBuf>,
+    /// Directory of the local all-MiniLM-L6-v2 model; default ~/.cache/hippo/models/all-MiniLM-L6-v2,
+    /// else downloaded from the Hugging Face Hub.
+    #[arg(long, global = true, env = "HIPPO_MODEL_DIR")]
+    model_dir: Option<PathBuf>,
+    /// Use an OpenAI-compatible embeddings endpoint (base URL up to /v1) instead of the local model.
+    #[arg(long, global = true, env = "HIPPO_EMBEDDER_URL")]
+    embedder_url: Option<String>,
+    /// Model name at the embeddings endpoint.
+    #[arg(long, global = true, env = "HIPPO_EMBEDDER_MODEL")]
+    embedder_model: Option<String>,
+    /// API key for the embeddings endpoint.
+    #[arg(
+        long,
+        global = true,
+        env = "HIPPO_EMBEDDER_API_KEY",
+        hide_env_values = true
+    )]
+    embedder_api_key: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the REST API.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "HIPPO_LISTEN")]
+        listen: Option<String>,
+        /// Largest accepted request body, in bytes.
+        #[arg(long, env = "HIPPO_MAX_BODY_BYTES")]
+        max_body_bytes: Option<usize>,
+    },
+    /// Remember one text.
+    Add {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// Speaker role (stores a message); without it the text is stored as a document.
+        #[arg(long)]
+        role: Option<String>,
+        /// Speaker name.
+        #[arg(long)]
+        name: Option<String>,
+        /// The text.
+        text: String,
+    },
+    /// Search memories.
+    Search {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        /// Results wanted.
+        #[arg(short = 'k', long, default_value_t = 10)]
+        top_k: usize,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+        /// The query.
+        query: String,
+    },
+    /// Import JSONL (exported memories or add items) or a LoCoMo-format JSON file.
+    Import {
+        /// The file.
+        file: PathBuf,
+        /// `jsonl`, `locomo`, or `auto` (by extension and content).
+        #[arg(long, default_value = "auto")]
+        format: String,
+    },
+    /// Export memories as JSONL (lossless; re-import with `import`).
+    Export {
+        #[command(flatten)]
+        scope: OptScopeArgs,
+        /// Output file; standard output when absent.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Show store counts.
+    Stats,
+    /// Embed memories lacking a vector of the current model (after switching models).
+    Reembed,
+    /// Recall and latency on a LoCoMo-format file, through the library.
+    Bench(bench::BenchArgs),
+    /// Download the default model from the Hugging Face Hub into its cache and print the directory.
+    FetchModel,
+}
+
+#[derive(Args, Clone)]
+struct ScopeArgs {
+    /// User id.
+    #[arg(long)]
+    user: Option<String>,
+    /// Agent id.
+    #[arg(long)]
+    agent: Option<String>,
+    /// Session id.
+    #[arg(long)]
+    session: Option<String>,
+}
+
+impl ScopeArgs {
+    fn scope(&self) -> Scope {
+        Scope {
+            user_id: self.user.clone(),
+            agent_id: self.agent.clone(),
+            session_id: self.session.clone(),
+        }
+    }
+}
+
+#[derive(Args, Clone)]
+struct OptScopeArgs {
+    /// Only this user.
+    #[arg(long)]
+    user: Option<String>,
+    /// Only this agent.
+    #[arg(long)]
+    agent: Option<String>,
+    /// Only this session.
+    #[arg(long)]
+    session: Option<String>,
+}
+
+impl OptScopeArgs {
+    fn scope(&self) -> Option<Scope> {
+        let s = Scope {
+            user_id: self.user.clone(),
+            agent_id: self.agent.clone(),
+            session_id: self.session.clone(),
+        };
+        (s != Scope::default()).then_some(s)
+    }
+}
+
+/// Resolved settings.
+pub struct Settings {
+    db: PathBuf,
+    model_dir: Option<PathBuf>,
+    embedder_url: Option<String>,
+    embedder_model: Option<String>,
+    embedder_api_key: Option<String>,
+    fast_commits: bool,
+    file: FileConfig,
+}
+
+impl Settings {
+    fn resolve(g: &Global) -> Result<Self> {
+        let file = FileConfig::load(g.config.as_deref())?;
+        Ok(Settings {
+            db: g
+                .db
+                .clone()
+                .or_else(|| file.db.clone())
+                .unwrap_or_else(config::default_db_path),
+            model_dir: g.model_dir.clone().or_else(|| file.model_dir.clone()),
+            embedder_url: g.embedder_url.clone().or_else(|| file.embedder_url.clone()),
+            embedder_model: g
+                .embedder_model
+                .clone()
+                .or_else(|| file.embedder_model.clone()),
+            embedder_api_key: g
+                .embedder_api_key
+                .clone()
+                .or_else(|| file.embedder_api_key.clone()),
+            fast_commits: file.fast_commits.unwrap_or(false),
+            file,
+        })
+    }
+
+    /// The configured embedder.
+    pub fn embedder(&self) -> Result<Arc<dyn Embedder>> {
+        if let Some(url) = &self.embedder_url {
+            let config = OpenAiEmbedderConfig {
+                base_url: url.clone(),
+                model: self
+                    .embedder_model
+                    .clone()
+                    .context("--embedder-model is required with --embedder-url")?,
+                api_key: self.embedder_api_key.clone(),
+                ..Default::default()
+            };
+            return Ok(Arc::new(OpenAiEmbedder::new(config)?));
+        }
+        let dir = match &self.model_dir {
+            Some(d) => d.clone(),
+            None => {
+                match config::default_model_dir().filter(|d| d.join("model.safetensors").is_file())
+                {
+                    Some(d) => d,
+                    None => {
+                        eprintln!("hippo: no local model directory; downloading {} from the Hugging Face Hub", hippo::embed::MINILM_HUB_REPO);
+                        MiniLmEmbedder::download_from_hub()?
+                    }
+                }
+            }
+        };
+        Ok(Arc::new(MiniLmEmbedder::from_dir(&dir).with_context(
+            || format!("loading the model from {}", dir.display()),
+        )?))
+    }
+
+    /// Opens the engine on the configured database (created if absent).
+    pub fn open(&self) -> Result<Hippo> {
+        self.open_at(&self.db)
+    }
+
+    /// Opens the engine on another database file with the configured embedder.
+    pub fn open_at(&self, db: &std::path::Path) -> Result<Hippo> {
+        let embedder = self.embedder()?;
+        if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        let mut opts = SqliteStoreOptions::new(db, embedder.model_id(), embedder.dimension());
+        opts.fast_commits = self.fast_commits;
+        let store = SqliteStore::open(opts)?;
+        Ok(Hippo::builder()
+            .store(Arc::new(store))
+            .embedder(embedder)
+            .build()?)
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HIPPO_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(cli) {
+        eprintln!("hippo: {e:#}");
+        // Exit codes: 2 for bad input, 1 for everything else.
+        let invalid = e
+            .downcast_ref::<hippo::Error>()
+            .is_some_and(|h| h.kind() == hippo::ErrorKind::InvalidInput)
+            || e.downcast_ref::<io::InputError>().is_some();
+        std::process::exit(if invalid { 2 } else { 1 });
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let settings = Settings::resolve(&cli.global)?;
+    match cli.command {
+        Command::Serve {
+            listen,
+            max_body_bytes,
+        } => {
+            let listen = listen
+                .or_else(|| settings.file.listen.clone())
+                .unwrap_or_else(|| "127.0.0.1:8080".into());
+            let max_body = max_body_bytes
+                .or(settings.file.max_body_bytes)
+                .unwrap_or(16 << 20);
+            let hippo = Arc::new(settings.open()?);
+            serve(hippo, &listen, max_body)
+        }
+        Command::Add {
+            scope,
+            role,
+            name,
+            text,
+        } => {
+            let hippo = settings.open()?;
+            let item = match role {
+                Some(role) => AddItem::message(scope.scope(), &role, name.as_deref(), text),
+                None => AddItem::text(scope.scope(), text),
+            };
+            for m in hippo.add(vec![item])? {
+                println!("{}", m.id);
+            }
+            Ok(())
+        }
+        Command::Search {
+            scope,
+            top_k,
+            json,
+            query,
+        } => {
+            let hippo = settings.open()?;
+            let resp = hippo.search(&SearchRequest {
+                scope: scope.scope(),
+                query,
+                top_k,
+                filter: Filter::default(),
+            })?;
+            for hit in resp.hits {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string(&api::SearchResultView::from(hit))?
+                    );
+                } else {
+                    let who = hit
+                        .memory
+                        .actor
+                        .name
+                        .as_deref()
+                        .map(|n| format!("{n}: "))
+                        .unwrap_or_default();
+                    println!(
+                        "{:.3}  {}  {}{}",
+                        hit.score, hit.memory.id, who, hit.memory.content
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Import { file, format } => {
+            let hippo = settings.open()?;
+            let n = io::import(&hippo, &file, &format)?;
+            eprintln!("imported {n} memories");
+            Ok(())
+        }
+        Command::Export { scope, out } => {
+            let hippo = settings.open()?;
+            let n = match out {
+                Some(path) => {
+                    let f = std::fs::File::create(&path)
+                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    io::export(&hippo, scope.scope().as_ref(), std::io::BufWriter::new(f))?
+                }
+                None => io::export(&hippo, scope.scope().as_ref(), std::io::stdout().lock())?,
+            };
+            eprintln!("exported {n} memories");
+            Ok(())
+        }
+        Command::Stats => {
+            let hippo = settings.open()?;
+            println!("{}", serde_json::to_string_pretty(&hippo.stats()?)?);
+            Ok(())
+        }
+        Command::Reembed => {
+            let hippo = settings.open()?;
+            let n = hippo.reembed(256, |done| eprint!("\rre-embedded {done}"))?;
+            eprintln!("\rre-embedded {n} memories");
+            Ok(())
+        }
+        Command::Bench(args) => bench::run(&settings, args),
+        Command::FetchModel => {
+            println!("{}", MiniLmEmbedder::download_from_hub()?.display());
+            Ok(())
+        }
+    }
+}
+
+fn serve(hippo: Arc<Hippo>, listen: &str, max_body_bytes: usize) -> Result<()> {
+    let addr: std::net::SocketAddr = listen
+        .parse()
+        .with_context(|| format!("invalid listen address {listen:?}"))?;
+    if !addr.ip().is_loopback() {
+        bail!("refusing to listen on {addr}: this version has no authentication, so it serves loopback only");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let state = server::AppState {
+            hippo,
+            metrics: Arc::new(metrics::Metrics::new()),
+        };
+        let app = server::router(state, max_body_bytes);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        tracing::info!(%addr, "hippo serving");
+        // Printed for scripts that wait for readiness.
+        println!("listening on http://{}", listener.local_addr()?);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown())
+            .await?;
+        Ok(())
+    })
+}
+
+async fn shutdown() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or(());
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,491 @@
+//! The REST API v1 over [`hippo::Hippo`]: routing, JSON (de)serialisation,
+//! error mapping and metrics. Handlers run engine calls on the blocking pool.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use utoipa::OpenApi;
+use uuid::Uuid;
+
+use hippo::{
+    Error, ErrorKind, Filter, Hippo, MemoryKind, MemoryPatch, Order, Scope, SearchRequest,
+};
+
+use crate::api::*;
+use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+
+/// Shared state of the server.
+#[derive(Clone)]
+pub struct AppState {
+    /// The engine.
+    pub hippo: Arc<Hippo>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// An API error response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        // Exhaustive on purpose: a new kind must choose its status here.
+        let (status, code) = match e.kind() {
+            ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, "invalid_input"),
+            ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
+            ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %e.detail(), "request failed");
+        }
+        ApiError::new(status, code, e.message())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let status = r.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "payload_too_large"
+        } else {
+            "invalid_input"
+        };
+        // Map axum's 415/422 to a plain 400 except for the size limit.
+        let status = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            status
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, code, r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::invalid(r.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.into(),
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// `Json` whose rejections are API errors.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ApiJson(Json::<T>::from_request(req, state).await?.0))
+    }
+}
+
+/// `Query` whose rejections are API errors.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for ApiQuery<T>
+{
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ApiQuery(
+            Query::<T>::from_request_parts(parts, state).await?.0,
+        ))
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> hippo::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => {
+            tracing::error!(error = %e, "engine task panicked");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            ))
+        }
+    }
+}
+
+/// The OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Hippo",
+        description = "Long-term memory for LLM agents: REST API v1."
+    ),
+    paths(
+        add_memory,
+        add_batch,
+        search,
+        list_memories,
+        erase_scope,
+        get_memory,
+        patch_memory,
+        delete_memory,
+        healthz,
+        metrics
+    ),
+    components(schemas(
+        MessageBody,
+        AddItemBody,
+        BatchBody,
+        ProvenanceView,
+        MemoryView,
+        AddResponse,
+        FiltersBody,
+        SearchBody,
+        ScoresView,
+        SearchResultView,
+        SearchResponseView,
+        ListResponse,
+        PatchBody,
+        DeletedResponse,
+        ErrorBody,
+        ErrorDetail,
+        Health
+    ))
+)]
+pub struct ApiDoc;
+
+/// Builds the router. `max_body_bytes` bounds every request body (413 beyond).
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route(
+            "/v1/memories",
+            post(add_memory).get(list_memories).delete(erase_scope),
+        )
+        .route("/v1/memories/batch", post(add_batch))
+        .route(
+            "/v1/memories/{id}",
+            get(get_memory).patch(patch_memory).delete(delete_memory),
+        )
+        .route("/v1/search", post(search))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = req.method().to_string();
+    let t = Instant::now();
+    let resp = next.run(req).await;
+    state
+        .metrics
+        .latency
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(t.elapsed().as_secs_f64());
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            method,
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    resp
+}
+
+fn scope_of(
+    user_id: Option<String>,
+    agent_id: Option<String>,
+    session_id: Option<String>,
+) -> Scope {
+    Scope {
+        user_id,
+        agent_id,
+        session_id,
+    }
+}
+
+async fn add_items(
+    state: AppState,
+    items: Vec<AddItemBody>,
+) -> Result<Json<AddResponse>, ApiError> {
+    let items = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| {
+            b.into_item()
+                .map_err(|e| ApiError::invalid(format!("item {i}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let hippo = state.hippo.clone();
+    let memories = blocking(move || hippo.add(items)).await?;
+    state.metrics.memories_written.inc_by(memories.len() as u64);
+    Ok(Json(AddResponse {
+        results: memories.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// Remember one item (durable and searchable when the response is sent).
+#[utoipa::path(post, path = "/v1/memories", request_body = AddItemBody,
+    responses((status = 200, body = AddResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+async fn add_memory(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<AddItemBody>,
+) -> Result<Json<AddResponse>, ApiError> {
+    add_items(state, vec![body]).await
+}
+
+/// Remember a batch of items atomically (all or nothing).
+#[utoipa::path(post, path = "/v1/memories/batch", request_body = BatchBody,
+    responses((status = 200, body = AddResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+async fn add_batch(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<BatchBody>,
+) -> Result<Json<AddResponse>, ApiError> {
+    add_items(state, body.items).await
+}
+
+/// Hybrid (keyword + vector + recency) search within a scope.
+#[utoipa::path(post, path = "/v1/search", request_body = SearchBody,
+    responses((status = 200, body = SearchResponseView), (status = 400, body = ErrorBody)))]
+async fn search(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<SearchBody>,
+) -> Result<Json<SearchResponseView>, ApiError> {
+    let req = SearchRequest {
+        scope: scope_of(body.user_id, body.agent_id, body.session_id),
+        query: body.query,
+        top_k: body.top_k.unwrap_or(10),
+        filter: body.filters.map(Filter::from).unwrap_or_default(),
+    };
+    let hippo = state.hippo.clone();
+    let t = Instant::now();
+    let resp = blocking(move || hippo.search(&req)).await?;
+    Ok(Json(SearchResponseView {
+        results: resp.hits.into_iter().map(Into::into).collect(),
+        took_ms: t.elapsed().as_secs_f64() * 1e3,
+    }))
+}
+
+/// Scope and paging parameters of list and erase.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Scope user.
+    user_id: Option<String>,
+    /// Scope agent.
+    agent_id: Option<String>,
+    /// Scope session (`run_id` accepted).
+    #[serde(alias = "run_id")]
+    session_id: Option<String>,
+    /// Cursor from the previous page.
+    cursor: Option<String>,
+    /// Page size (1..=1000, default 100).
+    limit: Option<usize>,
+    /// `asc` (oldest first, default) or `desc`.
+    order: Option<String>,
+    /// Only this kind.
+    kind: Option<String>,
+}
+
+/// List memories of a scope, oldest first, with a cursor.
+#[utoipa::path(get, path = "/v1/memories", params(ListParams),
+    responses((status = 200, body = ListResponse), (status = 400, body = ErrorBody)))]
+async fn list_memories(
+    State(state): State<AppState>,
+    ApiQuery(p): ApiQuery<ListParams>,
+) -> Result<Json<ListResponse>, ApiError> {
+    let scope = scope_of(p.user_id, p.agent_id, p.session_id);
+    let order = match p.order.as_deref() {
+        None | Some("asc") => Order::Ascending,
+        Some("desc") => Order::Descending,
+        Some(o) => {
+            return Err(ApiError::invalid(format!(
+                "order must be asc or desc, not {o:?}"
+            )))
+        }
+    };
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit must be 1..=1000"));
+    }
+    let filter = Filter {
+        kinds: p
+            .kind
+            .as_deref()
+            .map(MemoryKind::parse)
+            .transpose()?
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    };
+    let hippo = state.hippo.clone();
+    let page =
+        blocking(move || hippo.list(Some(&scope), &filter, p.cursor.as_deref(), limit, order))
+            .await?;
+    Ok(Json(ListResponse {
+        results: page.memories.into_iter().map(Into::into).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Scope parameters.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeParams {
+    /// Scope user.
+    user_id: Option<String>,
+    /// Scope agent.
+    agent_id: Option<String>,
+    /// Scope session (`run_id` accepted).
+    #[serde(alias = "run_id")]
+    session_id: Option<String>,
+}
+
+impl ScopeParams {
+    fn scope(self) -> Option<Scope> {
+        let s = scope_of(self.user_id, self.agent_id, self.session_id);
+        (s != Scope::default()).then_some(s)
+    }
+}
+
+/// Erase every memory of a scope (at least one scope parameter is required).
+#[utoipa::path(delete, path = "/v1/memories", params(ScopeParams),
+    responses((status = 200, body = DeletedResponse), (status = 400, body = ErrorBody)))]
+async fn erase_scope(
+    State(state): State<AppState>,
+    ApiQuery(p): ApiQuery<ScopeParams>,
+) -> Result<Json<DeletedResponse>, ApiError> {
+    let scope = p.scope().ok_or_else(|| {
+        ApiError::invalid("at least one of user_id, agent_id or session_id is required")
+    })?;
+    let hippo = state.hippo.clone();
+    let deleted = blocking(move || hippo.delete_scope(&scope)).await?;
+    Ok(Json(DeletedResponse { deleted }))
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| ApiError::invalid(format!("{id:?} is not a memory id")))
+}
+
+/// Get a memory by id (scope parameters, when given, must match).
+#[utoipa::path(get, path = "/v1/memories/{id}", params(("id" = Uuid, Path, description = "Memory id"), ScopeParams),
+    responses((status = 200, body = MemoryView), (status = 404, body = ErrorBody)))]
+async fn get_memory(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(p): ApiQuery<ScopeParams>,
+) -> Result<Json<MemoryView>, ApiError> {
+    let id = parse_id(&id)?;
+    let hippo = state.hippo.clone();
+    let m = blocking(move || hippo.get(id, p.scope().as_ref())).await?;
+    Ok(Json(m.into()))
+}
+
+/// Change a memory's text, metadata or event time.
+#[utoipa::path(patch, path = "/v1/memories/{id}", params(("id" = Uuid, Path, description = "Memory id"), ScopeParams), request_body = PatchBody,
+    responses((status = 200, body = MemoryView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn patch_memory(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(p): ApiQuery<ScopeParams>,
+    ApiJson(body): ApiJson<PatchBody>,
+) -> Result<Json<MemoryView>, ApiError> {
+    let id = parse_id(&id)?;
+    if body.content.is_none() && body.metadata.is_none() && body.event_time.is_none() {
+        return Err(ApiError::invalid(
+            "nothing to change: give content, metadata or event_time",
+        ));
+    }
+    let patch = MemoryPatch {
+        content: body.content,
+        metadata: body.metadata,
+        event_time: body.event_time,
+    };
+    let hippo = state.hippo.clone();
+    let m = blocking(move || hippo.update(id, p.scope().as_ref(), patch)).await?;
+    Ok(Json(m.into()))
+}
+
+/// Delete a memory.
+#[utoipa::path(delete, path = "/v1/memories/{id}", params(("id" = Uuid, Path, description = "Memory id"), ScopeParams),
+    responses((status = 200, body = DeletedResponse), (status = 404, body = ErrorBody)))]
+async fn delete_memory(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(p): ApiQuery<ScopeParams>,
+) -> Result<Json<DeletedResponse>, ApiError> {
+    let id = parse_id(&id)?;
+    let hippo = state.hippo.clone();
+    blocking(move || hippo.delete(id, p.scope().as_ref())).await?;
+    Ok(Json(DeletedResponse { deleted: 1 }))
+}
+
+/// Liveness and the model in use.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)))]
+async fn healthz(State(state): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        model: state.hippo.embedder().model_id().to_owned(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+/// Prometheus metrics (text format).
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.encode(),
+    )
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

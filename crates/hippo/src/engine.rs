@@ -1,0 +1,752 @@
+//! [`Hippo`], the engine: validates writes, splits long inputs into chunks,
+//! embeds, stores atomically; searches by fusing the store's channels. REST,
+//! CLI and bindings are thin adapters over this type.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::chunk::{chunk_text, ChunkPolicy};
+use crate::clock::{Clock, SystemClock};
+use crate::embed::Embedder;
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{content_hash, Actor, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope};
+use crate::retrieve::{fuse, ChannelScores, FusionWeights};
+use crate::store::{
+    InsertBatch, KeywordQuery, ListQuery, NewMemory, Order, Page, Source, Store, StoreStats,
+    VectorQuery,
+};
+use crate::text::query_terms;
+
+/// Limits enforced on every request.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Most items in one add.
+    pub max_batch_items: usize,
+    /// Most bytes of content in one item.
+    pub max_content_bytes: usize,
+    /// Most bytes of serialised metadata in one item.
+    pub max_metadata_bytes: usize,
+    /// Largest `top_k`.
+    pub max_top_k: usize,
+    /// Longest query, in bytes.
+    pub max_query_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_batch_items: 1000,
+            max_content_bytes: 1 << 20,
+            max_metadata_bytes: 16 << 10,
+            max_top_k: 100,
+            max_query_bytes: 4096,
+        }
+    }
+}
+
+/// One conversation message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// `user`, `assistant`, `system`, `tool`, ...
+    pub role: String,
+    /// Speaker name, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The text.
+    pub content: String,
+}
+
+/// What an add item carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Content {
+    /// Conversation turns; each becomes one memory (or several chunks if long).
+    Messages(Vec<Message>),
+    /// A document or note; one memory (or chunks if long).
+    Text(String),
+}
+
+/// One item to remember.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AddItem {
+    /// Owner; at least one field set.
+    pub scope: Scope,
+    /// What to store.
+    pub content: Content,
+    /// Client metadata (a JSON object), copied to every memory of the item.
+    pub metadata: Map<String, Value>,
+    /// When it happened.
+    pub event_time: Option<DateTime<Utc>>,
+    /// Kind override (defaults: `message` for messages, `document` for text).
+    pub kind: Option<MemoryKind>,
+    /// Ask for LLM extraction. Without an LLM configured the item is stored verbatim.
+    pub infer: bool,
+    /// Keep this id (import); only valid when the item yields one memory.
+    pub id: Option<MemoryId>,
+    /// Keep this record time (import).
+    pub recorded_at: Option<DateTime<Utc>>,
+}
+
+impl AddItem {
+    /// A verbatim text item for `scope`.
+    pub fn text(scope: Scope, text: impl Into<String>) -> Self {
+        AddItem {
+            scope,
+            content: Content::Text(text.into()),
+            metadata: Map::new(),
+            event_time: None,
+            kind: None,
+            infer: false,
+            id: None,
+            recorded_at: None,
+        }
+    }
+
+    /// A single-message item for `scope`.
+    pub fn message(
+        scope: Scope,
+        role: &str,
+        name: Option<&str>,
+        content: impl Into<String>,
+    ) -> Self {
+        let m = Message {
+            role: role.into(),
+            name: name.map(Into::into),
+            content: content.into(),
+        };
+        AddItem {
+            content: Content::Messages(vec![m]),
+            ..AddItem::text(scope, "")
+        }
+    }
+}
+
+/// A search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchRequest {
+    /// Where to search; at least one field set.
+    pub scope: Scope,
+    /// Natural-language query.
+    pub query: String,
+    /// How many results.
+    pub top_k: usize,
+    /// Extra conditions.
+    pub filter: Filter,
+}
+
+impl SearchRequest {
+    /// A search for `query` in `scope` returning 10 results.
+    pub fn new(scope: Scope, query: impl Into<String>) -> Self {
+        SearchRequest {
+            scope,
+            query: query.into(),
+            top_k: 10,
+            filter: Filter::default(),
+        }
+    }
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchHit {
+    /// The memory.
+    pub memory: Memory,
+    /// Fused score (higher is better).
+    pub score: f32,
+    /// Why: the per-channel scores.
+    pub scores: ChannelScores,
+}
+
+/// Search results and timings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchResponse {
+    /// Best first.
+    pub hits: Vec<SearchHit>,
+    /// Milliseconds spent embedding the query (0 when cached).
+    pub embed_ms: f64,
+    /// Milliseconds spent retrieving and ranking.
+    pub retrieve_ms: f64,
+}
+
+/// A partial update of a memory.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemoryPatch {
+    /// New content (re-embedded and re-indexed).
+    pub content: Option<String>,
+    /// New metadata (replaces the old object).
+    pub metadata: Option<Map<String, Value>>,
+    /// New event time.
+    pub event_time: Option<DateTime<Utc>>,
+}
+
+/// Builds a [`Hippo`].
+#[derive(Default)]
+pub struct HippoBuilder {
+    store: Option<Arc<dyn Store>>,
+    embedder: Option<Arc<dyn Embedder>>,
+    clock: Option<Arc<dyn Clock>>,
+    weights: FusionWeights,
+    limits: Limits,
+}
+
+impl HippoBuilder {
+    /// The store (required).
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+    /// The embedder (required); its model must be the store's active model.
+    pub fn embedder(mut self, embedder: Arc<dyn Embedder>) -> Self {
+        self.embedder = Some(embedder);
+        self
+    }
+    /// The clock (default: system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+    /// Fusion weights.
+    pub fn weights(mut self, weights: FusionWeights) -> Self {
+        self.weights = weights;
+        self
+    }
+    /// Request limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+    /// Checks that the parts fit together and builds the engine.
+    pub fn build(self) -> Result<Hippo> {
+        let store = self
+            .store
+            .ok_or_else(|| Error::invalid("a store is required"))?;
+        let embedder = self
+            .embedder
+            .ok_or_else(|| Error::invalid("an embedder is required"))?;
+        if store.active_model() != embedder.model_id() {
+            return Err(Error::invalid(format!(
+                "store searches vectors of {:?} but the embedder is {:?}",
+                store.active_model(),
+                embedder.model_id()
+            )));
+        }
+        Ok(Hippo {
+            store,
+            embedder,
+            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            weights: self.weights,
+            limits: self.limits,
+            query_cache: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+/// Most cached query vectors before the cache is cleared.
+const QUERY_CACHE_CAP: usize = 4096;
+
+/// The memory engine.
+pub struct Hippo {
+    store: Arc<dyn Store>,
+    embedder: Arc<dyn Embedder>,
+    clock: Arc<dyn Clock>,
+    weights: FusionWeights,
+    limits: Limits,
+    query_cache: Mutex<HashMap<String, Arc<Vec<f32>>>>,
+}
+
+/// A memory being prepared, before embedding.
+struct Draft {
+    memory: Memory,
+    embed_text: String,
+}
+
+fn embed_text_of(name: Option<&str>, content: &str) -> String {
+    match name {
+        Some(n) if !n.is_empty() => format!("{n}: {content}"),
+        _ => content.to_owned(),
+    }
+}
+
+impl Hippo {
+    /// Starts building an engine.
+    pub fn builder() -> HippoBuilder {
+        HippoBuilder::default()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The embedder.
+    pub fn embedder(&self) -> &Arc<dyn Embedder> {
+        &self.embedder
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn validate_item(&self, item: &AddItem) -> Result<()> {
+        item.scope.validate()?;
+        let meta_len = Value::Object(item.metadata.clone()).to_string().len();
+        if meta_len > self.limits.max_metadata_bytes {
+            return Err(Error::invalid(format!(
+                "metadata exceeds {} bytes",
+                self.limits.max_metadata_bytes
+            )));
+        }
+        let check = |text: &str| -> Result<()> {
+            if text.trim().is_empty() {
+                return Err(Error::invalid("content must not be empty"));
+            }
+            if text.len() > self.limits.max_content_bytes {
+                return Err(Error::invalid(format!(
+                    "content exceeds {} bytes",
+                    self.limits.max_content_bytes
+                )));
+            }
+            Ok(())
+        };
+        match &item.content {
+            Content::Text(t) => check(t)?,
+            Content::Messages(ms) => {
+                if ms.is_empty() {
+                    return Err(Error::invalid("messages must not be empty"));
+                }
+                for m in ms {
+                    check(&m.content)?;
+                    if m.role.is_empty() || m.role.len() > 64 {
+                        return Err(Error::invalid("message role must be 1..=64 bytes"));
+                    }
+                    if m.name.as_ref().is_some_and(|n| n.len() > 256) {
+                        return Err(Error::invalid("message name must be at most 256 bytes"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns items into drafts (one per memory) and sources of chunked inputs.
+    fn draft(&self, items: Vec<AddItem>, request_id: Uuid) -> Result<(Vec<Draft>, Vec<Source>)> {
+        let now = self.clock.now();
+        let policy = ChunkPolicy::for_window(self.embedder.max_tokens());
+        let mut drafts = Vec::new();
+        let mut sources = Vec::new();
+        for item in items {
+            let (default_kind, parts): (MemoryKind, Vec<(Actor, String)>) = match item.content {
+                Content::Text(t) => (MemoryKind::Document, vec![(Actor::default(), t)]),
+                Content::Messages(ms) => (
+                    MemoryKind::Message,
+                    ms.into_iter()
+                        .map(|m| {
+                            (
+                                Actor {
+                                    role: Some(m.role),
+                                    name: m.name,
+                                },
+                                m.content,
+                            )
+                        })
+                        .collect(),
+                ),
+            };
+            let kind = item.kind.unwrap_or(default_kind);
+            let mut produced = 0;
+            for (actor, content) in parts {
+                let chunks = chunk_text(&content, policy, |s| self.embedder.count_tokens(s));
+                let (source_id, count) = if chunks.len() > 1 {
+                    let sid = MemoryId::now_v7();
+                    sources.push(Source {
+                        id: sid,
+                        scope: item.scope.clone(),
+                        content: content.clone(),
+                    });
+                    (Some(sid), Some(chunks.len() as u32))
+                } else {
+                    (None, None)
+                };
+                for (i, chunk) in chunks.into_iter().enumerate() {
+                    produced += 1;
+                    let embed_text = embed_text_of(actor.name.as_deref(), &chunk);
+                    drafts.push(Draft {
+                        memory: Memory {
+                            id: MemoryId::now_v7(),
+                            scope: item.scope.clone(),
+                            kind: if source_id.is_some() {
+                                MemoryKind::Chunk
+                            } else {
+                                kind
+                            },
+                            content_hash: content_hash(&chunk),
+                            content: chunk,
+                            actor: actor.clone(),
+                            metadata: item.metadata.clone(),
+                            event_time: item.event_time,
+                            recorded_at: item.recorded_at.unwrap_or(now),
+                            updated_at: item.recorded_at.unwrap_or(now),
+                            provenance: Provenance {
+                                request_id: Some(request_id),
+                                source_id,
+                                chunk_index: source_id.map(|_| i as u32),
+                                chunk_count: count,
+                            },
+                            embedding_model: Some(self.embedder.model_id().to_owned()),
+                        },
+                        embed_text,
+                    });
+                }
+            }
+            if let Some(id) = item.id {
+                if produced != 1 {
+                    return Err(Error::invalid(
+                        "an item with an explicit id must yield exactly one memory",
+                    ));
+                }
+                if let Some(last) = drafts.last_mut() {
+                    last.memory.id = id;
+                }
+            }
+        }
+        Ok((drafts, sources))
+    }
+
+    /// Stores items verbatim, atomically: every memory is durable, keyword-
+    /// and vector-searchable when this returns; on error nothing is stored.
+    pub fn add(&self, items: Vec<AddItem>) -> Result<Vec<Memory>> {
+        if items.is_empty() {
+            return Err(Error::invalid("no items to add"));
+        }
+        if items.len() > self.limits.max_batch_items {
+            return Err(Error::invalid(format!(
+                "at most {} items per request",
+                self.limits.max_batch_items
+            )));
+        }
+        for (i, item) in items.iter().enumerate() {
+            self.validate_item(item)
+                .map_err(|e| Error::new(e.kind(), format!("item {i}: {}", e.message())))?;
+        }
+        let request_id = Uuid::now_v7();
+        let (drafts, sources) = self.draft(items, request_id)?;
+        let texts: Vec<&str> = drafts.iter().map(|d| d.embed_text.as_str()).collect();
+        let vectors = self.embedder.embed_batch(&texts)?;
+        if vectors.len() != drafts.len() {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                "embedder returned a wrong number of vectors",
+            ));
+        }
+        let memories: Vec<Memory> = drafts.iter().map(|d| d.memory.clone()).collect();
+        let batch = InsertBatch {
+            memories: drafts
+                .into_iter()
+                .zip(vectors)
+                .map(|(d, v)| NewMemory {
+                    memory: d.memory,
+                    vector: Some(v),
+                })
+                .collect(),
+            sources,
+        };
+        self.store.insert(batch)?;
+        Ok(memories)
+    }
+
+    /// Stores memories exactly as given (ids, times, provenance kept), e.g.
+    /// from an export; memories whose id already exists are skipped. Returns
+    /// how many were stored. Vectors are recomputed with the current model.
+    pub fn import(&self, memories: Vec<Memory>) -> Result<usize> {
+        if memories.len() > self.limits.max_batch_items {
+            return Err(Error::invalid(format!(
+                "at most {} memories per import batch",
+                self.limits.max_batch_items
+            )));
+        }
+        let ids: Vec<MemoryId> = memories.iter().map(|m| m.id).collect();
+        let existing: std::collections::HashSet<MemoryId> = self
+            .store
+            .get_many(&ids)?
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        let mut fresh: Vec<Memory> = Vec::new();
+        for m in memories {
+            if existing.contains(&m.id) || fresh.iter().any(|f| f.id == m.id) {
+                continue;
+            }
+            m.scope.validate()?;
+            if m.content.trim().is_empty() || m.content.len() > self.limits.max_content_bytes {
+                return Err(Error::invalid(format!(
+                    "memory {}: content must be 1..={} bytes",
+                    m.id, self.limits.max_content_bytes
+                )));
+            }
+            if m.content_hash != content_hash(&m.content) {
+                return Err(Error::invalid(format!(
+                    "memory {}: content_hash does not match content",
+                    m.id
+                )));
+            }
+            fresh.push(m);
+        }
+        let texts: Vec<String> = fresh
+            .iter()
+            .map(|m| embed_text_of(m.actor.name.as_deref(), &m.content))
+            .collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let vectors = if refs.is_empty() {
+            Vec::new()
+        } else {
+            self.embedder.embed_batch(&refs)?
+        };
+        let n = fresh.len();
+        let model = self.embedder.model_id().to_owned();
+        let batch = InsertBatch {
+            memories: fresh
+                .into_iter()
+                .zip(vectors)
+                .map(|(mut m, v)| {
+                    m.embedding_model = Some(model.clone());
+                    NewMemory {
+                        memory: m,
+                        vector: Some(v),
+                    }
+                })
+                .collect(),
+            sources: Vec::new(),
+        };
+        self.store.insert(batch)?;
+        Ok(n)
+    }
+
+    fn query_vector(&self, query: &str) -> Result<(Arc<Vec<f32>>, f64)> {
+        let cached = self
+            .query_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(query)
+            .cloned();
+        if let Some(v) = cached {
+            return Ok((v, 0.0));
+        }
+        let t = Instant::now();
+        let v = Arc::new(self.embedder.embed(query)?);
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let mut c = self.query_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if c.len() >= QUERY_CACHE_CAP {
+            c.clear();
+        }
+        c.insert(query.to_owned(), v.clone());
+        Ok((v, ms))
+    }
+
+    /// Hybrid search within a scope.
+    pub fn search(&self, req: &SearchRequest) -> Result<SearchResponse> {
+        req.scope.validate()?;
+        req.filter.validate()?;
+        if req.query.trim().is_empty() {
+            return Err(Error::invalid("query must not be empty"));
+        }
+        if req.query.len() > self.limits.max_query_bytes {
+            return Err(Error::invalid(format!(
+                "query exceeds {} bytes",
+                self.limits.max_query_bytes
+            )));
+        }
+        if req.top_k == 0 || req.top_k > self.limits.max_top_k {
+            return Err(Error::invalid(format!(
+                "top_k must be 1..={}",
+                self.limits.max_top_k
+            )));
+        }
+        let (qv, embed_ms) = self.query_vector(&req.query)?;
+        let t = Instant::now();
+        let pool = (req.top_k * 3).max(50);
+        let terms = query_terms(&req.query);
+        let keyword = self.store.keyword_candidates(&KeywordQuery {
+            scope: &req.scope,
+            filter: &req.filter,
+            terms: &terms,
+            limit: pool,
+        })?;
+        let vector = self.store.vector_candidates(&VectorQuery {
+            scope: &req.scope,
+            filter: &req.filter,
+            vector: &qv,
+            limit: pool,
+        })?;
+        // Exact cosines for keyword-only candidates, so every candidate is
+        // judged on both channels.
+        let known: std::collections::HashSet<MemoryId> = vector.iter().map(|c| c.id).collect();
+        let missing: Vec<MemoryId> = keyword
+            .iter()
+            .map(|c| c.id)
+            .filter(|id| !known.contains(id))
+            .collect();
+        let mut cosines = vector;
+        cosines.extend(self.store.vector_scores(&missing, &qv)?);
+        let mut ids: Vec<MemoryId> = cosines
+            .iter()
+            .map(|c| c.id)
+            .chain(missing.iter().copied())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let memories: HashMap<MemoryId, Memory> = self
+            .store
+            .get_many(&ids)?
+            .into_iter()
+            .filter(|m| req.scope.matches(&m.scope))
+            .map(|m| (m.id, m))
+            .collect();
+        let times: HashMap<MemoryId, DateTime<Utc>> = memories
+            .values()
+            .map(|m| (m.id, m.event_time.unwrap_or(m.recorded_at)))
+            .collect();
+        let fused = fuse(&keyword, &cosines, &times, &self.weights);
+        let mut memories = memories;
+        let hits: Vec<SearchHit> = fused
+            .into_iter()
+            .filter_map(|f| {
+                memories.remove(&f.id).map(|memory| SearchHit {
+                    memory,
+                    score: f.score,
+                    scores: f.scores,
+                })
+            })
+            .take(req.top_k)
+            .collect();
+        Ok(SearchResponse {
+            hits,
+            embed_ms,
+            retrieve_ms: t.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    /// The memory `id`; with a scope, only if it lies in that scope.
+    pub fn get(&self, id: MemoryId, scope: Option<&Scope>) -> Result<Memory> {
+        self.store
+            .get_many(&[id])?
+            .into_iter()
+            .find(|m| scope.is_none_or(|s| s.matches(&m.scope)))
+            .ok_or_else(|| Error::not_found(format!("memory {id} not found")))
+    }
+
+    /// A page of memories in `scope` (all memories when `None`).
+    pub fn list(
+        &self,
+        scope: Option<&Scope>,
+        filter: &Filter,
+        cursor: Option<&str>,
+        limit: usize,
+        order: Order,
+    ) -> Result<Page> {
+        if let Some(s) = scope {
+            s.validate()?;
+        }
+        filter.validate()?;
+        self.store.list(&ListQuery {
+            scope,
+            filter,
+            cursor,
+            limit,
+            order,
+        })
+    }
+
+    /// Applies a patch; content changes are re-embedded and re-indexed.
+    pub fn update(
+        &self,
+        id: MemoryId,
+        scope: Option<&Scope>,
+        patch: MemoryPatch,
+    ) -> Result<Memory> {
+        let mut m = self.get(id, scope)?;
+        let mut vector = None;
+        if let Some(content) = patch.content {
+            if content.trim().is_empty() {
+                return Err(Error::invalid("content must not be empty"));
+            }
+            if content.len() > self.limits.max_content_bytes {
+                return Err(Error::invalid(format!(
+                    "content exceeds {} bytes",
+                    self.limits.max_content_bytes
+                )));
+            }
+            vector = Some(
+                self.embedder
+                    .embed(&embed_text_of(m.actor.name.as_deref(), &content))?,
+            );
+            m.content_hash = content_hash(&content);
+            m.content = content;
+            m.embedding_model = Some(self.embedder.model_id().to_owned());
+        }
+        if let Some(md) = patch.metadata {
+            if Value::Object(md.clone()).to_string().len() > self.limits.max_metadata_bytes {
+                return Err(Error::invalid(format!(
+                    "metadata exceeds {} bytes",
+                    self.limits.max_metadata_bytes
+                )));
+            }
+            m.metadata = md;
+        }
+        if let Some(t) = patch.event_time {
+            m.event_time = Some(t);
+        }
+        m.updated_at = self.clock.now();
+        self.store.update(&m, vector)?;
+        Ok(m)
+    }
+
+    /// Deletes one memory (in `scope`, when given).
+    pub fn delete(&self, id: MemoryId, scope: Option<&Scope>) -> Result<()> {
+        let m = self.get(id, scope)?;
+        if self.store.delete(&[m.id])? == 0 {
+            return Err(Error::not_found(format!("memory {id} not found")));
+        }
+        Ok(())
+    }
+
+    /// Deletes every memory in `scope`; returns how many.
+    pub fn delete_scope(&self, scope: &Scope) -> Result<u64> {
+        scope.validate()?;
+        self.store.delete_scope(scope)
+    }
+
+    /// Embeds memories that lack a vector of the active model (after a model
+    /// switch or an import without vectors); returns how many were embedded.
+    pub fn reembed(&self, batch: usize, mut progress: impl FnMut(usize)) -> Result<usize> {
+        let mut done = 0;
+        loop {
+            let ms = self.store.missing_vectors(batch.max(1))?;
+            if ms.is_empty() {
+                return Ok(done);
+            }
+            let texts: Vec<String> = ms
+                .iter()
+                .map(|m| embed_text_of(m.actor.name.as_deref(), &m.content))
+                .collect();
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let vectors = self.embedder.embed_batch(&refs)?;
+            for (mut m, v) in ms.into_iter().zip(vectors) {
+                m.embedding_model = Some(self.embedder.model_id().to_owned());
+                self.store.update(&m, Some(v))?;
+                done += 1;
+            }
+            progress(done);
+        }
+    }
+
+    /// Store counts.
+    pub fn stats(&self) -> Result<StoreStats> {
+        self.store.stats()
+    }
+}

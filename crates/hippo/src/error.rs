@@ -1,0 +1,108 @@
+//! The library's one error type. Backend errors (SQLite, HTTP, candle) are
+//! converted here so they never leak into public signatures; each error has a
+//! [`ErrorKind`] that the edges (HTTP, CLI, Python) map exhaustively.
+
+use std::fmt;
+
+/// What went wrong, in terms a caller can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The request is malformed or violates a limit; nothing was changed.
+    InvalidInput,
+    /// The addressed memory (or other object) does not exist in the caller's scope.
+    NotFound,
+    /// The request conflicts with the current state (e.g. a vector of another model).
+    Conflict,
+    /// A dependency (embedding endpoint, disk) is unavailable; retrying may help.
+    Unavailable,
+    /// A bug or corruption; details are logged, not returned.
+    Internal,
+}
+
+/// A boxed cause.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The library error: a kind plus a message safe to show to clients.
+#[derive(Debug, thiserror::Error)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    #[source]
+    source: Option<BoxError>,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl Error {
+    /// A new error of `kind` with a client-safe `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+    /// Invalid input (a 400-class error).
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidInput, message)
+    }
+    /// Not found in the caller's scope.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+    /// Internal error wrapping a cause that is logged but not shown to clients.
+    pub fn internal(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error {
+            kind: ErrorKind::Internal,
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+    /// Unavailable dependency wrapping a cause.
+    pub fn unavailable(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error {
+            kind: ErrorKind::Unavailable,
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+    /// The classification of this error.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+    /// The message, safe to return to clients.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+    /// The message followed by the chain of causes, for logs.
+    pub fn detail(&self) -> String {
+        let mut out = self.message.clone();
+        let mut cur: Option<&(dyn std::error::Error + 'static)> =
+            self.source.as_deref().map(|e| e as _);
+        while let Some(e) = cur {
+            out.push_str(": ");
+            out.push_str(&e.to_string());
+            cur = e.source();
+        }
+        out
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::internal("storage error", e)
+    }
+}
+
+impl From<candle_core::Error> for Error {
+    fn from(e: candle_core::Error) -> Self {
+        Error::internal("embedding model error", e)
+    }
+}
+
+/// Result alias used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

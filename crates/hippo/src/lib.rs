@@ -1,0 +1,40 @@
+//! Hippo: a long-term memory engine for LLM agents.
+//!
+//! Write conversation turns and documents; they are stored durably in one
+//! SQLite file, embedded with a local model, and indexed for keyword (BM25)
+//! and vector search. Read them back with hybrid search that fuses both
+//! channels. No LLM is needed for any of this.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use hippo::{AddItem, Hippo, MiniLmEmbedder, Scope, SearchRequest, SqliteStore, SqliteStoreOptions, Embedder};
+//!
+//! # fn main() -> hippo::Result<()> {
+//! let embedder = Arc::new(MiniLmEmbedder::from_dir("models/all-MiniLM-L6-v2".as_ref())?);
+//! let store = SqliteStore::open(SqliteStoreOptions::new("memory.db", embedder.model_id(), embedder.dimension()))?;
+//! let hippo = Hippo::builder().store(Arc::new(store)).embedder(embedder).build()?;
+//! hippo.add(vec![AddItem::message(Scope::user("ana"), "user", Some("Ana"), "I adopted a cat named Miso")])?;
+//! let found = hippo.search(&SearchRequest::new(Scope::user("ana"), "What is my pet called?"))?;
+//! println!("{}", found.hits[0].memory.content);
+//! # Ok(()) }
+//! ```
+
+pub mod chunk;
+pub mod clock;
+pub mod embed;
+pub mod engine;
+pub mod error;
+pub mod model;
+pub mod retrieve;
+pub mod store;
+pub mod text;
+
+pub use embed::{Embedder, MiniLmEmbedder, OpenAiEmbedder, OpenAiEmbedderConfig};
+pub use engine::{
+    AddItem, Content, Hippo, HippoBuilder, Limits, MemoryPatch, Message, SearchHit, SearchRequest,
+    SearchResponse,
+};
+pub use error::{Error, ErrorKind, Result};
+pub use model::{Actor, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope};
+pub use retrieve::{ChannelScores, FusionWeights};
+pub use store::{Order, SqliteStore, SqliteStoreOptions, Store};

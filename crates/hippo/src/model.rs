@@ -1,0 +1,334 @@
+//! The data model: what a memory is, who it belongs to and where it came from.
+//!
+//! Invariants: every memory has exactly one [`Scope`] with at least one of
+//! user/agent/session set; its `id` is a UUIDv7 (time-ordered) assigned by the
+//! engine; `content_hash` is the SHA-256 of `content`; `recorded_at` is set
+//! once when stored and never changes.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// Stable, time-ordered identifier of a memory (UUIDv7).
+pub type MemoryId = Uuid;
+
+/// Maximum length of a scope identifier, in bytes.
+pub const MAX_SCOPE_ID_LEN: usize = 256;
+
+/// Who a memory belongs to. At least one field must be set on write; on read a
+/// scope matches every memory whose set fields are all equal (so `user_id=u`
+/// matches all of u's memories, whatever agent or session wrote them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Scope {
+    /// The end user the memory is about or belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// The agent that owns or wrote the memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// The conversation/session (Mem0 calls it `run_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+impl Scope {
+    /// A scope for one user.
+    pub fn user(user_id: impl Into<String>) -> Self {
+        Scope {
+            user_id: Some(user_id.into()),
+            ..Default::default()
+        }
+    }
+
+    /// Checks that at least one field is set and that all set fields are
+    /// non-empty, of bounded length and free of control characters.
+    pub fn validate(&self) -> Result<()> {
+        let fields = [
+            ("user_id", &self.user_id),
+            ("agent_id", &self.agent_id),
+            ("session_id", &self.session_id),
+        ];
+        if fields.iter().all(|(_, v)| v.is_none()) {
+            return Err(Error::invalid(
+                "at least one of user_id, agent_id or session_id is required",
+            ));
+        }
+        for (name, value) in fields {
+            if let Some(v) = value {
+                if v.is_empty() || v.len() > MAX_SCOPE_ID_LEN || v.chars().any(char::is_control) {
+                    return Err(Error::invalid(format!(
+                        "{name} must be 1..={MAX_SCOPE_ID_LEN} bytes without control characters"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True when `self`, used as a filter, matches a memory stored under `stored`.
+    pub fn matches(&self, stored: &Scope) -> bool {
+        fn field(filter: &Option<String>, value: &Option<String>) -> bool {
+            filter.is_none() || filter == value
+        }
+        field(&self.user_id, &stored.user_id)
+            && field(&self.agent_id, &stored.agent_id)
+            && field(&self.session_id, &stored.session_id)
+    }
+}
+
+/// What sort of memory this is. Later kinds (facts, summaries, profiles,
+/// procedures) are written by the lifecycle features.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryKind {
+    /// One conversation turn, verbatim.
+    #[default]
+    Message,
+    /// A short document stored whole.
+    Document,
+    /// One chunk of a longer document or message; `provenance.source_id` names the whole.
+    Chunk,
+    /// A semantic fact.
+    Fact,
+    /// A summary of several memories.
+    Summary,
+    /// A profile/core description of a user or agent.
+    Profile,
+    /// A procedure: how to do something, lessons learned.
+    Procedure,
+}
+
+impl MemoryKind {
+    /// All kinds, in declaration order.
+    pub const ALL: [MemoryKind; 7] = [
+        MemoryKind::Message,
+        MemoryKind::Document,
+        MemoryKind::Chunk,
+        MemoryKind::Fact,
+        MemoryKind::Summary,
+        MemoryKind::Profile,
+        MemoryKind::Procedure,
+    ];
+
+    /// The stable lower-case name used in storage and APIs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemoryKind::Message => "message",
+            MemoryKind::Document => "document",
+            MemoryKind::Chunk => "chunk",
+            MemoryKind::Fact => "fact",
+            MemoryKind::Summary => "summary",
+            MemoryKind::Profile => "profile",
+            MemoryKind::Procedure => "procedure",
+        }
+    }
+
+    /// Parses a name produced by [`MemoryKind::as_str`].
+    pub fn parse(s: &str) -> Result<Self> {
+        MemoryKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| Error::invalid(format!("unknown memory kind {s:?}")))
+    }
+}
+
+/// Who said or wrote the content.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// `user`, `assistant`, `system`, `tool`, ... (free text, lower-case by convention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The speaker's name, when known. It is searchable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Where a memory came from. Immutable once written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The write request (one per API call / batch) that created it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<Uuid>,
+    /// For chunks: the id of the whole input (see the `sources` store table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<Uuid>,
+    /// For chunks: position within the source, from 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_index: Option<u32>,
+    /// For chunks: how many chunks the source was split into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_count: Option<u32>,
+}
+
+/// One stored memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    /// Stable, time-ordered id.
+    pub id: MemoryId,
+    /// Owner.
+    #[serde(flatten)]
+    pub scope: Scope,
+    /// What sort of memory.
+    pub kind: MemoryKind,
+    /// The text.
+    pub content: String,
+    /// Who said it.
+    #[serde(default)]
+    pub actor: Actor,
+    /// Free-form JSON object supplied by the client.
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+    /// When the remembered thing happened (client-supplied), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time: Option<DateTime<Utc>>,
+    /// When the memory was stored.
+    pub recorded_at: DateTime<Utc>,
+    /// When the memory was last changed (equals `recorded_at` until updated).
+    pub updated_at: DateTime<Utc>,
+    /// Where it came from.
+    #[serde(default)]
+    pub provenance: Provenance,
+    /// SHA-256 of `content`, lower-case hex.
+    pub content_hash: String,
+    /// The embedding model whose vector indexes this memory, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_model: Option<String>,
+}
+
+/// SHA-256 of `content` as lower-case hex.
+pub fn content_hash(content: &str) -> String {
+    let digest = Sha256::digest(content.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// Filters applied to search and list, in addition to the scope.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Filter {
+    /// Only these kinds (empty: all kinds).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<MemoryKind>,
+    /// Metadata keys that must equal these JSON values (scalars only).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub metadata: Map<String, Value>,
+    /// Only memories whose `event_time` is at or after this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time_from: Option<DateTime<Utc>>,
+    /// Only memories whose `event_time` is before this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time_to: Option<DateTime<Utc>>,
+}
+
+impl Filter {
+    /// Rejects metadata filters on non-scalar values and empty time ranges.
+    pub fn validate(&self) -> Result<()> {
+        for (k, v) in &self.metadata {
+            if k.is_empty() || k.len() > 256 {
+                return Err(Error::invalid("metadata filter keys must be 1..=256 bytes"));
+            }
+            if v.is_array() || v.is_object() {
+                return Err(Error::invalid(format!(
+                    "metadata filter {k:?} must be a string, number, boolean or null"
+                )));
+            }
+        }
+        if let (Some(from), Some(to)) = (self.event_time_from, self.event_time_to) {
+            if from >= to {
+                return Err(Error::invalid(
+                    "event_time_from must be before event_time_to",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// True when no condition is set.
+    pub fn is_empty(&self) -> bool {
+        self.kinds.is_empty()
+            && self.metadata.is_empty()
+            && self.event_time_from.is_none()
+            && self.event_time_to.is_none()
+    }
+
+    /// True when the in-memory fields (kind and event time) accept a memory.
+    /// Metadata conditions are not checked here.
+    pub fn accepts_kind_and_time(&self, kind: MemoryKind, event_time_ms: Option<i64>) -> bool {
+        if !self.kinds.is_empty() && !self.kinds.contains(&kind) {
+            return false;
+        }
+        if self.event_time_from.is_some() || self.event_time_to.is_some() {
+            let Some(t) = event_time_ms else { return false };
+            if self
+                .event_time_from
+                .is_some_and(|f| t < f.timestamp_millis())
+            {
+                return false;
+            }
+            if self
+                .event_time_to
+                .is_some_and(|e| t >= e.timestamp_millis())
+            {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_requires_one_field() {
+        assert!(Scope::default().validate().is_err());
+        assert!(Scope::user("u").validate().is_ok());
+        assert!(Scope::user("").validate().is_err());
+        assert!(Scope::user("a\nb").validate().is_err());
+    }
+
+    #[test]
+    fn scope_matching_is_by_set_fields() {
+        let stored = Scope {
+            user_id: Some("u".into()),
+            agent_id: Some("a".into()),
+            session_id: None,
+        };
+        assert!(Scope::user("u").matches(&stored));
+        assert!(!Scope::user("v").matches(&stored));
+        let s = Scope {
+            session_id: Some("s".into()),
+            ..Scope::user("u")
+        };
+        assert!(!s.matches(&stored));
+    }
+
+    #[test]
+    fn kind_names_round_trip() {
+        for k in MemoryKind::ALL {
+            assert_eq!(MemoryKind::parse(k.as_str()).unwrap(), k);
+            assert_eq!(
+                serde_json::to_value(k).unwrap(),
+                Value::String(k.as_str().into())
+            );
+        }
+        assert!(MemoryKind::parse("nope").is_err());
+    }
+
+    #[test]
+    fn content_hash_is_sha256_hex() {
+        assert_eq!(
+            content_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

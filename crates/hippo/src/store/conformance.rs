@@ -1,0 +1,330 @@
+//! The conformance suite every [`Store`] implementation must pass. Each check
+//! takes a fresh, empty store whose active model has dimension 4.
+//! Run all with [`run_all`].
+
+use chrono::{TimeZone, Utc};
+use serde_json::json;
+
+use super::{InsertBatch, KeywordQuery, ListQuery, NewMemory, Order, Store, VectorQuery};
+use crate::model::{content_hash, Actor, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope};
+use crate::text::query_terms;
+
+fn memory(scope: Scope, content: &str, name: Option<&str>) -> Memory {
+    let now = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+    Memory {
+        id: MemoryId::now_v7(),
+        scope,
+        kind: MemoryKind::Message,
+        content: content.into(),
+        actor: Actor {
+            role: Some("user".into()),
+            name: name.map(Into::into),
+        },
+        metadata: Default::default(),
+        event_time: Some(now),
+        recorded_at: now,
+        updated_at: now,
+        provenance: Provenance::default(),
+        content_hash: content_hash(content),
+        embedding_model: None,
+    }
+}
+
+fn vector(i: usize) -> Vec<f32> {
+    let mut v = vec![0.1f32; 4];
+    v[i % 4] = 1.0;
+    crate::embed::normalize(&mut v);
+    v
+}
+
+fn insert(store: &dyn Store, memories: Vec<(Memory, Option<Vec<f32>>)>) {
+    let batch = InsertBatch {
+        memories: memories
+            .into_iter()
+            .map(|(memory, vector)| NewMemory { memory, vector })
+            .collect(),
+        sources: vec![],
+    };
+    store.insert(batch).expect("insert");
+}
+
+fn keyword(store: &dyn Store, scope: &Scope, q: &str) -> Vec<MemoryId> {
+    let terms = query_terms(q);
+    let query = KeywordQuery {
+        scope,
+        filter: &Filter::default(),
+        terms: &terms,
+        limit: 10,
+    };
+    store
+        .keyword_candidates(&query)
+        .expect("keyword")
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
+}
+
+/// Inserted memories round-trip exactly through `get_many`.
+pub fn round_trip(store: &dyn Store) {
+    let mut m = memory(Scope::user("u1"), "I adopted a cat named Miso", Some("Ana"));
+    m.metadata = json!({"k": "v", "n": 3}).as_object().unwrap().clone();
+    m.embedding_model = Some(store.active_model().to_owned());
+    insert(store, vec![(m.clone(), Some(vector(0)))]);
+    assert_eq!(store.get_many(&[m.id]).unwrap(), vec![m.clone()]);
+    let dup = InsertBatch {
+        memories: vec![NewMemory {
+            memory: m,
+            vector: None,
+        }],
+        sources: vec![],
+    };
+    assert_eq!(
+        store.insert(dup).unwrap_err().kind(),
+        crate::ErrorKind::Conflict
+    );
+}
+
+/// Candidate queries never leave the scope.
+pub fn scope_isolation(store: &dyn Store) {
+    let a = memory(
+        Scope::user("alice"),
+        "the secret password is swordfish",
+        None,
+    );
+    let b = memory(Scope::user("bob"), "the secret password is swordfish", None);
+    insert(
+        store,
+        vec![(a.clone(), Some(vector(1))), (b.clone(), Some(vector(1)))],
+    );
+    assert_eq!(
+        keyword(store, &Scope::user("alice"), "password swordfish"),
+        vec![a.id]
+    );
+    let v = vector(1);
+    let got: Vec<MemoryId> = store
+        .vector_candidates(&VectorQuery {
+            scope: &Scope::user("bob"),
+            filter: &Filter::default(),
+            vector: &v,
+            limit: 10,
+        })
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(got, vec![b.id]);
+    assert!(keyword(store, &Scope::user("carol"), "password").is_empty());
+}
+
+/// The speaker's name and the neighbouring turns are keyword-searchable, and
+/// neighbour context follows deletes.
+pub fn names_and_neighbours(store: &dyn Store) {
+    let s = Scope::user("n");
+    let q = memory(s.clone(), "Where should we go hiking?", Some("Maya"));
+    let r = memory(s.clone(), "The Dolomites, definitely", Some("Jon"));
+    let t = memory(s.clone(), "Sounds good", Some("Maya"));
+    insert(
+        store,
+        vec![(q.clone(), None), (r.clone(), None), (t.clone(), None)],
+    );
+    assert!(keyword(store, &s, "Jon").contains(&r.id));
+    // "hiking" is only in q's text, but r is q's neighbour.
+    let hits = keyword(store, &s, "hiking");
+    assert_eq!(hits.first(), Some(&q.id));
+    assert!(hits.contains(&r.id));
+    // "Dolomites" reaches t through r; after deleting r, it no longer does.
+    assert!(keyword(store, &s, "Dolomites").contains(&t.id));
+    assert_eq!(store.delete(&[r.id]).unwrap(), 1);
+    assert!(keyword(store, &s, "Dolomites").is_empty());
+    // q and t are now neighbours.
+    assert!(keyword(store, &s, "hiking").contains(&t.id));
+}
+
+/// Filters on kind, metadata and event time apply to every channel.
+pub fn filters(store: &dyn Store) {
+    let s = Scope::user("f");
+    let mut a = memory(s.clone(), "blue bicycle", None);
+    a.metadata = json!({"topic": "bikes", "n": 1})
+        .as_object()
+        .unwrap()
+        .clone();
+    let mut b = memory(s.clone(), "blue boat", None);
+    b.kind = MemoryKind::Document;
+    b.event_time = Some(Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap());
+    insert(
+        store,
+        vec![(a.clone(), Some(vector(2))), (b.clone(), Some(vector(2)))],
+    );
+    let terms = query_terms("blue");
+    let run = |filter: Filter| {
+        let kw: Vec<MemoryId> = store
+            .keyword_candidates(&KeywordQuery {
+                scope: &s,
+                filter: &filter,
+                terms: &terms,
+                limit: 10,
+            })
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        let v = vector(2);
+        let mut vs: Vec<MemoryId> = store
+            .vector_candidates(&VectorQuery {
+                scope: &s,
+                filter: &filter,
+                vector: &v,
+                limit: 10,
+            })
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        let mut k2 = kw.clone();
+        k2.sort();
+        vs.sort();
+        assert_eq!(k2, vs, "channels disagree on filter {filter:?}");
+        kw
+    };
+    assert_eq!(
+        run(Filter {
+            kinds: vec![MemoryKind::Document],
+            ..Default::default()
+        }),
+        vec![b.id]
+    );
+    let meta = json!({"topic": "bikes"}).as_object().unwrap().clone();
+    assert_eq!(
+        run(Filter {
+            metadata: meta,
+            ..Default::default()
+        }),
+        vec![a.id]
+    );
+    let meta = json!({"n": 1}).as_object().unwrap().clone();
+    assert_eq!(
+        run(Filter {
+            metadata: meta,
+            ..Default::default()
+        }),
+        vec![a.id]
+    );
+    let meta = json!({"n": "1"}).as_object().unwrap().clone();
+    assert!(run(Filter {
+        metadata: meta,
+        ..Default::default()
+    })
+    .is_empty());
+    let from = Some(Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap());
+    assert_eq!(
+        run(Filter {
+            event_time_from: from,
+            ..Default::default()
+        }),
+        vec![b.id]
+    );
+}
+
+/// Listing pages through everything exactly once, in both orders.
+pub fn listing_and_delete_scope(store: &dyn Store) {
+    let s = Scope::user("l");
+    let ms: Vec<Memory> = (0..7)
+        .map(|i| memory(s.clone(), &format!("note {i}"), None))
+        .collect();
+    insert(
+        store,
+        ms.iter().cloned().map(|m| (m, Some(vector(3)))).collect(),
+    );
+    insert(store, vec![(memory(Scope::user("other"), "x", None), None)]);
+    for order in [Order::Ascending, Order::Descending] {
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let filter = Filter::default();
+            let page = store
+                .list(&ListQuery {
+                    scope: Some(&s),
+                    filter: &filter,
+                    cursor: cursor.as_deref(),
+                    limit: 3,
+                    order,
+                })
+                .unwrap();
+            seen.extend(page.memories.iter().map(|m| m.id));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let mut want: Vec<MemoryId> = ms.iter().map(|m| m.id).collect();
+        if order == Order::Descending {
+            want.reverse();
+        }
+        assert_eq!(seen, want);
+    }
+    assert_eq!(store.delete_scope(&s).unwrap(), 7);
+    assert!(store.get_many(&[ms[0].id]).unwrap().is_empty());
+    assert!(keyword(store, &s, "note").is_empty());
+    assert_eq!(store.stats().unwrap().memories, 1);
+}
+
+/// Updates change content, keyword entry and vector together.
+pub fn update(store: &dyn Store) {
+    let s = Scope::user("up");
+    let m = memory(s.clone(), "I live in Boston", None);
+    insert(store, vec![(m.clone(), Some(vector(0)))]);
+    let mut changed = m.clone();
+    changed.content = "I live in Denver".into();
+    changed.content_hash = content_hash(&changed.content);
+    changed.embedding_model = Some(store.active_model().to_owned());
+    store.update(&changed, Some(vector(1))).unwrap();
+    assert_eq!(
+        store.get_many(&[m.id]).unwrap()[0].content,
+        "I live in Denver"
+    );
+    assert!(keyword(store, &s, "Boston").is_empty());
+    assert_eq!(keyword(store, &s, "Denver"), vec![m.id]);
+    let v = vector(1);
+    let best = store
+        .vector_candidates(&VectorQuery {
+            scope: &s,
+            filter: &Filter::default(),
+            vector: &v,
+            limit: 1,
+        })
+        .unwrap();
+    assert!((best[0].score - 1.0).abs() < 1e-5);
+    let mut ghost = changed.clone();
+    ghost.id = MemoryId::now_v7();
+    assert_eq!(
+        store.update(&ghost, None).unwrap_err().kind(),
+        crate::ErrorKind::NotFound
+    );
+}
+
+/// Runs every check, each on a fresh store from `make`.
+pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
+    round_trip(make().as_ref());
+    scope_isolation(make().as_ref());
+    names_and_neighbours(make().as_ref());
+    filters(make().as_ref());
+    listing_and_delete_scope(make().as_ref());
+    update(make().as_ref());
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::{SqliteStore, SqliteStoreOptions, Store};
+
+    #[test]
+    fn sqlite_store_conforms() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = std::sync::atomic::AtomicUsize::new(0);
+        super::run_all(&|| {
+            let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = dir.path().join(format!("c{i}.db"));
+            Box::new(SqliteStore::open(SqliteStoreOptions::new(path, "test-model", 4)).unwrap())
+                as Box<dyn Store>
+        });
+    }
+}

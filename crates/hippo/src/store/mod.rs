@@ -1,0 +1,179 @@
+//! The storage boundary. A [`Store`] keeps memories durably and answers
+//! per-channel candidate queries (keyword, vector) with raw scores; ranking
+//! and fusion live above it (in `retrieve`), so a query ranks the same on
+//! every store. [`SqliteStore`] is the default; a Postgres store follows the
+//! same contract, checked by the [`conformance`] suite.
+//!
+//! Invariants every store keeps:
+//! - a write is atomic: a memory's row, keyword entry and vector are all
+//!   present or all absent, and an acknowledged write survives a crash;
+//! - candidate queries never return a memory outside the query's scope or
+//!   failing its filter;
+//! - the keyword document of a message includes the text of its neighbours
+//!   (previous and next message in the same exact scope), and stays correct
+//!   when neighbours are updated or deleted.
+
+mod schema;
+pub mod sqlite;
+pub mod vectors;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+pub use sqlite::{SqliteStore, SqliteStoreOptions};
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::model::{Filter, Memory, MemoryId, Scope};
+
+/// A memory to insert, with its vector (of the store's active model) if any.
+#[derive(Debug, Clone)]
+pub struct NewMemory {
+    /// The complete memory (id and timestamps already assigned).
+    pub memory: Memory,
+    /// Its unit vector, if the memory is to be vector-searchable.
+    pub vector: Option<Vec<f32>>,
+}
+
+/// The whole text of an input that was split into chunks.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Source {
+    /// Id referenced by the chunks' `provenance.source_id`.
+    pub id: MemoryId,
+    /// Owner (the same as its chunks').
+    #[serde(flatten)]
+    pub scope: Scope,
+    /// Full text.
+    pub content: String,
+}
+
+/// One atomic write.
+#[derive(Debug, Clone, Default)]
+pub struct InsertBatch {
+    /// Memories in write order (message neighbours follow this order).
+    pub memories: Vec<NewMemory>,
+    /// Sources referenced by chunks in `memories`.
+    pub sources: Vec<Source>,
+}
+
+/// A keyword (BM25) candidate query.
+#[derive(Debug, Clone, Copy)]
+pub struct KeywordQuery<'a> {
+    /// Scope the candidates must be in.
+    pub scope: &'a Scope,
+    /// Further conditions.
+    pub filter: &'a Filter,
+    /// Query terms from [`crate::text::query_terms`]; any may match.
+    pub terms: &'a [String],
+    /// Most candidates to return.
+    pub limit: usize,
+}
+
+/// A vector (cosine) candidate query.
+#[derive(Debug, Clone, Copy)]
+pub struct VectorQuery<'a> {
+    /// Scope the candidates must be in.
+    pub scope: &'a Scope,
+    /// Further conditions.
+    pub filter: &'a Filter,
+    /// Unit query vector of the store's active model.
+    pub vector: &'a [f32],
+    /// Most candidates to return.
+    pub limit: usize,
+}
+
+/// A candidate with its raw channel score (BM25, higher is better; or cosine).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate {
+    /// The memory.
+    pub id: MemoryId,
+    /// Raw score of the channel that produced it.
+    pub score: f32,
+}
+
+/// Listing order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// Oldest write first.
+    #[default]
+    Ascending,
+    /// Newest write first.
+    Descending,
+}
+
+/// A page request for listing memories.
+#[derive(Debug, Clone)]
+pub struct ListQuery<'a> {
+    /// Only this scope; `None` lists everything (export, admin).
+    pub scope: Option<&'a Scope>,
+    /// Further conditions.
+    pub filter: &'a Filter,
+    /// Opaque cursor from a previous page.
+    pub cursor: Option<&'a str>,
+    /// Page size.
+    pub limit: usize,
+    /// Order.
+    pub order: Order,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The memories.
+    pub memories: Vec<Memory>,
+    /// Cursor for the next page, if there may be one.
+    pub next_cursor: Option<String>,
+}
+
+/// Counts describing a store.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StoreStats {
+    /// Memories in total.
+    pub memories: u64,
+    /// Memories per kind.
+    pub by_kind: BTreeMap<String, u64>,
+    /// Vectors per embedding model.
+    pub vectors_by_model: BTreeMap<String, u64>,
+    /// Distinct users.
+    pub users: u64,
+    /// Bytes on disk (database plus write-ahead log), when known.
+    pub disk_bytes: Option<u64>,
+}
+
+/// Durable memory storage with per-channel candidate search.
+///
+/// Batch methods are the primitive; there are no silent per-item round trips.
+pub trait Store: Send + Sync {
+    /// The embedding model whose vectors this store searches.
+    fn active_model(&self) -> &str;
+    /// Atomically inserts a batch. Fails with `Conflict` (and writes nothing)
+    /// if any id already exists.
+    fn insert(&self, batch: InsertBatch) -> Result<()>;
+    /// The memories with these ids that exist, in the order given.
+    fn get_many(&self, ids: &[MemoryId]) -> Result<Vec<Memory>>;
+    /// A page of memories.
+    fn list(&self, query: &ListQuery<'_>) -> Result<Page>;
+    /// Replaces a memory's mutable fields (content, metadata, actor, kind,
+    /// event_time, updated_at, content_hash, embedding_model) and its vector.
+    /// Fails with `NotFound` if it does not exist.
+    fn update(&self, memory: &Memory, vector: Option<Vec<f32>>) -> Result<()>;
+    /// Deletes these memories (with keyword entries and vectors); returns how many existed.
+    fn delete(&self, ids: &[MemoryId]) -> Result<u64>;
+    /// Deletes every memory and source in `scope`; returns how many memories.
+    fn delete_scope(&self, scope: &Scope) -> Result<u64>;
+    /// Keyword candidates, best first.
+    fn keyword_candidates(&self, query: &KeywordQuery<'_>) -> Result<Vec<Candidate>>;
+    /// Vector candidates (exact top-k within scope and filter), best first.
+    fn vector_candidates(&self, query: &VectorQuery<'_>) -> Result<Vec<Candidate>>;
+    /// Cosine of `vector` with each listed memory that has a vector of the active model.
+    fn vector_scores(&self, ids: &[MemoryId], vector: &[f32]) -> Result<Vec<Candidate>>;
+    /// Memories without a vector of the active model (for re-embedding), up to `limit`.
+    fn missing_vectors(&self, limit: usize) -> Result<Vec<Memory>>;
+    /// The source (whole text) of chunked inputs.
+    fn source(&self, id: MemoryId) -> Result<Option<Source>>;
+    /// Counts.
+    fn stats(&self) -> Result<StoreStats>;
+}

@@ -1,0 +1,92 @@
+//! SQLite schema migrations: versioned by `PRAGMA user_version`, append-only.
+//! Never edit a released migration; add a new one.
+
+use rusqlite::Connection;
+
+use crate::error::{Error, Result};
+
+/// Migrations in order; migration `i` moves the schema to version `i + 1`.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // v1: memories, their vectors and the keyword index.
+    r#"
+    CREATE TABLE memories (
+        rowid        INTEGER PRIMARY KEY,
+        id           TEXT NOT NULL UNIQUE,
+        user_id      TEXT,
+        agent_id     TEXT,
+        session_id   TEXT,
+        kind         TEXT NOT NULL,
+        content      TEXT NOT NULL,
+        role         TEXT,
+        name         TEXT,
+        metadata     TEXT NOT NULL DEFAULT '{}',
+        event_time   INTEGER,
+        recorded_at  INTEGER NOT NULL,
+        updated_at   INTEGER NOT NULL,
+        request_id   TEXT,
+        source_id    TEXT,
+        chunk_index  INTEGER,
+        chunk_count  INTEGER,
+        content_hash TEXT NOT NULL,
+        embedding_model TEXT,
+        -- previous message in the same exact scope (keyword context chain)
+        prev_rowid   INTEGER
+    );
+    CREATE INDEX memories_user ON memories(user_id) WHERE user_id IS NOT NULL;
+    CREATE INDEX memories_agent ON memories(agent_id) WHERE agent_id IS NOT NULL;
+    CREATE INDEX memories_session ON memories(session_id) WHERE session_id IS NOT NULL;
+    CREATE INDEX memories_prev ON memories(prev_rowid) WHERE prev_rowid IS NOT NULL;
+    CREATE TABLE memory_vectors (
+        rowid  INTEGER PRIMARY KEY,
+        model  TEXT NOT NULL,
+        vector BLOB NOT NULL
+    );
+    CREATE VIRTUAL TABLE memory_fts USING fts5(
+        body, speaker, context,
+        tokenize = 'porter unicode61 remove_diacritics 2'
+    );
+    "#,
+    // v2: whole texts of chunked inputs, and store-level settings.
+    r#"
+    CREATE TABLE sources (
+        id         TEXT PRIMARY KEY,
+        user_id    TEXT,
+        agent_id   TEXT,
+        session_id TEXT,
+        content    TEXT NOT NULL
+    );
+    CREATE TABLE store_meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    "#,
+];
+
+/// The schema version this code writes.
+pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+/// Brings the database up to [`SCHEMA_VERSION`], each migration in its own
+/// transaction. Refuses a database written by a newer version.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
+    migrate_to(conn, SCHEMA_VERSION)
+}
+
+/// Applies migrations up to `target` (tests use this to build old files).
+pub(crate) fn migrate_to(conn: &mut Connection, target: usize) -> Result<()> {
+    let current: usize =
+        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    if current > SCHEMA_VERSION {
+        return Err(Error::new(
+            crate::ErrorKind::Conflict,
+            format!("database schema v{current} is newer than this hippo (v{SCHEMA_VERSION}); upgrade hippo"),
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(target).skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied schema migration");
+    }
+    Ok(())
+}

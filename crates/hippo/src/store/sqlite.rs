@@ -1,0 +1,946 @@
+//! The default store: one SQLite file (WAL) holding memories, vectors and an
+//! FTS5 keyword index, plus an in-memory exact vector index rebuilt from the
+//! file at open.
+//!
+//! Durability: WAL with `synchronous=FULL` — a write is acknowledged only
+//! after its commit record is fsynced, so acknowledged writes survive both
+//! `kill -9` and power loss (given a disk that honours fsync). With
+//! `synchronous=NORMAL` (option `fast_commits`) they survive `kill -9` but the
+//! last commits may be lost on power loss.
+//!
+//! Concurrency: one writer connection behind a mutex (SQLite allows one
+//! writer) and a small pool of read-only connections; readers never block
+//! the writer under WAL.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::{Mutex, MutexGuard, RwLock};
+
+use chrono::{DateTime, Utc};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{
+    params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row, Transaction,
+};
+use serde_json::Value;
+
+use super::schema;
+use super::vectors::VectorIndex;
+use super::{
+    Candidate, InsertBatch, KeywordQuery, ListQuery, Order, Page, Source, Store, StoreStats,
+    VectorQuery,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{Actor, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope};
+use crate::text::keyword_text;
+
+/// BM25 column weights for (body, speaker, context): the memory's own text
+/// counts most, the speaker's name and the neighbouring turns less.
+const BM25_WEIGHTS: &str = "1.0, 0.5, 0.25";
+
+/// Options for opening a [`SqliteStore`].
+#[derive(Debug, Clone)]
+pub struct SqliteStoreOptions {
+    /// Database file (created if absent).
+    pub path: PathBuf,
+    /// Embedding model whose vectors are searched.
+    pub active_model: String,
+    /// That model's vector length.
+    pub dimension: usize,
+    /// Read-only connections in the pool.
+    pub readers: usize,
+    /// `synchronous=NORMAL` instead of `FULL` (see the module docs).
+    pub fast_commits: bool,
+}
+
+impl SqliteStoreOptions {
+    /// Options for `path` with defaults for the rest.
+    pub fn new(
+        path: impl Into<PathBuf>,
+        active_model: impl Into<String>,
+        dimension: usize,
+    ) -> Self {
+        SqliteStoreOptions {
+            path: path.into(),
+            active_model: active_model.into(),
+            dimension,
+            readers: 4,
+            fast_commits: false,
+        }
+    }
+}
+
+/// SQLite-backed [`Store`].
+pub struct SqliteStore {
+    path: PathBuf,
+    model: String,
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+    vectors: RwLock<VectorIndex>,
+}
+
+const MEMORY_COLUMNS: &str = "m.id, m.user_id, m.agent_id, m.session_id, m.kind, m.content, m.role, m.name, \
+     m.metadata, m.event_time, m.recorded_at, m.updated_at, m.request_id, m.source_id, m.chunk_index, \
+     m.chunk_count, m.content_hash, m.embedding_model";
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a connection leaves it usable: SQLite rolls back
+    // the open transaction when the Transaction guard drops.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> rusqlite::Result<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(v).ok_or(rusqlite::Error::IntegralValueOutOfRange(0, v))
+}
+
+fn parse_uuid(s: &str) -> rusqlite::Result<MemoryId> {
+    MemoryId::parse_str(s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn row_to_memory(r: &Row<'_>) -> rusqlite::Result<Memory> {
+    let conv = |i: usize, e: crate::Error| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    };
+    let metadata: String = r.get(8)?;
+    let metadata = match serde_json::from_str::<Value>(&metadata) {
+        Ok(Value::Object(m)) => m,
+        _ => {
+            return Err(conv(
+                8,
+                Error::invalid("stored metadata is not a JSON object"),
+            ))
+        }
+    };
+    let kind: String = r.get(4)?;
+    Ok(Memory {
+        id: parse_uuid(&r.get::<_, String>(0)?)?,
+        scope: Scope {
+            user_id: r.get(1)?,
+            agent_id: r.get(2)?,
+            session_id: r.get(3)?,
+        },
+        kind: MemoryKind::parse(&kind).map_err(|e| conv(4, e))?,
+        content: r.get(5)?,
+        actor: Actor {
+            role: r.get(6)?,
+            name: r.get(7)?,
+        },
+        metadata,
+        event_time: r.get::<_, Option<i64>>(9)?.map(from_ms).transpose()?,
+        recorded_at: from_ms(r.get(10)?)?,
+        updated_at: from_ms(r.get(11)?)?,
+        provenance: Provenance {
+            request_id: r
+                .get::<_, Option<String>>(12)?
+                .as_deref()
+                .map(parse_uuid)
+                .transpose()?,
+            source_id: r
+                .get::<_, Option<String>>(13)?
+                .as_deref()
+                .map(parse_uuid)
+                .transpose()?,
+            chunk_index: r.get(14)?,
+            chunk_count: r.get(15)?,
+        },
+        content_hash: r.get(16)?,
+        embedding_model: r.get(17)?,
+    })
+}
+
+/// SQL conditions (joined with AND, on alias `m`) and their parameters.
+#[derive(Default)]
+struct Conditions {
+    sql: Vec<String>,
+    params: Vec<SqlValue>,
+}
+
+impl Conditions {
+    fn push(&mut self, sql: &str, value: impl Into<SqlValue>) {
+        self.sql
+            .push(sql.replace('?', &format!("?{}", self.params.len() + 1)));
+        self.params.push(value.into());
+    }
+
+    fn scope(&mut self, scope: &Scope) {
+        for (col, v) in [
+            ("user_id", &scope.user_id),
+            ("agent_id", &scope.agent_id),
+            ("session_id", &scope.session_id),
+        ] {
+            if let Some(v) = v {
+                self.push(&format!("m.{col} = ?"), v.clone());
+            }
+        }
+    }
+
+    fn filter(&mut self, filter: &Filter) {
+        if !filter.kinds.is_empty() {
+            let list: Vec<String> = filter
+                .kinds
+                .iter()
+                .map(|k| format!("'{}'", k.as_str()))
+                .collect();
+            self.sql.push(format!("m.kind IN ({})", list.join(",")));
+        }
+        if let Some(t) = filter.event_time_from {
+            self.push("m.event_time >= ?", ms(t));
+        }
+        if let Some(t) = filter.event_time_to {
+            self.push("m.event_time < ?", ms(t));
+        }
+        for (key, value) in &filter.metadata {
+            // Keys are bound as parameters inside a quoted JSON path.
+            let path_param = format!("$.\"{}\"", key.replace('\\', "\\\\").replace('"', "\\\""));
+            let n = self.params.len() + 1;
+            self.params.push(SqlValue::Text(path_param));
+            match value {
+                Value::Null => self
+                    .sql
+                    .push(format!("json_type(m.metadata, ?{n}) = 'null'")),
+                Value::Bool(b) => self
+                    .sql
+                    .push(format!("json_type(m.metadata, ?{n}) = '{b}'")),
+                Value::Number(num) => {
+                    let v = num
+                        .as_i64()
+                        .map(SqlValue::Integer)
+                        .unwrap_or_else(|| SqlValue::Real(num.as_f64().unwrap_or(0.0)));
+                    self.params.push(v);
+                    self.sql.push(format!(
+                        "(json_type(m.metadata, ?{n}) IN ('integer','real') AND json_extract(m.metadata, ?{n}) = ?{})",
+                        n + 1
+                    ));
+                }
+                Value::String(s) => {
+                    self.params.push(SqlValue::Text(s.clone()));
+                    self.sql.push(format!(
+                        "(json_type(m.metadata, ?{n}) = 'text' AND json_extract(m.metadata, ?{n}) = ?{})",
+                        n + 1
+                    ));
+                }
+                // Rejected by Filter::validate; never matches if it gets here.
+                Value::Array(_) | Value::Object(_) => self.sql.push("0".into()),
+            }
+        }
+    }
+
+    fn where_clause(&self) -> String {
+        if self.sql.is_empty() {
+            "1".into()
+        } else {
+            self.sql.join(" AND ")
+        }
+    }
+}
+
+fn speaker_line(name: Option<&str>, content: &str) -> String {
+    match name {
+        Some(n) => format!("{n}: {content}"),
+        None => content.to_owned(),
+    }
+}
+
+fn vector_blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn blob_vector(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database and loads the
+    /// vectors of the active model into memory.
+    pub fn open(options: SqliteStoreOptions) -> Result<Self> {
+        if options.dimension == 0 {
+            return Err(Error::invalid("vector dimension must be positive"));
+        }
+        let mut writer = Connection::open(&options.path).map_err(|e| {
+            Error::unavailable(
+                format!("cannot open database {}", options.path.display()),
+                e,
+            )
+        })?;
+        writer.busy_timeout(std::time::Duration::from_secs(10))?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        writer.pragma_update(
+            None,
+            "synchronous",
+            if options.fast_commits {
+                "NORMAL"
+            } else {
+                "FULL"
+            },
+        )?;
+        writer.pragma_update(None, "foreign_keys", true)?;
+        schema::migrate(&mut writer)?;
+        let mut readers = Vec::new();
+        for _ in 0..options.readers.max(1) {
+            let r = Connection::open_with_flags(
+                &options.path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | OpenFlags::SQLITE_OPEN_URI,
+            )?;
+            r.busy_timeout(std::time::Duration::from_secs(10))?;
+            readers.push(Mutex::new(r));
+        }
+        let vectors = Self::load_vectors(&writer, &options.active_model, options.dimension)?;
+        tracing::info!(path = %options.path.display(), vectors = vectors.len(), "opened store");
+        Ok(SqliteStore {
+            path: options.path,
+            model: options.active_model,
+            writer: Mutex::new(writer),
+            readers,
+            next_reader: AtomicUsize::new(0),
+            vectors: RwLock::new(vectors),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn load_vectors(conn: &Connection, model: &str, dim: usize) -> Result<VectorIndex> {
+        let mut index = VectorIndex::new(dim);
+        let mut stmt = conn.prepare(
+            "SELECT v.rowid, v.vector, m.user_id, m.agent_id, m.session_id, m.kind, m.event_time
+             FROM memory_vectors v JOIN memories m ON m.rowid = v.rowid WHERE v.model = ?1 ORDER BY v.rowid",
+        )?;
+        let mut rows = stmt.query([model])?;
+        while let Some(r) = rows.next()? {
+            let blob: Vec<u8> = r.get(1)?;
+            if blob.len() != dim * 4 {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "stored vectors of {model} have {} dimensions, expected {dim}",
+                        blob.len() / 4
+                    ),
+                ));
+            }
+            let scope = Scope {
+                user_id: r.get(2)?,
+                agent_id: r.get(3)?,
+                session_id: r.get(4)?,
+            };
+            let kind = MemoryKind::parse(&r.get::<_, String>(5)?)?;
+            index.upsert(r.get(0)?, &scope, kind, r.get(6)?, &blob_vector(&blob));
+        }
+        Ok(index)
+    }
+
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        for r in &self.readers {
+            if let Ok(g) = r.try_lock() {
+                return g;
+            }
+        }
+        let i = self.next_reader.fetch_add(1, AtomicOrdering::Relaxed) % self.readers.len();
+        lock(&self.readers[i])
+    }
+
+    fn vectors_read(&self) -> std::sync::RwLockReadGuard<'_, VectorIndex> {
+        self.vectors.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn vectors_write(&self) -> std::sync::RwLockWriteGuard<'_, VectorIndex> {
+        self.vectors.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn rowids_of(conn: &Connection, ids: &[MemoryId]) -> Result<Vec<(MemoryId, i64)>> {
+        let mut stmt = conn.prepare_cached("SELECT rowid FROM memories WHERE id = ?1")?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(r) = stmt
+                .query_row([id.to_string()], |r| r.get::<_, i64>(0))
+                .optional()?
+            {
+                out.push((*id, r));
+            }
+        }
+        Ok(out)
+    }
+
+    fn ids_of(conn: &Connection, rowids: &[i64]) -> Result<Vec<(i64, MemoryId)>> {
+        let mut stmt = conn.prepare_cached("SELECT id FROM memories WHERE rowid = ?1")?;
+        let mut out = Vec::with_capacity(rowids.len());
+        for r in rowids {
+            if let Some(id) = stmt
+                .query_row([r], |row| row.get::<_, String>(0))
+                .optional()?
+            {
+                out.push((*r, parse_uuid(&id)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The "name: content" line of a message, for its neighbours' context.
+    fn line_of(tx: &Transaction<'_>, rowid: i64) -> Result<Option<String>> {
+        Ok(tx
+            .prepare_cached("SELECT name, content FROM memories WHERE rowid = ?1")?
+            .query_row([rowid], |r| {
+                Ok(speaker_line(
+                    r.get::<_, Option<String>>(0)?.as_deref(),
+                    &r.get::<_, String>(1)?,
+                ))
+            })
+            .optional()?)
+    }
+
+    /// Recomputes the keyword context (previous + next message) of `rowid`.
+    fn refresh_context(tx: &Transaction<'_>, rowid: i64) -> Result<()> {
+        let prev: Option<i64> = tx
+            .prepare_cached("SELECT prev_rowid FROM memories WHERE rowid = ?1")?
+            .query_row([rowid], |r| r.get(0))
+            .optional()?
+            .flatten();
+        let next: Option<i64> = tx
+            .prepare_cached("SELECT rowid FROM memories WHERE prev_rowid = ?1 LIMIT 1")?
+            .query_row([rowid], |r| r.get(0))
+            .optional()?;
+        let mut context = String::new();
+        for n in [prev, next].into_iter().flatten() {
+            if let Some(line) = Self::line_of(tx, n)? {
+                context.push_str(&line);
+                context.push('\n');
+            }
+        }
+        tx.prepare_cached("UPDATE memory_fts SET context = ?1 WHERE rowid = ?2")?
+            .execute(params![keyword_text(&context), rowid])?;
+        Ok(())
+    }
+
+    fn insert_tx(tx: &Transaction<'_>, batch: &InsertBatch, model: &str) -> Result<Vec<i64>> {
+        for s in &batch.sources {
+            tx.prepare_cached("INSERT OR IGNORE INTO sources (id, user_id, agent_id, session_id, content) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(params![s.id.to_string(), s.scope.user_id, s.scope.agent_id, s.scope.session_id, s.content])?;
+        }
+        let mut rowids = Vec::with_capacity(batch.memories.len());
+        for nm in &batch.memories {
+            let m = &nm.memory;
+            let prev: Option<i64> = if m.kind == MemoryKind::Message {
+                tx.prepare_cached(
+                    "SELECT rowid FROM memories WHERE kind = 'message' AND user_id IS ?1 AND agent_id IS ?2
+                     AND session_id IS ?3 ORDER BY rowid DESC LIMIT 1",
+                )?
+                .query_row(params![m.scope.user_id, m.scope.agent_id, m.scope.session_id], |r| r.get(0))
+                .optional()?
+            } else {
+                None
+            };
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO memories (id, user_id, agent_id, session_id, kind, content, role, name, metadata,
+                     event_time, recorded_at, updated_at, request_id, source_id, chunk_index, chunk_count,
+                     content_hash, embedding_model, prev_rowid)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                )?
+                .execute(params![
+                    m.id.to_string(),
+                    m.scope.user_id,
+                    m.scope.agent_id,
+                    m.scope.session_id,
+                    m.kind.as_str(),
+                    m.content,
+                    m.actor.role,
+                    m.actor.name,
+                    Value::Object(m.metadata.clone()).to_string(),
+                    m.event_time.map(ms),
+                    ms(m.recorded_at),
+                    ms(m.updated_at),
+                    m.provenance.request_id.map(|u| u.to_string()),
+                    m.provenance.source_id.map(|u| u.to_string()),
+                    m.provenance.chunk_index,
+                    m.provenance.chunk_count,
+                    m.content_hash,
+                    nm.vector.as_ref().map(|_| model),
+                    prev,
+                ]);
+            match inserted {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    return Err(Error::new(
+                        ErrorKind::Conflict,
+                        format!("memory {} already exists", m.id),
+                    ));
+                }
+                other => other?,
+            };
+            let rowid = tx.last_insert_rowid();
+            tx.prepare_cached(
+                "INSERT INTO memory_fts (rowid, body, speaker, context) VALUES (?1, ?2, ?3, '')",
+            )?
+            .execute(params![
+                rowid,
+                keyword_text(&m.content),
+                m.actor.name.as_deref().map(keyword_text)
+            ])?;
+            if let Some(v) = &nm.vector {
+                tx.prepare_cached(
+                    "INSERT INTO memory_vectors (rowid, model, vector) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![rowid, model, vector_blob(v)])?;
+            }
+            Self::refresh_context(tx, rowid)?;
+            if let Some(p) = prev {
+                Self::refresh_context(tx, p)?;
+            }
+            rowids.push(rowid);
+        }
+        Ok(rowids)
+    }
+
+    /// Removes one memory, re-linking its neighbours; returns false if absent.
+    fn delete_one(tx: &Transaction<'_>, rowid: i64) -> Result<bool> {
+        let prev: Option<Option<i64>> = tx
+            .prepare_cached("SELECT prev_rowid FROM memories WHERE rowid = ?1")?
+            .query_row([rowid], |r| r.get(0))
+            .optional()?;
+        let Some(prev) = prev else { return Ok(false) };
+        let next: Option<i64> = tx
+            .prepare_cached("SELECT rowid FROM memories WHERE prev_rowid = ?1 LIMIT 1")?
+            .query_row([rowid], |r| r.get(0))
+            .optional()?;
+        tx.prepare_cached("DELETE FROM memory_fts WHERE rowid = ?1")?
+            .execute([rowid])?;
+        tx.prepare_cached("DELETE FROM memory_vectors WHERE rowid = ?1")?
+            .execute([rowid])?;
+        tx.prepare_cached("DELETE FROM memories WHERE rowid = ?1")?
+            .execute([rowid])?;
+        if let Some(n) = next {
+            tx.prepare_cached("UPDATE memories SET prev_rowid = ?1 WHERE rowid = ?2")?
+                .execute(params![prev, n])?;
+            Self::refresh_context(tx, n)?;
+        }
+        if let Some(p) = prev {
+            Self::refresh_context(tx, p)?;
+        }
+        Ok(true)
+    }
+
+    fn allowed_rowids(&self, scope: &Scope, filter: &Filter) -> Result<HashSet<i64>> {
+        let mut c = Conditions::default();
+        c.scope(scope);
+        c.filter(filter);
+        let conn = self.reader();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT m.rowid FROM memories m WHERE {}",
+            c.where_clause()
+        ))?;
+        let rows = stmt.query_map(params_from_iter(c.params.iter()), |r| r.get::<_, i64>(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+fn parse_cursor(cursor: &str) -> Result<i64> {
+    cursor
+        .strip_prefix('r')
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Error::invalid("invalid cursor"))
+}
+
+impl Store for SqliteStore {
+    fn active_model(&self) -> &str {
+        &self.model
+    }
+
+    fn insert(&self, batch: InsertBatch) -> Result<()> {
+        if batch.memories.is_empty() && batch.sources.is_empty() {
+            return Ok(());
+        }
+        let dim = self.vectors_read().dim();
+        if batch
+            .memories
+            .iter()
+            .any(|m| m.vector.as_ref().is_some_and(|v| v.len() != dim))
+        {
+            return Err(Error::invalid(format!(
+                "vectors must have {dim} dimensions"
+            )));
+        }
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        let rowids = Self::insert_tx(&tx, &batch, &self.model)?;
+        tx.commit()?;
+        // Publish vectors while still holding the writer lock, so index order
+        // follows commit order.
+        let mut index = self.vectors_write();
+        for (nm, rowid) in batch.memories.iter().zip(rowids) {
+            if let Some(v) = &nm.vector {
+                let m = &nm.memory;
+                index.upsert(rowid, &m.scope, m.kind, m.event_time.map(ms), v);
+            }
+        }
+        Ok(())
+    }
+
+    fn get_many(&self, ids: &[MemoryId]) -> Result<Vec<Memory>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {MEMORY_COLUMNS} FROM memories m WHERE m.id = ?1"
+        ))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(m) = stmt.query_row([id.to_string()], row_to_memory).optional()? {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    fn list(&self, q: &ListQuery<'_>) -> Result<Page> {
+        let mut c = Conditions::default();
+        if let Some(scope) = q.scope {
+            c.scope(scope);
+        }
+        c.filter(q.filter);
+        let (cmp, dir) = match q.order {
+            Order::Ascending => (">", "ASC"),
+            Order::Descending => ("<", "DESC"),
+        };
+        if let Some(cursor) = q.cursor {
+            c.push(&format!("m.rowid {cmp} ?"), parse_cursor(cursor)?);
+        }
+        let limit = q.limit.clamp(1, 10_000);
+        let sql = format!(
+            "SELECT {MEMORY_COLUMNS}, m.rowid FROM memories m WHERE {} ORDER BY m.rowid {dir} LIMIT {}",
+            c.where_clause(),
+            limit + 1
+        );
+        let conn = self.reader();
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(params_from_iter(c.params.iter()), |r| {
+            Ok((row_to_memory(r)?, r.get::<_, i64>(18)?))
+        })?;
+        let mut memories = Vec::new();
+        let mut last = None;
+        let mut more = false;
+        for row in rows {
+            let (m, rowid) = row?;
+            if memories.len() == limit {
+                more = true;
+                break;
+            }
+            memories.push(m);
+            last = Some(rowid);
+        }
+        Ok(Page {
+            memories,
+            next_cursor: if more {
+                last.map(|r| format!("r{r}"))
+            } else {
+                None
+            },
+        })
+    }
+
+    fn update(&self, m: &Memory, vector: Option<Vec<f32>>) -> Result<()> {
+        let dim = self.vectors_read().dim();
+        if vector.as_ref().is_some_and(|v| v.len() != dim) {
+            return Err(Error::invalid(format!(
+                "vectors must have {dim} dimensions"
+            )));
+        }
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        let found: Option<(i64, Option<i64>)> = tx
+            .prepare_cached("SELECT rowid, prev_rowid FROM memories WHERE id = ?1")?
+            .query_row([m.id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((rowid, prev)) = found else {
+            return Err(Error::not_found(format!("memory {} not found", m.id)));
+        };
+        tx.prepare_cached(
+            "UPDATE memories SET kind = ?1, content = ?2, role = ?3, name = ?4, metadata = ?5, event_time = ?6,
+             updated_at = ?7, content_hash = ?8, embedding_model = ?9 WHERE rowid = ?10",
+        )?
+        .execute(params![
+            m.kind.as_str(),
+            m.content,
+            m.actor.role,
+            m.actor.name,
+            Value::Object(m.metadata.clone()).to_string(),
+            m.event_time.map(ms),
+            ms(m.updated_at),
+            m.content_hash,
+            if vector.is_some() { Some(self.model.as_str()) } else { m.embedding_model.as_deref() },
+            rowid,
+        ])?;
+        tx.prepare_cached("UPDATE memory_fts SET body = ?1, speaker = ?2 WHERE rowid = ?3")?
+            .execute(params![
+                keyword_text(&m.content),
+                m.actor.name.as_deref().map(keyword_text),
+                rowid
+            ])?;
+        if let Some(v) = &vector {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO memory_vectors (rowid, model, vector) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![rowid, self.model, vector_blob(v)])?;
+        }
+        let next: Option<i64> = tx
+            .prepare_cached("SELECT rowid FROM memories WHERE prev_rowid = ?1 LIMIT 1")?
+            .query_row([rowid], |r| r.get(0))
+            .optional()?;
+        for n in [prev, next].into_iter().flatten() {
+            Self::refresh_context(&tx, n)?;
+        }
+        // The stored vector's metadata (kind, time) may have changed too.
+        let stored: Option<Vec<u8>> = tx
+            .prepare_cached("SELECT vector FROM memory_vectors WHERE rowid = ?1 AND model = ?2")?
+            .query_row(params![rowid, self.model], |r| r.get(0))
+            .optional()?;
+        tx.commit()?;
+        if let Some(blob) = stored {
+            self.vectors_write().upsert(
+                rowid,
+                &m.scope,
+                m.kind,
+                m.event_time.map(ms),
+                &blob_vector(&blob),
+            );
+        }
+        Ok(())
+    }
+
+    fn delete(&self, ids: &[MemoryId]) -> Result<u64> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        let rowids = Self::rowids_of(&tx, ids)?;
+        let mut n = 0;
+        for (_, r) in &rowids {
+            n += u64::from(Self::delete_one(&tx, *r)?);
+        }
+        tx.commit()?;
+        let mut index = self.vectors_write();
+        for (_, r) in rowids {
+            index.remove(r);
+        }
+        Ok(n)
+    }
+
+    fn delete_scope(&self, scope: &Scope) -> Result<u64> {
+        scope.validate()?;
+        let mut c = Conditions::default();
+        c.scope(scope);
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        let rowids: Vec<i64> = {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT m.rowid FROM memories m WHERE {}",
+                c.where_clause()
+            ))?;
+            let rows = stmt.query_map(params_from_iter(c.params.iter()), |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        // Message chains live within one exact scope, and a scope filter takes
+        // whole exact scopes, so no surviving memory links to a deleted one.
+        for r in &rowids {
+            tx.prepare_cached("DELETE FROM memory_fts WHERE rowid = ?1")?
+                .execute([r])?;
+            tx.prepare_cached("DELETE FROM memory_vectors WHERE rowid = ?1")?
+                .execute([r])?;
+            tx.prepare_cached("DELETE FROM memories WHERE rowid = ?1")?
+                .execute([r])?;
+        }
+        let src_where = c.where_clause().replace("m.", "");
+        tx.execute(
+            &format!("DELETE FROM sources WHERE {src_where}"),
+            params_from_iter(c.params.iter()),
+        )?;
+        tx.commit()?;
+        let mut index = self.vectors_write();
+        for r in &rowids {
+            index.remove(*r);
+        }
+        Ok(rowids.len() as u64)
+    }
+
+    fn keyword_candidates(&self, q: &KeywordQuery<'_>) -> Result<Vec<Candidate>> {
+        if q.terms.is_empty() || q.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let expr: Vec<String> = q
+            .terms
+            .iter()
+            .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+            .collect();
+        let mut c = Conditions::default();
+        c.push("memory_fts MATCH ?", expr.join(" OR "));
+        c.scope(q.scope);
+        c.filter(q.filter);
+        let sql = format!(
+            "SELECT m.id, bm25(memory_fts, {BM25_WEIGHTS}) AS s FROM memory_fts
+             JOIN memories m ON m.rowid = memory_fts.rowid WHERE {} ORDER BY s, m.rowid LIMIT {}",
+            c.where_clause(),
+            q.limit
+        );
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params_from_iter(c.params.iter()), |r| {
+            // FTS5's bm25() is negative (smaller is better); flip it.
+            Ok(Candidate {
+                id: parse_uuid(&r.get::<_, String>(0)?)?,
+                score: -(r.get::<_, f64>(1)? as f32),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn vector_candidates(&self, q: &VectorQuery<'_>) -> Result<Vec<Candidate>> {
+        // Metadata conditions are resolved in SQL first, so the scan stays exact.
+        let allowed = if q.filter.metadata.is_empty() {
+            None
+        } else {
+            Some(self.allowed_rowids(q.scope, q.filter)?)
+        };
+        let hits =
+            self.vectors_read()
+                .search(q.scope, q.filter, allowed.as_ref(), q.vector, q.limit);
+        let rowids: Vec<i64> = hits.iter().map(|h| h.0).collect();
+        let ids = Self::ids_of(&self.reader(), &rowids)?;
+        let by_rowid: std::collections::HashMap<i64, MemoryId> = ids.into_iter().collect();
+        Ok(hits
+            .into_iter()
+            .filter_map(|(r, s)| by_rowid.get(&r).map(|id| Candidate { id: *id, score: s }))
+            .collect())
+    }
+
+    fn vector_scores(&self, ids: &[MemoryId], vector: &[f32]) -> Result<Vec<Candidate>> {
+        let pairs = Self::rowids_of(&self.reader(), ids)?;
+        let rowids: Vec<i64> = pairs.iter().map(|p| p.1).collect();
+        let scores: std::collections::HashMap<i64, f32> = self
+            .vectors_read()
+            .scores(&rowids, vector)
+            .into_iter()
+            .collect();
+        Ok(pairs
+            .into_iter()
+            .filter_map(|(id, r)| scores.get(&r).map(|s| Candidate { id, score: *s }))
+            .collect())
+    }
+
+    fn missing_vectors(&self, limit: usize) -> Result<Vec<Memory>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {MEMORY_COLUMNS} FROM memories m WHERE NOT EXISTS
+             (SELECT 1 FROM memory_vectors v WHERE v.rowid = m.rowid AND v.model = ?1) ORDER BY m.rowid LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![self.model, limit as i64], row_to_memory)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn source(&self, id: MemoryId) -> Result<Option<Source>> {
+        let conn = self.reader();
+        let source = conn
+            .prepare_cached(
+                "SELECT user_id, agent_id, session_id, content FROM sources WHERE id = ?1",
+            )?
+            .query_row([id.to_string()], |r| {
+                Ok(Source {
+                    id,
+                    scope: Scope {
+                        user_id: r.get(0)?,
+                        agent_id: r.get(1)?,
+                        session_id: r.get(2)?,
+                    },
+                    content: r.get(3)?,
+                })
+            })
+            .optional()?;
+        Ok(source)
+    }
+
+    fn stats(&self) -> Result<StoreStats> {
+        let conn = self.reader();
+        let mut stats = StoreStats::default();
+        let mut stmt = conn.prepare("SELECT kind, count(*) FROM memories GROUP BY kind")?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (k, n) = row?;
+            stats.memories += n as u64;
+            stats.by_kind.insert(k, n as u64);
+        }
+        let mut stmt = conn.prepare("SELECT model, count(*) FROM memory_vectors GROUP BY model")?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (k, n) = row?;
+            stats.vectors_by_model.insert(k, n as u64);
+        }
+        stats.users = conn.query_row("SELECT count(DISTINCT user_id) FROM memories", [], |r| {
+            r.get::<_, i64>(0)
+        })? as u64;
+        let wal = PathBuf::from(format!("{}-wal", self.path.display()));
+        stats.disk_bytes = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| m.len() + std::fs::metadata(&wal).map(|w| w.len()).unwrap_or(0));
+        Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_schema_files_are_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            schema::migrate_to(&mut conn, 1).unwrap();
+            conn.execute(
+                "INSERT INTO memories (id, user_id, kind, content, metadata, recorded_at, updated_at, content_hash)
+                 VALUES ('0190a000-0000-7000-8000-000000000001', 'u', 'message', 'hello', '{}', 0, 0, 'h')",
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(SqliteStoreOptions::new(&path, "m", 4)).unwrap();
+        let page = store
+            .list(&ListQuery {
+                scope: None,
+                filter: &Filter::default(),
+                cursor: None,
+                limit: 10,
+                order: Order::Ascending,
+            })
+            .unwrap();
+        assert_eq!(page.memories.len(), 1);
+        assert_eq!(page.memories[0].content, "hello");
+        assert!(
+            store.source(MemoryId::nil()).unwrap().is_none(),
+            "v2 table exists"
+        );
+        let v: i64 = lock(&store.writer)
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v as usize, schema::SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 999)
+            .unwrap();
+        let err = SqliteStore::open(SqliteStoreOptions::new(&path, "m", 4))
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+    }
+}

@@ -1,0 +1,307 @@
+//! Text normalisation for the keyword channel, shared by every store.
+//!
+//! Stores index [`keyword_text`] of each memory and search with
+//! [`query_terms`]. Latin-script text is left to the store's tokenizer
+//! (stemming); runs of Chinese/Japanese/Korean characters, which carry no
+//! spaces, are rewritten into space-separated unigrams and overlapping
+//! bigrams so a word-based tokenizer can match them (the CJK-bigram approach
+//! of Lucene's CJKAnalyzer). Queries use bigrams only (unigrams for
+//! one-character runs), which keeps them precise.
+
+/// True for characters of scripts written without spaces between words.
+pub fn is_cjk(c: char) -> bool {
+    matches!(c as u32,
+        0x3040..=0x30FF   // Hiragana, Katakana
+        | 0x31F0..=0x31FF // Katakana phonetic extensions
+        | 0x3400..=0x4DBF // CJK extension A
+        | 0x4E00..=0x9FFF // CJK unified ideographs
+        | 0xAC00..=0xD7AF // Hangul syllables
+        | 0xF900..=0xFAFF // CJK compatibility ideographs
+        | 0xFF66..=0xFF9F // half-width Katakana
+        | 0x20000..=0x2FA1F // CJK extensions B-F, compatibility supplement
+    )
+}
+
+/// Splits `text` into runs: `(is_cjk_run, run)`; non-CJK runs keep their text.
+fn runs(text: &str) -> impl Iterator<Item = (bool, &str)> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        let first = rest.chars().next()?;
+        let cjk = is_cjk(first);
+        let end = rest
+            .char_indices()
+            .find(|&(_, c)| is_cjk(c) != cjk)
+            .map_or(rest.len(), |(i, _)| i);
+        let (run, tail) = rest.split_at(end);
+        rest = tail;
+        Some((cjk, run))
+    })
+}
+
+fn push_cjk_bigrams(out: &mut String, run: &str, with_unigrams: bool) {
+    let chars: Vec<char> = run.chars().collect();
+    if with_unigrams || chars.len() == 1 {
+        for c in &chars {
+            out.push(' ');
+            out.push(*c);
+        }
+    }
+    for pair in chars.windows(2) {
+        out.push(' ');
+        out.push(pair[0]);
+        out.push(pair[1]);
+    }
+    out.push(' ');
+}
+
+/// The text a store indexes for keyword search: `text` with CJK runs expanded
+/// into unigrams and bigrams; everything else unchanged.
+pub fn keyword_text(text: &str) -> String {
+    if !text.chars().any(is_cjk) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() * 3);
+    for (cjk, run) in runs(text) {
+        if cjk {
+            push_cjk_bigrams(&mut out, run, true);
+        } else {
+            out.push_str(run);
+        }
+    }
+    out
+}
+
+/// English function words dropped from queries (not from the index): they
+/// match nearly every memory and only add noise to BM25.
+const STOPWORDS: &[&str] = &[
+    "a",
+    "about",
+    "above",
+    "after",
+    "again",
+    "all",
+    "am",
+    "an",
+    "and",
+    "any",
+    "are",
+    "as",
+    "at",
+    "be",
+    "been",
+    "before",
+    "being",
+    "both",
+    "but",
+    "by",
+    "can",
+    "could",
+    "did",
+    "do",
+    "does",
+    "doing",
+    "down",
+    "during",
+    "each",
+    "for",
+    "from",
+    "further",
+    "had",
+    "has",
+    "have",
+    "having",
+    "he",
+    "her",
+    "here",
+    "hers",
+    "herself",
+    "him",
+    "himself",
+    "his",
+    "how",
+    "i",
+    "if",
+    "in",
+    "into",
+    "is",
+    "it",
+    "its",
+    "itself",
+    "just",
+    "me",
+    "might",
+    "more",
+    "most",
+    "my",
+    "myself",
+    "no",
+    "nor",
+    "not",
+    "now",
+    "of",
+    "off",
+    "on",
+    "once",
+    "only",
+    "or",
+    "other",
+    "our",
+    "ours",
+    "ourselves",
+    "out",
+    "over",
+    "own",
+    "same",
+    "she",
+    "should",
+    "so",
+    "some",
+    "such",
+    "than",
+    "that",
+    "the",
+    "their",
+    "theirs",
+    "them",
+    "themselves",
+    "then",
+    "there",
+    "these",
+    "they",
+    "this",
+    "those",
+    "through",
+    "to",
+    "too",
+    "under",
+    "until",
+    "up",
+    "very",
+    "was",
+    "we",
+    "were",
+    "what",
+    "when",
+    "where",
+    "which",
+    "while",
+    "who",
+    "whom",
+    "why",
+    "will",
+    "with",
+    "would",
+    "you",
+    "your",
+    "yours",
+    "yourself",
+    "yourselves",
+    "s",
+    "t",
+    "d",
+    "ll",
+    "m",
+    "re",
+    "ve",
+    "don",
+    "doesn",
+    "didn",
+    "isn",
+    "wasn",
+    "weren",
+    "won",
+    "also",
+    "ever",
+    "many",
+    "much",
+    "kind",
+    "kinds",
+    "likely",
+    "yes",
+];
+
+fn is_stopword(word: &str) -> bool {
+    STOPWORDS.contains(&word)
+}
+
+/// The terms of a keyword query: lower-cased words split on anything that is
+/// not a letter or digit (as the index tokenizer does), English stopwords
+/// removed unless nothing else remains, CJK runs turned into bigrams;
+/// duplicates removed, first occurrence order kept.
+pub fn query_terms(query: &str) -> Vec<String> {
+    let mut all = Vec::new();
+    for (cjk, run) in runs(query) {
+        if cjk {
+            let mut s = String::new();
+            push_cjk_bigrams(&mut s, run, false);
+            all.extend(s.split_whitespace().map(|t| (t.to_owned(), false)));
+        } else {
+            for word in run
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+            {
+                let w = word.to_lowercase();
+                let stop = is_stopword(&w);
+                all.push((w, stop));
+            }
+        }
+    }
+    let content_words = all.iter().any(|(_, stop)| !stop);
+    let mut terms: Vec<String> = Vec::new();
+    for (t, stop) in all {
+        if (content_words && stop) || terms.contains(&t) {
+            continue;
+        }
+        terms.push(t);
+    }
+    terms
+}
+
+/// Rough token count for budget accounting when no tokenizer is at hand:
+/// about four characters per token for Latin text, one per CJK character.
+pub fn approx_tokens(text: &str) -> usize {
+    let cjk = text.chars().filter(|c| is_cjk(*c)).count();
+    let other = text.len().saturating_sub(cjk * 3);
+    cjk + other.div_ceil(4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latin_text_is_unchanged() {
+        assert_eq!(keyword_text("Hello, world!"), "Hello, world!");
+    }
+
+    #[test]
+    fn cjk_runs_become_unigrams_and_bigrams() {
+        let t = keyword_text("我住在東京");
+        let toks: Vec<&str> = t.split_whitespace().collect();
+        for expected in ["我", "東", "東京", "住在", "在東"] {
+            assert!(toks.contains(&expected), "{expected} missing from {toks:?}");
+        }
+    }
+
+    #[test]
+    fn mixed_text_keeps_latin_words() {
+        let t = keyword_text("我在Google工作");
+        assert!(t.contains("Google"));
+        assert!(t.split_whitespace().any(|w| w == "工作"));
+    }
+
+    #[test]
+    fn query_terms_drop_stopwords_and_split_like_the_index() {
+        assert_eq!(
+            query_terms("What is Caroline's favourite book?"),
+            vec!["caroline", "favourite", "book"]
+        );
+        assert_eq!(query_terms("who is it"), vec!["who", "is", "it"]);
+        assert_eq!(
+            query_terms("東京の天気"),
+            vec!["東京", "京の", "の天", "天気"]
+        );
+        assert_eq!(query_terms("犬"), vec!["犬"]);
+        assert!(query_terms("  ?!  ").is_empty());
+    }
+}
