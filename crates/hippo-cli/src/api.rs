@@ -243,11 +243,11 @@ pub struct ScoresView {
     pub keyword: Option<f32>,
     /// Cosine similarity to the query.
     pub vector: Option<f32>,
-    /// Normalised keyword score in [0,1].
+    /// Normalised keyword score between 0 and 1.
     pub keyword_norm: f32,
-    /// Normalised vector score in [0,1].
+    /// Normalised vector score between 0 and 1.
     pub vector_norm: f32,
-    /// Recency prior in [0,1].
+    /// Recency prior between 0 and 1.
     pub recency: f32,
 }
 

@@ -15,7 +15,9 @@ use crate::chunk::{chunk_text, ChunkPolicy};
 use crate::clock::{Clock, SystemClock};
 use crate::embed::Embedder;
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{content_hash, Actor, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope};
+use crate::model::{
+    content_hash, millis, Actor, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope,
+};
 use crate::retrieve::{fuse, ChannelScores, FusionWeights};
 use crate::store::{
     InsertBatch, KeywordQuery, ListQuery, NewMemory, Order, Page, Source, Store, StoreStats,
@@ -336,7 +338,7 @@ impl Hippo {
 
     /// Turns items into drafts (one per memory) and sources of chunked inputs.
     fn draft(&self, items: Vec<AddItem>, request_id: Uuid) -> Result<(Vec<Draft>, Vec<Source>)> {
-        let now = self.clock.now();
+        let now = millis(self.clock.now());
         let policy = ChunkPolicy::for_window(self.embedder.max_tokens());
         let mut drafts = Vec::new();
         let mut sources = Vec::new();
@@ -389,9 +391,9 @@ impl Hippo {
                             content: chunk,
                             actor: actor.clone(),
                             metadata: item.metadata.clone(),
-                            event_time: item.event_time,
-                            recorded_at: item.recorded_at.unwrap_or(now),
-                            updated_at: item.recorded_at.unwrap_or(now),
+                            event_time: item.event_time.map(millis),
+                            recorded_at: item.recorded_at.map(millis).unwrap_or(now),
+                            updated_at: item.recorded_at.map(millis).unwrap_or(now),
                             provenance: Provenance {
                                 request_id: Some(request_id),
                                 source_id,
@@ -699,9 +701,9 @@ impl Hippo {
             m.metadata = md;
         }
         if let Some(t) = patch.event_time {
-            m.event_time = Some(t);
+            m.event_time = Some(millis(t));
         }
-        m.updated_at = self.clock.now();
+        m.updated_at = millis(self.clock.now());
         self.store.update(&m, vector)?;
         Ok(m)
     }

@@ -201,6 +201,11 @@ pub struct Memory {
     pub embedding_model: Option<String>,
 }
 
+/// `t` truncated to whole milliseconds, the precision stores keep.
+pub fn millis(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
 /// SHA-256 of `content` as lower-case hex.
 pub fn content_hash(content: &str) -> String {
     let digest = Sha256::digest(content.as_bytes());

@@ -51,11 +51,11 @@ pub struct ChannelScores {
     /// Cosine similarity to the query, when the memory has a vector.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vector: Option<f32>,
-    /// Keyword score after normalisation, in [0, 1].
+    /// Keyword score after normalisation, between 0 and 1.
     pub keyword_norm: f32,
-    /// Vector score after normalisation, in [0, 1].
+    /// Vector score after normalisation, between 0 and 1.
     pub vector_norm: f32,
-    /// Recency prior, in [0, 1].
+    /// Recency prior, between 0 and 1.
     pub recency: f32,
 }
 

@@ -2,7 +2,7 @@
 //! per-channel candidate queries (keyword, vector) with raw scores; ranking
 //! and fusion live above it (in `retrieve`), so a query ranks the same on
 //! every store. [`SqliteStore`] is the default; a Postgres store follows the
-//! same contract, checked by the [`conformance`] suite.
+//! same contract, checked by the `conformance` suite (feature `conformance`).
 //!
 //! Invariants every store keeps:
 //! - a write is atomic: a memory's row, keyword entry and vector are all
@@ -137,6 +137,8 @@ pub struct StoreStats {
     pub by_kind: BTreeMap<String, u64>,
     /// Vectors per embedding model.
     pub vectors_by_model: BTreeMap<String, u64>,
+    /// Entries in the keyword index (equals `memories` in a consistent store).
+    pub keyword_entries: u64,
     /// Distinct users.
     pub users: u64,
     /// Bytes on disk (database plus write-ahead log), when known.

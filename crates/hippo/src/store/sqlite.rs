@@ -879,6 +879,9 @@ impl Store for SqliteStore {
             let (k, n) = row?;
             stats.vectors_by_model.insert(k, n as u64);
         }
+        stats.keyword_entries = conn.query_row("SELECT count(*) FROM memory_fts", [], |r| {
+            r.get::<_, i64>(0)
+        })? as u64;
         stats.users = conn.query_row("SELECT count(DISTINCT user_id) FROM memories", [], |r| {
             r.get::<_, i64>(0)
         })? as u64;

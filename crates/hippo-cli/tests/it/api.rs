@@ -1,0 +1,211 @@
+//! Every REST endpoint over a real socket, including errors.
+
+use serde_json::{json, Value};
+
+use super::common::Server;
+
+#[test]
+fn rest_api_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("api.db"), &["--max-body-bytes", "200000"]);
+
+    let (st, body) = s.call("GET", "/healthz", None);
+    assert_eq!(st, 200);
+    assert_eq!(body["status"], "ok");
+
+    // Add one item, then a batch.
+    let (st, body) = s.call("POST", "/v1/memories", Some(json!({
+        "user_id": "ana", "messages": [{"role": "user", "name": "Ana", "content": "I adopted a kitten named Miso"}],
+        "metadata": {"topic": "pets"}, "event_time": "2024-05-01T10:00:00Z"
+    })));
+    assert_eq!(st, 200, "{body}");
+    let miso = body["results"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(body["results"][0]["name"], "Ana");
+    let items: Vec<Value> = (0..5)
+        .map(|i| json!({"user_id": "ana", "text": format!("note number {i} about gardening")}))
+        .collect();
+    let (st, body) = s.call("POST", "/v1/memories/batch", Some(json!({"items": items})));
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["results"].as_array().unwrap().len(), 5);
+    s.call(
+        "POST",
+        "/v1/memories",
+        Some(json!({"user_id": "bob", "text": "Bob's kitten is called Pixel"})),
+    );
+
+    // Search: scoped, explained, filterable.
+    let (st, body) = s.call(
+        "POST",
+        "/v1/search",
+        Some(json!({"user_id": "ana", "query": "what is the cat called?", "top_k": 3})),
+    );
+    assert_eq!(st, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results[0]["id"], miso.as_str());
+    assert!(results[0]["scores"]["vector"].is_number());
+    assert!(body["took_ms"].is_number());
+    assert!(results.iter().all(|r| r["user_id"] == "ana"));
+    let (_, body) = s.call("POST", "/v1/search", Some(json!({"user_id": "ana", "query": "kitten", "filters": {"metadata": {"topic": "garden"}}})));
+    assert!(body["results"].as_array().unwrap().is_empty());
+    let (_, body) = s.call(
+        "POST",
+        "/v1/search",
+        Some(json!({"user_id": "ana", "query": "Ana"})),
+    );
+    assert_eq!(
+        body["results"][0]["id"],
+        miso.as_str(),
+        "speaker name is searchable"
+    );
+
+    // List with a cursor.
+    let (st, page1) = s.call("GET", "/v1/memories?user_id=ana&limit=4", None);
+    assert_eq!(st, 200);
+    assert_eq!(page1["results"].as_array().unwrap().len(), 4);
+    let cursor = page1["next_cursor"].as_str().unwrap();
+    let (_, page2) = s.call(
+        "GET",
+        &format!("/v1/memories?user_id=ana&limit=4&cursor={cursor}"),
+        None,
+    );
+    assert_eq!(page2["results"].as_array().unwrap().len(), 2);
+    assert!(page2["next_cursor"].is_null());
+
+    // Get, patch, delete by id.
+    let (st, m) = s.call("GET", &format!("/v1/memories/{miso}"), None);
+    assert_eq!(
+        (st, m["memory"].as_str().unwrap()),
+        (200, "I adopted a kitten named Miso")
+    );
+    let (st, _) = s.call("GET", &format!("/v1/memories/{miso}?user_id=bob"), None);
+    assert_eq!(st, 404, "by-id reads honour the scope");
+    let (st, m) = s.call(
+        "PATCH",
+        &format!("/v1/memories/{miso}"),
+        Some(json!({"content": "I adopted a puppy named Miso"})),
+    );
+    assert_eq!(
+        (st, m["memory"].as_str().unwrap()),
+        (200, "I adopted a puppy named Miso")
+    );
+    let (st, _) = s.call("DELETE", &format!("/v1/memories/{miso}"), None);
+    assert_eq!(st, 200);
+    let (st, body) = s.call("GET", &format!("/v1/memories/{miso}"), None);
+    assert_eq!(
+        (st, body["error"]["code"].as_str().unwrap()),
+        (404, "not_found")
+    );
+
+    // Erase a scope.
+    let (st, body) = s.call("DELETE", "/v1/memories?user_id=ana", None);
+    assert_eq!((st, body["deleted"].as_u64().unwrap()), (200, 5));
+    let (_, body) = s.call("GET", "/v1/memories?user_id=bob", None);
+    assert_eq!(
+        body["results"].as_array().unwrap().len(),
+        1,
+        "other scopes untouched"
+    );
+
+    // Docs and metrics.
+    let (st, doc) = s.call("GET", "/openapi.json", None);
+    assert_eq!(st, 200);
+    for path in [
+        "/v1/memories",
+        "/v1/memories/batch",
+        "/v1/search",
+        "/v1/memories/{id}",
+        "/healthz",
+        "/metrics",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} documented");
+    }
+    let (st, metrics) = s.call("GET", "/metrics", None);
+    assert_eq!(st, 200);
+    assert!(metrics
+        .as_str()
+        .unwrap()
+        .contains("hippo_http_requests_total"));
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("err.db"), &["--max-body-bytes", "20000"]);
+    let cases = [
+        ("POST", "/v1/memories", json!({"text": "no scope"}), 400),
+        ("POST", "/v1/memories", json!({"user_id": "u"}), 400),
+        (
+            "POST",
+            "/v1/memories",
+            json!({"user_id": "u", "text": "x", "messages": []}),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/memories",
+            json!({"user_id": "u", "text": "x", "bogus": 1}),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/memories",
+            json!({"user_id": "u", "text": "x", "event_time": "yesterday"}),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/memories/batch",
+            json!({"items": [{"user_id": "u", "text": "ok"}, {"user_id": "u", "text": ""}]}),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/search",
+            json!({"user_id": "u", "query": "x", "top_k": 1000}),
+            400,
+        ),
+        ("POST", "/v1/search", json!({"query": "x"}), 400),
+        (
+            "POST",
+            "/v1/search",
+            json!({"user_id": "u", "query": "x", "filters": {"metadata": {"a": [1]}}}),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/memories",
+            json!({"user_id": "u", "text": "y".repeat(30000)}),
+            413,
+        ),
+    ];
+    for (method, path, body, want) in cases {
+        let (st, resp) = s.call(method, path, Some(body.clone()));
+        assert_eq!(st, want, "{method} {path} {body}: {resp}");
+        assert!(
+            resp["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{resp}"
+        );
+        assert!(resp["error"]["code"].is_string());
+    }
+    for (method, path, want) in [
+        ("GET", "/v1/memories/not-a-uuid", 400),
+        (
+            "GET",
+            "/v1/memories/0190a000-0000-7000-8000-000000000001",
+            404,
+        ),
+        ("DELETE", "/v1/memories", 400),
+        ("GET", "/v1/memories?limit=0&user_id=u", 400),
+        ("GET", "/nope", 404),
+    ] {
+        let (st, resp) = s.call(method, path, None);
+        assert_eq!(st, want, "{method} {path}: {resp}");
+    }
+    let (_, body) = s.call("GET", "/v1/memories?user_id=u", None);
+    assert!(
+        body["results"].as_array().unwrap().is_empty(),
+        "rejected requests stored nothing"
+    );
+}

@@ -1,0 +1,141 @@
+//! The CLI commands against a real database file.
+
+use std::process::Output;
+
+use super::common::hippo;
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn add_search_export_import_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("cli.db");
+    ok(hippo(&db)
+        .args([
+            "add",
+            "--user",
+            "ana",
+            "--role",
+            "user",
+            "--name",
+            "Ana",
+            "I keep bees on my roof",
+        ])
+        .output()
+        .unwrap());
+    ok(hippo(&db)
+        .args(["add", "--user", "ana", "The meeting moved to Thursday"])
+        .output()
+        .unwrap());
+    let found = ok(hippo(&db)
+        .args(["search", "--user", "ana", "-k", "1", "honey insects"])
+        .output()
+        .unwrap());
+    assert!(found.contains("bees"), "{found}");
+    let json_line = ok(hippo(&db)
+        .args(["search", "--user", "ana", "--json", "Thursday"])
+        .output()
+        .unwrap());
+    let first: serde_json::Value = serde_json::from_str(json_line.lines().next().unwrap()).unwrap();
+    assert_eq!(first["memory"], "The meeting moved to Thursday");
+
+    // Export, import into a fresh store: identical memories.
+    let export = dir.path().join("out.jsonl");
+    ok(hippo(&db)
+        .args(["export", "--out"])
+        .arg(&export)
+        .output()
+        .unwrap());
+    let db2 = dir.path().join("copy.db");
+    ok(hippo(&db2).arg("import").arg(&export).output().unwrap());
+    let again = dir.path().join("again.jsonl");
+    ok(hippo(&db2)
+        .args(["export", "--out"])
+        .arg(&again)
+        .output()
+        .unwrap());
+    assert_eq!(
+        std::fs::read_to_string(&export).unwrap(),
+        std::fs::read_to_string(&again).unwrap()
+    );
+    // Importing the same export again adds nothing.
+    ok(hippo(&db2).arg("import").arg(&export).output().unwrap());
+    let stats: serde_json::Value =
+        serde_json::from_str(&ok(hippo(&db2).arg("stats").output().unwrap())).unwrap();
+    assert_eq!(stats["memories"], 2);
+    assert_eq!(stats["keyword_entries"], 2);
+}
+
+#[test]
+fn import_locomo_format_and_bench() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = serde_json::json!([{
+        "sample_id": "c1",
+        "conversation": {
+            "speaker_a": "Ida", "speaker_b": "Max",
+            "session_1_date_time": "1:56 pm on 8 May, 2023",
+            "session_1": [
+                {"speaker": "Ida", "dia_id": "D1:1", "text": "I just got back from climbing in Yosemite!"},
+                {"speaker": "Max", "dia_id": "D1:2", "text": "Amazing. I spent the weekend baking sourdough."},
+                {"speaker": "Ida", "dia_id": "D1:3", "text": "Save me a slice.", "blip_caption": "a loaf of bread"}
+            ]
+        },
+        "qa": [
+            {"question": "Where did Ida go climbing?", "answer": "Yosemite", "category": 4, "evidence": ["D1:1"]},
+            {"question": "What did Max bake?", "answer": "sourdough", "category": 4, "evidence": ["D1:2"]}
+        ]
+    }]);
+    let file = dir.path().join("conv.json");
+    std::fs::write(&file, data.to_string()).unwrap();
+    let db = dir.path().join("l.db");
+    ok(hippo(&db).arg("import").arg(&file).output().unwrap());
+    let listed = ok(hippo(&db)
+        .args(["search", "--user", "c1", "--json", "-k", "1", "bread photo"])
+        .output()
+        .unwrap());
+    let hit: serde_json::Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
+    assert_eq!(hit["metadata"]["dia_id"], "D1:3");
+    assert_eq!(hit["event_time"], "2023-05-08T13:56:00Z");
+    let bench = ok(hippo(&db)
+        .args(["bench", "--data"])
+        .arg(&file)
+        .args(["--k", "1", "3"])
+        .output()
+        .unwrap());
+    let report: serde_json::Value = serde_json::from_str(&bench).unwrap();
+    assert_eq!(report["questions"], 2);
+    assert_eq!(report["overall"]["frac@3"], 1.0);
+}
+
+#[test]
+fn bad_input_exits_2_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("bad.db");
+    let out = hippo(&db).args(["add", "   "]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least one of user_id"));
+    let file = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &file,
+        "{\"user_id\": \"u\", \"text\": \"fine\"}\nnot json\n",
+    )
+    .unwrap();
+    let out = hippo(&db).arg("import").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
+    let stats: serde_json::Value =
+        serde_json::from_str(&ok(hippo(&db).arg("stats").output().unwrap())).unwrap();
+    assert_eq!(stats["memories"], 0, "a bad file imports nothing");
+    let out = hippo(&db)
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "no auth yet: refuses non-loopback");
+}

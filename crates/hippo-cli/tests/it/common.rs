@@ -1,0 +1,96 @@
+//! Running the real binary.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hippo");
+
+/// The model directory (see `scripts/fetch-model.sh`).
+pub fn model_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("HIPPO_MODEL_DIR") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".cache"));
+    cache.join("hippo/models/all-MiniLM-L6-v2")
+}
+
+/// A `hippo` command on database `db`.
+pub fn hippo(db: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.env("HIPPO_DB", db)
+        .env("HIPPO_MODEL_DIR", model_dir())
+        .env("HIPPO_LOG", "warn")
+        .env("HOME", db.parent().unwrap());
+    c
+}
+
+/// A running server, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Server {
+    pub fn start(db: &Path, extra: &[&str]) -> Server {
+        let mut child = hippo(db)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn hippo serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("read listen line");
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected output {line:?}"))
+            .to_owned();
+        Server { child, base }
+    }
+
+    /// SIGKILL, no shutdown.
+    pub fn kill9(mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(std::time::Duration::from_secs(60))
+            .build();
+        let req = agent.request(method, &format!("{}{}", self.base, path));
+        let resp = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        let resp = match resp {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        let status = resp.status();
+        let text = resp.into_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}

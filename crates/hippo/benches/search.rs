@@ -1,0 +1,174 @@
+//! Search hot paths: the exact vector scan at 100k vectors in one scope, and
+//! store candidate queries (keyword + vector) on a 20k-memory SQLite file.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+
+use hippo::model::{content_hash, Actor, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope};
+use hippo::store::vectors::VectorIndex;
+use hippo::store::{
+    InsertBatch, KeywordQuery, NewMemory, SqliteStore, SqliteStoreOptions, Store, VectorQuery,
+};
+
+const DIM: usize = 384;
+const WORDS: &[&str] = &[
+    "garden",
+    "coffee",
+    "river",
+    "piano",
+    "travel",
+    "doctor",
+    "birthday",
+    "concert",
+    "recipe",
+    "soccer",
+    "painting",
+    "camping",
+    "museum",
+    "guitar",
+    "festival",
+    "library",
+    "project",
+    "weekend",
+    "mountain",
+    "friend",
+    "adopted",
+    "kitten",
+    "marathon",
+    "volunteer",
+    "school",
+    "career",
+    "family",
+    "beach",
+    "holiday",
+    "book",
+];
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn unit(&mut self) -> Vec<f32> {
+        let mut v: Vec<f32> = (0..DIM)
+            .map(|_| (self.next() % 2000) as f32 / 1000.0 - 1.0)
+            .collect();
+        hippo::embed::normalize(&mut v);
+        v
+    }
+    fn sentence(&mut self) -> String {
+        (0..12)
+            .map(|_| WORDS[(self.next() % WORDS.len() as u64) as usize])
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+fn vector_scan(c: &mut Criterion) {
+    let mut rng = Rng(7);
+    let mut index = VectorIndex::new(DIM);
+    let scope = Scope::user("u0");
+    for i in 0..100_000 {
+        index.upsert(i, &scope, MemoryKind::Message, None, &rng.unit());
+    }
+    let q = rng.unit();
+    c.bench_function("vector_scan/100k_one_scope_top50", |b| {
+        b.iter(|| index.search(&scope, &Filter::default(), None, &q, 50))
+    });
+    // A small scope inside the large index: only its own postings are scanned.
+    let small = Scope::user("small");
+    for i in 0..1000 {
+        index.upsert(
+            1_000_000 + i,
+            &small,
+            MemoryKind::Message,
+            None,
+            &rng.unit(),
+        );
+    }
+    c.bench_function("vector_scan/1k_scope_in_101k", |b| {
+        b.iter(|| index.search(&small, &Filter::default(), None, &q, 50))
+    });
+}
+
+fn store_candidates(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(SqliteStoreOptions::new(
+        dir.path().join("b.db"),
+        "bench",
+        DIM,
+    ))
+    .unwrap();
+    let mut rng = Rng(11);
+    let scope = Scope::user("u0");
+    let now = chrono::Utc::now();
+    for _ in 0..80 {
+        let memories = (0..250)
+            .map(|_| {
+                let content = rng.sentence();
+                NewMemory {
+                    memory: Memory {
+                        id: MemoryId::now_v7(),
+                        scope: scope.clone(),
+                        kind: MemoryKind::Message,
+                        content_hash: content_hash(&content),
+                        content,
+                        actor: Actor {
+                            role: Some("user".into()),
+                            name: Some("Sam".into()),
+                        },
+                        metadata: Default::default(),
+                        event_time: Some(now),
+                        recorded_at: now,
+                        updated_at: now,
+                        provenance: Provenance::default(),
+                        embedding_model: Some("bench".into()),
+                    },
+                    vector: Some(rng.unit()),
+                }
+            })
+            .collect();
+        store
+            .insert(InsertBatch {
+                memories,
+                sources: vec![],
+            })
+            .unwrap();
+    }
+    let terms = hippo::text::query_terms("When did Sam go camping near the mountain river?");
+    let filter = Filter::default();
+    c.bench_function("store/keyword_candidates_20k", |b| {
+        b.iter(|| {
+            store
+                .keyword_candidates(&KeywordQuery {
+                    scope: &scope,
+                    filter: &filter,
+                    terms: &terms,
+                    limit: 50,
+                })
+                .unwrap()
+        })
+    });
+    let q = rng.unit();
+    c.bench_function("store/vector_candidates_20k", |b| {
+        b.iter(|| {
+            store
+                .vector_candidates(&VectorQuery {
+                    scope: &scope,
+                    filter: &filter,
+                    vector: &q,
+                    limit: 50,
+                })
+                .unwrap()
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30);
+    targets = vector_scan, store_candidates
+}
+criterion_main!(benches);

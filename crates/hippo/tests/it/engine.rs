@@ -1,0 +1,180 @@
+//! The engine end to end with the real model and a real SQLite file.
+
+use hippo::{AddItem, ErrorKind, Filter, MemoryKind, MemoryPatch, Order, Scope, SearchRequest};
+
+use super::common::{engine, minilm};
+
+#[test]
+fn add_then_search_by_meaning_keyword_and_speaker() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = engine(dir.path(), minilm());
+    let s = Scope::user("ana");
+    h.add(vec![
+        AddItem::message(
+            s.clone(),
+            "user",
+            Some("Ana"),
+            "I adopted a kitten last month, her name is Miso.",
+        ),
+        AddItem::message(
+            s.clone(),
+            "assistant",
+            Some("Bot"),
+            "That's lovely! How is she settling in?",
+        ),
+        AddItem::message(
+            s.clone(),
+            "user",
+            Some("Ana"),
+            "My brother Tom is visiting from Lisbon next week.",
+        ),
+        AddItem::message(
+            s.clone(),
+            "user",
+            Some("Ana"),
+            "I started training for a half marathon.",
+        ),
+    ])
+    .unwrap();
+    let top = |q: &str| {
+        h.search(&SearchRequest::new(s.clone(), q)).unwrap().hits[0]
+            .memory
+            .content
+            .clone()
+    };
+    assert!(
+        top("what pet does she have?").contains("Miso"),
+        "semantic match"
+    );
+    assert!(top("Lisbon").contains("Lisbon"), "keyword match");
+    assert!(top("running race preparation").contains("marathon"));
+    let by_bot = h.search(&SearchRequest::new(s.clone(), "Bot")).unwrap();
+    assert_eq!(
+        by_bot.hits[0].memory.actor.name.as_deref(),
+        Some("Bot"),
+        "speaker name is searchable"
+    );
+    let hit = &h.search(&SearchRequest::new(s, "Miso")).unwrap().hits[0];
+    assert!(
+        hit.scores.keyword.is_some() && hit.scores.vector.is_some(),
+        "per-channel scores are returned"
+    );
+}
+
+#[test]
+fn long_documents_are_chunked_with_a_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = engine(dir.path(), minilm());
+    let s = Scope::user("doc");
+    let text: String = (0..120)
+        .map(|i| format!("Sentence number {i} talks about topic {i}. "))
+        .collect();
+    let ms = h.add(vec![AddItem::text(s.clone(), text.clone())]).unwrap();
+    assert!(ms.len() > 1, "a ~1500-token text needs several chunks");
+    let source = ms[0]
+        .provenance
+        .source_id
+        .expect("chunks name their source");
+    for (i, m) in ms.iter().enumerate() {
+        assert_eq!(m.kind, MemoryKind::Chunk);
+        assert_eq!(m.provenance.source_id, Some(source));
+        assert_eq!(m.provenance.chunk_index, Some(i as u32));
+        assert!(hippo::Embedder::count_tokens(minilm().as_ref(), &m.content) <= 256);
+    }
+    assert_eq!(h.store().source(source).unwrap().unwrap().content, text);
+    let hits = h.search(&SearchRequest::new(s, "topic 97")).unwrap();
+    assert!(hits.hits[0].memory.content.contains("topic 97"));
+}
+
+#[test]
+fn update_delete_and_erase() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = engine(dir.path(), minilm());
+    let s = Scope::user("u");
+    let m = h
+        .add(vec![AddItem::text(s.clone(), "I live in Boston")])
+        .unwrap()
+        .remove(0);
+    let patched = h
+        .update(
+            m.id,
+            Some(&s),
+            MemoryPatch {
+                content: Some("I live in Denver".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(patched.recorded_at, m.recorded_at);
+    let hits = h
+        .search(&SearchRequest::new(s.clone(), "Which city do I live in?"))
+        .unwrap()
+        .hits;
+    assert_eq!(hits[0].memory.content, "I live in Denver");
+    assert_eq!(
+        h.get(m.id, Some(&Scope::user("other"))).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    h.delete(m.id, Some(&s)).unwrap();
+    assert_eq!(h.get(m.id, None).unwrap_err().kind(), ErrorKind::NotFound);
+    h.add(vec![
+        AddItem::text(s.clone(), "a"),
+        AddItem::text(s.clone(), "b"),
+    ])
+    .unwrap();
+    assert_eq!(h.delete_scope(&s).unwrap(), 2);
+    assert!(h
+        .list(Some(&s), &Filter::default(), None, 10, Order::Ascending)
+        .unwrap()
+        .memories
+        .is_empty());
+}
+
+#[test]
+fn bad_input_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = engine(dir.path(), minilm());
+    let s = Scope::user("v");
+    let good = AddItem::text(s.clone(), "fine");
+    let empty = AddItem::text(s.clone(), "   ");
+    let err = h.add(vec![good.clone(), empty]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.message().starts_with("item 1"));
+    let no_scope = AddItem::text(Scope::default(), "x");
+    assert_eq!(
+        h.add(vec![no_scope]).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    let mut req = SearchRequest::new(s.clone(), "x");
+    req.top_k = 101;
+    assert_eq!(h.search(&req).unwrap_err().kind(), ErrorKind::InvalidInput);
+    assert_eq!(
+        h.stats().unwrap().memories,
+        0,
+        "a rejected batch stores nothing"
+    );
+}
+
+#[test]
+fn reopening_restores_the_vector_index_from_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let h = engine(dir.path(), minilm());
+        h.add(vec![AddItem::text(
+            Scope::user("r"),
+            "The spare key is under the blue flowerpot",
+        )])
+        .unwrap()[0]
+            .id
+    };
+    let h = engine(dir.path(), minilm());
+    let hits = h
+        .search(&SearchRequest::new(
+            Scope::user("r"),
+            "where can I find a house key?",
+        ))
+        .unwrap()
+        .hits;
+    assert_eq!(hits[0].memory.id, id);
+    assert!(hits[0].scores.vector.unwrap() > 0.3);
+}

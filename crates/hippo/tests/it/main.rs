@@ -1,0 +1,6 @@
+//! Integration tests of the hippo library (one binary, several modules).
+
+mod common;
+mod engine;
+mod isolation;
+mod minilm;

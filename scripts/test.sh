@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, fetches the model, then runs
+# formatting, lints and every test (unit, integration, property, end-to-end
+# against the real binary, and the kill -9 durability test).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+if ! command -v cargo >/dev/null; then
+  echo "test: cargo (Rust) is required: https://rustup.rs" >&2; exit 1
+fi
+if ! command -v python3 >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq python3 python3-pip >/dev/null
+fi
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+export HIPPO_MODEL_DIR="${HIPPO_MODEL_DIR:-$(scripts/fetch-model.sh)}"
+echo "== cargo fmt"; cargo fmt --all --check
+echo "== cargo clippy"; cargo clippy --locked --all-targets -- -D warnings
+echo "== cargo test"; cargo test --locked --workspace 2>&1 | tee /tmp/hippo-test.log
+echo "== doc"; RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --workspace -q
