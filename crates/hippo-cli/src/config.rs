@@ -69,12 +69,3 @@ pub fn default_db_path() -> PathBuf {
         .map(|d| d.join("hippo").join("hippo.db"))
         .unwrap_or_else(|| PathBuf::from("hippo.db"))
 }
-
-/// `~/.cache/hippo/models/all-MiniLM-L6-v2`, where `scripts/fetch-model.sh` puts the model.
-pub fn default_model_dir() -> Option<PathBuf> {
-    std::env::var_os("XDG_CACHE_HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| home().map(|h| h.join(".cache")))
-        .map(|d| d.join("hippo").join("models").join("all-MiniLM-L6-v2"))
-}

@@ -1,7 +1,7 @@
 //! Import and export: JSONL (exported memories, or add items one per line)
 //! and LoCoMo-format conversation files.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -262,12 +262,6 @@ pub fn export(hippo: &Hippo, scope: Option<&Scope>, mut out: impl Write) -> Resu
     }
     out.flush()?;
     Ok(n)
-}
-
-/// Reads JSON lines from a reader (used by tests).
-#[allow(dead_code)]
-pub fn read_lines(r: impl BufRead) -> Result<Vec<Value>> {
-    r.lines().map(|l| Ok(serde_json::from_str(&l?)?)).collect()
 }
 
 #[cfg(test)]

@@ -221,7 +221,8 @@ impl Settings {
         let dir = match &self.model_dir {
             Some(d) => d.clone(),
             None => {
-                match config::default_model_dir().filter(|d| d.join("model.safetensors").is_file())
+                match hippo::embed::default_model_dir()
+                    .filter(|d| d.join("model.safetensors").is_file())
                 {
                     Some(d) => d,
                     None => {

@@ -76,10 +76,7 @@ fn store_insert(c: &mut Criterion) {
 fn model_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("HIPPO_MODEL_DIR")
         .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".cache/hippo/models/all-MiniLM-L6-v2"))
-        })?;
+        .or_else(hippo::embed::default_model_dir)?;
     dir.join("model.safetensors").is_file().then_some(dir)
 }
 

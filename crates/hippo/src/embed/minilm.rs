@@ -24,6 +24,20 @@ const MAX_TOKENS: usize = 256;
 /// so padding stays small.
 const SUB_BATCH: usize = 32;
 
+/// Where `scripts/fetch-model.sh` puts the model and where hippo looks first:
+/// `$XDG_CACHE_HOME/hippo/models/all-MiniLM-L6-v2` (default `~/.cache/...`).
+pub fn default_model_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })
+        .map(|d| d.join("hippo").join("models").join("all-MiniLM-L6-v2"))
+}
+
 /// The local MiniLM embedder.
 pub struct MiniLmEmbedder {
     model: BertModel,

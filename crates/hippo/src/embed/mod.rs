@@ -9,7 +9,7 @@
 mod minilm;
 mod openai;
 
-pub use minilm::{MiniLmEmbedder, MINILM_HUB_REPO, MINILM_MODEL_ID};
+pub use minilm::{default_model_dir, MiniLmEmbedder, MINILM_HUB_REPO, MINILM_MODEL_ID};
 pub use openai::{OpenAiEmbedder, OpenAiEmbedderConfig};
 
 use crate::error::Result;

@@ -11,13 +11,7 @@ pub fn model_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("HIPPO_MODEL_DIR") {
         return PathBuf::from(d);
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home.join(".cache"));
-    let dir = cache.join("hippo/models/all-MiniLM-L6-v2");
+    let dir = hippo::embed::default_model_dir().expect("HOME or XDG_CACHE_HOME is set");
     assert!(
         dir.join("model.safetensors").is_file(),
         "the MiniLM model is missing at {}: run scripts/fetch-model.sh",
