@@ -5,8 +5,10 @@ mod api;
 mod bench;
 mod config;
 mod io;
+mod loadtest;
 mod metrics;
 mod server;
+mod synth;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -118,6 +120,8 @@ enum Command {
     Reembed,
     /// Recall and latency on a LoCoMo-format file, through the library.
     Bench(bench::BenchArgs),
+    /// Load test of a running server over HTTP on generated chat (ingest and search).
+    Loadtest(loadtest::LoadtestArgs),
     /// Download the default model from the Hugging Face Hub into its cache and print the directory.
     FetchModel,
 }
@@ -377,6 +381,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench::run(&settings, args),
+        Command::Loadtest(args) => loadtest::run(&settings, args),
         Command::FetchModel => {
             println!("{}", MiniLmEmbedder::download_from_hub()?.display());
             Ok(())

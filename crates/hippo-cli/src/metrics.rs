@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -35,6 +36,16 @@ pub struct Metrics {
     pub latency: Family<RouteLabels, Histogram>,
     /// Memories written.
     pub memories_written: Counter,
+    /// Resident memory of this process, refreshed at every scrape.
+    resident_bytes: Gauge,
+}
+
+/// Resident set size of this process in bytes (Linux; `None` elsewhere).
+pub fn resident_bytes() -> Option<i64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // Every Linux platform Hippo targets uses 4 KiB pages.
+    Some(pages * 4096)
 }
 
 impl Metrics {
@@ -61,16 +72,26 @@ impl Metrics {
             "Memories written",
             memories_written.clone(),
         );
+        let resident = Gauge::default();
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the server process",
+            resident.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             requests,
             latency,
             memories_written,
+            resident_bytes: resident,
         }
     }
 
     /// The text exposition format.
     pub fn encode(&self) -> String {
+        if let Some(rss) = resident_bytes() {
+            self.resident_bytes.set(rss);
+        }
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {

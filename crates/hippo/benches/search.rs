@@ -4,6 +4,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 
 use hippo::model::{content_hash, Actor, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope};
+use hippo::store::slots::SlotFields;
 use hippo::store::vectors::VectorIndex;
 use hippo::store::{
     InsertBatch, KeywordQuery, NewMemory, SqliteStore, SqliteStoreOptions, Store, VectorQuery,
@@ -66,12 +67,22 @@ impl Rng {
     }
 }
 
+fn fields(rowid: i64, scope: &Scope) -> SlotFields<'_> {
+    SlotFields {
+        rowid,
+        id: MemoryId::from_u128(rowid as u128),
+        scope,
+        kind: MemoryKind::Message,
+        event_time: None,
+    }
+}
+
 fn vector_scan(c: &mut Criterion) {
     let mut rng = Rng(7);
     let mut index = VectorIndex::new(DIM);
     let scope = Scope::user("u0");
     for i in 0..100_000 {
-        index.upsert(i, &scope, MemoryKind::Message, None, &rng.unit());
+        index.upsert(fields(i, &scope), &rng.unit());
     }
     let q = rng.unit();
     c.bench_function("vector_scan/100k_one_scope_top50", |b| {
@@ -80,13 +91,7 @@ fn vector_scan(c: &mut Criterion) {
     // A small scope inside the large index: only its own postings are scanned.
     let small = Scope::user("small");
     for i in 0..1000 {
-        index.upsert(
-            1_000_000 + i,
-            &small,
-            MemoryKind::Message,
-            None,
-            &rng.unit(),
-        );
+        index.upsert(fields(1_000_000 + i, &small), &rng.unit());
     }
     c.bench_function("vector_scan/1k_scope_in_101k", |b| {
         b.iter(|| index.search(&small, &Filter::default(), None, &q, 50))

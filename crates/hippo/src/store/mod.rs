@@ -13,7 +13,10 @@
 //!   (previous and next message in the same exact scope), and stays correct
 //!   when neighbours are updated or deleted.
 
+mod fts;
+pub mod keywords;
 mod schema;
+pub mod slots;
 pub mod sqlite;
 pub mod vectors;
 

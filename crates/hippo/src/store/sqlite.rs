@@ -1,6 +1,7 @@
 //! The default store: one SQLite file (WAL) holding memories, vectors and an
-//! FTS5 keyword index, plus an in-memory exact vector index rebuilt from the
-//! file at open.
+//! FTS5 keyword index, plus two in-memory derived indexes rebuilt from the
+//! file at open and updated inside every write transaction: the exact vector
+//! index (`vectors.rs`) and the keyword mirror of FTS5 (`keywords.rs`).
 //!
 //! Durability: WAL with `synchronous=FULL` — a write is acknowledged only
 //! after its commit record is fsynced, so acknowledged writes survive both
@@ -12,7 +13,7 @@
 //! writer) and a small pool of read-only connections; readers never block
 //! the writer under WAL.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Mutex, MutexGuard, RwLock};
@@ -24,7 +25,10 @@ use rusqlite::{
 };
 use serde_json::Value;
 
+use super::fts;
+use super::keywords::{KeywordDoc, KeywordIndex};
 use super::schema;
+use super::slots::SlotFields;
 use super::vectors::VectorIndex;
 use super::{
     Candidate, InsertBatch, KeywordQuery, ListQuery, Order, Page, Source, Store, StoreStats,
@@ -33,10 +37,6 @@ use super::{
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Actor, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope};
 use crate::text::keyword_text;
-
-/// BM25 column weights for (body, speaker, context): the memory's own text
-/// counts most, the speaker's name and the neighbouring turns less.
-const BM25_WEIGHTS: &str = "1.0, 0.5, 0.25";
 
 /// Options for opening a [`SqliteStore`].
 #[derive(Debug, Clone)]
@@ -78,6 +78,58 @@ pub struct SqliteStore {
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     vectors: RwLock<VectorIndex>,
+    keywords: RwLock<KeywordIndex>,
+    /// In-memory connections that tokenize queries with FTS5 (one per reader).
+    tokenizers: Vec<Mutex<Connection>>,
+}
+
+/// What the derived indexes need of a memory row.
+struct RowFields {
+    id: MemoryId,
+    scope: Scope,
+    kind: MemoryKind,
+    event_time: Option<i64>,
+}
+
+impl RowFields {
+    fn slot(&self, rowid: i64) -> SlotFields<'_> {
+        SlotFields {
+            rowid,
+            id: self.id,
+            scope: &self.scope,
+            kind: self.kind,
+            event_time: self.event_time,
+        }
+    }
+}
+
+/// The new state of touched keyword documents (`None`: deleted), computed
+/// inside a write transaction and applied to the mirror after commit.
+type KeywordChanges = Vec<(i64, Option<(RowFields, KeywordDoc)>)>;
+
+const FIELD_COLUMNS: &str =
+    "m.rowid, m.id, m.user_id, m.agent_id, m.session_id, m.kind, m.event_time";
+
+fn row_fields(r: &Row<'_>) -> rusqlite::Result<(i64, RowFields)> {
+    Ok((
+        r.get(0)?,
+        RowFields {
+            id: parse_uuid(&r.get::<_, String>(1)?)?,
+            scope: Scope {
+                user_id: r.get(2)?,
+                agent_id: r.get(3)?,
+                session_id: r.get(4)?,
+            },
+            kind: MemoryKind::parse(&r.get::<_, String>(5)?).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    5,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?,
+            event_time: r.get(6)?,
+        },
+    ))
 }
 
 const MEMORY_COLUMNS: &str = "m.id, m.user_id, m.agent_id, m.session_id, m.kind, m.content, m.role, m.name, \
@@ -284,7 +336,9 @@ impl SqliteStore {
         )?;
         writer.pragma_update(None, "foreign_keys", true)?;
         schema::migrate(&mut writer)?;
+        fts::install_tokenizer(&writer)?;
         let mut readers = Vec::new();
+        let mut tokenizers = Vec::new();
         for _ in 0..options.readers.max(1) {
             let r = Connection::open_with_flags(
                 &options.path,
@@ -294,9 +348,13 @@ impl SqliteStore {
             )?;
             r.busy_timeout(std::time::Duration::from_secs(10))?;
             readers.push(Mutex::new(r));
+            let t = Connection::open_in_memory()?;
+            fts::install_tokenizer(&t)?;
+            tokenizers.push(Mutex::new(t));
         }
         let vectors = Self::load_vectors(&writer, &options.active_model, options.dimension)?;
-        tracing::info!(path = %options.path.display(), vectors = vectors.len(), "opened store");
+        let keywords = Self::load_keywords(&writer)?;
+        tracing::info!(path = %options.path.display(), vectors = vectors.len(), keywords = keywords.len(), "opened store");
         Ok(SqliteStore {
             path: options.path,
             model: options.active_model,
@@ -304,6 +362,8 @@ impl SqliteStore {
             readers,
             next_reader: AtomicUsize::new(0),
             vectors: RwLock::new(vectors),
+            keywords: RwLock::new(keywords),
+            tokenizers,
         })
     }
 
@@ -315,12 +375,12 @@ impl SqliteStore {
     fn load_vectors(conn: &Connection, model: &str, dim: usize) -> Result<VectorIndex> {
         let mut index = VectorIndex::new(dim);
         let mut stmt = conn.prepare(
-            "SELECT v.rowid, v.vector, m.user_id, m.agent_id, m.session_id, m.kind, m.event_time
+            "SELECT m.rowid, m.id, m.user_id, m.agent_id, m.session_id, m.kind, m.event_time, v.vector
              FROM memory_vectors v JOIN memories m ON m.rowid = v.rowid WHERE v.model = ?1 ORDER BY v.rowid",
         )?;
         let mut rows = stmt.query([model])?;
         while let Some(r) = rows.next()? {
-            let blob: Vec<u8> = r.get(1)?;
+            let blob: Vec<u8> = r.get(7)?;
             if blob.len() != dim * 4 {
                 return Err(Error::new(
                     ErrorKind::Conflict,
@@ -330,15 +390,65 @@ impl SqliteStore {
                     ),
                 ));
             }
-            let scope = Scope {
-                user_id: r.get(2)?,
-                agent_id: r.get(3)?,
-                session_id: r.get(4)?,
-            };
-            let kind = MemoryKind::parse(&r.get::<_, String>(5)?)?;
-            index.upsert(r.get(0)?, &scope, kind, r.get(6)?, &blob_vector(&blob));
+            let (rowid, f) = row_fields(r)?;
+            index.upsert(f.slot(rowid), &blob_vector(&blob));
         }
         Ok(index)
+    }
+
+    fn load_keywords(conn: &Connection) -> Result<KeywordIndex> {
+        let mut docs = fts::all_docs(conn)?;
+        let mut index = KeywordIndex::new();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {FIELD_COLUMNS} FROM memories m JOIN memory_fts f ON f.rowid = m.rowid ORDER BY m.rowid"
+        ))?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let (rowid, f) = row_fields(r)?;
+            let doc = docs.remove(&rowid).unwrap_or_default();
+            index.upsert(f.slot(rowid), &doc);
+        }
+        Ok(index)
+    }
+
+    /// Reads the new state of touched keyword documents, inside the write
+    /// transaction (so a failure here aborts the write).
+    fn keyword_changes(tx: &Transaction<'_>, touched: &BTreeSet<i64>) -> Result<KeywordChanges> {
+        let rowids: Vec<i64> = touched.iter().copied().collect();
+        let mut docs = fts::docs_of(tx, &rowids)?;
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT {FIELD_COLUMNS} FROM memories m WHERE m.rowid = ?1"
+        ))?;
+        let mut out = Vec::with_capacity(rowids.len());
+        for r in rowids {
+            let fields = stmt.query_row([r], row_fields).optional()?;
+            out.push((
+                r,
+                fields.map(|(_, f)| (f, docs.remove(&r).unwrap_or_default())),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Applies committed keyword changes to the mirror (writer lock held).
+    fn apply_keywords(&self, changes: KeywordChanges) {
+        let mut index = self.keywords.write().unwrap_or_else(|e| e.into_inner());
+        for (rowid, change) in changes {
+            match change {
+                Some((f, doc)) => index.upsert(f.slot(rowid), &doc),
+                None => index.remove(rowid),
+            }
+        }
+    }
+
+    /// FTS5 tokens of a keyword query.
+    fn query_tokens(&self, terms: &[String]) -> Result<Vec<String>> {
+        let conn = self
+            .tokenizers
+            .iter()
+            .find_map(|t| t.try_lock().ok())
+            .unwrap_or_else(|| lock(&self.tokenizers[0]));
+        fts::tokens(&conn, &terms.join(" "))
     }
 
     fn reader(&self) -> MutexGuard<'_, Connection> {
@@ -373,20 +483,6 @@ impl SqliteStore {
         Ok(out)
     }
 
-    fn ids_of(conn: &Connection, rowids: &[i64]) -> Result<Vec<(i64, MemoryId)>> {
-        let mut stmt = conn.prepare_cached("SELECT id FROM memories WHERE rowid = ?1")?;
-        let mut out = Vec::with_capacity(rowids.len());
-        for r in rowids {
-            if let Some(id) = stmt
-                .query_row([r], |row| row.get::<_, String>(0))
-                .optional()?
-            {
-                out.push((*r, parse_uuid(&id)?));
-            }
-        }
-        Ok(out)
-    }
-
     /// The "name: content" line of a message, for its neighbours' context.
     fn line_of(tx: &Transaction<'_>, rowid: i64) -> Result<Option<String>> {
         Ok(tx
@@ -401,7 +497,12 @@ impl SqliteStore {
     }
 
     /// Recomputes the keyword context (previous + next message) of `rowid`.
-    fn refresh_context(tx: &Transaction<'_>, rowid: i64) -> Result<()> {
+    fn refresh_context(
+        tx: &Transaction<'_>,
+        rowid: i64,
+        touched: &mut BTreeSet<i64>,
+    ) -> Result<()> {
+        touched.insert(rowid);
         let prev: Option<i64> = tx
             .prepare_cached("SELECT prev_rowid FROM memories WHERE rowid = ?1")?
             .query_row([rowid], |r| r.get(0))
@@ -423,7 +524,12 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn insert_tx(tx: &Transaction<'_>, batch: &InsertBatch, model: &str) -> Result<Vec<i64>> {
+    fn insert_tx(
+        tx: &Transaction<'_>,
+        batch: &InsertBatch,
+        model: &str,
+        touched: &mut BTreeSet<i64>,
+    ) -> Result<Vec<i64>> {
         for s in &batch.sources {
             tx.prepare_cached("INSERT OR IGNORE INTO sources (id, user_id, agent_id, session_id, content) VALUES (?1, ?2, ?3, ?4, ?5)")?
                 .execute(params![s.id.to_string(), s.scope.user_id, s.scope.agent_id, s.scope.session_id, s.content])?;
@@ -495,9 +601,9 @@ impl SqliteStore {
                 )?
                 .execute(params![rowid, model, vector_blob(v)])?;
             }
-            Self::refresh_context(tx, rowid)?;
+            Self::refresh_context(tx, rowid, touched)?;
             if let Some(p) = prev {
-                Self::refresh_context(tx, p)?;
+                Self::refresh_context(tx, p, touched)?;
             }
             rowids.push(rowid);
         }
@@ -505,12 +611,13 @@ impl SqliteStore {
     }
 
     /// Removes one memory, re-linking its neighbours; returns false if absent.
-    fn delete_one(tx: &Transaction<'_>, rowid: i64) -> Result<bool> {
+    fn delete_one(tx: &Transaction<'_>, rowid: i64, touched: &mut BTreeSet<i64>) -> Result<bool> {
         let prev: Option<Option<i64>> = tx
             .prepare_cached("SELECT prev_rowid FROM memories WHERE rowid = ?1")?
             .query_row([rowid], |r| r.get(0))
             .optional()?;
         let Some(prev) = prev else { return Ok(false) };
+        touched.insert(rowid);
         let next: Option<i64> = tx
             .prepare_cached("SELECT rowid FROM memories WHERE prev_rowid = ?1 LIMIT 1")?
             .query_row([rowid], |r| r.get(0))
@@ -524,12 +631,58 @@ impl SqliteStore {
         if let Some(n) = next {
             tx.prepare_cached("UPDATE memories SET prev_rowid = ?1 WHERE rowid = ?2")?
                 .execute(params![prev, n])?;
-            Self::refresh_context(tx, n)?;
+            Self::refresh_context(tx, n, touched)?;
         }
         if let Some(p) = prev {
-            Self::refresh_context(tx, p)?;
+            Self::refresh_context(tx, p, touched)?;
         }
         Ok(true)
+    }
+
+    /// Keyword candidates straight from FTS5's `bm25()`: the reference the
+    /// in-memory mirror is tested against.
+    #[cfg(test)]
+    fn fts5_keyword_candidates(&self, q: &KeywordQuery<'_>) -> Result<Vec<Candidate>> {
+        let tokens = self.query_tokens(q.terms)?;
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        let expr: Vec<String> = tokens
+            .iter()
+            .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+            .collect();
+        let mut c = Conditions::default();
+        c.push("memory_fts MATCH ?", expr.join(" OR "));
+        c.scope(q.scope);
+        c.filter(q.filter);
+        let weights = super::keywords::COLUMN_WEIGHTS
+            .map(|w| w.to_string())
+            .join(", ");
+        let sql = format!(
+            "SELECT m.id, bm25(memory_fts, {weights}) AS s FROM memory_fts
+             JOIN memories m ON m.rowid = memory_fts.rowid WHERE {} ORDER BY s, m.rowid LIMIT {}",
+            c.where_clause(),
+            q.limit
+        );
+        let conn = self.reader();
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(params_from_iter(c.params.iter()), |r| {
+            // FTS5's bm25() is negative (smaller is better); flip it.
+            Ok(Candidate {
+                id: parse_uuid(&r.get::<_, String>(0)?)?,
+                score: -(r.get::<_, f64>(1)? as f32),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The rowids passing the metadata part of a filter (`None`: no such part).
+    fn allowed_for(&self, scope: &Scope, filter: &Filter) -> Result<Option<HashSet<i64>>> {
+        if filter.metadata.is_empty() {
+            Ok(None)
+        } else {
+            self.allowed_rowids(scope, filter).map(Some)
+        }
     }
 
     fn allowed_rowids(&self, scope: &Scope, filter: &Filter) -> Result<HashSet<i64>> {
@@ -574,17 +727,30 @@ impl Store for SqliteStore {
         }
         let mut conn = lock(&self.writer);
         let tx = conn.transaction()?;
-        let rowids = Self::insert_tx(&tx, &batch, &self.model)?;
+        let mut touched = BTreeSet::new();
+        let rowids = Self::insert_tx(&tx, &batch, &self.model, &mut touched)?;
+        let keywords = Self::keyword_changes(&tx, &touched)?;
         tx.commit()?;
-        // Publish vectors while still holding the writer lock, so index order
-        // follows commit order.
+        // Publish to the derived indexes while still holding the writer lock,
+        // so they apply writes in commit order.
         let mut index = self.vectors_write();
         for (nm, rowid) in batch.memories.iter().zip(rowids) {
             if let Some(v) = &nm.vector {
                 let m = &nm.memory;
-                index.upsert(rowid, &m.scope, m.kind, m.event_time.map(ms), v);
+                index.upsert(
+                    SlotFields {
+                        rowid,
+                        id: m.id,
+                        scope: &m.scope,
+                        kind: m.kind,
+                        event_time: m.event_time.map(ms),
+                    },
+                    v,
+                );
             }
         }
+        drop(index);
+        self.apply_keywords(keywords);
         Ok(())
     }
 
@@ -696,24 +862,30 @@ impl Store for SqliteStore {
             .prepare_cached("SELECT rowid FROM memories WHERE prev_rowid = ?1 LIMIT 1")?
             .query_row([rowid], |r| r.get(0))
             .optional()?;
+        let mut touched = BTreeSet::from([rowid]);
         for n in [prev, next].into_iter().flatten() {
-            Self::refresh_context(&tx, n)?;
+            Self::refresh_context(&tx, n, &mut touched)?;
         }
         // The stored vector's metadata (kind, time) may have changed too.
         let stored: Option<Vec<u8>> = tx
             .prepare_cached("SELECT vector FROM memory_vectors WHERE rowid = ?1 AND model = ?2")?
             .query_row(params![rowid, self.model], |r| r.get(0))
             .optional()?;
+        let keywords = Self::keyword_changes(&tx, &touched)?;
         tx.commit()?;
         if let Some(blob) = stored {
             self.vectors_write().upsert(
-                rowid,
-                &m.scope,
-                m.kind,
-                m.event_time.map(ms),
+                SlotFields {
+                    rowid,
+                    id: m.id,
+                    scope: &m.scope,
+                    kind: m.kind,
+                    event_time: m.event_time.map(ms),
+                },
                 &blob_vector(&blob),
             );
         }
+        self.apply_keywords(keywords);
         Ok(())
     }
 
@@ -722,14 +894,18 @@ impl Store for SqliteStore {
         let tx = conn.transaction()?;
         let rowids = Self::rowids_of(&tx, ids)?;
         let mut n = 0;
+        let mut touched = BTreeSet::new();
         for (_, r) in &rowids {
-            n += u64::from(Self::delete_one(&tx, *r)?);
+            n += u64::from(Self::delete_one(&tx, *r, &mut touched)?);
         }
+        let keywords = Self::keyword_changes(&tx, &touched)?;
         tx.commit()?;
         let mut index = self.vectors_write();
         for (_, r) in rowids {
             index.remove(r);
         }
+        drop(index);
+        self.apply_keywords(keywords);
         Ok(n)
     }
 
@@ -767,6 +943,9 @@ impl Store for SqliteStore {
         for r in &rowids {
             index.remove(*r);
         }
+        drop(index);
+        // Whole exact scopes go, so no surviving keyword document changes.
+        self.apply_keywords(rowids.iter().map(|&r| (r, None)).collect());
         Ok(rowids.len() as u64)
     }
 
@@ -774,63 +953,37 @@ impl Store for SqliteStore {
         if q.terms.is_empty() || q.limit == 0 {
             return Ok(Vec::new());
         }
-        let expr: Vec<String> = q
-            .terms
-            .iter()
-            .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
-            .collect();
-        let mut c = Conditions::default();
-        c.push("memory_fts MATCH ?", expr.join(" OR "));
-        c.scope(q.scope);
-        c.filter(q.filter);
-        let sql = format!(
-            "SELECT m.id, bm25(memory_fts, {BM25_WEIGHTS}) AS s FROM memory_fts
-             JOIN memories m ON m.rowid = memory_fts.rowid WHERE {} ORDER BY s, m.rowid LIMIT {}",
-            c.where_clause(),
-            q.limit
-        );
-        let conn = self.reader();
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params_from_iter(c.params.iter()), |r| {
-            // FTS5's bm25() is negative (smaller is better); flip it.
-            Ok(Candidate {
-                id: parse_uuid(&r.get::<_, String>(0)?)?,
-                score: -(r.get::<_, f64>(1)? as f32),
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let tokens = self.query_tokens(q.terms)?;
+        // Metadata conditions are resolved in SQL first, so top-k stays exact.
+        let allowed = self.allowed_for(q.scope, q.filter)?;
+        let hits = self
+            .keywords
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .search(q.scope, q.filter, allowed.as_ref(), &tokens, q.limit);
+        Ok(hits
+            .into_iter()
+            .map(|(id, score)| Candidate { id, score })
+            .collect())
     }
 
     fn vector_candidates(&self, q: &VectorQuery<'_>) -> Result<Vec<Candidate>> {
-        // Metadata conditions are resolved in SQL first, so the scan stays exact.
-        let allowed = if q.filter.metadata.is_empty() {
-            None
-        } else {
-            Some(self.allowed_rowids(q.scope, q.filter)?)
-        };
+        let allowed = self.allowed_for(q.scope, q.filter)?;
         let hits =
             self.vectors_read()
                 .search(q.scope, q.filter, allowed.as_ref(), q.vector, q.limit);
-        let rowids: Vec<i64> = hits.iter().map(|h| h.0).collect();
-        let ids = Self::ids_of(&self.reader(), &rowids)?;
-        let by_rowid: std::collections::HashMap<i64, MemoryId> = ids.into_iter().collect();
         Ok(hits
             .into_iter()
-            .filter_map(|(r, s)| by_rowid.get(&r).map(|id| Candidate { id: *id, score: s }))
+            .map(|(id, score)| Candidate { id, score })
             .collect())
     }
 
     fn vector_scores(&self, ids: &[MemoryId], vector: &[f32]) -> Result<Vec<Candidate>> {
-        let pairs = Self::rowids_of(&self.reader(), ids)?;
-        let rowids: Vec<i64> = pairs.iter().map(|p| p.1).collect();
-        let scores: std::collections::HashMap<i64, f32> = self
+        Ok(self
             .vectors_read()
-            .scores(&rowids, vector)
+            .scores(ids, vector)
             .into_iter()
-            .collect();
-        Ok(pairs
-            .into_iter()
-            .filter_map(|(id, r)| scores.get(&r).map(|s| Candidate { id, score: *s }))
+            .map(|(id, score)| Candidate { id, score })
             .collect())
     }
 
@@ -896,6 +1049,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::NewMemory;
 
     #[test]
     fn old_schema_files_are_migrated() {
@@ -945,5 +1099,108 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(err.kind(), ErrorKind::Conflict);
+    }
+    fn message(scope: &Scope, content: &str, name: &str) -> NewMemory {
+        let now = chrono::Utc::now();
+        NewMemory {
+            memory: Memory {
+                id: MemoryId::now_v7(),
+                scope: scope.clone(),
+                kind: MemoryKind::Message,
+                content: content.into(),
+                actor: Actor {
+                    role: Some("user".into()),
+                    name: Some(name.into()),
+                },
+                metadata: Default::default(),
+                event_time: None,
+                recorded_at: now,
+                updated_at: now,
+                provenance: Provenance::default(),
+                content_hash: crate::model::content_hash(content),
+                embedding_model: None,
+            },
+            vector: None,
+        }
+    }
+
+    fn assert_mirror_matches_fts5(store: &SqliteStore, scope: &Scope, query: &str) {
+        let terms = crate::text::query_terms(query);
+        let q = KeywordQuery {
+            scope,
+            filter: &Filter::default(),
+            terms: &terms,
+            limit: 7,
+        };
+        let got = store.keyword_candidates(&q).unwrap();
+        let want = store.fts5_keyword_candidates(&q).unwrap();
+        assert_eq!(got.len(), want.len(), "{query}: {got:?} vs {want:?}");
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g.score - w.score).abs() <= 1e-4 * w.score.abs().max(1.0),
+                "{query}: {got:?} vs {want:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+        /// The in-memory keyword index ranks exactly as FTS5's bm25() after
+        /// inserts, updates and deletes, and again after reopening.
+        #[test]
+        fn keyword_mirror_equals_fts5(
+            texts in proptest::collection::vec(proptest::collection::vec(0usize..30, 1..10), 5..60),
+            edits in proptest::collection::vec((0usize..60, 0usize..3), 0..12),
+            queries in proptest::collection::vec(proptest::collection::vec(0usize..32, 1..4), 1..6),
+        ) {
+            const WORDS: [&str; 32] = [
+                "running", "runs", "ran", "hiking", "hikes", "mountain", "mountains", "café", "cafe",
+                "painting", "paints", "dog", "dogs", "猫が好き", "東京", "北京大学", "guitar", "concert",
+                "lake", "lakes", "camping", "camp", "book", "books", "sister", "brother", "dinner",
+                "recipe", "garden", "gardening", "zzz", "qqq",
+            ];
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("kw.db");
+            let store = SqliteStore::open(SqliteStoreOptions::new(&path, "m", 4)).unwrap();
+            let scopes = [Scope::user("a"), Scope::user("b"), Scope { user_id: Some("a".into()), agent_id: None, session_id: Some("s".into()) }];
+            let mut ids = Vec::new();
+            for (i, t) in texts.iter().enumerate() {
+                let text: Vec<&str> = t.iter().map(|&w| WORDS[w]).collect();
+                let m = message(&scopes[i % 3], &text.join(" "), WORDS[(i * 7) % 32]);
+                ids.push(m.memory.id);
+                store.insert(InsertBatch { memories: vec![m], sources: vec![] }).unwrap();
+            }
+            for (i, op) in edits {
+                let Some(&id) = ids.get(i) else { continue };
+                match op {
+                    0 => { store.delete(&[id]).unwrap(); }
+                    _ => {
+                        if let Some(mut m) = store.get_many(&[id]).unwrap().pop() {
+                            m.content = format!("{} {}", WORDS[i % 32], WORDS[(i + op) % 32]);
+                            store.update(&m, None).unwrap();
+                        }
+                    }
+                }
+            }
+            let queries: Vec<String> = queries
+                .iter()
+                .map(|q| q.iter().map(|&w| WORDS[w]).collect::<Vec<_>>().join(" "))
+                .collect();
+            for scope in &scopes {
+                for q in &queries {
+                    assert_mirror_matches_fts5(&store, scope, q);
+                }
+            }
+            drop(store);
+            let store = SqliteStore::open(SqliteStoreOptions::new(&path, "m", 4)).unwrap();
+            for q in &queries {
+                assert_mirror_matches_fts5(&store, &scopes[0], q);
+            }
+        }
+    }
+
+    #[test]
+    fn keyword_tokenizer_is_the_schema_tokenizer() {
+        assert!(schema::MIGRATIONS[0].contains(&format!("tokenize = '{}'", fts::TOKENIZE)));
     }
 }

@@ -7,27 +7,22 @@
 //! under selective filters, no tuning), deletes are trivial, and a scan of one
 //! scope's vectors is fast at the sizes a single scope reaches (measured in
 //! `benches/search.rs`; large scans are split across cores).
+//!
+//! The scan reads int8 codes (a quarter of the bytes of f32) and keeps, with
+//! each approximate score, a rigorous bound on its quantization error; only
+//! vectors whose upper bound reaches the k-th best lower bound are rescored
+//! in f32. The top-k is therefore the exact f32 top-k, at int8 scan cost.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashSet};
 
 use rayon::prelude::*;
 
-use crate::model::{Filter, MemoryKind, Scope};
+use super::slots::{ScopedSlots, SlotFields};
+use crate::model::{Filter, MemoryId, Scope};
 
 /// Scans of more slots than this are split across threads.
 const PARALLEL_SCAN_MIN: usize = 16_384;
-
-/// Per-slot metadata needed to filter without touching SQLite.
-#[derive(Debug, Clone)]
-struct Slot {
-    rowid: i64,
-    /// Interned user/agent/session ids; 0 means unset.
-    scope: [u32; 3],
-    kind: MemoryKind,
-    event_time: Option<i64>,
-    alive: bool,
-}
 
 /// Dot product of two equally long slices.
 #[inline(always)]
@@ -55,6 +50,72 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     dot_portable(a, b)
 }
 
+#[inline(always)]
+fn dot_i8_portable(a: &[i8], b: &[i8]) -> i32 {
+    let mut acc = [0i32; 32];
+    let (ca, cb) = (a.chunks_exact(32), b.chunks_exact(32));
+    let tail: i32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(&x, &y)| i32::from(x) * i32::from(y))
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..32 {
+            acc[i] += i32::from(x[i]) * i32::from(y[i]);
+        }
+    }
+    acc.iter().sum::<i32>() + tail
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
+    dot_i8_portable(a, b)
+}
+
+/// Integer dot product of two equally long int8 slices.
+fn dot_i8(a: &[i8], b: &[i8], avx2: bool) -> i32 {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: the caller checked that the CPU supports AVX2.
+        return unsafe { dot_i8_avx2(a, b) };
+    }
+    let _ = avx2;
+    dot_i8_portable(a, b)
+}
+
+/// Symmetric per-vector int8 quantization of `v`: codes, scale, and the
+/// norms needed for the error bound.
+#[derive(Debug, Clone, Copy, Default)]
+struct Quant {
+    /// `v[i] ≈ scale * code[i]`.
+    scale: f32,
+    /// `|v - scale * code|` (Euclidean), rounded up.
+    err: f32,
+    /// `|v|`.
+    norm: f32,
+}
+
+fn quantize(v: &[f32], codes: &mut Vec<i8>) -> Quant {
+    let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+    let (mut err2, mut norm2) = (0f64, 0f64);
+    for &x in v {
+        let c = (x / scale).round().clamp(-127.0, 127.0);
+        codes.push(c as i8);
+        let d = f64::from(x) - f64::from(scale) * f64::from(c);
+        err2 += d * d;
+        norm2 += f64::from(x) * f64::from(x);
+    }
+    // Round the error up generously so f32 rounding in the scan stays inside it.
+    Quant {
+        scale,
+        err: (err2.sqrt() * 1.001 + 1e-6) as f32,
+        norm: norm2.sqrt() as f32,
+    }
+}
+
 /// Dot product, using AVX2 when the CPU has it.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
@@ -67,9 +128,10 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// A (score, rowid) pair ordered so that a max-heap pops the *worst* hit:
-/// lower score is "greater", ties broken by larger rowid.
+/// lower score is "greater", ties broken by larger rowid (ties go to the
+/// older memory, the same on every run).
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Worst(f32, i64);
+pub(crate) struct Worst(pub f32, pub i64);
 impl Eq for Worst {}
 impl PartialOrd for Worst {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
@@ -82,7 +144,7 @@ impl Ord for Worst {
     }
 }
 
-fn push_top(heap: &mut BinaryHeap<Worst>, limit: usize, hit: Worst) {
+pub(crate) fn push_top(heap: &mut BinaryHeap<Worst>, limit: usize, hit: Worst) {
     if heap.len() < limit {
         heap.push(hit);
     } else if let Some(worst) = heap.peek() {
@@ -94,22 +156,24 @@ fn push_top(heap: &mut BinaryHeap<Worst>, limit: usize, hit: Worst) {
 }
 
 /// Sorts hits best-first: score descending, then rowid ascending.
-pub fn sort_hits(hits: &mut [(i64, f32)]) {
+pub(crate) fn sort_hits(hits: &mut [(i64, f32)]) {
     hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
 }
+
+/// Result of the int8 pass over part of a scan: the best lower bounds, and
+/// every accepted slot with its upper bound.
+type ScanPart = (BinaryHeap<Worst>, Vec<(u32, f32)>);
 
 /// The index.
 #[derive(Debug, Default)]
 pub struct VectorIndex {
     dim: usize,
+    /// Vector of slot `i` at `data[i * dim..(i + 1) * dim]`.
     data: Vec<f32>,
-    slots: Vec<Slot>,
-    by_rowid: HashMap<i64, u32>,
-    interned: HashMap<String, u32>,
-    /// Slots per interned id, for user, agent and session.
-    postings: [HashMap<u32, Vec<u32>>; 3],
-    all: Vec<u32>,
-    dead: usize,
+    /// Its int8 codes at `codes[i * dim..(i + 1) * dim]`.
+    codes: Vec<i8>,
+    quants: Vec<Quant>,
+    slots: ScopedSlots,
 }
 
 impl VectorIndex {
@@ -128,101 +192,39 @@ impl VectorIndex {
 
     /// Number of live vectors.
     pub fn len(&self) -> usize {
-        self.by_rowid.len()
+        self.slots.len()
     }
 
     /// True when no vector is live.
     pub fn is_empty(&self) -> bool {
-        self.by_rowid.is_empty()
+        self.slots.len() == 0
     }
 
-    fn intern(&mut self, s: &Option<String>) -> u32 {
-        match s {
-            None => 0,
-            Some(s) => {
-                let next = self.interned.len() as u32 + 1;
-                *self.interned.entry(s.clone()).or_insert(next)
-            }
-        }
-    }
-
-    fn lookup(&self, s: &Option<String>) -> Option<u32> {
-        match s {
-            None => Some(0),
-            Some(s) => self.interned.get(s).copied(),
-        }
-    }
-
-    /// Adds or replaces the vector of `rowid`.
-    pub fn upsert(
-        &mut self,
-        rowid: i64,
-        scope: &Scope,
-        kind: MemoryKind,
-        event_time: Option<i64>,
-        vector: &[f32],
-    ) {
+    /// Adds or replaces the vector of a memory.
+    pub fn upsert(&mut self, fields: SlotFields<'_>, vector: &[f32]) {
         assert_eq!(vector.len(), self.dim, "vector length must match the index");
-        self.remove(rowid);
-        let ids = [
-            self.intern(&scope.user_id),
-            self.intern(&scope.agent_id),
-            self.intern(&scope.session_id),
-        ];
-        let slot = self.slots.len() as u32;
-        self.slots.push(Slot {
-            rowid,
-            scope: ids,
-            kind,
-            event_time,
-            alive: true,
-        });
+        self.remove(fields.rowid);
+        self.slots.push(fields);
         self.data.extend_from_slice(vector);
-        self.by_rowid.insert(rowid, slot);
-        for (field, id) in ids.into_iter().enumerate() {
-            if id != 0 {
-                self.postings[field].entry(id).or_default().push(slot);
-            }
-        }
-        self.all.push(slot);
+        let q = quantize(vector, &mut self.codes);
+        self.quants.push(q);
     }
 
     /// Removes the vector of `rowid`, if present.
     pub fn remove(&mut self, rowid: i64) {
-        if let Some(slot) = self.by_rowid.remove(&rowid) {
-            self.slots[slot as usize].alive = false;
-            self.dead += 1;
-            if self.dead > 1024 && self.dead > self.slots.len() / 2 {
-                self.compact();
+        if self.slots.remove(rowid).is_some() && self.slots.wants_compaction() {
+            let moved = self.slots.compact();
+            let old = std::mem::take(&mut self.data);
+            let old_codes = std::mem::take(&mut self.codes);
+            let old_quants = std::mem::take(&mut self.quants);
+            self.data.reserve(moved.len() * self.dim);
+            self.codes.reserve(moved.len() * self.dim);
+            for o in moved {
+                let i = o as usize * self.dim;
+                self.data.extend_from_slice(&old[i..i + self.dim]);
+                self.codes.extend_from_slice(&old_codes[i..i + self.dim]);
+                self.quants.push(old_quants[o as usize]);
             }
-        }
-    }
-
-    /// Drops dead slots and rebuilds the postings.
-    fn compact(&mut self) {
-        let old_slots = std::mem::take(&mut self.slots);
-        let old_data = std::mem::take(&mut self.data);
-        let interned = std::mem::take(&mut self.interned);
-        let names: HashMap<u32, String> = interned.into_iter().map(|(k, v)| (v, k)).collect();
-        let dim = self.dim;
-        *self = VectorIndex::new(dim);
-        for (i, s) in old_slots.into_iter().enumerate() {
-            if !s.alive {
-                continue;
-            }
-            let name = |id: u32| (id != 0).then(|| names[&id].clone());
-            let scope = Scope {
-                user_id: name(s.scope[0]),
-                agent_id: name(s.scope[1]),
-                session_id: name(s.scope[2]),
-            };
-            self.upsert(
-                s.rowid,
-                &scope,
-                s.kind,
-                s.event_time,
-                &old_data[i * dim..(i + 1) * dim],
-            );
         }
     }
 
@@ -231,7 +233,7 @@ impl VectorIndex {
         &self.data[i..i + self.dim]
     }
 
-    /// The `limit` best (rowid, cosine) pairs among live vectors in `scope`
+    /// The `limit` best (id, cosine) pairs among live vectors in `scope`
     /// passing the kind/time part of `filter` and, when given, in `allowed`.
     pub fn search(
         &self,
@@ -240,77 +242,85 @@ impl VectorIndex {
         allowed: Option<&HashSet<i64>>,
         query: &[f32],
         limit: usize,
-    ) -> Vec<(i64, f32)> {
+    ) -> Vec<(MemoryId, f32)> {
         if limit == 0 || query.len() != self.dim {
             return Vec::new();
         }
-        let fields = [&scope.user_id, &scope.agent_id, &scope.session_id];
-        let mut want = [0u32; 3];
-        for (i, f) in fields.iter().enumerate() {
-            match self.lookup(f) {
-                Some(id) => want[i] = id,
-                None => return Vec::new(), // a scope value never seen has no vectors
+        let Some(sel) = self.slots.select(scope, filter, allowed) else {
+            return Vec::new();
+        };
+        // Pass 1 (int8): approximate scores with error bounds, and the k-th
+        // best lower bound. Pass 2 (f32): exact scores for every vector whose
+        // upper bound reaches that lower bound; no other vector can be in the top-k.
+        let mut qcodes = Vec::with_capacity(self.dim);
+        let qq = quantize(query, &mut qcodes);
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = std::is_x86_feature_detected!("avx2");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx2 = false;
+        let approx = |part: &[u32]| {
+            let mut bounds = BinaryHeap::with_capacity(limit + 1);
+            let mut scored = Vec::with_capacity(part.len());
+            for &slot in part {
+                if !sel.accepts(slot) {
+                    continue;
+                }
+                let i = slot as usize * self.dim;
+                let x = &self.quants[slot as usize];
+                let s =
+                    dot_i8(&qcodes, &self.codes[i..i + self.dim], avx2) as f32 * x.scale * qq.scale;
+                // |q·x − q̂·x̂| ≤ |q − q̂|·|x| + |q̂|·|x − x̂|, and |q̂| ≤ |q| + |q − q̂|.
+                // The 1e-4 covers f32 rounding in this product and in the exact rescoring.
+                let e = qq.err * x.norm + (qq.norm + qq.err) * x.err + 1e-4;
+                push_top(&mut bounds, limit, Worst(s - e, 0));
+                scored.push((slot, s + e));
+            }
+            (bounds, scored)
+        };
+        let list = sel.list;
+        let parts: Vec<ScanPart> = if list.len() >= PARALLEL_SCAN_MIN {
+            let chunk = list.len().div_ceil(rayon::current_num_threads().max(1));
+            list.par_chunks(chunk).map(approx).collect()
+        } else {
+            vec![approx(list)]
+        };
+        let mut bounds = BinaryHeap::with_capacity(limit + 1);
+        for (b, _) in &parts {
+            for &w in b {
+                push_top(&mut bounds, limit, w);
             }
         }
-        // Scan the shortest posting list among the fields that are set.
-        let list: &[u32] = (0..3)
-            .filter(|&i| want[i] != 0)
-            .map(|i| {
-                self.postings[i]
-                    .get(&want[i])
-                    .map_or(&[][..], Vec::as_slice)
-            })
-            .min_by_key(|l| l.len())
-            .unwrap_or(&self.all);
-        let accept = |slot: u32| {
-            let s = &self.slots[slot as usize];
-            s.alive
-                && (0..3).all(|i| want[i] == 0 || s.scope[i] == want[i])
-                && filter.accepts_kind_and_time(s.kind, s.event_time)
-                && allowed.is_none_or(|a| a.contains(&s.rowid))
+        let floor = if bounds.len() < limit {
+            f32::NEG_INFINITY
+        } else {
+            bounds.peek().map_or(f32::NEG_INFINITY, |w| w.0)
         };
-        let scan = |part: &[u32]| {
-            let mut heap = BinaryHeap::with_capacity(limit + 1);
-            for &slot in part {
-                if accept(slot) {
-                    let hit = Worst(
-                        dot(query, self.vector(slot)),
-                        self.slots[slot as usize].rowid,
-                    );
+        let mut heap = BinaryHeap::with_capacity(limit + 1);
+        for (_, scored) in &parts {
+            for &(slot, upper) in scored {
+                if upper >= floor {
+                    let hit = Worst(dot(query, self.vector(slot)), self.slots.rowid(slot));
                     push_top(&mut heap, limit, hit);
                 }
             }
-            heap
-        };
-        let heap = if list.len() >= PARALLEL_SCAN_MIN {
-            let chunk = list.len().div_ceil(rayon::current_num_threads().max(1));
-            list.par_chunks(chunk)
-                .map(scan)
-                .reduce(BinaryHeap::new, |mut a, b| {
-                    for h in b {
-                        push_top(&mut a, limit, h);
-                    }
-                    a
-                })
-        } else {
-            scan(list)
-        };
+        }
         let mut hits: Vec<(i64, f32)> = heap.into_iter().map(|w| (w.1, w.0)).collect();
         sort_hits(&mut hits);
-        hits
+        hits.into_iter()
+            .filter_map(|(rowid, s)| Some((self.slots.id(self.slots.slot_of(rowid)?), s)))
+            .collect()
     }
 
-    /// Cosine of `query` with each listed rowid that has a vector.
-    pub fn scores(&self, rowids: &[i64], query: &[f32]) -> Vec<(i64, f32)> {
+    /// Cosine of `query` with each listed memory that has a vector.
+    pub fn scores(&self, ids: &[MemoryId], query: &[f32]) -> Vec<(MemoryId, f32)> {
         if query.len() != self.dim {
             return Vec::new();
         }
-        rowids
-            .iter()
-            .filter_map(|r| {
-                self.by_rowid
-                    .get(r)
-                    .map(|&s| (*r, dot(query, self.vector(s))))
+        ids.iter()
+            .filter_map(|id| {
+                self.slots
+                    .slot_of_id(id)
+                    .map(|s| (*id, dot(query, self.vector(s))))
             })
             .collect()
     }
@@ -319,7 +329,18 @@ impl VectorIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::MemoryKind;
     use proptest::prelude::*;
+
+    fn fields(rowid: i64, scope: &Scope) -> SlotFields<'_> {
+        SlotFields {
+            rowid,
+            id: MemoryId::from_u128(rowid as u128),
+            scope,
+            kind: MemoryKind::Message,
+            event_time: None,
+        }
+    }
 
     fn unit(seed: u64, dim: usize) -> Vec<f32> {
         let mut x = seed
@@ -356,7 +377,7 @@ mod tests {
             for i in 0..n {
                 let scope = Scope::user(format!("u{}", i as u32 % users));
                 let v = unit(i as u64, dim);
-                idx.upsert(i as i64, &scope, MemoryKind::Message, None, &v);
+                idx.upsert(fields(i as i64, &scope), &v);
                 rows.push((i as i64, scope, v));
             }
             for r in 0..removed.min(n) {
@@ -366,11 +387,12 @@ mod tests {
             let scope = Scope::user("u0");
             let got = idx.search(&scope, &Filter::default(), None, &query, k);
             let mut want: Vec<(i64, f32)> = rows.iter()
-                .filter(|(r, s, _)| s == &scope && idx.by_rowid.contains_key(r))
+                .filter(|(r, s, _)| s == &scope && idx.slots.slot_of(*r).is_some())
                 .map(|(r, _, v)| (*r, dot(&query, v)))
                 .collect();
             sort_hits(&mut want);
             want.truncate(k);
+            let want: Vec<(MemoryId, f32)> = want.into_iter().map(|(r, s)| (MemoryId::from_u128(r as u128), s)).collect();
             prop_assert_eq!(got, want);
         }
     }
@@ -379,13 +401,8 @@ mod tests {
     fn unknown_scope_finds_nothing_and_compaction_keeps_vectors() {
         let mut idx = VectorIndex::new(4);
         for i in 0..3000 {
-            idx.upsert(
-                i,
-                &Scope::user(if i % 2 == 0 { "a" } else { "b" }),
-                MemoryKind::Message,
-                None,
-                &unit(i as u64, 4),
-            );
+            let scope = Scope::user(if i % 2 == 0 { "a" } else { "b" });
+            idx.upsert(fields(i, &scope), &unit(i as u64, 4));
         }
         for i in 0..2500 {
             idx.remove(i);
@@ -397,6 +414,9 @@ mod tests {
             .is_empty());
         let hits = idx.search(&Scope::user("a"), &Filter::default(), None, &q, 1000);
         assert_eq!(hits.len(), 250);
-        assert!(hits.iter().all(|(r, _)| r % 2 == 0 && *r >= 2500));
+        assert!(hits.iter().all(|(id, _)| {
+            let r = id.as_u128();
+            r % 2 == 0 && r >= 2500
+        }));
     }
 }
