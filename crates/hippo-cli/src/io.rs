@@ -9,7 +9,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
-use hippo::{AddItem, Content, Filter, Hippo, Memory, Message, Order, Scope};
+use hippo::{AddItem, Content, Filter, Hippo, Memory, Message, Order, Scope, Source};
 
 use crate::api::AddItemBody;
 
@@ -59,13 +59,20 @@ pub fn import(hippo: &Hippo, file: &Path, format: &str) -> Result<usize> {
 
 enum Line {
     Memory(Box<Memory>),
+    Source(Source),
     Item(AddItem),
 }
 
 fn parse_line(n: usize, line: &str) -> Result<Line> {
     let v: Value = serde_json::from_str(line)
         .map_err(|e| InputError(format!("line {n}: invalid JSON: {e}")))?;
-    // An exported memory has an id and a record time; anything else is an add item.
+    // An exported memory has an id and a record time; an exported source is
+    // `{"source": {...}}`; anything else is an add item.
+    if let Some(src) = v.get("source") {
+        let s: Source = serde_json::from_value(src.clone())
+            .map_err(|e| InputError(format!("line {n}: invalid source: {e}")))?;
+        return Ok(Line::Source(s));
+    }
     if v.get("id").is_some() && v.get("recorded_at").is_some() {
         let m: Memory = serde_json::from_value(v)
             .map_err(|e| InputError(format!("line {n}: invalid memory: {e}")))?;
@@ -96,6 +103,11 @@ fn import_jsonl(hippo: &Hippo, text: &str) -> Result<usize> {
         match line {
             Line::Memory(m) => memories.push(*m),
             Line::Item(i) => items.push(i),
+            // Sources precede their chunks in an export; store them at once.
+            Line::Source(s) => {
+                hippo.import_sources(vec![s])?;
+                pb.inc(1);
+            }
         }
         if memories.len() >= BATCH {
             let n = memories.len();
@@ -238,10 +250,13 @@ fn import_locomo(hippo: &Hippo, text: &str) -> Result<usize> {
     Ok(stored)
 }
 
-/// Writes every memory (of `scope`, when given) as one JSON line, oldest first.
+/// Writes every memory (of `scope`, when given) as one JSON line, oldest
+/// first; the whole text of chunked inputs goes as a `{"source": ...}` line
+/// before its first chunk.
 pub fn export(hippo: &Hippo, scope: Option<&Scope>, mut out: impl Write) -> Result<usize> {
     let mut cursor: Option<String> = None;
     let mut n = 0;
+    let mut written = std::collections::HashSet::new();
     loop {
         let page = hippo.list(
             scope,
@@ -251,6 +266,14 @@ pub fn export(hippo: &Hippo, scope: Option<&Scope>, mut out: impl Write) -> Resu
             Order::Ascending,
         )?;
         for m in &page.memories {
+            if let Some(sid) = m.provenance.source_id {
+                if written.insert(sid) {
+                    if let Some(source) = hippo.source(sid)? {
+                        serde_json::to_writer(&mut out, &json!({ "source": source }))?;
+                        out.write_all(b"\n")?;
+                    }
+                }
+            }
             serde_json::to_writer(&mut out, m)?;
             out.write_all(b"\n")?;
             n += 1;

@@ -747,6 +747,26 @@ impl Hippo {
         }
     }
 
+    /// The whole text of a chunked input (chunks name it in `provenance.source_id`).
+    pub fn source(&self, id: MemoryId) -> Result<Option<Source>> {
+        self.store.source(id)
+    }
+
+    /// Restores sources (from an export) so imported chunks keep their whole
+    /// text; sources already present are left as they are.
+    pub fn import_sources(&self, sources: Vec<Source>) -> Result<()> {
+        for s in &sources {
+            s.scope.validate()?;
+            if s.content.is_empty() {
+                return Err(Error::invalid(format!("source {}: empty content", s.id)));
+            }
+        }
+        self.store.insert(InsertBatch {
+            memories: Vec::new(),
+            sources,
+        })
+    }
+
     /// Store counts.
     pub fn stats(&self) -> Result<StoreStats> {
         self.store.stats()

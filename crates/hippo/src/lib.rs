@@ -37,4 +37,4 @@ pub use engine::{
 pub use error::{Error, ErrorKind, Result};
 pub use model::{Actor, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope};
 pub use retrieve::{ChannelScores, FusionWeights};
-pub use store::{Order, SqliteStore, SqliteStoreOptions, Store};
+pub use store::{Order, Source, SqliteStore, SqliteStoreOptions, Store};

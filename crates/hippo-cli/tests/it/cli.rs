@@ -34,6 +34,13 @@ fn add_search_export_import_stats() {
         .args(["add", "--user", "ana", "The meeting moved to Thursday"])
         .output()
         .unwrap());
+    // A long document is chunked; its whole text must survive export/import.
+    let long: Vec<String> = (0..500).map(|i| format!("word{i}")).collect();
+    ok(hippo(&db)
+        .args(["add", "--user", "ana"])
+        .arg(long.join(" "))
+        .output()
+        .unwrap());
     let found = ok(hippo(&db)
         .args(["search", "--user", "ana", "-k", "1", "honey insects"])
         .output()
@@ -61,16 +68,22 @@ fn add_search_export_import_stats() {
         .arg(&again)
         .output()
         .unwrap());
-    assert_eq!(
-        std::fs::read_to_string(&export).unwrap(),
-        std::fs::read_to_string(&again).unwrap()
-    );
+    let exported = std::fs::read_to_string(&export).unwrap();
+    assert_eq!(exported, std::fs::read_to_string(&again).unwrap());
+    let source_lines: Vec<&str> = exported
+        .lines()
+        .filter(|l| l.starts_with("{\"source\""))
+        .collect();
+    assert_eq!(source_lines.len(), 1, "{exported}");
+    assert!(source_lines[0].contains("word499"));
+    let chunks = exported.lines().count() - 3;
+    assert!(chunks >= 2, "the long text is chunked: {exported}");
     // Importing the same export again adds nothing.
     ok(hippo(&db2).arg("import").arg(&export).output().unwrap());
     let stats: serde_json::Value =
         serde_json::from_str(&ok(hippo(&db2).arg("stats").output().unwrap())).unwrap();
-    assert_eq!(stats["memories"], 2);
-    assert_eq!(stats["keyword_entries"], 2);
+    assert_eq!(stats["memories"], 2 + chunks);
+    assert_eq!(stats["keyword_entries"], 2 + chunks);
 }
 
 #[test]

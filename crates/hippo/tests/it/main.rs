@@ -2,5 +2,6 @@
 
 mod common;
 mod engine;
+mod golden;
 mod isolation;
 mod minilm;
