@@ -286,6 +286,10 @@ pub struct SearchResponseView {
     pub results: Vec<SearchResultView>,
     /// Server-side time in milliseconds (embedding + retrieval).
     pub took_ms: f64,
+    /// Of which embedding the query (0 when its vector was cached).
+    pub embed_ms: f64,
+    /// Of which retrieval: candidates, fusion and fetching the results.
+    pub retrieve_ms: f64,
 }
 
 /// A page of memories.

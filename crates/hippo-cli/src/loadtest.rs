@@ -92,6 +92,7 @@ fn corpus(seed: u64, n: usize) -> (ChatGenerator, Vec<Turn>) {
 struct Searched {
     client_ms: f64,
     server_ms: f64,
+    retrieve_ms: f64,
     needle: bool,
 }
 
@@ -117,6 +118,7 @@ fn search(
     Ok(Searched {
         client_ms,
         server_ms: resp["took_ms"].as_f64().unwrap_or(f64::NAN),
+        retrieve_ms: resp["retrieve_ms"].as_f64().unwrap_or(f64::NAN),
         needle,
     })
 }
@@ -161,8 +163,10 @@ fn search_phase(
 fn summary(results: &[Searched], wall: f64) -> Value {
     let mut client: Vec<f64> = results.iter().map(|r| r.client_ms).collect();
     let mut server: Vec<f64> = results.iter().map(|r| r.server_ms).collect();
+    let mut retrieve: Vec<f64> = results.iter().map(|r| r.retrieve_ms).collect();
     client.sort_by(f64::total_cmp);
     server.sort_by(f64::total_cmp);
+    retrieve.sort_by(f64::total_cmp);
     let needles = results.iter().filter(|r| r.needle).count();
     json!({
         "queries": results.len(),
@@ -171,6 +175,8 @@ fn summary(results: &[Searched], wall: f64) -> Value {
         "client_ms_p99": pct(&client, 0.99),
         "server_ms_p50": pct(&server, 0.5),
         "server_ms_p95": pct(&server, 0.95),
+        "server_retrieve_ms_p50": pct(&retrieve, 0.5),
+        "server_retrieve_ms_p95": pct(&retrieve, 0.95),
         "queries_per_s": (results.len() as f64 / wall * 10.0).round() / 10.0,
         "needle_rate": (needles as f64 / results.len().max(1) as f64 * 1000.0).round() / 1000.0,
     })

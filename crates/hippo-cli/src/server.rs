@@ -310,6 +310,8 @@ async fn search(
     Ok(Json(SearchResponseView {
         results: resp.hits.into_iter().map(Into::into).collect(),
         took_ms: t.elapsed().as_secs_f64() * 1e3,
+        embed_ms: resp.embed_ms,
+        retrieve_ms: resp.retrieve_ms,
     }))
 }
 

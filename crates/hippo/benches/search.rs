@@ -4,6 +4,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 
 use hippo::model::{content_hash, Actor, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope};
+use hippo::store::keywords::{KeywordDoc, KeywordIndex};
 use hippo::store::slots::SlotFields;
 use hippo::store::vectors::VectorIndex;
 use hippo::store::{
@@ -74,6 +75,7 @@ fn fields(rowid: i64, scope: &Scope) -> SlotFields<'_> {
         scope,
         kind: MemoryKind::Message,
         event_time: None,
+        time: 0,
     }
 }
 
@@ -95,6 +97,28 @@ fn vector_scan(c: &mut Criterion) {
     }
     c.bench_function("vector_scan/1k_scope_in_101k", |b| {
         b.iter(|| index.search(&small, &Filter::default(), None, &q, 50))
+    });
+}
+
+/// The keyword mirror at 100k documents in one scope, Zipf-distributed words
+/// from a 20k vocabulary: a query of one rare, one mid and two very common words.
+fn keyword_index(c: &mut Criterion) {
+    let mut rng = Rng(5);
+    let mut index = KeywordIndex::new();
+    let scope = Scope::user("u0");
+    // Inverse-CDF sampling of a Zipf(1) law over 20k ranks.
+    let zipf = |u: f64| ((20_000f64).powf(u) - 1.0) as usize;
+    for i in 0..100_000 {
+        let mut doc = KeywordDoc::default();
+        for _ in 0..(8 + rng.next() % 16) {
+            let u = (rng.next() % 1_000_000) as f64 / 1e6;
+            doc.add(&format!("w{}", zipf(u)), 0);
+        }
+        index.upsert(fields(i, &scope), &doc);
+    }
+    let q: Vec<String> = ["w15000", "w300", "w2", "w0"].map(String::from).to_vec();
+    c.bench_function("keyword_index/100k_one_scope_top50", |b| {
+        b.iter(|| index.search(&scope, &Filter::default(), None, &q, 50))
     });
 }
 
@@ -174,6 +198,6 @@ fn store_candidates(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30);
-    targets = vector_scan, store_candidates
+    targets = vector_scan, keyword_index, store_candidates
 }
 criterion_main!(benches);

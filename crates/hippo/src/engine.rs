@@ -573,18 +573,30 @@ impl Hippo {
         let t = Instant::now();
         let pool = (req.top_k * 3).max(50);
         let terms = query_terms(&req.query);
-        let keyword = self.store.keyword_candidates(&KeywordQuery {
-            scope: &req.scope,
-            filter: &req.filter,
-            terms: &terms,
-            limit: pool,
-        })?;
-        let vector = self.store.vector_candidates(&VectorQuery {
-            scope: &req.scope,
-            filter: &req.filter,
-            vector: &qv,
-            limit: pool,
-        })?;
+        // The channels are independent: run them side by side.
+        let ((keyword, keyword_ms), (vector, vector_ms)) = rayon::join(
+            || {
+                let t = Instant::now();
+                let c = self.store.keyword_candidates(&KeywordQuery {
+                    scope: &req.scope,
+                    filter: &req.filter,
+                    terms: &terms,
+                    limit: pool,
+                });
+                (c, t.elapsed().as_secs_f64() * 1e3)
+            },
+            || {
+                let t = Instant::now();
+                let c = self.store.vector_candidates(&VectorQuery {
+                    scope: &req.scope,
+                    filter: &req.filter,
+                    vector: &qv,
+                    limit: pool,
+                });
+                (c, t.elapsed().as_secs_f64() * 1e3)
+            },
+        );
+        let (keyword, vector) = (keyword?, vector?);
         // Exact cosines for keyword-only candidates, so every candidate is
         // judged on both channels.
         let known: std::collections::HashSet<MemoryId> = vector.iter().map(|c| c.id).collect();
@@ -595,37 +607,45 @@ impl Hippo {
             .collect();
         let mut cosines = vector;
         cosines.extend(self.store.vector_scores(&missing, &qv)?);
-        let mut ids: Vec<MemoryId> = cosines
+        let channels_ms = t.elapsed().as_secs_f64() * 1e3;
+        // Rank on the candidates alone; fetch rows only for the results.
+        let times: HashMap<MemoryId, DateTime<Utc>> = keyword
             .iter()
-            .map(|c| c.id)
-            .chain(missing.iter().copied())
-            .collect();
-        ids.sort();
-        ids.dedup();
-        let memories: HashMap<MemoryId, Memory> = self
-            .store
-            .get_many(&ids)?
-            .into_iter()
-            .filter(|m| req.scope.matches(&m.scope))
-            .map(|m| (m.id, m))
-            .collect();
-        let times: HashMap<MemoryId, DateTime<Utc>> = memories
-            .values()
-            .map(|m| (m.id, m.event_time.unwrap_or(m.recorded_at)))
+            .chain(cosines.iter())
+            .map(|c| (c.id, c.time))
             .collect();
         let fused = fuse(&keyword, &cosines, &times, &self.weights);
-        let mut memories = memories;
-        let hits: Vec<SearchHit> = fused
-            .into_iter()
-            .filter_map(|f| {
-                memories.remove(&f.id).map(|memory| SearchHit {
+        let mut hits: Vec<SearchHit> = Vec::with_capacity(req.top_k);
+        for window in fused.chunks(req.top_k) {
+            let ids: Vec<MemoryId> = window.iter().map(|f| f.id).collect();
+            let mut rows: HashMap<MemoryId, Memory> = self
+                .store
+                .get_many(&ids)?
+                .into_iter()
+                .filter(|m| req.scope.matches(&m.scope))
+                .map(|m| (m.id, m))
+                .collect();
+            // A memory deleted since it was ranked is skipped.
+            hits.extend(window.iter().filter_map(|f| {
+                rows.remove(&f.id).map(|memory| SearchHit {
                     memory,
                     score: f.score,
                     scores: f.scores,
                 })
-            })
-            .take(req.top_k)
-            .collect();
+            }));
+            if hits.len() >= req.top_k {
+                hits.truncate(req.top_k);
+                break;
+            }
+        }
+        tracing::debug!(
+            keyword_ms,
+            vector_ms,
+            channels_ms,
+            total_ms = t.elapsed().as_secs_f64() * 1e3,
+            keyword = keyword.len(),
+            "search stages"
+        );
         Ok(SearchResponse {
             hits,
             embed_ms,

@@ -135,32 +135,18 @@ mod tests {
         MemoryId::from_u128(n)
     }
 
+    fn cand(n: u128, score: f32) -> Candidate {
+        Candidate {
+            id: id(n),
+            score,
+            time: DateTime::default(),
+        }
+    }
+
     #[test]
     fn both_channels_beat_one() {
-        let kw = [
-            Candidate {
-                id: id(1),
-                score: 10.0,
-            },
-            Candidate {
-                id: id(2),
-                score: 9.0,
-            },
-        ];
-        let vs = [
-            Candidate {
-                id: id(2),
-                score: 0.8,
-            },
-            Candidate {
-                id: id(1),
-                score: 0.2,
-            },
-            Candidate {
-                id: id(3),
-                score: 0.9,
-            },
-        ];
+        let kw = [cand(1, 10.0), cand(2, 9.0)];
+        let vs = [cand(2, 0.8), cand(1, 0.2), cand(3, 0.9)];
         let out = fuse(&kw, &vs, &HashMap::new(), &FusionWeights::default());
         assert_eq!(out[0].id, id(2));
         assert_eq!(out[0].scores.keyword, Some(9.0));
@@ -175,7 +161,7 @@ mod tests {
                              vs in proptest::collection::vec((0u128..20, -1.0f32..1.0), 0..15)) {
             let dedup = |v: Vec<(u128, f32)>| {
                 let mut seen = std::collections::HashSet::new();
-                v.into_iter().filter(|(i, _)| seen.insert(*i)).map(|(i, s)| Candidate { id: id(i), score: s }).collect::<Vec<_>>()
+                v.into_iter().filter(|(i, _)| seen.insert(*i)).map(|(i, s)| cand(i, s)).collect::<Vec<_>>()
             };
             let (kw, vs) = (dedup(kw), dedup(vs));
             let w = FusionWeights::default();

@@ -44,6 +44,8 @@ fn rest_api_round_trip() {
     assert_eq!(results[0]["id"], miso.as_str());
     assert!(results[0]["scores"]["vector"].is_number());
     assert!(body["took_ms"].is_number());
+    assert!(body["retrieve_ms"].as_f64().unwrap() <= body["took_ms"].as_f64().unwrap());
+    assert!(body["embed_ms"].is_number());
     assert!(results.iter().all(|r| r["user_id"] == "ana"));
     let (_, body) = s.call("POST", "/v1/search", Some(json!({"user_id": "ana", "query": "kitten", "filters": {"metadata": {"topic": "garden"}}})));
     assert!(body["results"].as_array().unwrap().is_empty());

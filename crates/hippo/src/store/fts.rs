@@ -73,12 +73,23 @@ pub fn docs_of(conn: &Connection, rowids: &[i64]) -> Result<HashMap<i64, Keyword
     docs
 }
 
-/// Every keyword document of `main.memory_fts` (at open).
-pub fn all_docs(conn: &Connection) -> Result<HashMap<i64, KeywordDoc>> {
+/// Calls `f(term, rowid, column)` for every token of `main.memory_fts`, in
+/// `fts5vocab` order: grouped by term, then by ascending rowid (at open).
+pub fn for_each_instance(
+    conn: &Connection,
+    mut f: impl FnMut(&str, i64, usize) -> Result<()>,
+) -> Result<()> {
     conn.execute_batch(
         "CREATE VIRTUAL TABLE IF NOT EXISTS temp.kw_main_terms USING fts5vocab(main, memory_fts, instance);",
     )?;
-    read_instances(conn, "temp.kw_main_terms")
+    let mut stmt = conn.prepare("SELECT term, doc, col FROM temp.kw_main_terms")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let term = r.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+        let col = column(r.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?)?;
+        f(term, r.get(1)?, col)?;
+    }
+    Ok(())
 }
 
 /// The distinct FTS5 tokens of `text`, in order of first appearance.

@@ -15,14 +15,19 @@
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 
-use super::slots::{ScopedSlots, SlotFields};
+use super::slots::{Hit, ScopedSlots, SlotFields};
 use super::vectors::{push_top, sort_hits, Worst};
-use crate::model::{Filter, MemoryId, Scope};
+use crate::model::{Filter, Scope};
 
 /// BM25 `k1`, as in FTS5.
 const K1: f64 = 1.2;
 /// BM25 `b`, as in FTS5.
 const B: f64 = 0.75;
+
+/// Scoring one document of a scope directly (a binary search per query term)
+/// costs about this many posting visits; the planner uses it to choose
+/// between scoring the scope's documents and walking posting lists.
+const DOC_COST_IN_POSTINGS: usize = 8;
 
 /// Weights of the keyword document's columns: body, speaker, context.
 pub const COLUMN_WEIGHTS: [f64; 3] = [1.0, 0.5, 0.25];
@@ -160,6 +165,12 @@ impl KeywordIndex {
         self.total_len += u64::from(len);
     }
 
+    /// Starts a bulk load (at open): documents first, then FTS5's term
+    /// instances in FTS5's order, without building per-document maps.
+    pub fn bulk() -> BulkLoad {
+        BulkLoad::default()
+    }
+
     /// Removes the document of `rowid`, if present.
     pub fn remove(&mut self, rowid: i64) {
         let Some(slot) = self.slots.remove(rowid) else {
@@ -206,7 +217,7 @@ impl KeywordIndex {
         allowed: Option<&HashSet<i64>>,
         tokens: &[String],
         limit: usize,
-    ) -> Vec<(MemoryId, f32)> {
+    ) -> Vec<Hit> {
         let n = self.slots.len() as f64;
         if limit == 0 || self.total_len == 0 {
             return Vec::new();
@@ -250,7 +261,7 @@ impl KeywordIndex {
             .map(|q| self.terms[q.id as usize].postings.len())
             .sum();
         let mut heap = BinaryHeap::with_capacity(limit + 1);
-        if sel.list.len() <= postings {
+        if sel.list.len() * DOC_COST_IN_POSTINGS <= postings {
             // The scope is smaller than the posting lists: score its documents directly.
             for &slot in sel.list {
                 if sel.accepts(slot) {
@@ -307,15 +318,108 @@ impl KeywordIndex {
         let mut hits: Vec<(i64, f32)> = heap.into_iter().map(|w| (w.1, w.0)).collect();
         sort_hits(&mut hits);
         hits.into_iter()
-            .filter_map(|(rowid, s)| Some((self.slots.id(self.slots.slot_of(rowid)?), s)))
+            .filter_map(|(rowid, s)| self.slots.hit(rowid, s))
             .collect()
+    }
+}
+
+/// An index being built from a full scan of FTS5 (see [`KeywordIndex::bulk`]).
+#[derive(Default)]
+pub struct BulkLoad {
+    index: KeywordIndex,
+    forward: Vec<Vec<(u32, f32)>>,
+    lens: Vec<u32>,
+    term: Option<u32>,
+    term_text: String,
+    /// The (slot, per-column frequencies) being counted for the current term.
+    pending: Option<(u32, [u32; 3])>,
+}
+
+impl BulkLoad {
+    /// Adds a document (all documents come before any instance, in rowid order).
+    pub fn doc(&mut self, fields: SlotFields<'_>) {
+        self.index.slots.push(fields);
+        self.forward.push(Vec::new());
+        self.lens.push(0);
+    }
+
+    fn flush(&mut self) {
+        if let (Some(term), Some((slot, tf))) = (self.term, self.pending.take()) {
+            let tfw: f64 = tf
+                .iter()
+                .zip(COLUMN_WEIGHTS)
+                .map(|(&n, w)| f64::from(n) * w)
+                .sum();
+            self.forward[slot as usize].push((term, tfw as f32));
+            self.lens[slot as usize] += tf.iter().sum::<u32>();
+            let e = &mut self.index.terms[term as usize];
+            e.df += 1;
+            e.postings.push((slot, tfw as f32));
+        }
+    }
+
+    /// Counts one instance of `term` in column `col` of `rowid`. Instances
+    /// must come grouped by term and, within a term, by ascending rowid (the
+    /// order of FTS5's `fts5vocab` instance table); anything else is an error.
+    pub fn instance(&mut self, term: &str, rowid: i64, col: usize) -> Result<(), String> {
+        if self.term.is_none() || term != self.term_text {
+            self.flush();
+            if self.index.dict.contains_key(term) {
+                return Err(format!(
+                    "term {term:?} seen twice: instances are not grouped by term"
+                ));
+            }
+            self.term = Some(self.index.term_id(term));
+            term.clone_into(&mut self.term_text);
+        }
+        let Some(slot) = self.index.slots.slot_of(rowid) else {
+            return Ok(()); // no memory row: not indexed
+        };
+        match &mut self.pending {
+            Some((s, tf)) if *s == slot => tf[col] += 1,
+            Some((s, _)) if *s > slot => {
+                return Err(format!("rowid {rowid} of term {term:?} out of order"));
+            }
+            _ => {
+                self.flush();
+                let mut tf = [0; 3];
+                tf[col] = 1;
+                self.pending = Some((slot, tf));
+            }
+        }
+        Ok(())
+    }
+
+    /// The finished index.
+    pub fn finish(mut self) -> KeywordIndex {
+        self.flush();
+        let mut index = self.index;
+        // Term ids rose with the scan, so each forward list is already sorted.
+        index.docs = self
+            .forward
+            .into_iter()
+            .zip(&self.lens)
+            .map(|(terms, &len)| Doc {
+                len,
+                terms: terms.into_boxed_slice(),
+            })
+            .collect();
+        index.total_len = self.lens.iter().map(|&l| u64::from(l)).sum();
+        for t in &mut index.terms {
+            t.postings.shrink_to_fit();
+            for &(slot, tfw) in &t.postings {
+                t.max_tfw = t.max_tfw.max(tfw);
+                t.min_len = t.min_len.min(self.lens[slot as usize]);
+            }
+        }
+        index
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::MemoryKind;
+    use crate::model::{MemoryId, MemoryKind};
     use proptest::prelude::*;
 
     fn doc(words: &[&str]) -> KeywordDoc {
@@ -333,6 +437,7 @@ mod tests {
             scope,
             kind: MemoryKind::Message,
             event_time: None,
+            time: 0,
         }
     }
 
@@ -423,14 +528,56 @@ mod tests {
             let want = brute(&idx, &docs, &scope, &q);
             prop_assert_eq!(got.len(), want.len().min(k));
             for (g, w) in got.iter().zip(&want) {
-                prop_assert!((f64::from(g.1) - w.1).abs() <= 1e-5 * w.1.abs().max(1.0), "{:?} vs {:?}", got, want);
+                prop_assert!((f64::from(g.score) - w.1).abs() <= 1e-5 * w.1.abs().max(1.0), "{:?} vs {:?}", got, want);
             }
             // Every returned id is in scope and really matches.
-            for (id, _) in &got {
-                let r = id.as_u128() as i64;
+            for h in &got {
+                let r = h.id.as_u128() as i64;
                 prop_assert!(docs.get(&r).is_some_and(|d| d.0 == scope));
             }
         }
+    }
+
+    #[test]
+    fn bulk_load_equals_incremental_and_checks_order() {
+        let scope = Scope::user("a");
+        let texts = ["red fox red", "blue fox", "red sky", "green"];
+        let mut incremental = KeywordIndex::new();
+        let mut bulk = KeywordIndex::bulk();
+        for (i, t) in texts.iter().enumerate() {
+            let words: Vec<&str> = t.split(' ').collect();
+            incremental.upsert(fields(i as i64, &scope), &doc(&words));
+            bulk.doc(fields(i as i64, &scope));
+        }
+        // fts5vocab order: by term, then rowid.
+        let mut instances: Vec<(&str, i64)> = texts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| t.split(' ').map(move |w| (w, i as i64)))
+            .collect();
+        instances.sort();
+        for (w, r) in &instances {
+            bulk.instance(w, *r, 0).unwrap();
+        }
+        let bulk = bulk.finish();
+        for q in [
+            vec!["red"],
+            vec!["fox", "sky"],
+            vec!["green", "red", "blue"],
+        ] {
+            let q: Vec<String> = q.into_iter().map(String::from).collect();
+            assert_eq!(
+                bulk.search(&scope, &Filter::default(), None, &q, 10),
+                incremental.search(&scope, &Filter::default(), None, &q, 10)
+            );
+        }
+        let mut bad = KeywordIndex::bulk();
+        bad.doc(fields(0, &scope));
+        bad.doc(fields(1, &scope));
+        bad.instance("a", 1, 0).unwrap();
+        assert!(bad.instance("a", 0, 0).is_err());
+        assert!(bad.instance("b", 0, 0).is_ok());
+        assert!(bad.instance("a", 1, 0).is_err());
     }
 
     #[test]

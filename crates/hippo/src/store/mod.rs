@@ -27,6 +27,7 @@ pub use sqlite::{SqliteStore, SqliteStoreOptions};
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::error::Result;
@@ -95,6 +96,9 @@ pub struct Candidate {
     pub id: MemoryId,
     /// Raw score of the channel that produced it.
     pub score: f32,
+    /// When it happened: event time, else record time (for the recency prior,
+    /// so ranking needs no row fetch).
+    pub time: DateTime<Utc>,
 }
 
 /// Listing order.

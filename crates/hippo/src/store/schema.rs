@@ -60,6 +60,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     "#,
+    // v3: finding the last message of an exact scope (the keyword context
+    // chain) without scanning the table.
+    r#"
+    CREATE INDEX memories_chain ON memories(user_id, agent_id, session_id, rowid)
+        WHERE kind = 'message';
+    "#,
 ];
 
 /// The schema version this code writes.

@@ -10,17 +10,27 @@ use std::collections::{HashMap, HashSet};
 
 use crate::model::{Filter, MemoryId, MemoryKind, Scope};
 
-/// Per-slot fields.
+/// Per-slot fields read only for results.
 #[derive(Debug, Clone)]
 struct Slot {
     rowid: i64,
     id: MemoryId,
+    time: i64,
+}
+
+/// Per-slot fields every scan reads, kept small (24 bytes) and apart from
+/// [`Slot`] because scans are memory-bound.
+#[derive(Debug, Clone, Copy)]
+struct SlotKey {
     /// Interned user/agent/session ids; 0 means unset.
     scope: [u32; 3],
     kind: MemoryKind,
-    event_time: Option<i64>,
     alive: bool,
+    /// Event time in epoch ms; `NO_TIME` when unset.
+    event_time: i64,
 }
+
+const NO_TIME: i64 = i64::MIN;
 
 /// What a memory contributes to a slot.
 #[derive(Debug, Clone, Copy)]
@@ -35,12 +45,26 @@ pub struct SlotFields<'a> {
     pub kind: MemoryKind,
     /// Event time in epoch milliseconds.
     pub event_time: Option<i64>,
+    /// Event time, else record time, in epoch milliseconds (for recency).
+    pub time: i64,
+}
+
+/// A search hit of an in-memory index.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hit {
+    /// The memory.
+    pub id: MemoryId,
+    /// Raw channel score.
+    pub score: f32,
+    /// Event time, else record time, in epoch milliseconds.
+    pub time: i64,
 }
 
 /// Dense slots with scope postings.
 #[derive(Debug, Default)]
 pub struct ScopedSlots {
     slots: Vec<Slot>,
+    keys: Vec<SlotKey>,
     by_rowid: HashMap<i64, u32>,
     by_id: HashMap<MemoryId, u32>,
     interned: HashMap<String, u32>,
@@ -64,11 +88,15 @@ impl Selection<'_> {
     /// True when `slot` is live, in scope and passes the filter.
     #[inline]
     pub fn accepts(&self, slot: u32) -> bool {
-        let s = &self.slots.slots[slot as usize];
-        s.alive
-            && (0..3).all(|i| self.want[i] == 0 || s.scope[i] == self.want[i])
-            && self.filter.accepts_kind_and_time(s.kind, s.event_time)
-            && self.allowed.is_none_or(|a| a.contains(&s.rowid))
+        let k = &self.slots.keys[slot as usize];
+        k.alive
+            && (0..3).all(|i| self.want[i] == 0 || k.scope[i] == self.want[i])
+            && self
+                .filter
+                .accepts_kind_and_time(k.kind, (k.event_time != NO_TIME).then_some(k.event_time))
+            && self
+                .allowed
+                .is_none_or(|a| a.contains(&self.slots.slots[slot as usize].rowid))
     }
 }
 
@@ -113,26 +141,26 @@ impl ScopedSlots {
             self.intern(&f.scope.agent_id),
             self.intern(&f.scope.session_id),
         ];
-        self.push_interned(f.rowid, f.id, ids, f.kind, f.event_time)
+        self.push_slot(
+            Slot {
+                rowid: f.rowid,
+                id: f.id,
+                time: f.time,
+            },
+            SlotKey {
+                scope: ids,
+                kind: f.kind,
+                alive: true,
+                event_time: f.event_time.unwrap_or(NO_TIME),
+            },
+        )
     }
 
-    fn push_interned(
-        &mut self,
-        rowid: i64,
-        id: MemoryId,
-        ids: [u32; 3],
-        kind: MemoryKind,
-        event_time: Option<i64>,
-    ) -> u32 {
+    fn push_slot(&mut self, s: Slot, key: SlotKey) -> u32 {
         let slot = self.slots.len() as u32;
-        self.slots.push(Slot {
-            rowid,
-            id,
-            scope: ids,
-            kind,
-            event_time,
-            alive: true,
-        });
+        let (rowid, id, ids) = (s.rowid, s.id, key.scope);
+        self.slots.push(s);
+        self.keys.push(key);
         self.by_rowid.insert(rowid, slot);
         self.by_id.insert(id, slot);
         for (field, v) in ids.into_iter().enumerate() {
@@ -147,9 +175,8 @@ impl ScopedSlots {
     /// Marks the slot of `rowid` dead; returns it.
     pub fn remove(&mut self, rowid: i64) -> Option<u32> {
         let slot = self.by_rowid.remove(&rowid)?;
-        let s = &mut self.slots[slot as usize];
-        s.alive = false;
-        self.by_id.remove(&s.id);
+        self.keys[slot as usize].alive = false;
+        self.by_id.remove(&self.slots[slot as usize].id);
         self.dead += 1;
         Some(slot)
     }
@@ -162,15 +189,16 @@ impl ScopedSlots {
     /// Drops dead slots; returns, for each new slot, its old slot number.
     pub fn compact(&mut self) -> Vec<u32> {
         let old = std::mem::take(&mut self.slots);
+        let old_keys = std::mem::take(&mut self.keys);
         self.by_rowid.clear();
         self.by_id.clear();
         self.postings = Default::default();
         self.all.clear();
         self.dead = 0;
         let mut moved = Vec::with_capacity(old.len());
-        for (i, s) in old.into_iter().enumerate() {
-            if s.alive {
-                self.push_interned(s.rowid, s.id, s.scope, s.kind, s.event_time);
+        for (i, (s, k)) in old.into_iter().zip(old_keys).enumerate() {
+            if k.alive {
+                self.push_slot(s, k);
                 moved.push(i as u32);
             }
         }
@@ -189,7 +217,7 @@ impl ScopedSlots {
 
     /// True when the slot is live.
     pub fn is_alive(&self, slot: u32) -> bool {
-        self.slots[slot as usize].alive
+        self.keys[slot as usize].alive
     }
 
     /// The rowid of a slot.
@@ -200,6 +228,16 @@ impl ScopedSlots {
     /// The memory id of a slot.
     pub fn id(&self, slot: u32) -> MemoryId {
         self.slots[slot as usize].id
+    }
+
+    /// The hit for `rowid`'s live slot with `score`.
+    pub fn hit(&self, rowid: i64, score: f32) -> Option<Hit> {
+        let s = &self.slots[self.slot_of(rowid)? as usize];
+        Some(Hit {
+            id: s.id,
+            score,
+            time: s.time,
+        })
     }
 
     /// The slots a query in `scope` with `filter` (and, when given, only the

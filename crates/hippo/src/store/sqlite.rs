@@ -89,6 +89,7 @@ struct RowFields {
     scope: Scope,
     kind: MemoryKind,
     event_time: Option<i64>,
+    time: i64,
 }
 
 impl RowFields {
@@ -99,6 +100,7 @@ impl RowFields {
             scope: &self.scope,
             kind: self.kind,
             event_time: self.event_time,
+            time: self.time,
         }
     }
 }
@@ -107,8 +109,20 @@ impl RowFields {
 /// inside a write transaction and applied to the mirror after commit.
 type KeywordChanges = Vec<(i64, Option<(RowFields, KeywordDoc)>)>;
 
+/// The newest message of an exact scope (served by index `memories_chain`).
+const LAST_MESSAGE_SQL: &str = "SELECT rowid FROM memories WHERE kind = 'message' AND user_id IS ?1
+     AND agent_id IS ?2 AND session_id IS ?3 ORDER BY rowid DESC LIMIT 1";
+
 const FIELD_COLUMNS: &str =
-    "m.rowid, m.id, m.user_id, m.agent_id, m.session_id, m.kind, m.event_time";
+    "m.rowid, m.id, m.user_id, m.agent_id, m.session_id, m.kind, m.event_time, m.recorded_at";
+
+fn candidate(h: super::slots::Hit) -> Candidate {
+    Candidate {
+        id: h.id,
+        score: h.score,
+        time: DateTime::from_timestamp_millis(h.time).unwrap_or_default(),
+    }
+}
 
 fn row_fields(r: &Row<'_>) -> rusqlite::Result<(i64, RowFields)> {
     Ok((
@@ -128,6 +142,7 @@ fn row_fields(r: &Row<'_>) -> rusqlite::Result<(i64, RowFields)> {
                 )
             })?,
             event_time: r.get(6)?,
+            time: r.get::<_, Option<i64>>(6)?.unwrap_or(r.get(7)?),
         },
     ))
 }
@@ -373,14 +388,19 @@ impl SqliteStore {
     }
 
     fn load_vectors(conn: &Connection, model: &str, dim: usize) -> Result<VectorIndex> {
-        let mut index = VectorIndex::new(dim);
+        let n: i64 = conn.query_row(
+            "SELECT count(*) FROM memory_vectors WHERE model = ?1",
+            [model],
+            |r| r.get(0),
+        )?;
+        let mut index = VectorIndex::with_capacity(dim, n as usize);
         let mut stmt = conn.prepare(
-            "SELECT m.rowid, m.id, m.user_id, m.agent_id, m.session_id, m.kind, m.event_time, v.vector
-             FROM memory_vectors v JOIN memories m ON m.rowid = v.rowid WHERE v.model = ?1 ORDER BY v.rowid",
+            "SELECT m.rowid, m.id, m.user_id, m.agent_id, m.session_id, m.kind, m.event_time, m.recorded_at,
+             v.vector FROM memory_vectors v JOIN memories m ON m.rowid = v.rowid WHERE v.model = ?1 ORDER BY v.rowid",
         )?;
         let mut rows = stmt.query([model])?;
         while let Some(r) = rows.next()? {
-            let blob: Vec<u8> = r.get(7)?;
+            let blob: Vec<u8> = r.get(8)?;
             if blob.len() != dim * 4 {
                 return Err(Error::new(
                     ErrorKind::Conflict,
@@ -397,18 +417,20 @@ impl SqliteStore {
     }
 
     fn load_keywords(conn: &Connection) -> Result<KeywordIndex> {
-        let mut docs = fts::all_docs(conn)?;
-        let mut index = KeywordIndex::new();
+        let mut bulk = KeywordIndex::bulk();
         let mut stmt = conn.prepare(&format!(
             "SELECT {FIELD_COLUMNS} FROM memories m JOIN memory_fts f ON f.rowid = m.rowid ORDER BY m.rowid"
         ))?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             let (rowid, f) = row_fields(r)?;
-            let doc = docs.remove(&rowid).unwrap_or_default();
-            index.upsert(f.slot(rowid), &doc);
+            bulk.doc(f.slot(rowid));
         }
-        Ok(index)
+        fts::for_each_instance(conn, |term, rowid, col| {
+            bulk.instance(term, rowid, col)
+                .map_err(|e| Error::new(ErrorKind::Internal, format!("keyword index load: {e}")))
+        })?;
+        Ok(bulk.finish())
     }
 
     /// Reads the new state of touched keyword documents, inside the write
@@ -538,12 +560,12 @@ impl SqliteStore {
         for nm in &batch.memories {
             let m = &nm.memory;
             let prev: Option<i64> = if m.kind == MemoryKind::Message {
-                tx.prepare_cached(
-                    "SELECT rowid FROM memories WHERE kind = 'message' AND user_id IS ?1 AND agent_id IS ?2
-                     AND session_id IS ?3 ORDER BY rowid DESC LIMIT 1",
-                )?
-                .query_row(params![m.scope.user_id, m.scope.agent_id, m.scope.session_id], |r| r.get(0))
-                .optional()?
+                tx.prepare_cached(LAST_MESSAGE_SQL)?
+                    .query_row(
+                        params![m.scope.user_id, m.scope.agent_id, m.scope.session_id],
+                        |r| r.get(0),
+                    )
+                    .optional()?
             } else {
                 None
             };
@@ -671,6 +693,7 @@ impl SqliteStore {
             Ok(Candidate {
                 id: parse_uuid(&r.get::<_, String>(0)?)?,
                 score: -(r.get::<_, f64>(1)? as f32),
+                time: DateTime::default(),
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -744,6 +767,7 @@ impl Store for SqliteStore {
                         scope: &m.scope,
                         kind: m.kind,
                         event_time: m.event_time.map(ms),
+                        time: ms(m.event_time.unwrap_or(m.recorded_at)),
                     },
                     v,
                 );
@@ -881,6 +905,7 @@ impl Store for SqliteStore {
                     scope: &m.scope,
                     kind: m.kind,
                     event_time: m.event_time.map(ms),
+                    time: ms(m.event_time.unwrap_or(m.recorded_at)),
                 },
                 &blob_vector(&blob),
             );
@@ -961,10 +986,7 @@ impl Store for SqliteStore {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .search(q.scope, q.filter, allowed.as_ref(), &tokens, q.limit);
-        Ok(hits
-            .into_iter()
-            .map(|(id, score)| Candidate { id, score })
-            .collect())
+        Ok(hits.into_iter().map(candidate).collect())
     }
 
     fn vector_candidates(&self, q: &VectorQuery<'_>) -> Result<Vec<Candidate>> {
@@ -972,10 +994,7 @@ impl Store for SqliteStore {
         let hits =
             self.vectors_read()
                 .search(q.scope, q.filter, allowed.as_ref(), q.vector, q.limit);
-        Ok(hits
-            .into_iter()
-            .map(|(id, score)| Candidate { id, score })
-            .collect())
+        Ok(hits.into_iter().map(candidate).collect())
     }
 
     fn vector_scores(&self, ids: &[MemoryId], vector: &[f32]) -> Result<Vec<Candidate>> {
@@ -983,7 +1002,7 @@ impl Store for SqliteStore {
             .vectors_read()
             .scores(ids, vector)
             .into_iter()
-            .map(|(id, score)| Candidate { id, score })
+            .map(candidate)
             .collect())
     }
 
@@ -1197,6 +1216,25 @@ mod tests {
                 assert_mirror_matches_fts5(&store, &scopes[0], q);
             }
         }
+    }
+
+    #[test]
+    fn last_message_lookup_uses_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SqliteStore::open(SqliteStoreOptions::new(dir.path().join("p.db"), "m", 4)).unwrap();
+        let conn = lock(&store.writer);
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {LAST_MESSAGE_SQL}"))
+            .unwrap()
+            .query_map(params!["u", None::<String>, "s"], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|p| p.contains("memories_chain")),
+            "{plan:?}"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::collections::{BinaryHeap, HashSet};
 
 use rayon::prelude::*;
 
-use super::slots::{ScopedSlots, SlotFields};
+use super::slots::{Hit, ScopedSlots, SlotFields};
 use crate::model::{Filter, MemoryId, Scope};
 
 /// Scans of more slots than this are split across threads.
@@ -68,10 +68,31 @@ fn dot_i8_portable(a: &[i8], b: &[i8]) -> i32 {
     acc.iter().sum::<i32>() + tail
 }
 
+/// AVX2 int8 dot product: `|a| · (b · sign a)` with `maddubs` (u8 × i8 → i16
+/// pairs, which cannot saturate for codes in -127..=127) then `madd` to i32.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn dot_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
-    dot_i8_portable(a, b)
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = _mm256_setzero_si256();
+    let mut i = 0;
+    while i + 32 <= n {
+        // SAFETY: i + 32 <= n, so both 32-byte loads are in bounds (unaligned loads).
+        let va = _mm256_loadu_si256(a.as_ptr().add(i).cast());
+        let vb = _mm256_loadu_si256(b.as_ptr().add(i).cast());
+        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(va, va), _mm256_sign_epi8(vb, va));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
+        i += 32;
+    }
+    let s = _mm_add_epi32(
+        _mm256_castsi256_si128(acc),
+        _mm256_extracti128_si256(acc, 1),
+    );
+    let s = _mm_hadd_epi32(s, s);
+    let s = _mm_hadd_epi32(s, s);
+    _mm_cvtsi128_si32(s) + dot_i8_portable(&a[i..n], &b[i..n])
 }
 
 /// Integer dot product of two equally long int8 slices.
@@ -161,7 +182,7 @@ pub(crate) fn sort_hits(hits: &mut [(i64, f32)]) {
 }
 
 /// Result of the int8 pass over part of a scan: the best lower bounds, and
-/// every accepted slot with its upper bound.
+/// the accepted slots (with their upper bounds) that could still be in the top-k.
 type ScanPart = (BinaryHeap<Worst>, Vec<(u32, f32)>);
 
 /// The index.
@@ -181,6 +202,17 @@ impl VectorIndex {
     pub fn new(dim: usize) -> Self {
         VectorIndex {
             dim,
+            ..Default::default()
+        }
+    }
+
+    /// An empty index with room for `n` vectors (no regrowth while loading).
+    pub fn with_capacity(dim: usize, n: usize) -> Self {
+        VectorIndex {
+            dim,
+            data: Vec::with_capacity(n * dim),
+            codes: Vec::with_capacity(n * dim),
+            quants: Vec::with_capacity(n),
             ..Default::default()
         }
     }
@@ -242,7 +274,7 @@ impl VectorIndex {
         allowed: Option<&HashSet<i64>>,
         query: &[f32],
         limit: usize,
-    ) -> Vec<(MemoryId, f32)> {
+    ) -> Vec<Hit> {
         if limit == 0 || query.len() != self.dim {
             return Vec::new();
         }
@@ -260,7 +292,7 @@ impl VectorIndex {
         let avx2 = false;
         let approx = |part: &[u32]| {
             let mut bounds = BinaryHeap::with_capacity(limit + 1);
-            let mut scored = Vec::with_capacity(part.len());
+            let mut scored = Vec::new();
             for &slot in part {
                 if !sel.accepts(slot) {
                     continue;
@@ -273,13 +305,23 @@ impl VectorIndex {
                 // The 1e-4 covers f32 rounding in this product and in the exact rescoring.
                 let e = qq.err * x.norm + (qq.norm + qq.err) * x.err + 1e-4;
                 push_top(&mut bounds, limit, Worst(s - e, 0));
-                scored.push((slot, s + e));
+                // The running k-th best lower bound only rises, so anything
+                // below it now is below the final one too.
+                let floor = if bounds.len() < limit {
+                    f32::NEG_INFINITY
+                } else {
+                    bounds.peek().map_or(f32::NEG_INFINITY, |w| w.0)
+                };
+                if s + e >= floor {
+                    scored.push((slot, s + e));
+                }
             }
             (bounds, scored)
         };
         let list = sel.list;
         let parts: Vec<ScanPart> = if list.len() >= PARALLEL_SCAN_MIN {
-            let chunk = list.len().div_ceil(rayon::current_num_threads().max(1));
+            // Several chunks per thread, so a busy core does not hold up the scan.
+            let chunk = list.len().div_ceil(4 * rayon::current_num_threads().max(1));
             list.par_chunks(chunk).map(approx).collect()
         } else {
             vec![approx(list)]
@@ -307,20 +349,20 @@ impl VectorIndex {
         let mut hits: Vec<(i64, f32)> = heap.into_iter().map(|w| (w.1, w.0)).collect();
         sort_hits(&mut hits);
         hits.into_iter()
-            .filter_map(|(rowid, s)| Some((self.slots.id(self.slots.slot_of(rowid)?), s)))
+            .filter_map(|(rowid, s)| self.slots.hit(rowid, s))
             .collect()
     }
 
     /// Cosine of `query` with each listed memory that has a vector.
-    pub fn scores(&self, ids: &[MemoryId], query: &[f32]) -> Vec<(MemoryId, f32)> {
+    pub fn scores(&self, ids: &[MemoryId], query: &[f32]) -> Vec<Hit> {
         if query.len() != self.dim {
             return Vec::new();
         }
         ids.iter()
             .filter_map(|id| {
+                let slot = self.slots.slot_of_id(id)?;
                 self.slots
-                    .slot_of_id(id)
-                    .map(|s| (*id, dot(query, self.vector(s))))
+                    .hit(self.slots.rowid(slot), dot(query, self.vector(slot)))
             })
             .collect()
     }
@@ -339,6 +381,7 @@ mod tests {
             scope,
             kind: MemoryKind::Message,
             event_time: None,
+            time: 0,
         }
     }
 
@@ -356,6 +399,39 @@ mod tests {
             .collect();
         crate::embed::normalize(&mut v);
         v
+    }
+
+    #[test]
+    fn int8_dot_matches_naive() {
+        let mut x = 12345u64;
+        let mut code = || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (((x >> 33) % 255) as i32 - 127) as i8
+        };
+        for n in [0, 1, 31, 32, 33, 384, 400] {
+            let a: Vec<i8> = (0..n).map(|_| code()).collect();
+            let b: Vec<i8> = (0..n).map(|_| code()).collect();
+            let naive: i32 = a
+                .iter()
+                .zip(&b)
+                .map(|(&p, &q)| i32::from(p) * i32::from(q))
+                .sum();
+            assert_eq!(dot_i8(&a, &b, false), naive);
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") {
+                assert_eq!(dot_i8(&a, &b, true), naive);
+            }
+        }
+        // Extremes do not saturate.
+        let a = vec![127i8; 384];
+        let b = vec![-127i8; 384];
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = std::is_x86_feature_detected!("avx2");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx2 = false;
+        assert_eq!(dot_i8(&a, &b, avx2), -127 * 127 * 384);
     }
 
     #[test]
@@ -393,6 +469,7 @@ mod tests {
             sort_hits(&mut want);
             want.truncate(k);
             let want: Vec<(MemoryId, f32)> = want.into_iter().map(|(r, s)| (MemoryId::from_u128(r as u128), s)).collect();
+            let got: Vec<(MemoryId, f32)> = got.into_iter().map(|h| (h.id, h.score)).collect();
             prop_assert_eq!(got, want);
         }
     }
@@ -414,8 +491,8 @@ mod tests {
             .is_empty());
         let hits = idx.search(&Scope::user("a"), &Filter::default(), None, &q, 1000);
         assert_eq!(hits.len(), 250);
-        assert!(hits.iter().all(|(id, _)| {
-            let r = id.as_u128();
+        assert!(hits.iter().all(|h| {
+            let r = h.id.as_u128();
             r % 2 == 0 && r >= 2500
         }));
     }
