@@ -264,6 +264,13 @@ impl Settings {
 }
 
 fn main() {
+    // candle re-detects the core count (reading /proc/cpuinfo) on every
+    // matrix multiply unless RAYON_NUM_THREADS is set; fix it once, before
+    // any thread exists (setting the environment later would be racy).
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -19,6 +19,13 @@ use super::slots::{Hit, ScopedSlots, SlotFields};
 use super::vectors::{push_top, sort_hits, Worst};
 use crate::model::{Filter, Scope};
 
+thread_local! {
+    /// Per-thread score accumulators for term-at-a-time search, kept all
+    /// zeros between searches (reused: a fresh zeroed buffer per query costs
+    /// page faults at 100k documents).
+    static ACCUMULATORS: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// BM25 `k1`, as in FTS5.
 const K1: f64 = 1.2;
 /// BM25 `b`, as in FTS5.
@@ -54,8 +61,6 @@ impl KeywordDoc {
 
 #[derive(Debug, Default)]
 struct Doc {
-    /// Tokens in all columns (FTS5's row size).
-    len: u32,
     /// (term, weighted frequency), sorted by term.
     terms: Box<[(u32, f32)]>,
 }
@@ -87,6 +92,9 @@ pub struct KeywordIndex {
     slots: ScopedSlots,
     /// Per slot.
     docs: Vec<Doc>,
+    /// Per slot: tokens in all columns (FTS5's row size). Apart from `docs`
+    /// because scoring reads it at random and a dense array stays in cache.
+    lens: Vec<u32>,
     dict: HashMap<Box<str>, u32>,
     terms: Vec<Term>,
     /// Tokens in all live documents.
@@ -159,9 +167,9 @@ impl KeywordIndex {
         }
         terms.sort_unstable_by_key(|t| t.0);
         self.docs.push(Doc {
-            len,
             terms: terms.into_boxed_slice(),
         });
+        self.lens.push(len);
         self.total_len += u64::from(len);
     }
 
@@ -180,7 +188,7 @@ impl KeywordIndex {
         for (t, _) in doc.terms.iter() {
             self.terms[*t as usize].df -= 1;
         }
-        self.total_len -= u64::from(doc.len);
+        self.total_len -= u64::from(self.lens[slot as usize]);
         if self.slots.wants_compaction() {
             self.compact();
         }
@@ -190,6 +198,7 @@ impl KeywordIndex {
     fn compact(&mut self) {
         let moved = self.slots.compact();
         let mut old = std::mem::take(&mut self.docs);
+        let old_lens = std::mem::take(&mut self.lens);
         for t in &mut self.terms {
             t.postings.clear();
             t.max_tfw = 0.0;
@@ -197,13 +206,15 @@ impl KeywordIndex {
         }
         for (slot, o) in moved.into_iter().enumerate() {
             let doc = std::mem::take(&mut old[o as usize]);
+            let len = old_lens[o as usize];
             for &(t, tfw) in doc.terms.iter() {
                 let e = &mut self.terms[t as usize];
                 e.postings.push((slot as u32, tfw));
                 e.max_tfw = e.max_tfw.max(tfw);
-                e.min_len = e.min_len.min(doc.len);
+                e.min_len = e.min_len.min(len);
             }
             self.docs.push(doc);
+            self.lens.push(len);
         }
     }
 
@@ -248,10 +259,11 @@ impl KeywordIndex {
         };
         let score_in = |slot: u32, terms: &[QueryTerm]| -> Option<f64> {
             let doc = &self.docs[slot as usize];
+            let len = f64::from(self.lens[slot as usize]);
             let mut s = None;
             for q in terms {
                 if let Some(tfw) = doc.tfw(q.id) {
-                    *s.get_or_insert(0.0) += bm25(q.idf, f64::from(tfw), f64::from(doc.len), avgdl);
+                    *s.get_or_insert(0.0) += bm25(q.idf, f64::from(tfw), len, avgdl);
                 }
             }
             s
@@ -264,7 +276,7 @@ impl KeywordIndex {
         if sel.list.len() * DOC_COST_IN_POSTINGS <= postings {
             // The scope is smaller than the posting lists: score its documents directly.
             for &slot in sel.list {
-                if sel.accepts(slot) {
+                if sel.accepts_listed(slot) {
                     if let Some(s) = score_in(slot, &query) {
                         push_top(&mut heap, limit, Worst(s as f32, self.slots.rowid(slot)));
                     }
@@ -273,7 +285,11 @@ impl KeywordIndex {
         } else {
             // Term at a time, rarest (highest bound) first, into dense accumulators.
             query.sort_by(|a, b| b.upper.total_cmp(&a.upper));
-            let mut acc = vec![0f64; self.slots.capacity()];
+            let mut buffer = ACCUMULATORS.with(|a| std::mem::take(&mut *a.borrow_mut()));
+            if buffer.len() < self.slots.capacity() {
+                buffer.resize(self.slots.capacity(), 0.0);
+            }
+            let acc = &mut buffer;
             let mut touched: Vec<u32> = Vec::new();
             let mut remaining: f64 = query.iter().map(|q| q.upper).sum();
             let mut threshold = f64::NEG_INFINITY;
@@ -298,7 +314,7 @@ impl KeywordIndex {
                     if *a == 0.0 {
                         touched.push(slot);
                     }
-                    let len = f64::from(self.docs[slot as usize].len);
+                    let len = f64::from(self.lens[slot as usize]);
                     *a += bm25(q.idf, f64::from(tfw), len, avgdl);
                 }
                 remaining -= q.upper;
@@ -314,6 +330,11 @@ impl KeywordIndex {
                 }
                 push_top(&mut heap, limit, Worst(s as f32, self.slots.rowid(slot)));
             }
+            // Hand the buffer back all zeros, touching only what was used.
+            for &slot in &touched {
+                acc[slot as usize] = 0.0;
+            }
+            ACCUMULATORS.with(|a| *a.borrow_mut() = buffer);
         }
         let mut hits: Vec<(i64, f32)> = heap.into_iter().map(|w| (w.1, w.0)).collect();
         sort_hits(&mut hits);
@@ -398,9 +419,7 @@ impl BulkLoad {
         index.docs = self
             .forward
             .into_iter()
-            .zip(&self.lens)
-            .map(|(terms, &len)| Doc {
-                len,
+            .map(|terms| Doc {
                 terms: terms.into_boxed_slice(),
             })
             .collect();
@@ -412,6 +431,7 @@ impl BulkLoad {
                 t.min_len = t.min_len.min(self.lens[slot as usize]);
             }
         }
+        index.lens = self.lens;
         index
     }
 }

@@ -82,11 +82,21 @@ pub struct Selection<'a> {
     allowed: Option<&'a HashSet<i64>>,
     /// Every slot that can be accepted is in this list (plus others).
     pub list: &'a [u32],
+    /// Every slot in `list` is accepted: the list is exactly the scope, no
+    /// slot is dead, and nothing else filters (scans of `list` skip the checks).
+    trivial: bool,
 }
 
 impl Selection<'_> {
+    /// [`Self::accepts`] for a slot taken from `list` (cheaper when the
+    /// list is exactly the accepted set).
+    #[inline(always)]
+    pub fn accepts_listed(&self, slot: u32) -> bool {
+        self.trivial || self.accepts(slot)
+    }
+
     /// True when `slot` is live, in scope and passes the filter.
-    #[inline]
+    #[inline(always)]
     pub fn accepts(&self, slot: u32) -> bool {
         let k = &self.slots.keys[slot as usize];
         k.alive
@@ -264,12 +274,19 @@ impl ScopedSlots {
             })
             .min_by_key(|l| l.len())
             .unwrap_or(&self.all);
+        let trivial = self.dead == 0
+            && allowed.is_none()
+            && filter.kinds.is_empty()
+            && filter.event_time_from.is_none()
+            && filter.event_time_to.is_none()
+            && want.iter().filter(|&&w| w != 0).count() <= 1;
         Some(Selection {
             slots: self,
             want,
             filter,
             allowed,
             list,
+            trivial,
         })
     }
 }

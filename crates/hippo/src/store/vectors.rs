@@ -18,7 +18,7 @@ use std::collections::{BinaryHeap, HashSet};
 
 use rayon::prelude::*;
 
-use super::slots::{Hit, ScopedSlots, SlotFields};
+use super::slots::{Hit, ScopedSlots, Selection, SlotFields};
 use crate::model::{Filter, MemoryId, Scope};
 
 /// Scans of more slots than this are split across threads.
@@ -68,21 +68,39 @@ fn dot_i8_portable(a: &[i8], b: &[i8]) -> i32 {
     acc.iter().sum::<i32>() + tail
 }
 
-/// AVX2 int8 dot product: `|a| · (b · sign a)` with `maddubs` (u8 × i8 → i16
-/// pairs, which cannot saturate for codes in -127..=127) then `madd` to i32.
+/// A quantized query, with `|code|` precomputed for the AVX2 kernel.
+struct QueryCodes {
+    codes: Vec<i8>,
+    abs: Vec<i8>,
+    quant: Quant,
+}
+
+impl QueryCodes {
+    fn new(codes: Vec<i8>, quant: Quant) -> Self {
+        let abs = codes.iter().map(|c| c.abs()).collect();
+        QueryCodes { codes, abs, quant }
+    }
+}
+
+/// The AVX2 kernel of `dot_i8_avx2` for a prepared query. No
+/// `target_feature` of its own so that it inlines into AVX2 callers.
+///
+/// # Safety
+/// Only call from code compiled with AVX2 enabled, on a CPU that has it.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn dot_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
+#[inline(always)]
+unsafe fn dot_i8_avx2_inline(q: &QueryCodes, b: &[i8]) -> i32 {
     use std::arch::x86_64::*;
-    let n = a.len().min(b.len());
+    let n = q.codes.len().min(b.len());
     let ones = _mm256_set1_epi16(1);
     let mut acc = _mm256_setzero_si256();
     let mut i = 0;
     while i + 32 <= n {
-        // SAFETY: i + 32 <= n, so both 32-byte loads are in bounds (unaligned loads).
-        let va = _mm256_loadu_si256(a.as_ptr().add(i).cast());
+        // SAFETY: i + 32 <= n, so the three 32-byte (unaligned) loads are in bounds.
+        let va = _mm256_loadu_si256(q.codes.as_ptr().add(i).cast());
+        let abs = _mm256_loadu_si256(q.abs.as_ptr().add(i).cast());
         let vb = _mm256_loadu_si256(b.as_ptr().add(i).cast());
-        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(va, va), _mm256_sign_epi8(vb, va));
+        let pairs = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(vb, va));
         acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
         i += 32;
     }
@@ -92,18 +110,7 @@ unsafe fn dot_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
     );
     let s = _mm_hadd_epi32(s, s);
     let s = _mm_hadd_epi32(s, s);
-    _mm_cvtsi128_si32(s) + dot_i8_portable(&a[i..n], &b[i..n])
-}
-
-/// Integer dot product of two equally long int8 slices.
-fn dot_i8(a: &[i8], b: &[i8], avx2: bool) -> i32 {
-    #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // SAFETY: the caller checked that the CPU supports AVX2.
-        return unsafe { dot_i8_avx2(a, b) };
-    }
-    let _ = avx2;
-    dot_i8_portable(a, b)
+    _mm_cvtsi128_si32(s) + dot_i8_portable(&q.codes[i..n], &b[i..n])
 }
 
 /// Symmetric per-vector int8 quantization of `v`: codes, scale, and the
@@ -286,37 +293,16 @@ impl VectorIndex {
         // upper bound reaches that lower bound; no other vector can be in the top-k.
         let mut qcodes = Vec::with_capacity(self.dim);
         let qq = quantize(query, &mut qcodes);
+        let q = QueryCodes::new(qcodes, qq);
         #[cfg(target_arch = "x86_64")]
         let avx2 = std::is_x86_feature_detected!("avx2");
-        #[cfg(not(target_arch = "x86_64"))]
-        let avx2 = false;
         let approx = |part: &[u32]| {
-            let mut bounds = BinaryHeap::with_capacity(limit + 1);
-            let mut scored = Vec::new();
-            for &slot in part {
-                if !sel.accepts(slot) {
-                    continue;
-                }
-                let i = slot as usize * self.dim;
-                let x = &self.quants[slot as usize];
-                let s =
-                    dot_i8(&qcodes, &self.codes[i..i + self.dim], avx2) as f32 * x.scale * qq.scale;
-                // |q·x − q̂·x̂| ≤ |q − q̂|·|x| + |q̂|·|x − x̂|, and |q̂| ≤ |q| + |q − q̂|.
-                // The 1e-4 covers f32 rounding in this product and in the exact rescoring.
-                let e = qq.err * x.norm + (qq.norm + qq.err) * x.err + 1e-4;
-                push_top(&mut bounds, limit, Worst(s - e, 0));
-                // The running k-th best lower bound only rises, so anything
-                // below it now is below the final one too.
-                let floor = if bounds.len() < limit {
-                    f32::NEG_INFINITY
-                } else {
-                    bounds.peek().map_or(f32::NEG_INFINITY, |w| w.0)
-                };
-                if s + e >= floor {
-                    scored.push((slot, s + e));
-                }
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                // SAFETY: the CPU supports AVX2 (checked above).
+                return unsafe { self.approx_part_avx2(&sel, part, &q, limit) };
             }
-            (bounds, scored)
+            self.approx_part(&sel, part, &q, limit, |b| dot_i8_portable(&q.codes, b))
         };
         let list = sel.list;
         let parts: Vec<ScanPart> = if list.len() >= PARALLEL_SCAN_MIN {
@@ -351,6 +337,60 @@ impl VectorIndex {
         hits.into_iter()
             .filter_map(|(rowid, s)| self.slots.hit(rowid, s))
             .collect()
+    }
+
+    /// The int8 pass over one part of a scan: the `limit` best lower
+    /// bounds, and every accepted slot whose upper bound reaches the running
+    /// k-th best lower bound (which only rises, so nothing dropped could
+    /// reach the final one).
+    #[inline(always)]
+    fn approx_part(
+        &self,
+        sel: &Selection<'_>,
+        part: &[u32],
+        q: &QueryCodes,
+        limit: usize,
+        dot: impl Fn(&[i8]) -> i32,
+    ) -> ScanPart {
+        let mut bounds = BinaryHeap::with_capacity(limit + 1);
+        let mut floor = f32::NEG_INFINITY;
+        let mut scored = Vec::new();
+        for &slot in part {
+            if !sel.accepts_listed(slot) {
+                continue;
+            }
+            let i = slot as usize * self.dim;
+            let x = &self.quants[slot as usize];
+            let s = dot(&self.codes[i..i + self.dim]) as f32 * x.scale * q.quant.scale;
+            // |q·x − q̂·x̂| ≤ |q − q̂|·|x| + |q̂|·|x − x̂|, and |q̂| ≤ |q| + |q − q̂|.
+            // The 1e-4 covers f32 rounding in this product and in the exact rescoring.
+            let e = q.quant.err * x.norm + (q.quant.norm + q.quant.err) * x.err + 1e-4;
+            if s + e < floor {
+                continue;
+            }
+            if bounds.len() < limit || s - e > floor {
+                push_top(&mut bounds, limit, Worst(s - e, 0));
+                if bounds.len() == limit {
+                    floor = bounds.peek().map_or(f32::NEG_INFINITY, |w| w.0);
+                }
+            }
+            scored.push((slot, s + e));
+        }
+        (bounds, scored)
+    }
+
+    /// [`Self::approx_part`] compiled for AVX2, with the dot product inlined.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn approx_part_avx2(
+        &self,
+        sel: &Selection<'_>,
+        part: &[u32],
+        q: &QueryCodes,
+        limit: usize,
+    ) -> ScanPart {
+        // SAFETY: this function only runs on CPUs with AVX2.
+        self.approx_part(sel, part, q, limit, |b| unsafe { dot_i8_avx2_inline(q, b) })
     }
 
     /// Cosine of `query` with each listed memory that has a vector.
@@ -401,6 +441,12 @@ mod tests {
         v
     }
 
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn dot_avx2(a: &[i8], b: &[i8]) -> i32 {
+        dot_i8_avx2_inline(&QueryCodes::new(a.to_vec(), Quant::default()), b)
+    }
+
     #[test]
     fn int8_dot_matches_naive() {
         let mut x = 12345u64;
@@ -418,20 +464,21 @@ mod tests {
                 .zip(&b)
                 .map(|(&p, &q)| i32::from(p) * i32::from(q))
                 .sum();
-            assert_eq!(dot_i8(&a, &b, false), naive);
+            assert_eq!(dot_i8_portable(&a, &b), naive);
             #[cfg(target_arch = "x86_64")]
             if std::is_x86_feature_detected!("avx2") {
-                assert_eq!(dot_i8(&a, &b, true), naive);
+                // SAFETY: AVX2 is present.
+                assert_eq!(unsafe { dot_avx2(&a, &b) }, naive);
             }
         }
         // Extremes do not saturate.
         let a = vec![127i8; 384];
         let b = vec![-127i8; 384];
         #[cfg(target_arch = "x86_64")]
-        let avx2 = std::is_x86_feature_detected!("avx2");
-        #[cfg(not(target_arch = "x86_64"))]
-        let avx2 = false;
-        assert_eq!(dot_i8(&a, &b, avx2), -127 * 127 * 384);
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is present.
+            assert_eq!(unsafe { dot_avx2(&a, &b) }, -127 * 127 * 384);
+        }
     }
 
     #[test]
