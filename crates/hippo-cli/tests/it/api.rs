@@ -123,10 +123,9 @@ fn rest_api_round_trip() {
     }
     let (st, metrics) = s.call("GET", "/metrics", None);
     assert_eq!(st, 200);
-    assert!(metrics
-        .as_str()
-        .unwrap()
-        .contains("hippo_http_requests_total"));
+    let metrics = metrics.as_str().unwrap();
+    assert!(metrics.contains("hippo_http_requests_total"));
+    assert!(metrics.contains("hippo_process_resident_memory_bytes "));
 }
 
 #[test]

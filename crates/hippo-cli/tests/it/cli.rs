@@ -2,7 +2,7 @@
 
 use std::process::Output;
 
-use super::common::hippo;
+use super::common::{hippo, Server};
 
 fn ok(out: Output) -> String {
     assert!(
@@ -151,4 +151,50 @@ fn bad_input_exits_2_with_a_message() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "no auth yet: refuses non-loopback");
+}
+
+#[test]
+fn loadtest_measures_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("load.db");
+    let server = Server::start(&db, &[]);
+    let out = ok(hippo(&dir.path().join("client.db"))
+        .args(["loadtest", "--base", &server.base])
+        .args(["--memories", "300", "--queries", "20", "--batch", "64"])
+        .args(["--embed-sample", "64", "--search-clients", "2"])
+        .output()
+        .unwrap());
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["memories"], 300);
+    assert!(report["ingest"]["embedder_texts_per_s"].as_f64().unwrap() > 0.0);
+    assert!(report["ingest"]["ratio"].as_f64().unwrap() > 0.0);
+    for phase in [
+        "search_cold_1_client",
+        "search_cached_vector_1_client",
+        "search_cold_2_clients",
+    ] {
+        assert!(report[phase]["queries"].as_u64().unwrap() >= 20, "{report}");
+        // The queried turn is found: fast answers are also right answers.
+        assert!(
+            report[phase]["needle_rate"].as_f64().unwrap() >= 0.5,
+            "{report}"
+        );
+    }
+    assert!(report["server_rss_mb"].as_f64().unwrap() > 10.0);
+    let (_, stats) = server.call("GET", "/v1/memories?user_id=loadtest&limit=1000", None);
+    assert_eq!(stats["results"].as_array().unwrap().len(), 300);
+
+    // No server: a clear error, non-zero exit.
+    let out = hippo(&db)
+        .args([
+            "loadtest",
+            "--base",
+            "http://127.0.0.1:9",
+            "--memories",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no hippo server"));
 }
