@@ -1,7 +1,10 @@
 //! End-to-end tests of the `hippo` binary: the REST API over a real socket,
-//! the CLI commands, and crash durability under `kill -9`.
+//! the CLI commands, crash durability under `kill -9`, and the binary against
+//! fakes of its external services.
 
 mod api;
 mod cli;
 mod common;
 mod crash;
+mod external;
+mod fakes;

@@ -114,9 +114,12 @@ impl MiniLmEmbedder {
         Self::from_dir(&dir)
     }
 
-    /// Downloads the model files into the Hub cache and returns their directory.
+    /// Downloads the model files into the Hub cache and returns their
+    /// directory. Honours `HF_ENDPOINT` (a mirror) and `HF_HOME` (the cache).
     pub fn download_from_hub() -> Result<PathBuf> {
-        let api = hf_hub::api::sync::Api::new()
+        let api = hf_hub::api::sync::ApiBuilder::from_env()
+            .with_progress(false)
+            .build()
             .map_err(|e| Error::unavailable("cannot reach the model hub", e))?;
         let repo = api.model(MINILM_HUB_REPO.to_owned());
         let mut dir = None;

@@ -1,0 +1,136 @@
+//! The `hippo` binary against fakes of its external services (see `fakes`):
+//! an OpenAI-compatible embeddings endpoint, switching models and `reembed`,
+//! and downloading the model with `fetch-model`.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use super::common::{hippo, model_dir};
+use super::fakes;
+
+fn ok(out: Output) -> (String, String) {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    (stdout, stderr)
+}
+
+fn first_hit(stdout: &str) -> Value {
+    serde_json::from_str(stdout.lines().next().expect("a result")).unwrap()
+}
+
+#[test]
+fn openai_compatible_embedder_and_reembed_after_a_model_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("switch.db");
+    // Written with the local model.
+    for text in [
+        "I keep bees on my roof",
+        "The meeting moved to Thursday",
+        "My sister plays the cello",
+    ] {
+        ok(hippo(&db)
+            .args(["add", "--user", "ana", text])
+            .output()
+            .unwrap());
+    }
+    let (fake, log) = fakes::openai_embeddings();
+    let url = format!("{}/v1", fake.base);
+    // `hippo` configured for the remote embedder, running `args`.
+    let remote = |args: &[&str]| -> Output {
+        hippo(&db)
+            .args(["--embedder-url", &url, "--embedder-model", "fake-embed"])
+            .env("HIPPO_EMBEDDER_API_KEY", "sk-test")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // Vectors of the new model do not exist yet: keyword evidence only.
+    let (out, _) = ok(remote(&["search", "--user", "ana", "--json", "cello"]));
+    let hit = first_hit(&out);
+    assert_eq!(hit["memory"], "My sister plays the cello");
+    assert!(hit["scores"]["vector"].is_null(), "{hit}");
+
+    let (_, err) = ok(remote(&["reembed"]));
+    assert!(err.contains("re-embedded 3 memories"), "{err}");
+    let (stats, _) = ok(remote(&["stats"]));
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    // One vector per memory, of the model that embedded it last.
+    assert_eq!(stats["vectors_by_model"]["openai:fake-embed"], 3, "{stats}");
+    assert!(stats["vectors_by_model"]["sentence-transformers/all-MiniLM-L6-v2"].is_null());
+    let (out, _) = ok(remote(&["search", "--user", "ana", "--json", "cello"]));
+    let hit = first_hit(&out);
+    assert_eq!(hit["memory"], "My sister plays the cello");
+    assert!(hit["scores"]["vector"].as_f64().unwrap() > 0.3, "{hit}");
+    let (_, err) = ok(remote(&["reembed"]));
+    assert!(err.contains("re-embedded 0 memories"), "{err}");
+    {
+        let log = log.lock().unwrap();
+        assert!(!log.auth.is_empty() && log.auth.iter().all(|a| a == "Bearer sk-test"));
+        assert!(log.inputs >= 3);
+    }
+
+    // A malformed endpoint is a clear error, and nothing is written.
+    let out = hippo(&db)
+        .args(["--embedder-url", &format!("{}/bad/v1", fake.base)])
+        .args([
+            "--embedder-model",
+            "fake-embed",
+            "add",
+            "--user",
+            "ana",
+            "lost",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("embedding endpoint"), "{err}");
+    let (stats, _) = ok(hippo(&db).arg("stats").output().unwrap());
+    assert_eq!(
+        serde_json::from_str::<Value>(&stats).unwrap()["memories"],
+        3
+    );
+}
+
+#[test]
+fn fetch_model_downloads_through_the_hub_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = fakes::hub(model_dir());
+    let hf_home = dir.path().join("hf");
+    let out = Command::new(super::common::BIN)
+        .arg("fetch-model")
+        .env("HF_ENDPOINT", &hub.base)
+        .env("HF_HOME", &hf_home)
+        .env("HIPPO_LOG", "warn")
+        .output()
+        .unwrap();
+    let (stdout, _) = ok(out);
+    let fetched = std::path::PathBuf::from(stdout.trim());
+    assert!(fetched.starts_with(&hf_home), "{fetched:?}");
+    for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+        assert_eq!(
+            std::fs::read(fetched.join(f)).unwrap(),
+            std::fs::read(model_dir().join(f)).unwrap(),
+            "{f} arrives intact"
+        );
+    }
+    // The downloaded model serves.
+    let db = dir.path().join("fetched.db");
+    ok(hippo(&db)
+        .env("HIPPO_MODEL_DIR", &fetched)
+        .args(["add", "--user", "u", "downloaded models work"])
+        .output()
+        .unwrap());
+
+    // An unreachable hub: exit 1 with a message.
+    let out = Command::new(super::common::BIN)
+        .arg("fetch-model")
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .env("HF_HOME", dir.path().join("hf2"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("model hub"));
+}

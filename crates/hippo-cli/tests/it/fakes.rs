@@ -1,0 +1,181 @@
+//! Loopback fakes of the external services Hippo talks to, speaking their
+//! real wire protocols: an OpenAI-compatible `/v1/embeddings` endpoint and
+//! the Hugging Face Hub's file-resolve endpoint. Each runs an axum server on
+//! its own thread and stops when dropped.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+/// A server on a background thread.
+pub struct Fake {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Fake {
+    fn start(app: Router) -> Fake {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        stop_rx.await.ok();
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        let addr = addr_rx.recv().unwrap();
+        Fake {
+            base: format!("http://{addr}"),
+            shutdown: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            tx.send(()).ok();
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().ok();
+        }
+    }
+}
+
+/// What the embeddings fake has seen.
+#[derive(Default)]
+pub struct EmbeddingsLog {
+    /// `Authorization` headers received.
+    pub auth: Vec<String>,
+    /// Inputs embedded.
+    pub inputs: usize,
+}
+
+/// Deterministic 16-dimensional bag-of-words vectors.
+fn hash_vector(text: &str) -> Vec<f32> {
+    let mut v = vec![0.0f32; 16];
+    for w in text
+        .to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let h = w.bytes().fold(2166136261u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(16777619)
+        });
+        v[(h % 16) as usize] += 1.0;
+    }
+    v[0] += 0.01;
+    v
+}
+
+async fn embeddings(
+    State(log): State<Arc<Mutex<EmbeddingsLog>>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let inputs: Vec<String> = match &body["input"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
+        _ => return (StatusCode::BAD_REQUEST, "input must be a string or a list").into_response(),
+    };
+    {
+        let mut log = log.lock().unwrap();
+        if let Some(a) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+            log.auth.push(a.to_owned());
+        }
+        log.inputs += inputs.len();
+    }
+    // Real servers may answer out of order; `index` says where each belongs.
+    let data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": hash_vector(t)}))
+        .collect();
+    Json(json!({"object": "list", "model": body["model"], "data": data})).into_response()
+}
+
+/// An OpenAI-compatible embeddings server; `/bad/v1/embeddings` answers with
+/// one vector too few.
+pub fn openai_embeddings() -> (Fake, Arc<Mutex<EmbeddingsLog>>) {
+    let log = Arc::new(Mutex::new(EmbeddingsLog::default()));
+    let app = Router::new()
+        .route("/v1/embeddings", post(embeddings))
+        .route(
+            "/bad/v1/embeddings",
+            post(|| async { Json(json!({"object": "list", "data": []})) }),
+        )
+        .with_state(log.clone());
+    (Fake::start(app), log)
+}
+
+async fn resolve(
+    State(dir): State<Arc<PathBuf>>,
+    Path((_org, _name, _rev, file)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(bytes) = std::fs::read(dir.join(&file)) else {
+        return (StatusCode::NOT_FOUND, "Entry not found").into_response();
+    };
+    let size = bytes.len();
+    // `Range: bytes=START-` or `bytes=START-END`, as the hub client sends.
+    let (start, end) = headers
+        .get("range")
+        .and_then(|r| r.to_str().ok())
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| {
+            let (a, b) = r.split_once('-')?;
+            let a: usize = a.parse().ok()?;
+            let b: usize = if b.is_empty() {
+                size - 1
+            } else {
+                b.parse().ok()?
+            };
+            Some((a, b.min(size - 1)))
+        })
+        .unwrap_or((0, size - 1));
+    let etag = format!("\"{:x}-{}\"", size, file.len());
+    (
+        StatusCode::PARTIAL_CONTENT,
+        [
+            ("etag", etag),
+            (
+                "x-repo-commit",
+                "0123456789abcdef0123456789abcdef01234567".to_owned(),
+            ),
+            ("content-range", format!("bytes {start}-{end}/{size}")),
+        ],
+        bytes[start..=end].to_vec(),
+    )
+        .into_response()
+}
+
+/// A Hugging Face Hub serving the files of `dir` for any model repository.
+pub fn hub(dir: PathBuf) -> Fake {
+    let app = Router::new()
+        .route("/{org}/{name}/resolve/{rev}/{file}", get(resolve))
+        .with_state(Arc::new(dir));
+    Fake::start(app)
+}
