@@ -234,6 +234,31 @@ pub struct SearchBody {
     /// Extra conditions.
     #[serde(default)]
     pub filters: Option<FiltersBody>,
+    /// Messages of the same conversation to return before and after each hit
+    /// (0..=5; default set by the server, normally 1). With context, a
+    /// result's `memory` is the excerpt and `sources` lists its messages.
+    #[serde(default)]
+    pub context_turns: Option<usize>,
+}
+
+/// One stored message inside a result's conversation excerpt.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SourceView {
+    /// Memory id.
+    pub id: Uuid,
+    /// Its text.
+    pub memory: String,
+    /// Speaker role.
+    pub role: Option<String>,
+    /// Speaker name.
+    pub name: Option<String>,
+    /// Its metadata.
+    #[schema(value_type = Object)]
+    pub metadata: Map<String, Value>,
+    /// When it happened.
+    pub event_time: Option<DateTime<Utc>>,
+    /// True for the memory that matched the query.
+    pub hit: bool,
 }
 
 /// Per-channel evidence of a result.
@@ -251,7 +276,9 @@ pub struct ScoresView {
     pub recency: f32,
 }
 
-/// A search result: the memory plus its scores.
+/// A search result: the memory that matched (its id, metadata, ...), its
+/// scores, and in `memory` the text to give a model: the memory itself, or
+/// with context its conversation excerpt (whose messages are in `sources`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SearchResultView {
     /// The memory.
@@ -261,12 +288,34 @@ pub struct SearchResultView {
     pub score: f32,
     /// Per-channel scores.
     pub scores: ScoresView,
+    /// The messages of the excerpt, oldest first (present with context).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<SourceView>>,
 }
 
 impl From<SearchHit> for SearchResultView {
     fn from(h: SearchHit) -> Self {
+        let text = h.text();
+        let hit_id = h.memory.id;
+        let sources = (h.window.len() > 1).then(|| {
+            h.window
+                .into_iter()
+                .map(|m| SourceView {
+                    id: m.id,
+                    hit: m.id == hit_id,
+                    memory: m.content,
+                    role: m.actor.role,
+                    name: m.actor.name,
+                    metadata: m.metadata,
+                    event_time: m.event_time,
+                })
+                .collect()
+        });
+        let mut memory: MemoryView = h.memory.into();
+        memory.memory = text;
         SearchResultView {
-            memory: h.memory.into(),
+            sources,
+            memory,
             score: h.score,
             scores: ScoresView {
                 keyword: h.scores.keyword,

@@ -28,6 +28,9 @@ pub struct BenchArgs {
     /// Database to load into (default: a fresh temporary file).
     #[arg(long)]
     bench_db: Option<PathBuf>,
+    /// Messages of context around each hit (they count as found, and as cost).
+    #[arg(long, default_value_t = hippo::DEFAULT_CONTEXT_TURNS)]
+    context_turns: usize,
 }
 
 const CATEGORIES: [(u64, &str); 4] = [
@@ -101,6 +104,7 @@ pub fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
                 query: question,
                 top_k: kmax,
                 filter: Filter::default(),
+                context_turns: args.context_turns,
             };
             let t = Instant::now();
             let resp = hippo.search(&req)?;
@@ -110,15 +114,23 @@ pub fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
             let mut rec = BTreeMap::new();
             for &k in &args.k {
                 let top = &resp.hits[..resp.hits.len().min(k)];
+                // A result covers its whole conversation excerpt.
                 let got: HashSet<&str> = top
                     .iter()
-                    .filter_map(|h| h.memory.metadata.get("dia_id").and_then(Value::as_str))
+                    .flat_map(|h| {
+                        if h.window.is_empty() {
+                            std::slice::from_ref(&h.memory)
+                        } else {
+                            h.window.as_slice()
+                        }
+                    })
+                    .filter_map(|m| m.metadata.get("dia_id").and_then(Value::as_str))
                     .collect();
                 let hit = ev.intersection(&got).count();
                 let session = |d: &str| d.split(':').next().unwrap_or(d).to_owned();
                 let ev_s: HashSet<String> = ev.iter().map(|d| session(d)).collect();
                 let got_s: HashSet<String> = got.iter().map(|d| session(d)).collect();
-                let chars: usize = top.iter().map(|h| h.memory.content.len()).sum();
+                let chars: usize = top.iter().map(|h| h.text().len()).sum();
                 rec.insert(format!("frac@{k}"), hit as f64 / ev.len() as f64);
                 rec.insert(format!("any@{k}"), f64::from(u8::from(hit > 0)));
                 rec.insert(format!("all@{k}"), f64::from(u8::from(hit == ev.len())));

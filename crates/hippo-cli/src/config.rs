@@ -26,6 +26,8 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     /// Trade power-loss durability for faster commits (survives kill -9 still).
     pub fast_commits: Option<bool>,
+    /// Messages of context around each search hit when a request does not say (0..=5).
+    pub context_turns: Option<usize>,
 }
 
 impl FileConfig {

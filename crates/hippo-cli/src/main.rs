@@ -71,6 +71,9 @@ enum Command {
         /// Largest accepted request body, in bytes.
         #[arg(long, env = "HIPPO_MAX_BODY_BYTES")]
         max_body_bytes: Option<usize>,
+        /// Messages of context around each search hit when a request does not say (0..=5, default 1).
+        #[arg(long, env = "HIPPO_CONTEXT_TURNS")]
+        context_turns: Option<usize>,
     },
     /// Remember one text.
     Add {
@@ -95,6 +98,9 @@ enum Command {
         /// Print JSON instead of lines.
         #[arg(long)]
         json: bool,
+        /// Messages of context around each hit.
+        #[arg(long, default_value_t = hippo::DEFAULT_CONTEXT_TURNS)]
+        context_turns: usize,
         /// The query.
         query: String,
     },
@@ -296,6 +302,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve {
             listen,
             max_body_bytes,
+            context_turns,
         } => {
             let listen = listen
                 .or_else(|| settings.file.listen.clone())
@@ -303,8 +310,14 @@ fn run(cli: Cli) -> Result<()> {
             let max_body = max_body_bytes
                 .or(settings.file.max_body_bytes)
                 .unwrap_or(16 << 20);
+            let context_turns = context_turns
+                .or(settings.file.context_turns)
+                .unwrap_or(hippo::DEFAULT_CONTEXT_TURNS);
+            if context_turns > hippo::MAX_CONTEXT_TURNS {
+                bail!("context_turns must be 0..={}", hippo::MAX_CONTEXT_TURNS);
+            }
             let hippo = Arc::new(settings.open()?);
-            serve(hippo, &listen, max_body)
+            serve(hippo, &listen, max_body, context_turns)
         }
         Command::Add {
             scope,
@@ -326,6 +339,7 @@ fn run(cli: Cli) -> Result<()> {
             scope,
             top_k,
             json,
+            context_turns,
             query,
         } => {
             let hippo = settings.open()?;
@@ -334,6 +348,7 @@ fn run(cli: Cli) -> Result<()> {
                 query,
                 top_k,
                 filter: Filter::default(),
+                context_turns,
             })?;
             for hit in resp.hits {
                 if json {
@@ -396,7 +411,12 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn serve(hippo: Arc<Hippo>, listen: &str, max_body_bytes: usize) -> Result<()> {
+fn serve(
+    hippo: Arc<Hippo>,
+    listen: &str,
+    max_body_bytes: usize,
+    context_turns: usize,
+) -> Result<()> {
     let addr: std::net::SocketAddr = listen
         .parse()
         .with_context(|| format!("invalid listen address {listen:?}"))?;
@@ -410,6 +430,7 @@ fn serve(hippo: Arc<Hippo>, listen: &str, max_body_bytes: usize) -> Result<()> {
         let state = server::AppState {
             hippo,
             metrics: Arc::new(metrics::Metrics::new()),
+            context_turns,
         };
         let app = server::router(state, max_body_bytes);
         let listener = tokio::net::TcpListener::bind(addr)

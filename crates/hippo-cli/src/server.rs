@@ -29,6 +29,8 @@ pub struct AppState {
     pub hippo: Arc<Hippo>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Context messages around each search hit when a request does not say.
+    pub context_turns: usize,
 }
 
 /// An API error response.
@@ -177,6 +179,7 @@ async fn blocking<T: Send + 'static>(
         FiltersBody,
         SearchBody,
         ScoresView,
+        SourceView,
         SearchResultView,
         SearchResponseView,
         ListResponse,
@@ -303,6 +306,7 @@ async fn search(
         query: body.query,
         top_k: body.top_k.unwrap_or(10),
         filter: body.filters.map(Filter::from).unwrap_or_default(),
+        context_turns: body.context_turns.unwrap_or(state.context_turns),
     };
     let hippo = state.hippo.clone();
     let t = Instant::now();

@@ -137,18 +137,30 @@ pub struct SearchRequest {
     pub query: String,
     /// How many results.
     pub top_k: usize,
-    /// Extra conditions.
+    /// Extra conditions (they select the hits, not their context).
     pub filter: Filter,
+    /// Messages of the same conversation to return before and after each
+    /// hit as context (0: the hit alone). A question is often answered by
+    /// the reply to the turn it matches.
+    pub context_turns: usize,
 }
 
+/// The largest [`SearchRequest::context_turns`].
+pub const MAX_CONTEXT_TURNS: usize = 5;
+
+/// The default of [`SearchRequest::context_turns`].
+pub const DEFAULT_CONTEXT_TURNS: usize = 1;
+
 impl SearchRequest {
-    /// A search for `query` in `scope` returning 10 results.
+    /// A search for `query` in `scope` returning 10 results, each with one
+    /// message of context on either side.
     pub fn new(scope: Scope, query: impl Into<String>) -> Self {
         SearchRequest {
             scope,
             query: query.into(),
             top_k: 10,
             filter: Filter::default(),
+            context_turns: DEFAULT_CONTEXT_TURNS,
         }
     }
 }
@@ -162,6 +174,35 @@ pub struct SearchHit {
     pub score: f32,
     /// Why: the per-channel scores.
     pub scores: ChannelScores,
+    /// With `context_turns > 0`: the conversation excerpt around the hit,
+    /// oldest first, the hit included, leaving out messages already shown
+    /// with a better result. Empty without context.
+    pub window: Vec<Memory>,
+}
+
+impl SearchHit {
+    /// The text to hand a model: the memory, or its conversation excerpt
+    /// (one `name: text` line per message, after the date of the first).
+    pub fn text(&self) -> String {
+        if self.window.len() <= 1 {
+            return self.memory.content.clone();
+        }
+        let mut out = String::new();
+        if let Some(t) = self.window[0].event_time {
+            out.push_str(&format!("[{}]\n", t.format("%Y-%m-%d")));
+        }
+        for (i, m) in self.window.iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            if let Some(who) = m.actor.name.as_deref().or(m.actor.role.as_deref()) {
+                out.push_str(who);
+                out.push_str(": ");
+            }
+            out.push_str(&m.content);
+        }
+        out
+    }
 }
 
 /// Search results and timings.
@@ -563,6 +604,11 @@ impl Hippo {
                 self.limits.max_query_bytes
             )));
         }
+        if req.context_turns > MAX_CONTEXT_TURNS {
+            return Err(Error::invalid(format!(
+                "context_turns must be 0..={MAX_CONTEXT_TURNS}"
+            )));
+        }
         if req.top_k == 0 || req.top_k > self.limits.max_top_k {
             return Err(Error::invalid(format!(
                 "top_k must be 1..={}",
@@ -615,29 +661,7 @@ impl Hippo {
             .map(|c| (c.id, c.time))
             .collect();
         let fused = fuse(&keyword, &cosines, &times, &self.weights);
-        let mut hits: Vec<SearchHit> = Vec::with_capacity(req.top_k);
-        for window in fused.chunks(req.top_k) {
-            let ids: Vec<MemoryId> = window.iter().map(|f| f.id).collect();
-            let mut rows: HashMap<MemoryId, Memory> = self
-                .store
-                .get_many(&ids)?
-                .into_iter()
-                .filter(|m| req.scope.matches(&m.scope))
-                .map(|m| (m.id, m))
-                .collect();
-            // A memory deleted since it was ranked is skipped.
-            hits.extend(window.iter().filter_map(|f| {
-                rows.remove(&f.id).map(|memory| SearchHit {
-                    memory,
-                    score: f.score,
-                    scores: f.scores,
-                })
-            }));
-            if hits.len() >= req.top_k {
-                hits.truncate(req.top_k);
-                break;
-            }
-        }
+        let hits = self.results(req, &fused)?;
         tracing::debug!(
             keyword_ms,
             vector_ms,
@@ -651,6 +675,69 @@ impl Hippo {
             embed_ms,
             retrieve_ms: t.elapsed().as_secs_f64() * 1e3,
         })
+    }
+
+    /// The top `req.top_k` of the fused ranking as results, with their
+    /// conversation windows. A memory deleted since it was ranked is skipped,
+    /// and so is one already shown in a better result's window.
+    fn results(
+        &self,
+        req: &SearchRequest,
+        fused: &[crate::retrieve::Fused],
+    ) -> Result<Vec<SearchHit>> {
+        let mut hits: Vec<SearchHit> = Vec::with_capacity(req.top_k);
+        let mut shown: std::collections::HashSet<MemoryId> = Default::default();
+        for part in fused.chunks(req.top_k) {
+            let ids: Vec<MemoryId> = part
+                .iter()
+                .map(|f| f.id)
+                .filter(|id| !shown.contains(id))
+                .collect();
+            let mut rows: HashMap<MemoryId, Memory> = self
+                .store
+                .get_many(&ids)?
+                .into_iter()
+                .filter(|m| req.scope.matches(&m.scope))
+                .map(|m| (m.id, m))
+                .collect();
+            let mut windows: HashMap<MemoryId, Vec<Memory>> = if req.context_turns > 0 {
+                let n = req.context_turns;
+                ids.iter()
+                    .copied()
+                    .zip(self.store.windows(&ids, n, n)?)
+                    .collect()
+            } else {
+                HashMap::new()
+            };
+            for f in part {
+                if shown.contains(&f.id) {
+                    continue;
+                }
+                let Some(memory) = rows.remove(&f.id) else {
+                    continue;
+                };
+                let window: Vec<Memory> = windows
+                    .remove(&f.id)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|m| {
+                        m.id == f.id || (req.scope.matches(&m.scope) && !shown.contains(&m.id))
+                    })
+                    .collect();
+                shown.insert(f.id);
+                shown.extend(window.iter().map(|m| m.id));
+                hits.push(SearchHit {
+                    memory,
+                    score: f.score,
+                    scores: f.scores,
+                    window,
+                });
+                if hits.len() == req.top_k {
+                    return Ok(hits);
+                }
+            }
+        }
+        Ok(hits)
     }
 
     /// The memory `id`; with a scope, only if it lies in that scope.

@@ -32,7 +32,7 @@ pub mod text;
 pub use embed::{Embedder, MiniLmEmbedder, OpenAiEmbedder, OpenAiEmbedderConfig};
 pub use engine::{
     AddItem, Content, Hippo, HippoBuilder, Limits, MemoryPatch, Message, SearchHit, SearchRequest,
-    SearchResponse,
+    SearchResponse, DEFAULT_CONTEXT_TURNS, MAX_CONTEXT_TURNS,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use model::{Actor, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope};

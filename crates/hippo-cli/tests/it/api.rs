@@ -33,6 +33,48 @@ fn rest_api_round_trip() {
         Some(json!({"user_id": "bob", "text": "Bob's kitten is called Pixel"})),
     );
 
+    // A conversation: a result carries its neighbouring turns as context.
+    let turns = [
+        ("Bob", "Where are you going on holiday?"),
+        ("Ana", "Lisbon, with my sister."),
+    ];
+    let items: Vec<Value> = turns
+        .iter()
+        .map(|(who, text)| json!({"user_id": "ana", "session_id": "trip", "messages": [{"role": "user", "name": who, "content": text}]}))
+        .collect();
+    let (st, _) = s.call("POST", "/v1/memories/batch", Some(json!({"items": items})));
+    assert_eq!(st, 200);
+    let (st, body) = s.call(
+        "POST",
+        "/v1/search",
+        Some(json!({"session_id": "trip", "query": "holiday destination", "top_k": 1})),
+    );
+    assert_eq!(st, 200, "{body}");
+    let r = &body["results"][0];
+    assert_eq!(
+        r["memory"],
+        "Bob: Where are you going on holiday?\nAna: Lisbon, with my sister."
+    );
+    let sources = r["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 2);
+    assert_eq!(sources.iter().filter(|s| s["hit"] == true).count(), 1);
+    assert!(sources
+        .iter()
+        .any(|s| s["id"] == r["id"] && s["hit"] == true));
+    let (_, body) = s.call(
+        "POST",
+        "/v1/search",
+        Some(json!({"session_id": "trip", "query": "holiday destination", "top_k": 1, "context_turns": 0})),
+    );
+    assert!(body["results"][0].get("sources").is_none());
+    let (st, body) = s.call(
+        "POST",
+        "/v1/search",
+        Some(json!({"session_id": "trip", "query": "holiday", "context_turns": 9})),
+    );
+    assert_eq!(st, 400, "{body}");
+    s.call("DELETE", "/v1/memories?session_id=trip", None);
+
     // Search: scoped, explained, filterable.
     let (st, body) = s.call(
         "POST",

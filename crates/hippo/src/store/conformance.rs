@@ -140,6 +140,48 @@ pub fn names_and_neighbours(store: &dyn Store) {
     assert!(keyword(store, &s, "hiking").contains(&t.id));
 }
 
+/// Conversation windows follow the message chain of one exact scope, stop at
+/// its ends, and follow deletes.
+pub fn windows(store: &dyn Store) {
+    let s = Scope::user("w");
+    let other = Scope {
+        user_id: Some("w".into()),
+        agent_id: None,
+        session_id: Some("other".into()),
+    };
+    let m: Vec<Memory> = (0..5)
+        .map(|i| memory(s.clone(), &format!("turn {i}"), Some("Ana")))
+        .collect();
+    let x = memory(other.clone(), "elsewhere", Some("Bo"));
+    let mut doc = memory(s.clone(), "a document", None);
+    doc.kind = MemoryKind::Document;
+    let mut rows: Vec<(Memory, Option<Vec<f32>>)> =
+        vec![(m[0].clone(), None), (m[1].clone(), None)];
+    rows.push((x.clone(), None)); // interleaved writes of another exact scope
+    rows.push((doc.clone(), None));
+    rows.extend(m[2..].iter().map(|t| (t.clone(), None)));
+    insert(store, rows);
+    let ids = |w: &Vec<Memory>| w.iter().map(|t| t.id).collect::<Vec<_>>();
+    let got = store
+        .windows(
+            &[m[2].id, m[0].id, m[4].id, doc.id, x.id, MemoryId::now_v7()],
+            1,
+            1,
+        )
+        .unwrap();
+    assert_eq!(ids(&got[0]), [m[1].id, m[2].id, m[3].id]);
+    assert_eq!(ids(&got[1]), [m[0].id, m[1].id]);
+    assert_eq!(ids(&got[2]), [m[3].id, m[4].id]);
+    assert_eq!(ids(&got[3]), [doc.id]);
+    assert_eq!(ids(&got[4]), [x.id]);
+    assert!(got[5].is_empty());
+    let wide = store.windows(&[m[2].id], 5, 0).unwrap();
+    assert_eq!(ids(&wide[0]), [m[0].id, m[1].id, m[2].id]);
+    store.delete(&[m[3].id]).unwrap();
+    let after = store.windows(&[m[2].id], 0, 1).unwrap();
+    assert_eq!(ids(&after[0]), [m[2].id, m[4].id]);
+}
+
 /// Filters on kind, metadata and event time apply to every channel.
 pub fn filters(store: &dyn Store) {
     let s = Scope::user("f");
@@ -307,6 +349,7 @@ pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     round_trip(make().as_ref());
     scope_isolation(make().as_ref());
     names_and_neighbours(make().as_ref());
+    windows(make().as_ref());
     filters(make().as_ref());
     listing_and_delete_scope(make().as_ref());
     update(make().as_ref());

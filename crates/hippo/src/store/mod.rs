@@ -183,6 +183,11 @@ pub trait Store: Send + Sync {
     fn missing_vectors(&self, limit: usize) -> Result<Vec<Memory>>;
     /// The source (whole text) of chunked inputs.
     fn source(&self, id: MemoryId) -> Result<Option<Source>>;
+    /// For each listed memory, its conversation window: up to `before`
+    /// earlier and `after` later messages of the same exact scope around it,
+    /// oldest first, the memory itself included. A memory that is not a
+    /// message is its own window; an unknown id gets an empty one.
+    fn windows(&self, ids: &[MemoryId], before: usize, after: usize) -> Result<Vec<Vec<Memory>>>;
     /// Counts.
     fn stats(&self) -> Result<StoreStats>;
 }

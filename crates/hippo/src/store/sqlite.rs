@@ -147,6 +147,9 @@ fn row_fields(r: &Row<'_>) -> rusqlite::Result<(i64, RowFields)> {
     ))
 }
 
+/// Number of columns in [`MEMORY_COLUMNS`].
+const MEMORY_COLUMN_COUNT: usize = 18;
+
 const MEMORY_COLUMNS: &str = "m.id, m.user_id, m.agent_id, m.session_id, m.kind, m.content, m.role, m.name, \
      m.metadata, m.event_time, m.recorded_at, m.updated_at, m.request_id, m.source_id, m.chunk_index, \
      m.chunk_count, m.content_hash, m.embedding_model";
@@ -1004,6 +1007,57 @@ impl Store for SqliteStore {
             .into_iter()
             .map(candidate)
             .collect())
+    }
+
+    fn windows(&self, ids: &[MemoryId], before: usize, after: usize) -> Result<Vec<Vec<Memory>>> {
+        let conn = self.reader();
+        let mut by_id = conn.prepare_cached(&format!(
+            "SELECT {MEMORY_COLUMNS}, m.rowid, m.prev_rowid FROM memories m WHERE m.id = ?1"
+        ))?;
+        let mut by_rowid = conn.prepare_cached(&format!(
+            "SELECT {MEMORY_COLUMNS}, m.rowid, m.prev_rowid FROM memories m WHERE m.rowid = ?1"
+        ))?;
+        let mut next_of = conn.prepare_cached(&format!(
+            "SELECT {MEMORY_COLUMNS}, m.rowid, m.prev_rowid FROM memories m WHERE m.prev_rowid = ?1 LIMIT 1"
+        ))?;
+        let linked = |r: &Row<'_>| -> rusqlite::Result<(Memory, i64, Option<i64>)> {
+            let n = MEMORY_COLUMN_COUNT;
+            Ok((row_to_memory(r)?, r.get(n)?, r.get(n + 1)?))
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some((m, rowid, prev)) = by_id.query_row([id.to_string()], linked).optional()?
+            else {
+                out.push(Vec::new());
+                continue;
+            };
+            if m.kind != MemoryKind::Message {
+                out.push(vec![m]);
+                continue;
+            }
+            // The prev_rowid chain links the messages of one exact scope.
+            let mut earlier = Vec::new();
+            let mut cursor = prev;
+            while let (Some(p), true) = (cursor, earlier.len() < before) {
+                let Some((pm, _, pp)) = by_rowid.query_row([p], linked).optional()? else {
+                    break;
+                };
+                earlier.push(pm);
+                cursor = pp;
+            }
+            earlier.reverse();
+            earlier.push(m);
+            let mut cursor = rowid;
+            for _ in 0..after {
+                let Some((nm, nr, _)) = next_of.query_row([cursor], linked).optional()? else {
+                    break;
+                };
+                earlier.push(nm);
+                cursor = nr;
+            }
+            out.push(earlier);
+        }
+        Ok(out)
     }
 
     fn missing_vectors(&self, limit: usize) -> Result<Vec<Memory>> {

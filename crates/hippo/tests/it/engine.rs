@@ -178,3 +178,82 @@ fn reopening_restores_the_vector_index_from_sqlite() {
     assert_eq!(hits[0].memory.id, id);
     assert!(hits[0].scores.vector.unwrap() > 0.3);
 }
+
+#[test]
+fn results_carry_their_conversation_context_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = engine(dir.path(), minilm());
+    let s = Scope {
+        user_id: Some("ana".into()),
+        agent_id: None,
+        session_id: Some("s1".into()),
+    };
+    let other = Scope {
+        user_id: Some("ana".into()),
+        agent_id: None,
+        session_id: Some("s2".into()),
+    };
+    let turns = [
+        ("Ana", "I finally booked the trip."),
+        ("Bob", "Where are you going on holiday?"),
+        ("Ana", "Lisbon, with my sister."),
+        ("Bob", "Nice, enjoy the pastries."),
+        (
+            "Ana",
+            "My sister also wants to visit Porto on this holiday.",
+        ),
+        ("Bob", "Porto is lovely in spring."),
+    ];
+    let mut items = Vec::new();
+    for (i, (who, text)) in turns.iter().enumerate() {
+        items.push(AddItem::message(s.clone(), "user", Some(who), *text));
+        // Another conversation of the same user, written in between.
+        items.push(AddItem::message(
+            other.clone(),
+            "user",
+            Some("Cy"),
+            format!("unrelated holiday chatter number {i}"),
+        ));
+    }
+    h.add(items).unwrap();
+
+    // Without context: the bare memory.
+    let mut req = SearchRequest::new(Scope::user("ana"), "Where is Ana going on holiday?");
+    req.context_turns = 0;
+    req.top_k = 1;
+    let bare = h.search(&req).unwrap().hits;
+    assert!(bare[0].window.is_empty());
+    assert_eq!(bare[0].text(), bare[0].memory.content);
+
+    // With one turn of context, the question's reply comes along.
+    req.context_turns = 1;
+    req.scope = s.clone();
+    let hit = &h.search(&req).unwrap().hits[0];
+    let text = hit.text();
+    assert!(
+        text.contains("Bob: Where are you going on holiday?"),
+        "{text}"
+    );
+    assert!(text.contains("Ana: Lisbon, with my sister."), "{text}");
+    assert!(hit.window.iter().any(|m| m.id == hit.memory.id));
+    assert!(hit
+        .window
+        .windows(2)
+        .all(|w| w[0].recorded_at <= w[1].recorded_at));
+
+    // Across results: every message is shown once, context stays in the hit's
+    // conversation, and a hit already shown as context is not repeated.
+    req.scope = Scope::user("ana");
+    req.top_k = 6;
+    let hits = h.search(&req).unwrap().hits;
+    let mut seen = std::collections::HashSet::new();
+    for hit in &hits {
+        for m in &hit.window {
+            assert!(seen.insert(m.id), "{} shown twice", m.content);
+            assert_eq!(m.scope, hit.memory.scope);
+        }
+    }
+    // Out-of-range context is refused.
+    req.context_turns = hippo::MAX_CONTEXT_TURNS + 1;
+    assert_eq!(h.search(&req).unwrap_err().kind(), ErrorKind::InvalidInput);
+}
