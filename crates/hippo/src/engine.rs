@@ -618,7 +618,13 @@ impl Hippo {
         let (qv, embed_ms) = self.query_vector(&req.query)?;
         let t = Instant::now();
         let pool = (req.top_k * 3).max(50);
-        let terms = query_terms(&req.query);
+        // Dates the query mentions ("on 21 May 2023", "last week") become
+        // the same tokens stored memories carry for their dates.
+        let mut terms = query_terms(&req.query);
+        terms.extend(crate::temporal::mention_tokens(
+            &req.query,
+            self.clock.now().date_naive(),
+        ));
         // The channels are independent: run them side by side.
         let ((keyword, keyword_ms), (vector, vector_ms)) = rayon::join(
             || {

@@ -27,6 +27,7 @@ pub mod error;
 pub mod model;
 pub mod retrieve;
 pub mod store;
+pub mod temporal;
 pub mod text;
 
 pub use embed::{Embedder, MiniLmEmbedder, OpenAiEmbedder, OpenAiEmbedderConfig};

@@ -54,6 +54,33 @@ fn push_cjk_bigrams(out: &mut String, run: &str, with_unigrams: bool) {
     out.push(' ');
 }
 
+/// Version of what [`keyword_body`] produces; a store re-indexes documents
+/// written under an older version when it opens.
+pub const KEYWORD_FORMAT: u32 = 2;
+
+/// The keyword document body of a memory: its text (see [`keyword_text`])
+/// plus date tokens (see `temporal`) for the day it happened and for every
+/// time expression in it, resolved against that day. So "last Sunday" in a
+/// message of 2023-05-25 is found by a query about 21 May 2023.
+pub fn keyword_body(content: &str, when: chrono::DateTime<chrono::Utc>) -> String {
+    let day = when.date_naive();
+    let mut out = keyword_text(content);
+    let own = crate::temporal::Span {
+        start: day,
+        end: day,
+    };
+    for t in own
+        .tokens()
+        .into_iter()
+        .filter(|t| !t.starts_with('y'))
+        .chain(crate::temporal::mention_tokens(content, day))
+    {
+        out.push(' ');
+        out.push_str(&t);
+    }
+    out
+}
+
 /// The text a store indexes for keyword search: `text` with CJK runs expanded
 /// into unigrams and bigrams; everything else unchanged.
 pub fn keyword_text(text: &str) -> String {

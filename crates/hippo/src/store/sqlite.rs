@@ -36,7 +36,7 @@ use super::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Actor, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope};
-use crate::text::keyword_text;
+use crate::text::{keyword_body, keyword_text, KEYWORD_FORMAT};
 
 /// Options for opening a [`SqliteStore`].
 #[derive(Debug, Clone)]
@@ -355,6 +355,7 @@ impl SqliteStore {
         writer.pragma_update(None, "foreign_keys", true)?;
         schema::migrate(&mut writer)?;
         fts::install_tokenizer(&writer)?;
+        Self::upgrade_keyword_format(&mut writer)?;
         let mut readers = Vec::new();
         let mut tokenizers = Vec::new();
         for _ in 0..options.readers.max(1) {
@@ -417,6 +418,52 @@ impl SqliteStore {
             index.upsert(f.slot(rowid), &blob_vector(&blob));
         }
         Ok(index)
+    }
+
+    /// Rewrites keyword bodies written under an older [`KEYWORD_FORMAT`]
+    /// (one transaction; the mirror is loaded afterwards).
+    fn upgrade_keyword_format(conn: &mut Connection) -> Result<()> {
+        let stored: u32 = conn
+            .query_row(
+                "SELECT value FROM store_meta WHERE key = 'keyword_format'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        if stored >= KEYWORD_FORMAT {
+            return Ok(());
+        }
+        let tx = conn.transaction()?;
+        let mut n = 0usize;
+        {
+            let mut rows =
+                tx.prepare("SELECT rowid, content, event_time, recorded_at FROM memories")?;
+            let mut update = tx.prepare("UPDATE memory_fts SET body = ?1 WHERE rowid = ?2")?;
+            let mut it = rows.query([])?;
+            while let Some(r) = it.next()? {
+                let when = from_ms(r.get::<_, Option<i64>>(2)?.unwrap_or(r.get(3)?))?;
+                update.execute(params![
+                    keyword_body(&r.get::<_, String>(1)?, when),
+                    r.get::<_, i64>(0)?
+                ])?;
+                n += 1;
+            }
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO store_meta (key, value) VALUES ('keyword_format', ?1)",
+            [KEYWORD_FORMAT.to_string()],
+        )?;
+        tx.commit()?;
+        if n > 0 {
+            tracing::info!(
+                documents = n,
+                format = KEYWORD_FORMAT,
+                "re-indexed keyword documents"
+            );
+        }
+        Ok(())
     }
 
     fn load_keywords(conn: &Connection) -> Result<KeywordIndex> {
@@ -617,7 +664,7 @@ impl SqliteStore {
             )?
             .execute(params![
                 rowid,
-                keyword_text(&m.content),
+                keyword_body(&m.content, m.event_time.unwrap_or(m.recorded_at)),
                 m.actor.name.as_deref().map(keyword_text)
             ])?;
             if let Some(v) = &nm.vector {
@@ -875,7 +922,7 @@ impl Store for SqliteStore {
         ])?;
         tx.prepare_cached("UPDATE memory_fts SET body = ?1, speaker = ?2 WHERE rowid = ?3")?
             .execute(params![
-                keyword_text(&m.content),
+                keyword_body(&m.content, m.event_time.unwrap_or(m.recorded_at)),
                 m.actor.name.as_deref().map(keyword_text),
                 rowid
             ])?;

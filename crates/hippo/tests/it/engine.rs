@@ -257,3 +257,39 @@ fn results_carry_their_conversation_context_once() {
     req.context_turns = hippo::MAX_CONTEXT_TURNS + 1;
     assert_eq!(h.search(&req).unwrap_err().kind(), ErrorKind::InvalidInput);
 }
+
+#[test]
+fn relative_dates_are_resolved_and_searchable_by_date() {
+    use chrono::TimeZone;
+    let dir = tempfile::tempdir().unwrap();
+    let h = engine(dir.path(), minilm());
+    let s = Scope::user("mel");
+    let at = |d: u32| chrono::Utc.with_ymd_and_hms(2023, 5, d, 14, 0, 0).unwrap();
+    let said = |d: u32, text: &str| {
+        let mut item = AddItem::message(s.clone(), "user", Some("Melanie"), text);
+        item.event_time = Some(at(d));
+        item
+    };
+    h.add(vec![
+        said(
+            25,
+            "I ran a charity race last Sunday, it was for a good cause.",
+        ),
+        said(25, "We also painted the fence in the garden."),
+        said(12, "I went to a pottery class."),
+        said(29, "Yesterday I baked bread with the kids."),
+    ])
+    .unwrap();
+    let top = |q: &str| {
+        let mut req = SearchRequest::new(s.clone(), q);
+        req.context_turns = 0;
+        h.search(&req).unwrap().hits[0].memory.content.clone()
+    };
+    // "last Sunday" said on Thursday 2023-05-25 is 2023-05-21.
+    assert!(top("What did Melanie do on 21 May 2023?").contains("charity race"));
+    assert!(top("What happened on May 21st, 2023?").contains("charity race"));
+    // "Yesterday" said on 2023-05-29 is 2023-05-28.
+    assert!(top("What did Melanie do on 2023-05-28?").contains("baked bread"));
+    // The day a memory happened is searchable too.
+    assert!(top("What did Melanie do on 12 May 2023?").contains("pottery"));
+}

@@ -50,6 +50,17 @@ fn schema_v2_file_opens_and_answers() {
     assert_eq!(bees[0].actor.name.as_deref(), Some("Ana"));
     let cats = store.get_many(&[keyword("猫カフェ")[0].id]).unwrap();
     assert_eq!(cats[0].scope.session_id.as_deref(), Some("s1"));
+    // Keyword documents of the older format were re-indexed at open: they
+    // now carry the date tokens of the day they were recorded.
+    let dated = store
+        .keyword_candidates(&KeywordQuery {
+            scope: &scope,
+            filter: &Filter::default(),
+            terms: &["d20261121".to_string()],
+            limit: 20,
+        })
+        .unwrap();
+    assert_eq!(dated.len(), 8);
     // Chunks still reach their whole text.
     let chunk = store.get_many(&[keyword("token399")[0].id]).unwrap();
     let source = store

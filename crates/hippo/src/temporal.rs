@@ -1,0 +1,428 @@
+//! Time expressions in English text ("yesterday", "last Sunday", "two weeks
+//! ago", "next month", "last summer", "21 May 2023", "in May 2023"),
+//! resolved against an anchor date into calendar spans, and the index
+//! tokens that make them searchable: `dYYYYMMDD` for days of short spans,
+//! `mYYYYMM` for months, `yYYYY` for years. A message dated 2023-05-25 that
+//! says "last Sunday" gets `d20230521`, which a query about "21 May 2023"
+//! also produces.
+//!
+//! Conventions (documented, not guessed per text): weeks run Monday to
+//! Sunday; "last <weekday>" is the most recent such day strictly before the
+//! anchor, "next <weekday>" the first strictly after; seasons are those of
+//! the northern hemisphere (summer = June to August).
+
+use std::sync::OnceLock;
+
+use chrono::{Datelike, Days, Months, NaiveDate, Weekday};
+use regex::Regex;
+
+/// A resolved mention: an inclusive span of days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// First day.
+    pub start: NaiveDate,
+    /// Last day (inclusive).
+    pub end: NaiveDate,
+}
+
+impl Span {
+    fn day(d: NaiveDate) -> Self {
+        Span { start: d, end: d }
+    }
+
+    fn month(year: i32, month: u32) -> Option<Self> {
+        let start = NaiveDate::from_ymd_opt(year, month, 1)?;
+        let end = start.checked_add_months(Months::new(1))?.pred_opt()?;
+        Some(Span { start, end })
+    }
+
+    fn months(year: i32, first: u32, count: u32) -> Option<Self> {
+        let start = NaiveDate::from_ymd_opt(year, first, 1)?;
+        let end = start.checked_add_months(Months::new(count))?.pred_opt()?;
+        Some(Span { start, end })
+    }
+
+    fn year(year: i32) -> Option<Self> {
+        Some(Span {
+            start: NaiveDate::from_ymd_opt(year, 1, 1)?,
+            end: NaiveDate::from_ymd_opt(year, 12, 31)?,
+        })
+    }
+
+    /// Index tokens: each day of spans up to a week, each month of spans up
+    /// to a season, each year of spans up to two years.
+    pub fn tokens(&self) -> Vec<String> {
+        let days = (self.end - self.start).num_days() + 1;
+        let mut out = Vec::new();
+        if days <= 7 {
+            for i in 0..days as u64 {
+                if let Some(d) = self.start.checked_add_days(Days::new(i)) {
+                    out.push(format!("d{}", d.format("%Y%m%d")));
+                }
+            }
+        }
+        if days <= 92 {
+            let mut m = self.start.with_day(1).unwrap_or(self.start);
+            while m <= self.end {
+                out.push(format!("m{}", m.format("%Y%m")));
+                match m.checked_add_months(Months::new(1)) {
+                    Some(n) => m = n,
+                    None => break,
+                }
+            }
+        }
+        if days <= 731 {
+            for y in self.start.year()..=self.end.year() {
+                out.push(format!("y{y}"));
+            }
+        }
+        out.dedup();
+        out
+    }
+}
+
+const MONTHS: &str = "january|february|march|april|may|june|july|august|september|october|november|december|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec";
+const WEEKDAYS: &str = "monday|tuesday|wednesday|thursday|friday|saturday|sunday";
+const NUMBERS: &str =
+    r"\d{1,3}|an?|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|a couple of";
+
+fn month_number(s: &str) -> Option<u32> {
+    let i = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ]
+    .iter()
+    .position(|m| s.starts_with(m))?;
+    Some(i as u32 + 1)
+}
+
+fn weekday(s: &str) -> Option<Weekday> {
+    s.parse().ok()
+}
+
+fn number(s: &str) -> Option<u32> {
+    Some(match s {
+        "a" | "an" | "one" => 1,
+        "two" | "a couple of" => 2,
+        "three" => 3,
+        "four" => 4,
+        "five" => 5,
+        "six" => 6,
+        "seven" => 7,
+        "eight" => 8,
+        "nine" => 9,
+        "ten" => 10,
+        "eleven" => 11,
+        "twelve" => 12,
+        digits => digits.parse().ok()?,
+    })
+}
+
+fn patterns() -> &'static [(Regex, Rule)] {
+    static P: OnceLock<Vec<(Regex, Rule)>> = OnceLock::new();
+    P.get_or_init(|| {
+        let r = |p: &str| Regex::new(&format!(r"(?i)\b(?:{p})\b")).expect("valid pattern");
+        vec![
+            (r(r"(\d{4})-(\d{2})-(\d{2})"), Rule::Iso),
+            (
+                r(&format!(r"(\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?({MONTHS})\.?(?:,?\s+(\d{{4}}))?")),
+                Rule::DayMonth,
+            ),
+            (
+                r(&format!(r"({MONTHS})\.?\s+(\d{{1,2}})(?:st|nd|rd|th)?(?:,?\s+(\d{{4}}))?")),
+                Rule::MonthDay,
+            ),
+            (r(&format!(r"(?:in\s+)?({MONTHS})\s+(\d{{4}})")), Rule::MonthYear),
+            (r(r"the day before yesterday"), Rule::Offset(-2)),
+            (r(r"the day after tomorrow"), Rule::Offset(2)),
+            (r(r"yesterday|last night"), Rule::Offset(-1)),
+            (r(r"tomorrow"), Rule::Offset(1)),
+            (r(r"today|tonight|this (?:morning|afternoon|evening)"), Rule::Offset(0)),
+            (r(&format!(r"({NUMBERS})\s+(day|week|month|year)s?\s+ago")), Rule::Ago),
+            (r(&format!(r"in\s+({NUMBERS})\s+(day|week|month|year)s?")), Rule::In),
+            (r(r"(last|this|next|past)\s+(week|weekend|month|year)"), Rule::Relative),
+            (r(&format!(r"(last|this|next|past)\s+({WEEKDAYS})")), Rule::RelativeWeekday),
+            // Not "this <month>": "this may be" is far more common than "this May".
+            (
+                r(&format!(r"(last|next)\s+({MONTHS}|summer|winter|spring|autumn|fall)|(this)\s+(summer|winter|spring|autumn|fall)")),
+                Rule::RelativeSeason,
+            ),
+            (r(r"in\s+((?:19|20)\d{2})"), Rule::Year),
+        ]
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    Iso,
+    DayMonth,
+    MonthDay,
+    MonthYear,
+    Offset(i64),
+    Ago,
+    In,
+    Relative,
+    RelativeWeekday,
+    RelativeSeason,
+    Year,
+}
+
+fn shift(anchor: NaiveDate, n: i64) -> Option<NaiveDate> {
+    if n >= 0 {
+        anchor.checked_add_days(Days::new(n as u64))
+    } else {
+        anchor.checked_sub_days(Days::new(n.unsigned_abs()))
+    }
+}
+
+fn week_of(d: NaiveDate) -> Option<Span> {
+    let start = shift(d, -i64::from(d.weekday().num_days_from_monday()))?;
+    Some(Span {
+        start,
+        end: shift(start, 6)?,
+    })
+}
+
+fn units(anchor: NaiveDate, n: i64, unit: &str) -> Option<Span> {
+    match unit {
+        "day" => Some(Span::day(shift(anchor, n)?)),
+        "week" => week_of(shift(anchor, 7 * n)?),
+        "month" => {
+            let d = if n >= 0 {
+                anchor.checked_add_months(Months::new(n as u32))?
+            } else {
+                anchor.checked_sub_months(Months::new(n.unsigned_abs() as u32))?
+            };
+            Span::month(d.year(), d.month())
+        }
+        "year" => Span::year(anchor.year() + n as i32),
+        _ => None,
+    }
+}
+
+fn resolve(rule: Rule, c: &regex::Captures<'_>, anchor: NaiveDate) -> Option<Span> {
+    let g = |i: usize| c.get(i).map(|m| m.as_str().to_lowercase());
+    let year_or_anchor = |i: usize| g(i).and_then(|y| y.parse().ok()).unwrap_or(anchor.year());
+    match rule {
+        Rule::Iso => Some(Span::day(NaiveDate::from_ymd_opt(
+            g(1)?.parse().ok()?,
+            g(2)?.parse().ok()?,
+            g(3)?.parse().ok()?,
+        )?)),
+        Rule::DayMonth => Some(Span::day(NaiveDate::from_ymd_opt(
+            year_or_anchor(3),
+            month_number(&g(2)?)?,
+            g(1)?.parse().ok()?,
+        )?)),
+        Rule::MonthDay => Some(Span::day(NaiveDate::from_ymd_opt(
+            year_or_anchor(3),
+            month_number(&g(1)?)?,
+            g(2)?.parse().ok()?,
+        )?)),
+        Rule::MonthYear => Span::month(g(2)?.parse().ok()?, month_number(&g(1)?)?),
+        Rule::Offset(n) => Some(Span::day(shift(anchor, n)?)),
+        Rule::Ago => units(anchor, -i64::from(number(&g(1)?)?), &g(2)?),
+        Rule::In => units(anchor, i64::from(number(&g(1)?)?), &g(2)?),
+        Rule::Relative => {
+            let n = match g(1)?.as_str() {
+                "last" | "past" => -1,
+                "next" => 1,
+                _ => 0,
+            };
+            match g(2)?.as_str() {
+                "weekend" => {
+                    let week = week_of(shift(anchor, 7 * n)?)?;
+                    Some(Span {
+                        start: shift(week.start, 5)?,
+                        end: week.end,
+                    })
+                }
+                unit => units(anchor, n, unit),
+            }
+        }
+        Rule::RelativeWeekday => {
+            let want = weekday(&g(2)?)?;
+            let from_monday = i64::from(want.num_days_from_monday());
+            let today = i64::from(anchor.weekday().num_days_from_monday());
+            let day = match g(1)?.as_str() {
+                "last" | "past" => {
+                    let back = (today - from_monday).rem_euclid(7);
+                    shift(anchor, -(if back == 0 { 7 } else { back }))?
+                }
+                "next" => {
+                    let ahead = (from_monday - today).rem_euclid(7);
+                    shift(anchor, if ahead == 0 { 7 } else { ahead })?
+                }
+                _ => shift(anchor, from_monday - today)?,
+            };
+            Some(Span::day(day))
+        }
+        Rule::RelativeSeason => {
+            let which = g(1).or_else(|| g(3))?;
+            let name = g(2).or_else(|| g(4))?;
+            let (first, count) = match name.as_str() {
+                "spring" => (3, 3),
+                "summer" => (6, 3),
+                "autumn" | "fall" => (9, 3),
+                "winter" => (12, 3),
+                m => (month_number(m)?, 1),
+            };
+            // The occurrence that starts most recently before (last), after
+            // (next) or in the anchor's year (this).
+            let mut year = anchor.year();
+            let starts = |y: i32| NaiveDate::from_ymd_opt(y, first, 1);
+            match which.as_str() {
+                "last" => {
+                    while Span::months(year, first, count)?.end >= anchor {
+                        year -= 1;
+                    }
+                }
+                "next" => {
+                    while starts(year)? <= anchor {
+                        year += 1;
+                    }
+                }
+                _ => {}
+            }
+            Span::months(year, first, count)
+        }
+        Rule::Year => Span::year(g(1)?.parse().ok()?),
+    }
+}
+
+/// Every time expression in `text`, resolved against `anchor` (the day the
+/// text was written, or today for a query). Overlapping matches keep the
+/// earliest-listed rule.
+pub fn mentions(text: &str, anchor: NaiveDate) -> Vec<Span> {
+    let mut taken: Vec<(usize, usize)> = Vec::new();
+    let mut out = Vec::new();
+    for (re, rule) in patterns() {
+        for c in re.captures_iter(text) {
+            let m = c.get(0).expect("group 0 always matches");
+            if taken.iter().any(|&(s, e)| m.start() < e && s < m.end()) {
+                continue;
+            }
+            if let Some(span) = resolve(*rule, &c, anchor) {
+                taken.push((m.start(), m.end()));
+                out.push(span);
+            }
+        }
+    }
+    out
+}
+
+/// The index tokens of every time expression in `text`.
+pub fn mention_tokens(text: &str, anchor: NaiveDate) -> Vec<String> {
+    let mut out: Vec<String> = mentions(text, anchor)
+        .iter()
+        .flat_map(Span::tokens)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text, any anchor: no panic, and spans are well formed.
+        #[test]
+        fn never_panics_and_spans_are_ordered(
+            text in "(?i)([a-z0-9 ,.-]|last |next |ago |in |may |sunday |2023 |-05-)*",
+            year in 1i32..9999,
+            ordinal in 1u32..366,
+        ) {
+            let anchor = NaiveDate::from_yo_opt(year, ordinal).unwrap();
+            for span in mentions(&text, anchor) {
+                prop_assert!(span.start <= span.end);
+                let _ = span.tokens();
+            }
+        }
+    }
+
+    fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, day).unwrap()
+    }
+
+    fn one(text: &str, anchor: NaiveDate) -> Span {
+        let m = mentions(text, anchor);
+        assert_eq!(m.len(), 1, "{text}: {m:?}");
+        m[0]
+    }
+
+    #[test]
+    fn relative_days_and_weekdays() {
+        let thu = d(2023, 5, 25); // a Thursday
+        assert_eq!(
+            one("I ran a charity race last Sunday!", thu),
+            Span::day(d(2023, 5, 21))
+        );
+        assert_eq!(one("yesterday was rough", thu), Span::day(d(2023, 5, 24)));
+        assert_eq!(
+            one("the day before yesterday", thu),
+            Span::day(d(2023, 5, 23))
+        );
+        assert_eq!(one("see you tomorrow", thu), Span::day(d(2023, 5, 26)));
+        assert_eq!(one("last Thursday", thu), Span::day(d(2023, 5, 18)));
+        assert_eq!(one("next Monday", thu), Span::day(d(2023, 5, 29)));
+        assert_eq!(one("two weeks ago", thu).start, d(2023, 5, 8));
+        assert_eq!(one("3 days ago", thu), Span::day(d(2023, 5, 22)));
+        assert_eq!(one("in a couple of days", thu), Span::day(d(2023, 5, 27)));
+    }
+
+    #[test]
+    fn weeks_months_years_and_seasons() {
+        let thu = d(2023, 5, 25);
+        assert_eq!(
+            one("last week", thu),
+            Span {
+                start: d(2023, 5, 15),
+                end: d(2023, 5, 21)
+            }
+        );
+        assert_eq!(
+            one("this weekend", thu),
+            Span {
+                start: d(2023, 5, 27),
+                end: d(2023, 5, 28)
+            }
+        );
+        assert_eq!(one("next month", thu), Span::month(2023, 6).unwrap());
+        assert_eq!(one("a year ago", thu), Span::year(2022).unwrap());
+        assert_eq!(one("last summer", thu), Span::months(2022, 6, 3).unwrap());
+        assert_eq!(one("next summer", thu), Span::months(2023, 6, 3).unwrap());
+        assert_eq!(one("last March", thu), Span::month(2023, 3).unwrap());
+        assert_eq!(one("back in 2019", thu), Span::year(2019).unwrap());
+    }
+
+    #[test]
+    fn absolute_dates() {
+        let any = d(2024, 1, 1);
+        assert_eq!(one("on 21 May 2023", any), Span::day(d(2023, 5, 21)));
+        assert_eq!(one("May 21st, 2023", any), Span::day(d(2023, 5, 21)));
+        assert_eq!(one("2023-05-21", any), Span::day(d(2023, 5, 21)));
+        assert_eq!(one("in May 2023", any), Span::month(2023, 5).unwrap());
+        assert_eq!(one("the 4th of July", any), Span::day(d(2024, 7, 4)));
+        assert!(mentions("I may go, mostly on sundays", any).is_empty());
+        assert!(mentions("this may be true", any).is_empty());
+        assert_eq!(
+            one("this summer", d(2023, 5, 25)),
+            Span::months(2023, 6, 3).unwrap()
+        );
+        assert!(mentions("nothing temporal here", any).is_empty());
+    }
+
+    #[test]
+    fn tokens_match_between_a_resolved_mention_and_a_query_date() {
+        let said = mention_tokens("I ran a charity race last Sunday", d(2023, 5, 25));
+        let asked = mention_tokens("What happened on 21 May 2023?", d(2026, 1, 1));
+        assert!(said.contains(&"d20230521".to_string()), "{said:?}");
+        assert!(asked.contains(&"d20230521".to_string()), "{asked:?}");
+        assert!(mention_tokens("in May 2023", d(2026, 1, 1)).contains(&"m202305".to_string()));
+        // Long spans get coarse tokens only.
+        let year = Span::year(2022).unwrap().tokens();
+        assert_eq!(year, ["y2022"]);
+    }
+}
