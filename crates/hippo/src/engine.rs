@@ -699,13 +699,7 @@ impl Hippo {
                 .map(|f| f.id)
                 .filter(|id| !shown.contains(id))
                 .collect();
-            let mut rows: HashMap<MemoryId, Memory> = self
-                .store
-                .get_many(&ids)?
-                .into_iter()
-                .filter(|m| req.scope.matches(&m.scope))
-                .map(|m| (m.id, m))
-                .collect();
+            // A window holds its hit, so with context one read serves both.
             let mut windows: HashMap<MemoryId, Vec<Memory>> = if req.context_turns > 0 {
                 let n = req.context_turns;
                 ids.iter()
@@ -715,6 +709,19 @@ impl Hippo {
             } else {
                 HashMap::new()
             };
+            let found: Vec<Memory> = if req.context_turns > 0 {
+                windows
+                    .iter()
+                    .filter_map(|(id, w)| w.iter().find(|m| m.id == *id).cloned())
+                    .collect()
+            } else {
+                self.store.get_many(&ids)?
+            };
+            let mut rows: HashMap<MemoryId, Memory> = found
+                .into_iter()
+                .filter(|m| req.scope.matches(&m.scope))
+                .map(|m| (m.id, m))
+                .collect();
             for f in part {
                 if shown.contains(&f.id) {
                     continue;

@@ -23,7 +23,9 @@ thread_local! {
     /// Per-thread score accumulators for term-at-a-time search, kept all
     /// zeros between searches (reused: a fresh zeroed buffer per query costs
     /// page faults at 100k documents).
-    static ACCUMULATORS: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// f32 (not f64): half the cache footprint of this randomly accessed
+    /// array; pruning keeps a margin for the rounding.
+    static ACCUMULATORS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// BM25 `k1`, as in FTS5.
@@ -35,6 +37,9 @@ const B: f64 = 0.75;
 /// costs about this many posting visits; the planner uses it to choose
 /// between scoring the scope's documents and walking posting lists.
 const DOC_COST_IN_POSTINGS: usize = 8;
+
+/// Relative slack when comparing bounds with f32 partial scores.
+const PRUNE_MARGIN: f64 = 1e-5;
 
 /// Weights of the keyword document's columns: body, speaker, context.
 pub const COLUMN_WEIGHTS: [f64; 3] = [1.0, 0.5, 0.25];
@@ -173,6 +178,14 @@ impl KeywordIndex {
         self.total_len += u64::from(len);
     }
 
+    /// The rowid and kind of a live memory (every memory has a keyword document).
+    pub fn rowid_and_kind(
+        &self,
+        id: &crate::model::MemoryId,
+    ) -> Option<(i64, crate::model::MemoryKind)> {
+        self.slots.rowid_and_kind(id)
+    }
+
     /// Starts a bulk load (at open): documents first, then FTS5's term
     /// instances in FTS5's order, without building per-document maps.
     pub fn bulk() -> BulkLoad {
@@ -297,9 +310,10 @@ impl KeywordIndex {
             for (i, q) in query.iter().enumerate() {
                 if i > 0 && touched.len() >= limit {
                     // Partial scores only grow, so the k-th best so far bounds the final k-th.
-                    let mut partial: Vec<f64> = touched.iter().map(|&s| acc[s as usize]).collect();
+                    let mut partial: Vec<f32> = touched.iter().map(|&s| acc[s as usize]).collect();
                     let kth = partial.len() - limit;
-                    threshold = *partial.select_nth_unstable_by(kth, |a, b| a.total_cmp(b)).1;
+                    let kth = *partial.select_nth_unstable_by(kth, |a, b| a.total_cmp(b)).1;
+                    threshold = f64::from(kth) * (1.0 - PRUNE_MARGIN);
                     if remaining < threshold {
                         // No untouched document can reach the top-k any more.
                         done = i;
@@ -315,13 +329,13 @@ impl KeywordIndex {
                         touched.push(slot);
                     }
                     let len = f64::from(self.lens[slot as usize]);
-                    *a += bm25(q.idf, f64::from(tfw), len, avgdl);
+                    *a += bm25(q.idf, f64::from(tfw), len, avgdl) as f32;
                 }
                 remaining -= q.upper;
             }
             let rest = &query[done..];
             for &slot in &touched {
-                let mut s = acc[slot as usize];
+                let mut s = f64::from(acc[slot as usize]);
                 if !rest.is_empty() {
                     if s + remaining < threshold {
                         continue; // cannot reach the top-k

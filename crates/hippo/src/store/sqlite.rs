@@ -147,9 +147,6 @@ fn row_fields(r: &Row<'_>) -> rusqlite::Result<(i64, RowFields)> {
     ))
 }
 
-/// Number of columns in [`MEMORY_COLUMNS`].
-const MEMORY_COLUMN_COUNT: usize = 18;
-
 const MEMORY_COLUMNS: &str = "m.id, m.user_id, m.agent_id, m.session_id, m.kind, m.content, m.role, m.name, \
      m.metadata, m.event_time, m.recorded_at, m.updated_at, m.request_id, m.source_id, m.chunk_index, \
      m.chunk_count, m.content_hash, m.embedding_model";
@@ -1057,54 +1054,67 @@ impl Store for SqliteStore {
     }
 
     fn windows(&self, ids: &[MemoryId], before: usize, after: usize) -> Result<Vec<Vec<Memory>>> {
-        let conn = self.reader();
-        let mut by_id = conn.prepare_cached(&format!(
-            "SELECT {MEMORY_COLUMNS}, m.rowid, m.prev_rowid FROM memories m WHERE m.id = ?1"
-        ))?;
-        let mut by_rowid = conn.prepare_cached(&format!(
-            "SELECT {MEMORY_COLUMNS}, m.rowid, m.prev_rowid FROM memories m WHERE m.rowid = ?1"
-        ))?;
-        let mut next_of = conn.prepare_cached(&format!(
-            "SELECT {MEMORY_COLUMNS}, m.rowid, m.prev_rowid FROM memories m WHERE m.prev_rowid = ?1 LIMIT 1"
-        ))?;
-        let linked = |r: &Row<'_>| -> rusqlite::Result<(Memory, i64, Option<i64>)> {
-            let n = MEMORY_COLUMN_COUNT;
-            Ok((row_to_memory(r)?, r.get(n)?, r.get(n + 1)?))
+        // Rowids come from the in-memory slot table; the chain is walked on
+        // rowids, then each distinct row is read once.
+        let heads: Vec<Option<(i64, MemoryKind)>> = {
+            let index = self.keywords.read().unwrap_or_else(|e| e.into_inner());
+            ids.iter().map(|id| index.rowid_and_kind(id)).collect()
         };
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let Some((m, rowid, prev)) = by_id.query_row([id.to_string()], linked).optional()?
-            else {
-                out.push(Vec::new());
+        let conn = self.reader();
+        let mut links = conn.prepare_cached(
+            "SELECT (SELECT prev_rowid FROM memories WHERE rowid = ?1),
+                    (SELECT rowid FROM memories WHERE prev_rowid = ?1 LIMIT 1)",
+        )?;
+        let mut link = |rowid: i64| -> Result<(Option<i64>, Option<i64>)> {
+            Ok(links.query_row([rowid], |r| Ok((r.get(0)?, r.get(1)?)))?)
+        };
+        let mut plans: Vec<Vec<i64>> = Vec::with_capacity(ids.len());
+        for head in heads {
+            let Some((rowid, kind)) = head else {
+                plans.push(Vec::new());
                 continue;
             };
-            if m.kind != MemoryKind::Message {
-                out.push(vec![m]);
+            if kind != MemoryKind::Message || (before == 0 && after == 0) {
+                plans.push(vec![rowid]);
                 continue;
             }
             // The prev_rowid chain links the messages of one exact scope.
+            let (mut prev, mut next) = link(rowid)?;
             let mut earlier = Vec::new();
-            let mut cursor = prev;
-            while let (Some(p), true) = (cursor, earlier.len() < before) {
-                let Some((pm, _, pp)) = by_rowid.query_row([p], linked).optional()? else {
-                    break;
+            while let (Some(p), true) = (prev, earlier.len() < before) {
+                earlier.push(p);
+                prev = if earlier.len() < before {
+                    link(p)?.0
+                } else {
+                    None
                 };
-                earlier.push(pm);
-                cursor = pp;
             }
             earlier.reverse();
-            earlier.push(m);
-            let mut cursor = rowid;
-            for _ in 0..after {
-                let Some((nm, nr, _)) = next_of.query_row([cursor], linked).optional()? else {
-                    break;
-                };
-                earlier.push(nm);
-                cursor = nr;
+            let mut plan = earlier;
+            plan.push(rowid);
+            let mut later = 0;
+            while let (Some(n), true) = (next, later < after) {
+                plan.push(n);
+                later += 1;
+                next = if later < after { link(n)?.1 } else { None };
             }
-            out.push(earlier);
+            plans.push(plan);
         }
-        Ok(out)
+        let mut rows: std::collections::HashMap<i64, Memory> = std::collections::HashMap::new();
+        let mut by_rowid = conn.prepare_cached(&format!(
+            "SELECT {MEMORY_COLUMNS} FROM memories m WHERE m.rowid = ?1"
+        ))?;
+        for &r in plans.iter().flatten() {
+            if let std::collections::hash_map::Entry::Vacant(e) = rows.entry(r) {
+                if let Some(m) = by_rowid.query_row([r], row_to_memory).optional()? {
+                    e.insert(m);
+                }
+            }
+        }
+        Ok(plans
+            .into_iter()
+            .map(|plan| plan.iter().filter_map(|r| rows.get(r).cloned()).collect())
+            .collect())
     }
 
     fn missing_vectors(&self, limit: usize) -> Result<Vec<Memory>> {
