@@ -31,6 +31,14 @@ pub struct BenchArgs {
     /// Messages of context around each hit (they count as found, and as cost).
     #[arg(long, default_value_t = hippo::DEFAULT_CONTEXT_TURNS)]
     context_turns: usize,
+    /// Long-history variant: this many generated chat turns (other
+    /// conversations, dated within the target's time range) join each
+    /// conversation's scope before its questions are asked.
+    #[arg(long, default_value_t = 0)]
+    distractors: usize,
+    /// Only these conversations (comma-separated indices).
+    #[arg(long, value_delimiter = ',')]
+    convs: Option<Vec<usize>>,
 }
 
 const CATEGORIES: [(u64, &str); 4] = [
@@ -66,7 +74,10 @@ pub fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
     let mut rows: Vec<(u64, BTreeMap<String, f64>)> = Vec::new();
     let (mut lat, mut embed_free) = (Vec::new(), Vec::new());
     let (mut turns_loaded, mut load_s) = (0usize, 0.0f64);
-    for s in samples {
+    for (index, s) in samples.iter().enumerate() {
+        if args.convs.as_ref().is_some_and(|c| !c.contains(&index)) {
+            continue;
+        }
         let uid = s
             .get("sample_id")
             .and_then(Value::as_str)
@@ -80,6 +91,9 @@ pub fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
             hippo.add(chunk.to_vec())?;
         }
         load_s += t0.elapsed().as_secs_f64();
+        if args.distractors > 0 {
+            add_distractors(&hippo, uid, &turns, args.distractors, index as u64)?;
+        }
         turns_loaded += items.len();
         for q in s.get("qa").and_then(Value::as_array).into_iter().flatten() {
             let cat = q.get("category").and_then(Value::as_u64).unwrap_or(0);
@@ -172,6 +186,8 @@ pub fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
     embed_free.sort_by(f64::total_cmp);
     let out = json!({
         "questions": rows.len(),
+        "distractors_per_conversation": args.distractors,
+        "context_turns": args.context_turns,
         "turns_loaded": turns_loaded,
         "ingest_turns_per_s": if load_s > 0.0 { (turns_loaded as f64 / load_s * 10.0).round() / 10.0 } else { 0.0 },
         "search_ms_p50": pct(&lat, 0.5),
@@ -186,6 +202,58 @@ pub fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
     if args.bench_db.is_none() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
+    Ok(())
+}
+
+/// Adds `n` generated chat turns to `uid`'s scope, in their own sessions,
+/// dated evenly across the target conversation's time range.
+fn add_distractors(
+    hippo: &hippo::Hippo,
+    uid: &str,
+    turns: &[crate::io::Turn],
+    n: usize,
+    seed: u64,
+) -> Result<()> {
+    use hippo::{AddItem, Content, Message};
+    let times: Vec<_> = turns.iter().filter_map(|t| t.when).collect();
+    let (first, last) = match (times.iter().min(), times.iter().max()) {
+        (Some(a), Some(b)) => (*a, *b),
+        _ => (chrono::Utc::now(), chrono::Utc::now()),
+    };
+    let mut generator = crate::synth::ChatGenerator::new(0xd157 ^ seed, 30_000);
+    let mut items = Vec::with_capacity(n);
+    let mut conversation = 0usize;
+    while items.len() < n {
+        let k = (n - items.len()).min(20);
+        let when = first + (last - first) * (conversation as i32 % 97) / 97;
+        for t in generator.conversation(k) {
+            items.push(AddItem {
+                scope: hippo::Scope {
+                    user_id: Some(uid.to_owned()),
+                    agent_id: None,
+                    session_id: Some(format!("distractor-{conversation}")),
+                },
+                content: Content::Messages(vec![Message {
+                    role: "user".into(),
+                    name: Some(t.speaker),
+                    content: t.text,
+                }]),
+                metadata: Default::default(),
+                event_time: Some(when),
+                kind: None,
+                infer: false,
+                id: None,
+                recorded_at: None,
+            });
+        }
+        conversation += 1;
+    }
+    let bar = indicatif::ProgressBar::new(n as u64);
+    for chunk in items.chunks(256) {
+        hippo.add(chunk.to_vec())?;
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
     Ok(())
 }
 

@@ -125,6 +125,17 @@ fn import_locomo_format_and_bench() {
     let report: serde_json::Value = serde_json::from_str(&bench).unwrap();
     assert_eq!(report["questions"], 2);
     assert_eq!(report["overall"]["frac@3"], 1.0);
+    // Long-history variant: generated distractors share the scope.
+    let bench = ok(hippo(&db)
+        .args(["bench", "--data"])
+        .arg(&file)
+        .args(["--k", "3", "--distractors", "60", "--convs", "0"])
+        .output()
+        .unwrap());
+    let report: serde_json::Value = serde_json::from_str(&bench).unwrap();
+    assert_eq!(report["distractors_per_conversation"], 60);
+    assert_eq!(report["questions"], 2);
+    assert_eq!(report["overall"]["frac@3"], 1.0, "{report}");
 }
 
 #[test]
