@@ -7,8 +7,8 @@
 //! also produces.
 //!
 //! Conventions (documented, not guessed per text): weeks run Monday to
-//! Sunday; "last <weekday>" is the most recent such day strictly before the
-//! anchor, "next <weekday>" the first strictly after; seasons are those of
+//! Sunday; `last <weekday>` is the most recent such day strictly before the
+//! anchor, `next <weekday>` the first strictly after; seasons are those of
 //! the northern hemisphere (summer = June to August).
 
 use std::sync::OnceLock;
