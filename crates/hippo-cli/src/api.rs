@@ -239,6 +239,10 @@ pub struct SearchBody {
     /// result's `memory` is the excerpt and `sources` lists its messages.
     #[serde(default)]
     pub context_turns: Option<usize>,
+    /// Variety among results, 0..=1 (default 0.3): maximal marginal relevance
+    /// over the candidates' vectors; 0 ranks by relevance alone.
+    #[serde(default)]
+    pub diversity: Option<f32>,
 }
 
 /// One stored message inside a result's conversation excerpt.

@@ -36,6 +36,9 @@ pub struct BenchArgs {
     /// conversation's scope before its questions are asked.
     #[arg(long, default_value_t = 0)]
     distractors: usize,
+    /// Diversity of the results (0: relevance alone).
+    #[arg(long, default_value_t = hippo::DEFAULT_DIVERSITY)]
+    diversity: f32,
     /// Only these conversations (comma-separated indices).
     #[arg(long, value_delimiter = ',')]
     convs: Option<Vec<usize>>,
@@ -119,6 +122,7 @@ pub fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
                 top_k: kmax,
                 filter: Filter::default(),
                 context_turns: args.context_turns,
+                diversity: args.diversity,
             };
             let t = Instant::now();
             let resp = hippo.search(&req)?;

@@ -101,6 +101,9 @@ enum Command {
         /// Messages of context around each hit.
         #[arg(long, default_value_t = hippo::DEFAULT_CONTEXT_TURNS)]
         context_turns: usize,
+        /// Variety among results (0: relevance alone).
+        #[arg(long, default_value_t = hippo::DEFAULT_DIVERSITY)]
+        diversity: f32,
         /// The query.
         query: String,
     },
@@ -340,6 +343,7 @@ fn run(cli: Cli) -> Result<()> {
             top_k,
             json,
             context_turns,
+            diversity,
             query,
         } => {
             let hippo = settings.open()?;
@@ -349,6 +353,7 @@ fn run(cli: Cli) -> Result<()> {
                 top_k,
                 filter: Filter::default(),
                 context_turns,
+                diversity,
             })?;
             for hit in resp.hits {
                 if json {

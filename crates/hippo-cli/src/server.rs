@@ -307,6 +307,7 @@ async fn search(
         top_k: body.top_k.unwrap_or(10),
         filter: body.filters.map(Filter::from).unwrap_or_default(),
         context_turns: body.context_turns.unwrap_or(state.context_turns),
+        diversity: body.diversity.unwrap_or(hippo::DEFAULT_DIVERSITY),
     };
     let hippo = state.hippo.clone();
     let t = Instant::now();

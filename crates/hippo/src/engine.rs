@@ -143,7 +143,14 @@ pub struct SearchRequest {
     /// hit as context (0: the hit alone). A question is often answered by
     /// the reply to the turn it matches.
     pub context_turns: usize,
+    /// Trade relevance for variety among the results (maximal marginal
+    /// relevance over the candidates' vectors): 0 ranks by relevance alone.
+    pub diversity: f32,
 }
+
+/// The default of [`SearchRequest::diversity`]: the usual MMR setting
+/// (λ = 0.7 in Carbonell & Goldstein's terms), not fitted to any benchmark.
+pub const DEFAULT_DIVERSITY: f32 = 0.3;
 
 /// The largest [`SearchRequest::context_turns`].
 pub const MAX_CONTEXT_TURNS: usize = 5;
@@ -161,6 +168,7 @@ impl SearchRequest {
             top_k: 10,
             filter: Filter::default(),
             context_turns: DEFAULT_CONTEXT_TURNS,
+            diversity: DEFAULT_DIVERSITY,
         }
     }
 }
@@ -604,6 +612,9 @@ impl Hippo {
                 self.limits.max_query_bytes
             )));
         }
+        if !(0.0..=1.0).contains(&req.diversity) {
+            return Err(Error::invalid("diversity must be between 0 and 1"));
+        }
         if req.context_turns > MAX_CONTEXT_TURNS {
             return Err(Error::invalid(format!(
                 "context_turns must be 0..={MAX_CONTEXT_TURNS}"
@@ -667,6 +678,11 @@ impl Hippo {
             .map(|c| (c.id, c.time))
             .collect();
         let fused = fuse(&keyword, &cosines, &times, &self.weights);
+        let fused = if req.diversity > 0.0 {
+            self.diversify(fused, req)?
+        } else {
+            fused
+        };
         let hits = self.results(req, &fused)?;
         tracing::debug!(
             keyword_ms,
@@ -681,6 +697,49 @@ impl Hippo {
             embed_ms,
             retrieve_ms: t.elapsed().as_secs_f64() * 1e3,
         })
+    }
+
+    /// Reorders the head of the ranking by maximal marginal relevance
+    /// (Carbonell & Goldstein 1998): each next result maximises
+    /// `(1 - d) * relevance - d * max cosine to the results already chosen`,
+    /// with relevance the fused score over the best one. Chooses the first
+    /// `2 * top_k` (results may still be skipped as context) from the best
+    /// `5 * top_k`; the rest keep their order.
+    fn diversify(
+        &self,
+        mut fused: Vec<crate::retrieve::Fused>,
+        req: &SearchRequest,
+    ) -> Result<Vec<crate::retrieve::Fused>> {
+        let head = fused.len().min(req.top_k * 5);
+        let ids: Vec<MemoryId> = fused[..head].iter().map(|f| f.id).collect();
+        let vectors = self.store.vectors(&ids)?;
+        let best = fused.first().map_or(1.0, |f| f.score.max(1e-6));
+        let d = req.diversity.clamp(0.0, 1.0);
+        // Highest cosine of each candidate to anything chosen so far.
+        let mut redundancy = vec![0.0f32; head];
+        let mut left: Vec<usize> = (0..head).collect();
+        let mut chosen: Vec<usize> = Vec::with_capacity(head);
+        while !left.is_empty() && chosen.len() < 2 * req.top_k {
+            let (pos, _) = left
+                .iter()
+                .enumerate()
+                .map(|(p, &i)| (p, (1.0 - d) * fused[i].score / best - d * redundancy[i]))
+                .fold((0, f32::NEG_INFINITY), |a, x| if x.1 > a.1 { x } else { a });
+            let c = left.remove(pos);
+            chosen.push(c);
+            if let Some(vc) = &vectors[c] {
+                for &i in &left {
+                    if let Some(vi) = &vectors[i] {
+                        redundancy[i] = redundancy[i].max(crate::store::vectors::dot(vi, vc));
+                    }
+                }
+            }
+        }
+        chosen.extend(left); // in their original order
+        let tail = fused.split_off(head);
+        let mut out: Vec<crate::retrieve::Fused> = chosen.into_iter().map(|i| fused[i]).collect();
+        out.extend(tail);
+        Ok(out)
     }
 
     /// The top `req.top_k` of the fused ranking as results, with their

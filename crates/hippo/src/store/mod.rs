@@ -179,6 +179,8 @@ pub trait Store: Send + Sync {
     fn vector_candidates(&self, query: &VectorQuery<'_>) -> Result<Vec<Candidate>>;
     /// Cosine of `vector` with each listed memory that has a vector of the active model.
     fn vector_scores(&self, ids: &[MemoryId], vector: &[f32]) -> Result<Vec<Candidate>>;
+    /// The active model's vector of each listed memory, if it has one.
+    fn vectors(&self, ids: &[MemoryId]) -> Result<Vec<Option<Vec<f32>>>>;
     /// Memories without a vector of the active model (for re-embedding), up to `limit`.
     fn missing_vectors(&self, limit: usize) -> Result<Vec<Memory>>;
     /// The source (whole text) of chunked inputs.

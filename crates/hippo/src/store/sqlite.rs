@@ -1044,6 +1044,10 @@ impl Store for SqliteStore {
         Ok(hits.into_iter().map(candidate).collect())
     }
 
+    fn vectors(&self, ids: &[MemoryId]) -> Result<Vec<Option<Vec<f32>>>> {
+        Ok(self.vectors_read().vectors(ids))
+    }
+
     fn vector_scores(&self, ids: &[MemoryId], vector: &[f32]) -> Result<Vec<Candidate>> {
         Ok(self
             .vectors_read()

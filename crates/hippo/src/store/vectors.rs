@@ -393,6 +393,13 @@ impl VectorIndex {
         self.approx_part(sel, part, q, limit, |b| unsafe { dot_i8_avx2_inline(q, b) })
     }
 
+    /// The vector of each listed memory, if it has one.
+    pub fn vectors(&self, ids: &[MemoryId]) -> Vec<Option<Vec<f32>>> {
+        ids.iter()
+            .map(|id| self.slots.slot_of_id(id).map(|s| self.vector(s).to_vec()))
+            .collect()
+    }
+
     /// Cosine of `query` with each listed memory that has a vector.
     pub fn scores(&self, ids: &[MemoryId], query: &[f32]) -> Vec<Hit> {
         if query.len() != self.dim {

@@ -293,3 +293,44 @@ fn relative_dates_are_resolved_and_searchable_by_date() {
     // The day a memory happened is searchable too.
     assert!(top("What did Melanie do on 12 May 2023?").contains("pottery"));
 }
+
+#[test]
+fn diversity_makes_room_for_a_different_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = engine(dir.path(), minilm());
+    let s = Scope::user("div");
+    let mut items: Vec<AddItem> = [
+        "My favourite hobby is hiking in the mountains.",
+        "My favorite hobby is hiking in the mountains!",
+        "Hiking in the mountains is my favourite hobby.",
+        "Another hobby of mine: I paint watercolours on weekends.",
+    ]
+    .iter()
+    .map(|t| AddItem::text(s.clone(), *t))
+    .collect();
+    items.push(AddItem::text(
+        s.clone(),
+        "The train was late again this morning.",
+    ));
+    h.add(items).unwrap();
+    let top2 = |diversity: f32| {
+        let mut req = SearchRequest::new(s.clone(), "What are my hobbies?");
+        req.top_k = 2;
+        req.context_turns = 0;
+        req.diversity = diversity;
+        h.search(&req)
+            .unwrap()
+            .hits
+            .into_iter()
+            .map(|hit| hit.memory.content)
+            .collect::<Vec<_>>()
+    };
+    let plain = top2(0.0);
+    assert!(plain.iter().all(|t| t.contains("iking")), "{plain:?}");
+    let varied = top2(hippo::DEFAULT_DIVERSITY);
+    assert!(varied[0].contains("iking"), "{varied:?}");
+    assert!(varied[1].contains("watercolours"), "{varied:?}");
+    let mut bad = SearchRequest::new(s.clone(), "x");
+    bad.diversity = 1.5;
+    assert_eq!(h.search(&bad).unwrap_err().kind(), ErrorKind::InvalidInput);
+}
