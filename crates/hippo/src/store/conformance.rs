@@ -69,8 +69,19 @@ pub fn round_trip(store: &dyn Store) {
     let mut m = memory(Scope::user("u1"), "I adopted a cat named Miso", Some("Ana"));
     m.metadata = json!({"k": "v", "n": 3}).as_object().unwrap().clone();
     m.embedding_model = Some(store.active_model().to_owned());
-    insert(store, vec![(m.clone(), Some(vector(0)))]);
+    let plain = memory(Scope::user("u1"), "no vector here", None);
+    insert(
+        store,
+        vec![(m.clone(), Some(vector(0))), (plain.clone(), None)],
+    );
     assert_eq!(store.get_many(&[m.id]).unwrap(), vec![m.clone()]);
+    // Vectors come back as stored (unit length already), none for the rest.
+    let got = store
+        .vectors(&[m.id, plain.id, MemoryId::now_v7()])
+        .unwrap();
+    let v = got[0].as_ref().expect("a vector");
+    assert!(v.iter().zip(vector(0)).all(|(a, b)| (a - b).abs() < 1e-6));
+    assert!(got[1].is_none() && got[2].is_none());
     let dup = InsertBatch {
         memories: vec![NewMemory {
             memory: m,
