@@ -239,8 +239,8 @@ pub struct SearchBody {
     /// result's `memory` is the excerpt and `sources` lists its messages.
     #[serde(default)]
     pub context_turns: Option<usize>,
-    /// Variety among results, 0..=1 (default 0.3): maximal marginal relevance
-    /// over the candidates' vectors; 0 ranks by relevance alone.
+    /// Variety among results, 0..=1 (default 0: relevance alone): maximal
+    /// marginal relevance over the candidates' vectors; 0.3 is a usual setting.
     #[serde(default)]
     pub diversity: Option<f32>,
 }

@@ -148,9 +148,10 @@ pub struct SearchRequest {
     pub diversity: f32,
 }
 
-/// The default of [`SearchRequest::diversity`]: the usual MMR setting
-/// (λ = 0.7 in Carbonell & Goldstein's terms), not fitted to any benchmark.
-pub const DEFAULT_DIVERSITY: f32 = 0.3;
+/// The default of [`SearchRequest::diversity`]: off. At 0.3 (the usual MMR
+/// setting) recall rose on short histories but fell on long ones, where the
+/// "different" candidates MMR promotes are mostly other conversations.
+pub const DEFAULT_DIVERSITY: f32 = 0.0;
 
 /// The largest [`SearchRequest::context_turns`].
 pub const MAX_CONTEXT_TURNS: usize = 5;
