@@ -317,6 +317,13 @@ struct Draft {
     embed_text: String,
 }
 
+/// `f()` and how long it took, in milliseconds.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let t = Instant::now();
+    let out = f();
+    (out, t.elapsed().as_secs_f64() * 1e3)
+}
+
 fn embed_text_of(name: Option<&str>, content: &str) -> String {
     match name {
         Some(n) if !n.is_empty() => format!("{n}: {content}"),
@@ -640,24 +647,24 @@ impl Hippo {
         // The channels are independent: run them side by side.
         let ((keyword, keyword_ms), (vector, vector_ms)) = rayon::join(
             || {
-                let t = Instant::now();
-                let c = self.store.keyword_candidates(&KeywordQuery {
-                    scope: &req.scope,
-                    filter: &req.filter,
-                    terms: &terms,
-                    limit: pool,
-                });
-                (c, t.elapsed().as_secs_f64() * 1e3)
+                timed(|| {
+                    self.store.keyword_candidates(&KeywordQuery {
+                        scope: &req.scope,
+                        filter: &req.filter,
+                        terms: &terms,
+                        limit: pool,
+                    })
+                })
             },
             || {
-                let t = Instant::now();
-                let c = self.store.vector_candidates(&VectorQuery {
-                    scope: &req.scope,
-                    filter: &req.filter,
-                    vector: &qv,
-                    limit: pool,
-                });
-                (c, t.elapsed().as_secs_f64() * 1e3)
+                timed(|| {
+                    self.store.vector_candidates(&VectorQuery {
+                        scope: &req.scope,
+                        filter: &req.filter,
+                        vector: &qv,
+                        limit: pool,
+                    })
+                })
             },
         );
         let (keyword, vector) = (keyword?, vector?);

@@ -26,7 +26,8 @@ pub struct Span {
 }
 
 impl Span {
-    fn day(d: NaiveDate) -> Self {
+    /// The single day `d`.
+    pub fn day(d: NaiveDate) -> Self {
         Span { start: d, end: d }
     }
 

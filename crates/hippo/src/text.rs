@@ -65,11 +65,7 @@ pub const KEYWORD_FORMAT: u32 = 2;
 pub fn keyword_body(content: &str, when: chrono::DateTime<chrono::Utc>) -> String {
     let day = when.date_naive();
     let mut out = keyword_text(content);
-    let own = crate::temporal::Span {
-        start: day,
-        end: day,
-    };
-    for t in own
+    for t in crate::temporal::Span::day(day)
         .tokens()
         .into_iter()
         .filter(|t| !t.starts_with('y'))

@@ -15,8 +15,7 @@
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 
-use super::slots::{Hit, ScopedSlots, SlotFields};
-use super::vectors::{push_top, sort_hits, Worst};
+use super::slots::{push_top, Hit, ScopedSlots, SlotFields, Worst};
 use crate::model::{Filter, Scope};
 
 thread_local! {
@@ -350,11 +349,7 @@ impl KeywordIndex {
             }
             ACCUMULATORS.with(|a| *a.borrow_mut() = buffer);
         }
-        let mut hits: Vec<(i64, f32)> = heap.into_iter().map(|w| (w.1, w.0)).collect();
-        sort_hits(&mut hits);
-        hits.into_iter()
-            .filter_map(|(rowid, s)| self.slots.hit(rowid, s))
-            .collect()
+        self.slots.hits(heap)
     }
 }
 

@@ -6,9 +6,10 @@
 //! Invariant: a live slot's fields equal its memory row at the last
 //! committed write the owning index has applied.
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 
-use crate::model::{Filter, MemoryId, MemoryKind, Scope};
+use crate::model::{Filter, Memory, MemoryId, MemoryKind, Scope};
 
 /// Per-slot fields read only for results.
 #[derive(Debug, Clone)]
@@ -49,6 +50,21 @@ pub struct SlotFields<'a> {
     pub time: i64,
 }
 
+impl<'a> SlotFields<'a> {
+    /// The fields of memory `m` stored at `rowid`.
+    pub fn of(rowid: i64, m: &'a Memory) -> Self {
+        let ms = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis();
+        SlotFields {
+            rowid,
+            id: m.id,
+            scope: &m.scope,
+            kind: m.kind,
+            event_time: m.event_time.map(ms),
+            time: ms(m.event_time.unwrap_or(m.recorded_at)),
+        }
+    }
+}
+
 /// A search hit of an in-memory index.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Hit {
@@ -72,6 +88,39 @@ pub struct ScopedSlots {
     postings: [HashMap<u32, Vec<u32>>; 3],
     all: Vec<u32>,
     dead: usize,
+}
+
+/// A (score, rowid) pair ordered so that a max-heap pops the *worst* hit:
+/// lower score is "greater", ties broken by larger rowid (ties go to the
+/// older memory, the same on every run).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Worst(pub f32, pub i64);
+impl Eq for Worst {}
+impl PartialOrd for Worst {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Worst {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.0.total_cmp(&self.0).then(self.1.cmp(&other.1))
+    }
+}
+
+pub(crate) fn push_top(heap: &mut BinaryHeap<Worst>, limit: usize, hit: Worst) {
+    if heap.len() < limit {
+        heap.push(hit);
+    } else if let Some(worst) = heap.peek() {
+        if hit < *worst {
+            heap.pop();
+            heap.push(hit);
+        }
+    }
+}
+
+/// Sorts hits best-first: score descending, then rowid ascending.
+pub(crate) fn sort_hits(hits: &mut [(i64, f32)]) {
+    hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
 }
 
 /// The slots a query may touch: a candidate list and an exact acceptance test.
@@ -231,19 +280,18 @@ impl ScopedSlots {
         self.by_id.get(id).copied()
     }
 
-    /// True when the slot is live.
-    pub fn is_alive(&self, slot: u32) -> bool {
-        self.keys[slot as usize].alive
-    }
-
     /// The rowid of a slot.
     pub fn rowid(&self, slot: u32) -> i64 {
         self.slots[slot as usize].rowid
     }
 
-    /// The memory id of a slot.
-    pub fn id(&self, slot: u32) -> MemoryId {
-        self.slots[slot as usize].id
+    /// A top-k heap as hits, best first (memories gone since are dropped).
+    pub(crate) fn hits(&self, heap: BinaryHeap<Worst>) -> Vec<Hit> {
+        let mut hits: Vec<(i64, f32)> = heap.into_iter().map(|w| (w.1, w.0)).collect();
+        sort_hits(&mut hits);
+        hits.into_iter()
+            .filter_map(|(rowid, s)| self.hit(rowid, s))
+            .collect()
     }
 
     /// The hit for `rowid`'s live slot with `score`.

@@ -807,17 +807,7 @@ impl Store for SqliteStore {
         for (nm, rowid) in batch.memories.iter().zip(rowids) {
             if let Some(v) = &nm.vector {
                 let m = &nm.memory;
-                index.upsert(
-                    SlotFields {
-                        rowid,
-                        id: m.id,
-                        scope: &m.scope,
-                        kind: m.kind,
-                        event_time: m.event_time.map(ms),
-                        time: ms(m.event_time.unwrap_or(m.recorded_at)),
-                    },
-                    v,
-                );
+                index.upsert(SlotFields::of(rowid, m), v);
             }
         }
         drop(index);
@@ -945,17 +935,8 @@ impl Store for SqliteStore {
         let keywords = Self::keyword_changes(&tx, &touched)?;
         tx.commit()?;
         if let Some(blob) = stored {
-            self.vectors_write().upsert(
-                SlotFields {
-                    rowid,
-                    id: m.id,
-                    scope: &m.scope,
-                    kind: m.kind,
-                    event_time: m.event_time.map(ms),
-                    time: ms(m.event_time.unwrap_or(m.recorded_at)),
-                },
-                &blob_vector(&blob),
-            );
+            self.vectors_write()
+                .upsert(SlotFields::of(rowid, m), &blob_vector(&blob));
         }
         self.apply_keywords(keywords);
         Ok(())

@@ -13,12 +13,11 @@
 //! vectors whose upper bound reaches the k-th best lower bound are rescored
 //! in f32. The top-k is therefore the exact f32 top-k, at int8 scan cost.
 
-use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashSet};
 
 use rayon::prelude::*;
 
-use super::slots::{Hit, ScopedSlots, Selection, SlotFields};
+use super::slots::{push_top, Hit, ScopedSlots, Selection, SlotFields, Worst};
 use crate::model::{Filter, MemoryId, Scope};
 
 /// Scans of more slots than this are split across threads.
@@ -82,8 +81,10 @@ impl QueryCodes {
     }
 }
 
-/// The AVX2 kernel of `dot_i8_avx2` for a prepared query. No
-/// `target_feature` of its own so that it inlines into AVX2 callers.
+/// AVX2 int8 dot product with a prepared query: `|q| · (b · sign q)` with
+/// `maddubs` (u8 × i8 → i16 pairs, which cannot saturate for codes in
+/// -127..=127), then `madd` to i32. No `target_feature` of its own so that
+/// it inlines into AVX2 callers.
 ///
 /// # Safety
 /// Only call from code compiled with AVX2 enabled, on a CPU that has it.
@@ -153,39 +154,6 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         return unsafe { dot_avx2(a, b) };
     }
     dot_portable(a, b)
-}
-
-/// A (score, rowid) pair ordered so that a max-heap pops the *worst* hit:
-/// lower score is "greater", ties broken by larger rowid (ties go to the
-/// older memory, the same on every run).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Worst(pub f32, pub i64);
-impl Eq for Worst {}
-impl PartialOrd for Worst {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Worst {
-    fn cmp(&self, other: &Self) -> Ordering {
-        other.0.total_cmp(&self.0).then(self.1.cmp(&other.1))
-    }
-}
-
-pub(crate) fn push_top(heap: &mut BinaryHeap<Worst>, limit: usize, hit: Worst) {
-    if heap.len() < limit {
-        heap.push(hit);
-    } else if let Some(worst) = heap.peek() {
-        if hit < *worst {
-            heap.pop();
-            heap.push(hit);
-        }
-    }
-}
-
-/// Sorts hits best-first: score descending, then rowid ascending.
-pub(crate) fn sort_hits(hits: &mut [(i64, f32)]) {
-    hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
 }
 
 /// Result of the int8 pass over part of a scan: the best lower bounds, and
@@ -332,11 +300,7 @@ impl VectorIndex {
                 }
             }
         }
-        let mut hits: Vec<(i64, f32)> = heap.into_iter().map(|w| (w.1, w.0)).collect();
-        sort_hits(&mut hits);
-        hits.into_iter()
-            .filter_map(|(rowid, s)| self.slots.hit(rowid, s))
-            .collect()
+        self.slots.hits(heap)
     }
 
     /// The int8 pass over one part of a scan: the `limit` best lower
@@ -419,6 +383,7 @@ impl VectorIndex {
 mod tests {
     use super::*;
     use crate::model::MemoryKind;
+    use crate::store::slots::sort_hits;
     use proptest::prelude::*;
 
     fn fields(rowid: i64, scope: &Scope) -> SlotFields<'_> {
