@@ -243,6 +243,12 @@ pub struct SearchBody {
     /// marginal relevance over the candidates' vectors; 0.3 is a usual setting.
     #[serde(default)]
     pub diversity: Option<f32>,
+    /// Most tokens (about 4 characters each) all results may cost together,
+    /// hits included (1..=100000; the best result is returned regardless).
+    /// Default: every hit is returned, and context is added while the
+    /// results stay within 140 tokens per requested result.
+    #[serde(default)]
+    pub budget_tokens: Option<usize>,
 }
 
 /// One stored message inside a result's conversation excerpt.
@@ -261,7 +267,8 @@ pub struct SourceView {
     pub metadata: Map<String, Value>,
     /// When it happened.
     pub event_time: Option<DateTime<Utc>>,
-    /// True for the memory that matched the query.
+    /// True for the messages that matched the query (an excerpt may hold
+    /// several); the others are context.
     pub hit: bool,
 }
 
@@ -278,6 +285,8 @@ pub struct ScoresView {
     pub vector_norm: f32,
     /// Recency prior between 0 and 1.
     pub recency: f32,
+    /// Best fused score among the message's conversation neighbours.
+    pub neighbour: f32,
 }
 
 /// A search result: the memory that matched (its id, metadata, ...), its
@@ -300,13 +309,13 @@ pub struct SearchResultView {
 impl From<SearchHit> for SearchResultView {
     fn from(h: SearchHit) -> Self {
         let text = h.text();
-        let hit_id = h.memory.id;
+        let matched = h.matched;
         let sources = (h.window.len() > 1).then(|| {
             h.window
                 .into_iter()
                 .map(|m| SourceView {
                     id: m.id,
-                    hit: m.id == hit_id,
+                    hit: matched.contains(&m.id),
                     memory: m.content,
                     role: m.actor.role,
                     name: m.actor.name,
@@ -327,6 +336,7 @@ impl From<SearchHit> for SearchResultView {
                 keyword_norm: h.scores.keyword_norm,
                 vector_norm: h.scores.vector_norm,
                 recency: h.scores.recency,
+                neighbour: h.scores.neighbour,
             },
         }
     }

@@ -39,6 +39,9 @@ pub struct BenchArgs {
     /// Diversity of the results (0: relevance alone).
     #[arg(long, default_value_t = hippo::DEFAULT_DIVERSITY)]
     diversity: f32,
+    /// Token budget of the results (default: the search default).
+    #[arg(long)]
+    budget_tokens: Option<usize>,
     /// Only these conversations (comma-separated indices).
     #[arg(long, value_delimiter = ',')]
     convs: Option<Vec<usize>>,
@@ -123,6 +126,7 @@ pub fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
                 filter: Filter::default(),
                 context_turns: args.context_turns,
                 diversity: args.diversity,
+                budget_tokens: args.budget_tokens,
             };
             let t = Instant::now();
             let resp = hippo.search(&req)?;

@@ -104,6 +104,10 @@ enum Command {
         /// Variety among results (0: relevance alone).
         #[arg(long, default_value_t = hippo::DEFAULT_DIVERSITY)]
         diversity: f32,
+        /// Most tokens all results may cost together (default: context
+        /// within 140 tokens per result).
+        #[arg(long)]
+        budget_tokens: Option<usize>,
         /// The query.
         query: String,
     },
@@ -344,6 +348,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
             context_turns,
             diversity,
+            budget_tokens,
             query,
         } => {
             let hippo = settings.open()?;
@@ -354,6 +359,7 @@ fn run(cli: Cli) -> Result<()> {
                 filter: Filter::default(),
                 context_turns,
                 diversity,
+                budget_tokens,
             })?;
             for hit in resp.hits {
                 if json {

@@ -308,6 +308,7 @@ async fn search(
         filter: body.filters.map(Filter::from).unwrap_or_default(),
         context_turns: body.context_turns.unwrap_or(state.context_turns),
         diversity: body.diversity.unwrap_or(hippo::DEFAULT_DIVERSITY),
+        budget_tokens: body.budget_tokens,
     };
     let hippo = state.hippo.clone();
     let t = Instant::now();

@@ -114,7 +114,7 @@ fn keyword_index(c: &mut Criterion) {
             let u = (rng.next() % 1_000_000) as f64 / 1e6;
             doc.add(&format!("w{}", zipf(u)), 0);
         }
-        index.upsert(fields(i, &scope), &doc);
+        index.upsert(fields(i, &scope), None, &doc);
     }
     let q: Vec<String> = ["w15000", "w300", "w2", "w0"].map(String::from).to_vec();
     c.bench_function("keyword_index/100k_one_scope_top50", |b| {

@@ -18,7 +18,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::model::{
     content_hash, millis, Actor, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope,
 };
-use crate::retrieve::{fuse, ChannelScores, FusionWeights};
+use crate::pack::{Budget, Packer};
+use crate::retrieve::{fuse, support, ChannelScores, FusionWeights};
 use crate::store::{
     InsertBatch, KeywordQuery, ListQuery, NewMemory, Order, Page, Source, Store, StoreStats,
     VectorQuery,
@@ -146,7 +147,19 @@ pub struct SearchRequest {
     /// Trade relevance for variety among the results (maximal marginal
     /// relevance over the candidates' vectors): 0 ranks by relevance alone.
     pub diversity: f32,
+    /// Most tokens (about four characters each) all results may cost
+    /// together, hits included; the best hit is returned regardless. `None`:
+    /// every hit is returned and context is added while the results stay
+    /// within [`DEFAULT_TOKENS_PER_RESULT`] per requested result.
+    pub budget_tokens: Option<usize>,
 }
+
+/// Context allowance per requested result when no budget is given: about
+/// 560 characters, a hit with a few short messages around it.
+pub const DEFAULT_TOKENS_PER_RESULT: usize = 140;
+
+/// The largest [`SearchRequest::budget_tokens`].
+pub const MAX_BUDGET_TOKENS: usize = 100_000;
 
 /// The default of [`SearchRequest::diversity`]: off. At 0.3 (the usual MMR
 /// setting) recall rose on short histories but fell on long ones, where the
@@ -170,23 +183,26 @@ impl SearchRequest {
             filter: Filter::default(),
             context_turns: DEFAULT_CONTEXT_TURNS,
             diversity: DEFAULT_DIVERSITY,
+            budget_tokens: None,
         }
     }
 }
 
-/// One search result.
+/// One search result: a hit, or a conversation excerpt around one or more
+/// hits (see [`crate::pack`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SearchHit {
-    /// The memory.
+    /// The best hit.
     pub memory: Memory,
-    /// Fused score (higher is better).
+    /// Its fused score (higher is better).
     pub score: f32,
-    /// Why: the per-channel scores.
+    /// Why: its per-channel scores.
     pub scores: ChannelScores,
-    /// With `context_turns > 0`: the conversation excerpt around the hit,
-    /// oldest first, the hit included, leaving out messages already shown
-    /// with a better result. Empty without context.
+    /// The excerpt's messages, oldest first, hits included; no message
+    /// appears in two results. Empty when the result is the hit alone.
     pub window: Vec<Memory>,
+    /// Ids of the hits in this result, best first (`memory` is the first).
+    pub matched: Vec<MemoryId>,
 }
 
 impl SearchHit {
@@ -296,6 +312,12 @@ impl HippoBuilder {
             query_cache: Mutex::new(HashMap::new()),
         })
     }
+}
+
+/// Tokens a message costs in a result: its "name: content" line.
+fn line_tokens(m: &Memory) -> usize {
+    let name = m.actor.name.as_deref().or(m.actor.role.as_deref());
+    crate::text::approx_tokens(&m.content) + name.map_or(0, |n| crate::text::approx_tokens(n) + 1)
 }
 
 /// Most cached query vectors before the cache is cleared.
@@ -623,6 +645,14 @@ impl Hippo {
         if !(0.0..=1.0).contains(&req.diversity) {
             return Err(Error::invalid("diversity must be between 0 and 1"));
         }
+        if req
+            .budget_tokens
+            .is_some_and(|b| b == 0 || b > MAX_BUDGET_TOKENS)
+        {
+            return Err(Error::invalid(format!(
+                "budget_tokens must be 1..={MAX_BUDGET_TOKENS}"
+            )));
+        }
         if req.context_turns > MAX_CONTEXT_TURNS {
             return Err(Error::invalid(format!(
                 "context_turns must be 0..={MAX_CONTEXT_TURNS}"
@@ -685,7 +715,11 @@ impl Hippo {
             .chain(cosines.iter())
             .map(|c| (c.id, c.time))
             .collect();
-        let fused = fuse(&keyword, &cosines, &times, &self.weights);
+        let mut fused = fuse(&keyword, &cosines, &times, &self.weights);
+        if self.weights.neighbour != 0.0 {
+            let ids: Vec<MemoryId> = fused.iter().map(|f| f.id).collect();
+            support(&mut fused, &self.store.windows(&ids, 1, 1)?, &self.weights);
+        }
         let fused = if req.diversity > 0.0 {
             self.diversify(fused, req)?
         } else {
@@ -750,74 +784,98 @@ impl Hippo {
         Ok(out)
     }
 
-    /// The top `req.top_k` of the fused ranking as results, with their
-    /// conversation windows. A memory deleted since it was ranked is skipped,
-    /// and so is one already shown in a better result's window.
+    /// Packs the ranking into at most `req.top_k` results within the token
+    /// budget (see [`crate::pack`]). Hits are offered best first, a group of
+    /// `top_k` at a time, until the packer is full or `OFFER_ROUNDS` groups
+    /// were offered. A memory deleted since it was ranked is skipped.
     fn results(
         &self,
         req: &SearchRequest,
         fused: &[crate::retrieve::Fused],
     ) -> Result<Vec<SearchHit>> {
-        let mut hits: Vec<SearchHit> = Vec::with_capacity(req.top_k);
-        let mut shown: std::collections::HashSet<MemoryId> = Default::default();
-        for part in fused.chunks(req.top_k) {
-            let ids: Vec<MemoryId> = part
-                .iter()
-                .map(|f| f.id)
-                .filter(|id| !shown.contains(id))
-                .collect();
-            // A window holds its hit, so with context one read serves both.
-            let mut windows: HashMap<MemoryId, Vec<Memory>> = if req.context_turns > 0 {
-                let n = req.context_turns;
-                ids.iter()
-                    .copied()
-                    .zip(self.store.windows(&ids, n, n)?)
-                    .collect()
+        /// Most groups of `top_k` hits offered: enough to fill the excerpts
+        /// when many hits merge, few enough to bound row reads.
+        const OFFER_ROUNDS: usize = 4;
+        let budget = match req.budget_tokens {
+            Some(n) => Budget::Hard(n),
+            None => Budget::Soft(DEFAULT_TOKENS_PER_RESULT * req.top_k),
+        };
+        let context = req.context_turns;
+        let mut packer = Packer::new(budget, req.top_k);
+        let mut rows: HashMap<MemoryId, Memory> = HashMap::new();
+        let by_id: HashMap<MemoryId, &crate::retrieve::Fused> =
+            fused.iter().map(|f| (f.id, f)).collect();
+        let head = &fused[..fused.len().min(OFFER_ROUNDS * req.top_k)];
+        for part in head.chunks(req.top_k) {
+            let ids: Vec<MemoryId> = part.iter().map(|f| f.id).collect();
+            // One message beyond the context on each side finds gaps.
+            // Without context each result is one memory: nothing merges.
+            let windows = if context == 0 {
+                ids.iter().map(|&id| vec![id]).collect()
             } else {
-                HashMap::new()
+                self.store.windows(&ids, context + 1, context + 1)?
             };
-            let found: Vec<Memory> = if req.context_turns > 0 {
-                windows
-                    .iter()
-                    .filter_map(|(id, w)| w.iter().find(|m| m.id == *id).cloned())
-                    .collect()
-            } else {
-                self.store.get_many(&ids)?
-            };
-            let mut rows: HashMap<MemoryId, Memory> = found
-                .into_iter()
-                .filter(|m| req.scope.matches(&m.scope))
-                .map(|m| (m.id, m))
-                .collect();
-            for f in part {
-                if shown.contains(&f.id) {
+            let mut wanted: Vec<MemoryId> = Vec::new();
+            for (id, w) in ids.iter().zip(&windows) {
+                let at = w.iter().position(|m| m == id).unwrap_or(0);
+                let core = &w[at.saturating_sub(context)..(at + context + 1).min(w.len())];
+                wanted.extend(core.iter().filter(|m| !rows.contains_key(m)));
+            }
+            self.load_rows(&mut rows, &wanted, &req.scope)?;
+            for (id, w) in ids.into_iter().zip(windows) {
+                if !rows.contains_key(&id) {
                     continue;
                 }
-                let Some(memory) = rows.remove(&f.id) else {
-                    continue;
+                let mut cost = |m: MemoryId| -> Result<usize> {
+                    if !rows.contains_key(&m) {
+                        self.load_rows(&mut rows, &[m], &req.scope)?;
+                    }
+                    Ok(rows.get(&m).map_or(0, line_tokens))
                 };
-                let window: Vec<Memory> = windows
-                    .remove(&f.id)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|m| {
-                        m.id == f.id || (req.scope.matches(&m.scope) && !shown.contains(&m.id))
-                    })
-                    .collect();
-                shown.insert(f.id);
-                shown.extend(window.iter().map(|m| m.id));
-                hits.push(SearchHit {
-                    memory,
-                    score: f.score,
-                    scores: f.scores,
-                    window,
-                });
-                if hits.len() == req.top_k {
-                    return Ok(hits);
-                }
+                packer.offer(id, &w, context, &mut cost)?;
+            }
+            if packer.is_full() {
+                break;
             }
         }
-        Ok(hits)
+        Ok(packer
+            .finish()
+            .into_iter()
+            .filter_map(|e| {
+                let best = by_id.get(e.hits.first()?)?;
+                let memory = rows.get(&best.id)?.clone();
+                let window: Vec<Memory> = e
+                    .members
+                    .iter()
+                    .filter_map(|m| rows.get(m).cloned())
+                    .collect();
+                Some(SearchHit {
+                    memory,
+                    score: best.score,
+                    scores: best.scores,
+                    window: if window.len() > 1 { window } else { Vec::new() },
+                    matched: e.hits,
+                })
+            })
+            .collect())
+    }
+
+    /// Reads the rows of `ids` into `rows` (those in `scope` that exist).
+    fn load_rows(
+        &self,
+        rows: &mut HashMap<MemoryId, Memory>,
+        ids: &[MemoryId],
+        scope: &Scope,
+    ) -> Result<()> {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        for m in self.store.get_many(&ids)? {
+            if scope.matches(&m.scope) {
+                rows.insert(m.id, m);
+            }
+        }
+        Ok(())
     }
 
     /// The memory `id`; with a scope, only if it lies in that scope.

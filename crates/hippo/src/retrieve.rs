@@ -29,6 +29,10 @@ pub struct FusionWeights {
     pub recency: f32,
     /// Half-life of the recency prior, in days before the newest candidate.
     pub recency_half_life_days: f32,
+    /// Weight of conversation support: the best fused score among a
+    /// message's neighbours (see [`support`]).
+    #[serde(default)]
+    pub neighbour: f32,
 }
 
 impl Default for FusionWeights {
@@ -38,6 +42,7 @@ impl Default for FusionWeights {
             vector: 0.5,
             recency: 0.02,
             recency_half_life_days: 30.0,
+            neighbour: 0.3,
         }
     }
 }
@@ -57,6 +62,10 @@ pub struct ChannelScores {
     pub vector_norm: f32,
     /// Recency prior, between 0 and 1.
     pub recency: f32,
+    /// Best fused score among the message's conversation neighbours (before
+    /// its weight), 0 when none of them is a candidate.
+    #[serde(default)]
+    pub neighbour: f32,
 }
 
 /// A fused result.
@@ -126,6 +135,30 @@ pub fn fuse(
     out
 }
 
+/// Conversation support: adds `w.neighbour` times the best fused score among
+/// each candidate's neighbours (`windows[i]` holds candidate `i`'s window,
+/// itself included) and re-sorts. A message whose neighbours also match is
+/// more likely on the asked topic, and a question turn that matches lifts the
+/// reply that answers it (passage-level evidence, as in passage retrieval
+/// that scores a passage by its best sentences). Neighbours that are not
+/// candidates count as 0.
+pub fn support(fused: &mut [Fused], windows: &[Vec<MemoryId>], w: &FusionWeights) {
+    if w.neighbour == 0.0 {
+        return;
+    }
+    let base: HashMap<MemoryId, f32> = fused.iter().map(|f| (f.id, f.score)).collect();
+    for (f, window) in fused.iter_mut().zip(windows) {
+        let best = window
+            .iter()
+            .filter(|&&m| m != f.id)
+            .filter_map(|m| base.get(m))
+            .fold(0.0f32, |a, &b| a.max(b));
+        f.scores.neighbour = best;
+        f.score += w.neighbour * best;
+    }
+    fused.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +184,37 @@ mod tests {
         assert_eq!(out[0].id, id(2));
         assert_eq!(out[0].scores.keyword, Some(9.0));
         assert_eq!(out.len(), 3);
+    }
+
+    #[test]
+    fn a_neighbour_that_matches_lifts_a_message() {
+        // 1 and 3 score alike; 3's neighbour 2 matches too, 1's does not.
+        let kw = [cand(1, 10.0), cand(3, 10.0), cand(2, 8.0)];
+        let vs = [cand(1, 0.5), cand(3, 0.5), cand(2, 0.4), cand(4, 0.1)];
+        let w = FusionWeights::default();
+        let mut out = fuse(&kw, &vs, &HashMap::new(), &w);
+        let windows: Vec<Vec<MemoryId>> = out
+            .iter()
+            .map(|f| match f.id.as_u128() {
+                1 => vec![id(4), id(1)],
+                2 => vec![id(2), id(3)],
+                3 => vec![id(2), id(3)],
+                _ => vec![f.id],
+            })
+            .collect();
+        assert_eq!(out[0].id, id(1), "ties go to the smaller id before support");
+        support(&mut out, &windows, &w);
+        assert_eq!(out[0].id, id(3));
+        let of = |n: u128| out.iter().find(|f| f.id == id(n)).unwrap().scores.neighbour;
+        assert_eq!(of(1), 0.0, "its neighbour 4 matched nothing");
+        assert!(of(3) > 0.7);
+        let off = FusionWeights {
+            neighbour: 0.0,
+            ..w
+        };
+        let mut plain = fuse(&kw, &vs, &HashMap::new(), &off);
+        support(&mut plain, &windows, &off);
+        assert_eq!(plain[0].id, id(1));
     }
 
     proptest! {

@@ -57,10 +57,12 @@ fn rest_api_round_trip() {
     );
     let sources = r["sources"].as_array().unwrap();
     assert_eq!(sources.len(), 2);
-    assert_eq!(sources.iter().filter(|s| s["hit"] == true).count(), 1);
+    // Both turns match; the better one is the result's own memory, and the
+    // other is flagged as a hit of the same excerpt rather than a second result.
     assert!(sources
         .iter()
         .any(|s| s["id"] == r["id"] && s["hit"] == true));
+    assert!(sources.iter().all(|s| s["hit"].is_boolean()));
     let (_, body) = s.call(
         "POST",
         "/v1/search",
@@ -71,6 +73,29 @@ fn rest_api_round_trip() {
         "POST",
         "/v1/search",
         Some(json!({"session_id": "trip", "query": "holiday", "context_turns": 9})),
+    );
+    assert_eq!(st, 400, "{body}");
+    // A token budget caps the results, hits included; 0 is refused.
+    let (st, body) = s.call(
+        "POST",
+        "/v1/search",
+        Some(json!({"user_id": "ana", "query": "holiday gardening", "budget_tokens": 12})),
+    );
+    assert_eq!(st, 200, "{body}");
+    let total: usize = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["memory"].as_str().unwrap().len())
+        .sum();
+    assert!(
+        total <= 4 * 12 || body["results"].as_array().unwrap().len() == 1,
+        "{body}"
+    );
+    let (st, body) = s.call(
+        "POST",
+        "/v1/search",
+        Some(json!({"user_id": "ana", "query": "holiday", "budget_tokens": 0})),
     );
     assert_eq!(st, 400, "{body}");
     s.call("DELETE", "/v1/memories?session_id=trip", None);

@@ -172,7 +172,7 @@ pub fn windows(store: &dyn Store) {
     rows.push((doc.clone(), None));
     rows.extend(m[2..].iter().map(|t| (t.clone(), None)));
     insert(store, rows);
-    let ids = |w: &Vec<Memory>| w.iter().map(|t| t.id).collect::<Vec<_>>();
+    let ids = |w: &Vec<MemoryId>| w.clone();
     let got = store
         .windows(
             &[m[2].id, m[0].id, m[4].id, doc.id, x.id, MemoryId::now_v7()],

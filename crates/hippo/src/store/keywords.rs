@@ -15,8 +15,9 @@
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 
+use super::chain::Chain;
 use super::slots::{push_top, Hit, ScopedSlots, SlotFields, Worst};
-use crate::model::{Filter, Scope};
+use crate::model::{Filter, MemoryId, Scope};
 
 thread_local! {
     /// Per-thread score accumulators for term-at-a-time search, kept all
@@ -103,6 +104,9 @@ pub struct KeywordIndex {
     terms: Vec<Term>,
     /// Tokens in all live documents.
     total_len: u64,
+    /// The message chain (a keyword document's context column is its
+    /// chain neighbours, so the mirror keeps the links too).
+    chain: Chain,
 }
 
 /// FTS5's per-term BM25 contribution.
@@ -148,9 +152,11 @@ impl KeywordIndex {
         id
     }
 
-    /// Adds or replaces the keyword document of a memory.
-    pub fn upsert(&mut self, fields: SlotFields<'_>, doc: &KeywordDoc) {
-        self.remove(fields.rowid);
+    /// Adds or replaces the keyword document of a memory, and its link to
+    /// the previous message of its scope.
+    pub fn upsert(&mut self, fields: SlotFields<'_>, prev: Option<i64>, doc: &KeywordDoc) {
+        self.chain.set(fields.rowid, prev);
+        self.remove_doc(fields.rowid);
         let slot = self.slots.push(fields);
         debug_assert_eq!(slot as usize, self.docs.len());
         let len: u32 = doc.terms.values().flatten().sum();
@@ -191,8 +197,30 @@ impl KeywordIndex {
         BulkLoad::default()
     }
 
-    /// Removes the document of `rowid`, if present.
+    /// Removes the document of `rowid`, if present, and its chain links.
     pub fn remove(&mut self, rowid: i64) {
+        self.chain.remove(rowid);
+        self.remove_doc(rowid);
+    }
+
+    /// For each id, its conversation window: up to `before` earlier and
+    /// `after` later messages of its exact scope, oldest first, itself
+    /// included (unknown ids: empty).
+    pub fn windows(&self, ids: &[MemoryId], before: usize, after: usize) -> Vec<Vec<MemoryId>> {
+        ids.iter()
+            .map(|id| match self.slots.slot_of_id(id) {
+                None => Vec::new(),
+                Some(slot) => self
+                    .chain
+                    .window(self.slots.rowid(slot), before, after)
+                    .into_iter()
+                    .filter_map(|r| self.slots.id_of_rowid(r))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    fn remove_doc(&mut self, rowid: i64) {
         let Some(slot) = self.slots.remove(rowid) else {
             return;
         };
@@ -366,8 +394,10 @@ pub struct BulkLoad {
 }
 
 impl BulkLoad {
-    /// Adds a document (all documents come before any instance, in rowid order).
-    pub fn doc(&mut self, fields: SlotFields<'_>) {
+    /// Adds a document (all documents come before any instance, in rowid
+    /// order) with its link to the previous message of its scope.
+    pub fn doc(&mut self, fields: SlotFields<'_>, prev: Option<i64>) {
+        self.index.chain.set(fields.rowid, prev);
         self.index.slots.push(fields);
         self.forward.push(Vec::new());
         self.lens.push(0);
@@ -543,7 +573,7 @@ mod tests {
                 let words: Vec<String> = t.iter().map(|&w| word(w)).collect();
                 let refs: Vec<&str> = words.iter().map(String::as_str).collect();
                 let d = doc(&refs);
-                idx.upsert(fields(i as i64, &scope), &d);
+                idx.upsert(fields(i as i64, &scope), None, &d);
                 docs.insert(i as i64, (scope, d));
             }
             for r in removed {
@@ -575,8 +605,8 @@ mod tests {
         let mut bulk = KeywordIndex::bulk();
         for (i, t) in texts.iter().enumerate() {
             let words: Vec<&str> = t.split(' ').collect();
-            incremental.upsert(fields(i as i64, &scope), &doc(&words));
-            bulk.doc(fields(i as i64, &scope));
+            incremental.upsert(fields(i as i64, &scope), None, &doc(&words));
+            bulk.doc(fields(i as i64, &scope), None);
         }
         // fts5vocab order: by term, then rowid.
         let mut instances: Vec<(&str, i64)> = texts
@@ -601,8 +631,8 @@ mod tests {
             );
         }
         let mut bad = KeywordIndex::bulk();
-        bad.doc(fields(0, &scope));
-        bad.doc(fields(1, &scope));
+        bad.doc(fields(0, &scope), None);
+        bad.doc(fields(1, &scope), None);
         bad.instance("a", 1, 0).unwrap();
         assert!(bad.instance("a", 0, 0).is_err());
         assert!(bad.instance("b", 0, 0).is_ok());
@@ -615,7 +645,7 @@ mod tests {
         let scope = Scope::user("a");
         for i in 0..3000 {
             let w = if i % 3 == 0 { "rare" } else { "common" };
-            idx.upsert(fields(i, &scope), &doc(&[w, "filler"]));
+            idx.upsert(fields(i, &scope), None, &doc(&[w, "filler"]));
         }
         for i in 0..2500 {
             idx.remove(i);

@@ -13,6 +13,7 @@
 //!   (previous and next message in the same exact scope), and stays correct
 //!   when neighbours are updated or deleted.
 
+mod chain;
 mod fts;
 pub mod keywords;
 mod schema;
@@ -185,11 +186,12 @@ pub trait Store: Send + Sync {
     fn missing_vectors(&self, limit: usize) -> Result<Vec<Memory>>;
     /// The source (whole text) of chunked inputs.
     fn source(&self, id: MemoryId) -> Result<Option<Source>>;
-    /// For each listed memory, its conversation window: up to `before`
-    /// earlier and `after` later messages of the same exact scope around it,
-    /// oldest first, the memory itself included. A memory that is not a
-    /// message is its own window; an unknown id gets an empty one.
-    fn windows(&self, ids: &[MemoryId], before: usize, after: usize) -> Result<Vec<Vec<Memory>>>;
+    /// For each listed memory, the ids of its conversation window: up to
+    /// `before` earlier and `after` later messages of the same exact scope
+    /// around it, oldest first, the memory itself included. A memory that is
+    /// not a message is its own window; an unknown id gets an empty one.
+    /// Search calls it for every candidate, so it must not touch the disk.
+    fn windows(&self, ids: &[MemoryId], before: usize, after: usize) -> Result<Vec<Vec<MemoryId>>>;
     /// Counts.
     fn stats(&self) -> Result<StoreStats>;
 }

@@ -280,6 +280,11 @@ impl ScopedSlots {
         self.by_id.get(id).copied()
     }
 
+    /// The id of the live memory at `rowid`.
+    pub fn id_of_rowid(&self, rowid: i64) -> Option<MemoryId> {
+        Some(self.slots[self.slot_of(rowid)? as usize].id)
+    }
+
     /// The rowid of a slot.
     pub fn rowid(&self, slot: u32) -> i64 {
         self.slots[slot as usize].rowid

@@ -107,7 +107,8 @@ impl RowFields {
 
 /// The new state of touched keyword documents (`None`: deleted), computed
 /// inside a write transaction and applied to the mirror after commit.
-type KeywordChanges = Vec<(i64, Option<(RowFields, KeywordDoc)>)>;
+/// With each document goes its row's `prev_rowid` (the message chain).
+type KeywordChanges = Vec<(i64, Option<(RowFields, Option<i64>, KeywordDoc)>)>;
 
 /// The newest message of an exact scope (served by index `memories_chain`).
 const LAST_MESSAGE_SQL: &str = "SELECT rowid FROM memories WHERE kind = 'message' AND user_id IS ?1
@@ -466,12 +467,12 @@ impl SqliteStore {
     fn load_keywords(conn: &Connection) -> Result<KeywordIndex> {
         let mut bulk = KeywordIndex::bulk();
         let mut stmt = conn.prepare(&format!(
-            "SELECT {FIELD_COLUMNS} FROM memories m JOIN memory_fts f ON f.rowid = m.rowid ORDER BY m.rowid"
+            "SELECT {FIELD_COLUMNS}, m.prev_rowid FROM memories m JOIN memory_fts f ON f.rowid = m.rowid ORDER BY m.rowid"
         ))?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             let (rowid, f) = row_fields(r)?;
-            bulk.doc(f.slot(rowid));
+            bulk.doc(f.slot(rowid), r.get(8)?);
         }
         fts::for_each_instance(conn, |term, rowid, col| {
             bulk.instance(term, rowid, col)
@@ -486,14 +487,16 @@ impl SqliteStore {
         let rowids: Vec<i64> = touched.iter().copied().collect();
         let mut docs = fts::docs_of(tx, &rowids)?;
         let mut stmt = tx.prepare_cached(&format!(
-            "SELECT {FIELD_COLUMNS} FROM memories m WHERE m.rowid = ?1"
+            "SELECT {FIELD_COLUMNS}, m.prev_rowid FROM memories m WHERE m.rowid = ?1"
         ))?;
         let mut out = Vec::with_capacity(rowids.len());
         for r in rowids {
-            let fields = stmt.query_row([r], row_fields).optional()?;
+            let fields = stmt
+                .query_row([r], |row| Ok((row_fields(row)?.1, row.get(8)?)))
+                .optional()?;
             out.push((
                 r,
-                fields.map(|(_, f)| (f, docs.remove(&r).unwrap_or_default())),
+                fields.map(|(f, prev)| (f, prev, docs.remove(&r).unwrap_or_default())),
             ));
         }
         Ok(out)
@@ -504,7 +507,7 @@ impl SqliteStore {
         let mut index = self.keywords.write().unwrap_or_else(|e| e.into_inner());
         for (rowid, change) in changes {
             match change {
-                Some((f, doc)) => index.upsert(f.slot(rowid), &doc),
+                Some((f, prev, doc)) => index.upsert(f.slot(rowid), prev, &doc),
                 None => index.remove(rowid),
             }
         }
@@ -1038,68 +1041,9 @@ impl Store for SqliteStore {
             .collect())
     }
 
-    fn windows(&self, ids: &[MemoryId], before: usize, after: usize) -> Result<Vec<Vec<Memory>>> {
-        // Rowids come from the in-memory slot table; the chain is walked on
-        // rowids, then each distinct row is read once.
-        let heads: Vec<Option<(i64, MemoryKind)>> = {
-            let index = self.keywords.read().unwrap_or_else(|e| e.into_inner());
-            ids.iter().map(|id| index.rowid_and_kind(id)).collect()
-        };
-        let conn = self.reader();
-        let mut links = conn.prepare_cached(
-            "SELECT (SELECT prev_rowid FROM memories WHERE rowid = ?1),
-                    (SELECT rowid FROM memories WHERE prev_rowid = ?1 LIMIT 1)",
-        )?;
-        let mut link = |rowid: i64| -> Result<(Option<i64>, Option<i64>)> {
-            Ok(links.query_row([rowid], |r| Ok((r.get(0)?, r.get(1)?)))?)
-        };
-        let mut plans: Vec<Vec<i64>> = Vec::with_capacity(ids.len());
-        for head in heads {
-            let Some((rowid, kind)) = head else {
-                plans.push(Vec::new());
-                continue;
-            };
-            if kind != MemoryKind::Message || (before == 0 && after == 0) {
-                plans.push(vec![rowid]);
-                continue;
-            }
-            // The prev_rowid chain links the messages of one exact scope.
-            let (mut prev, mut next) = link(rowid)?;
-            let mut earlier = Vec::new();
-            while let (Some(p), true) = (prev, earlier.len() < before) {
-                earlier.push(p);
-                prev = if earlier.len() < before {
-                    link(p)?.0
-                } else {
-                    None
-                };
-            }
-            earlier.reverse();
-            let mut plan = earlier;
-            plan.push(rowid);
-            let mut later = 0;
-            while let (Some(n), true) = (next, later < after) {
-                plan.push(n);
-                later += 1;
-                next = if later < after { link(n)?.1 } else { None };
-            }
-            plans.push(plan);
-        }
-        let mut rows: std::collections::HashMap<i64, Memory> = std::collections::HashMap::new();
-        let mut by_rowid = conn.prepare_cached(&format!(
-            "SELECT {MEMORY_COLUMNS} FROM memories m WHERE m.rowid = ?1"
-        ))?;
-        for &r in plans.iter().flatten() {
-            if let std::collections::hash_map::Entry::Vacant(e) = rows.entry(r) {
-                if let Some(m) = by_rowid.query_row([r], row_to_memory).optional()? {
-                    e.insert(m);
-                }
-            }
-        }
-        Ok(plans
-            .into_iter()
-            .map(|plan| plan.iter().filter_map(|r| rows.get(r).cloned()).collect())
-            .collect())
+    fn windows(&self, ids: &[MemoryId], before: usize, after: usize) -> Result<Vec<Vec<MemoryId>>> {
+        let index = self.keywords.read().unwrap_or_else(|e| e.into_inner());
+        Ok(index.windows(ids, before, after))
     }
 
     fn missing_vectors(&self, limit: usize) -> Result<Vec<Memory>> {
@@ -1258,10 +1202,32 @@ mod tests {
         }
     }
 
+    /// The in-memory chain gives every memory the neighbours `prev_rowid` says.
+    fn assert_chain_matches_sql(store: &SqliteStore, ids: &[MemoryId]) {
+        let conn = store.reader();
+        let id_at = |sql: &str, id: &MemoryId| -> Option<MemoryId> {
+            conn.query_row(sql, [id.to_string()], |r| r.get::<_, String>(0))
+                .optional()
+                .unwrap()
+                .map(|s| s.parse().unwrap())
+        };
+        for id in ids {
+            let exists = !store.get_many(&[*id]).unwrap().is_empty();
+            let mut want = Vec::new();
+            if exists {
+                want.extend(id_at("SELECT p.id FROM memories m JOIN memories p ON p.rowid = m.prev_rowid WHERE m.id = ?1", id));
+                want.push(*id);
+                want.extend(id_at("SELECT n.id FROM memories m JOIN memories n ON n.prev_rowid = m.rowid WHERE m.id = ?1", id));
+            }
+            assert_eq!(store.windows(&[*id], 1, 1).unwrap()[0], want);
+        }
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
         /// The in-memory keyword index ranks exactly as FTS5's bm25() after
-        /// inserts, updates and deletes, and again after reopening.
+        /// inserts, updates and deletes, and again after reopening; its
+        /// message chain stays equal to the stored one.
         #[test]
         fn keyword_mirror_equals_fts5(
             texts in proptest::collection::vec(proptest::collection::vec(0usize..30, 1..10), 5..60),
@@ -1306,11 +1272,13 @@ mod tests {
                     assert_mirror_matches_fts5(&store, scope, q);
                 }
             }
+            assert_chain_matches_sql(&store, &ids);
             drop(store);
             let store = SqliteStore::open(SqliteStoreOptions::new(&path, "m", 4)).unwrap();
             for q in &queries {
                 assert_mirror_matches_fts5(&store, &scopes[0], q);
             }
+            assert_chain_matches_sql(&store, &ids);
         }
     }
 

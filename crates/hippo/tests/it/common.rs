@@ -70,6 +70,15 @@ impl Embedder for HashEmbedder {
 
 /// An engine over a fresh database in `dir` with `embedder`.
 pub fn engine(dir: &std::path::Path, embedder: Arc<dyn Embedder>) -> Hippo {
+    engine_with(dir, embedder, hippo::FusionWeights::default())
+}
+
+/// [`engine`] with these fusion weights (the database is shared).
+pub fn engine_with(
+    dir: &std::path::Path,
+    embedder: Arc<dyn Embedder>,
+    weights: hippo::FusionWeights,
+) -> Hippo {
     let opts = SqliteStoreOptions::new(
         dir.join("hippo.db"),
         embedder.model_id(),
@@ -79,6 +88,7 @@ pub fn engine(dir: &std::path::Path, embedder: Arc<dyn Embedder>) -> Hippo {
     Hippo::builder()
         .store(Arc::new(store))
         .embedder(embedder)
+        .weights(weights)
         .build()
         .expect("build engine")
 }

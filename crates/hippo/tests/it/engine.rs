@@ -2,7 +2,7 @@
 
 use hippo::{AddItem, ErrorKind, Filter, MemoryKind, MemoryPatch, Order, Scope, SearchRequest};
 
-use super::common::{engine, minilm};
+use super::common::{engine, engine_with, minilm};
 
 #[test]
 fn add_then_search_by_meaning_keyword_and_speaker() {
@@ -333,4 +333,124 @@ fn diversity_makes_room_for_a_different_answer() {
     let mut bad = SearchRequest::new(s.clone(), "x");
     bad.diversity = 1.5;
     assert_eq!(h.search(&bad).unwrap_err().kind(), ErrorKind::InvalidInput);
+}
+
+#[test]
+fn a_reply_is_lifted_by_the_question_it_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let talk = |session: &str| Scope {
+        user_id: Some("ana".into()),
+        agent_id: None,
+        session_id: Some(session.into()),
+    };
+    let h = engine(dir.path(), minilm());
+    let mut items = vec![
+        AddItem::message(
+            talk("a"),
+            "user",
+            Some("Bob"),
+            "What did you cook for the street party?",
+        ),
+        AddItem::message(
+            talk("a"),
+            "user",
+            Some("Ana"),
+            "A huge pot of seafood paella, gone in minutes.",
+        ),
+    ];
+    for (i, text) in [
+        "I want to cook at home more often this year.",
+        "The cooking class starts next week.",
+        "The street party is on Saturday.",
+        "We bought new pans for the kitchen.",
+    ]
+    .iter()
+    .enumerate()
+    {
+        items.push(AddItem::message(
+            talk(&format!("b{i}")),
+            "user",
+            Some("Ana"),
+            *text,
+        ));
+    }
+    h.add(items).unwrap();
+    drop(h);
+    let rank_of_reply = |neighbour: f32| {
+        let weights = hippo::FusionWeights {
+            neighbour,
+            ..Default::default()
+        };
+        let h = engine_with(dir.path(), minilm(), weights);
+        let mut req =
+            SearchRequest::new(Scope::user("ana"), "What dish did Ana make for the party?");
+        req.context_turns = 0;
+        let hits = h.search(&req).unwrap().hits;
+        hits.iter()
+            .position(|hit| hit.memory.content.contains("paella"))
+            .unwrap()
+    };
+    let (without, with) = (rank_of_reply(0.0), rank_of_reply(0.3));
+    assert!(with < without, "without {without}, with {with}");
+}
+
+#[test]
+fn nearby_hits_become_one_excerpt_within_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = engine(dir.path(), minilm());
+    let s = Scope::user("ex");
+    let turns = [
+        "Morning! Did you sleep well?",
+        "Not really, the neighbours were loud.",
+        "I adopted a greyhound called Pepper last week.",
+        "Oh wow, how is she?",
+        "Pepper the greyhound already sleeps on the sofa.",
+        "Ha, typical.",
+        "Anyway, the tax forms are due on Friday.",
+        "Ugh, do not remind me.",
+        "I need to renew my passport too.",
+        "The office moves to the new building in June.",
+    ];
+    let items: Vec<AddItem> = turns
+        .iter()
+        .enumerate()
+        .map(|(i, t)| AddItem::message(s.clone(), "user", Some(["Ana", "Bob"][i % 2]), *t))
+        .collect();
+    let ids: Vec<_> = h.add(items).unwrap().into_iter().map(|m| m.id).collect();
+    let mut req = SearchRequest::new(s.clone(), "Pepper the greyhound");
+    req.top_k = 3;
+    let hits = h.search(&req).unwrap().hits;
+    // Turns 2 and 4 both match; with one turn of context each, their
+    // windows (1..=3 and 3..=5) overlap, so they form one excerpt (which
+    // lower-ranked neighbours may extend while the budget lasts).
+    let first = &hits[0];
+    let members: Vec<_> = first.window.iter().map(|m| m.id).collect();
+    let at = members.iter().position(|m| *m == ids[1]).unwrap();
+    assert_eq!(members[at..at + 5], ids[1..=5]);
+    let order: Vec<usize> = members
+        .iter()
+        .map(|m| ids.iter().position(|i| i == m).unwrap())
+        .collect();
+    assert!(order.windows(2).all(|w| w[1] == w[0] + 1), "{order:?}");
+    assert!(first.matched.contains(&ids[2]) && first.matched.contains(&ids[4]));
+    assert_eq!(first.matched[0], first.memory.id);
+    let mut seen = std::collections::HashSet::new();
+    for hit in &hits {
+        for m in &hit.window {
+            assert!(seen.insert(m.id), "{} shown twice", m.content);
+        }
+    }
+    // A hard budget holds, the best hit included when it fits.
+    for budget in [15, 40, 80] {
+        req.budget_tokens = Some(budget);
+        let hits = h.search(&req).unwrap().hits;
+        let cost: usize = hits
+            .iter()
+            .map(|h| hippo::text::approx_tokens(&h.text()))
+            .sum();
+        assert!(cost <= budget, "budget {budget}: cost {cost}");
+        assert!(hits[0].matched.contains(&ids[2]) || hits[0].matched.contains(&ids[4]));
+    }
+    req.budget_tokens = Some(0);
+    assert_eq!(h.search(&req).unwrap_err().kind(), ErrorKind::InvalidInput);
 }
