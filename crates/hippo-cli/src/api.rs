@@ -234,11 +234,18 @@ pub struct SearchBody {
     /// Extra conditions.
     #[serde(default)]
     pub filters: Option<FiltersBody>,
-    /// Messages of the same conversation to return before and after each hit
-    /// (0..=5; default set by the server, normally 1). With context, a
-    /// result's `memory` is the excerpt and `sources` lists its messages.
+    /// Messages of the same conversation to return on each side of a hit
+    /// (0..=5). With context, a result's `memory` is a conversation excerpt
+    /// and `sources` lists its messages. Default: the server's (normally 1
+    /// before and 2 after).
     #[serde(default)]
     pub context_turns: Option<usize>,
+    /// Messages before each hit (0..=5); overrides `context_turns`.
+    #[serde(default)]
+    pub context_before: Option<usize>,
+    /// Messages after each hit (0..=5); overrides `context_turns`.
+    #[serde(default)]
+    pub context_after: Option<usize>,
     /// Variety among results, 0..=1 (default 0: relevance alone): maximal
     /// marginal relevance over the candidates' vectors; 0.3 is a usual setting.
     #[serde(default)]
@@ -249,6 +256,17 @@ pub struct SearchBody {
     /// results stay within 140 tokens per requested result.
     #[serde(default)]
     pub budget_tokens: Option<usize>,
+}
+
+impl SearchBody {
+    /// The context asked for, on top of the server's `default`.
+    pub fn context(&self, default: hippo::Context) -> hippo::Context {
+        let base = self.context_turns.map_or(default, hippo::Context::around);
+        hippo::Context {
+            before: self.context_before.unwrap_or(base.before),
+            after: self.context_after.unwrap_or(base.after),
+        }
+    }
 }
 
 /// One stored message inside a result's conversation excerpt.

@@ -1,7 +1,10 @@
 //! `hippo bench`: evidence recall and latency on a LoCoMo-format file,
 //! through the library (no HTTP). Same metric as `shared/bench/locomo_recall.py`:
 //! frac = mean fraction of evidence turns in the top-k, any/all = at least
-//! one / every evidence turn found, sess = fraction of evidence sessions touched.
+//! one / every evidence turn found, sess = fraction of evidence sessions touched;
+//! also NDCG (each evidence turn relevant, ideally all in the first result) and
+//! the results' size (characters, and tokens as the search budget counts them).
+//! Overall and per category.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -28,9 +31,12 @@ pub struct BenchArgs {
     /// Database to load into (default: a fresh temporary file).
     #[arg(long)]
     bench_db: Option<PathBuf>,
-    /// Messages of context around each hit (they count as found, and as cost).
-    #[arg(long, default_value_t = hippo::DEFAULT_CONTEXT_TURNS)]
-    context_turns: usize,
+    /// Messages of context before each hit (they count as found, and as cost).
+    #[arg(long, default_value_t = hippo::Context::default().before)]
+    context_before: usize,
+    /// Messages of context after each hit.
+    #[arg(long, default_value_t = hippo::Context::default().after)]
+    context_after: usize,
     /// Long-history variant: this many generated chat turns (other
     /// conversations, dated within the target's time range) join each
     /// conversation's scope before its questions are asked.
@@ -42,6 +48,10 @@ pub struct BenchArgs {
     /// Token budget of the results (default: the search default).
     #[arg(long)]
     budget_tokens: Option<usize>,
+    /// Ask the questions against what an earlier run left in `--bench-db`
+    /// (same `--data`, `--convs` and `--distractors`) instead of loading.
+    #[arg(long, requires = "bench_db")]
+    skip_load: bool,
     /// Only these conversations (comma-separated indices).
     #[arg(long, value_delimiter = ',')]
     convs: Option<Vec<usize>>,
@@ -53,6 +63,10 @@ const CATEGORIES: [(u64, &str); 4] = [
     (3, "open-domain"),
     (4, "single-hop"),
 ];
+
+/// Reported per cut-off: evidence recall (mean fraction, at least one, all),
+/// session recall, NDCG, and the results' size in characters and tokens.
+const METRICS: [&str; 7] = ["frac", "any", "all", "sess", "ndcg", "chars", "tokens"];
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -90,17 +104,19 @@ pub fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
             .context("sample lacks sample_id")?;
         let turns = locomo_turns(s.get("conversation").context("sample lacks conversation")?)?;
         let known: HashSet<&str> = turns.iter().map(|t| t.dia_id.as_str()).collect();
-        hippo.delete_scope(&Scope::user(uid))?;
         let items = locomo_items(uid, &turns);
-        let t0 = Instant::now();
-        for chunk in items.chunks(256) {
-            hippo.add(chunk.to_vec())?;
+        if !args.skip_load {
+            hippo.delete_scope(&Scope::user(uid))?;
+            let t0 = Instant::now();
+            for chunk in items.chunks(256) {
+                hippo.add(chunk.to_vec())?;
+            }
+            load_s += t0.elapsed().as_secs_f64();
+            if args.distractors > 0 {
+                add_distractors(&hippo, uid, &turns, args.distractors, index as u64)?;
+            }
+            turns_loaded += items.len();
         }
-        load_s += t0.elapsed().as_secs_f64();
-        if args.distractors > 0 {
-            add_distractors(&hippo, uid, &turns, args.distractors, index as u64)?;
-        }
-        turns_loaded += items.len();
         for q in s.get("qa").and_then(Value::as_array).into_iter().flatten() {
             let cat = q.get("category").and_then(Value::as_u64).unwrap_or(0);
             let ev: HashSet<&str> = q
@@ -124,7 +140,10 @@ pub fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
                 query: question,
                 top_k: kmax,
                 filter: Filter::default(),
-                context_turns: args.context_turns,
+                context: hippo::Context {
+                    before: args.context_before,
+                    after: args.context_after,
+                },
                 diversity: args.diversity,
                 budget_tokens: args.budget_tokens,
             };
@@ -153,6 +172,29 @@ pub fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
                 let ev_s: HashSet<String> = ev.iter().map(|d| session(d)).collect();
                 let got_s: HashSet<String> = got.iter().map(|d| session(d)).collect();
                 let chars: usize = top.iter().map(|h| h.text().len()).sum();
+                let tokens: usize = top
+                    .iter()
+                    .map(|h| hippo::text::approx_tokens(&h.text()))
+                    .sum();
+                // NDCG: each evidence message is a relevant item at the rank
+                // of the result that shows it; ideally every one is shown by
+                // the first result (an excerpt can hold several).
+                let dcg: f64 = ev
+                    .iter()
+                    .filter_map(|e| {
+                        top.iter().position(|h| {
+                            let msgs = if h.window.is_empty() {
+                                std::slice::from_ref(&h.memory)
+                            } else {
+                                h.window.as_slice()
+                            };
+                            msgs.iter().any(|m| {
+                                m.metadata.get("dia_id").and_then(Value::as_str) == Some(*e)
+                            })
+                        })
+                    })
+                    .map(|rank| 1.0 / (rank as f64 + 2.0).log2())
+                    .sum();
                 rec.insert(format!("frac@{k}"), hit as f64 / ev.len() as f64);
                 rec.insert(format!("any@{k}"), f64::from(u8::from(hit > 0)));
                 rec.insert(format!("all@{k}"), f64::from(u8::from(hit == ev.len())));
@@ -161,6 +203,8 @@ pub fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
                     ev_s.intersection(&got_s).count() as f64 / ev_s.len() as f64,
                 );
                 rec.insert(format!("chars@{k}"), chars as f64);
+                rec.insert(format!("tokens@{k}"), tokens as f64);
+                rec.insert(format!("ndcg@{k}"), dcg / ev.len() as f64);
             }
             rows.push((cat, rec));
         }
@@ -175,7 +219,7 @@ pub fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
     let all: Vec<&BTreeMap<String, f64>> = rows.iter().map(|r| &r.1).collect();
     let mut overall = serde_json::Map::new();
     for &k in &args.k {
-        for m in ["frac", "any", "all", "sess", "chars"] {
+        for m in METRICS {
             overall.insert(format!("{m}@{k}"), mean(&all, &format!("{m}@{k}")));
         }
     }
@@ -186,7 +230,9 @@ pub fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
         let mut entry = serde_json::Map::new();
         entry.insert("n".into(), json!(sub.len()));
         for &k in &args.k {
-            entry.insert(format!("frac@{k}"), mean(&sub, &format!("frac@{k}")));
+            for m in METRICS {
+                entry.insert(format!("{m}@{k}"), mean(&sub, &format!("{m}@{k}")));
+            }
         }
         by_cat.insert(name.into(), Value::Object(entry));
     }
@@ -195,7 +241,9 @@ pub fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
     let out = json!({
         "questions": rows.len(),
         "distractors_per_conversation": args.distractors,
-        "context_turns": args.context_turns,
+        "context_before": args.context_before,
+        "context_after": args.context_after,
+        "budget_tokens": args.budget_tokens,
         "turns_loaded": turns_loaded,
         "ingest_turns_per_s": if load_s > 0.0 { (turns_loaded as f64 / load_s * 10.0).round() / 10.0 } else { 0.0 },
         "search_ms_p50": pct(&lat, 0.5),

@@ -26,8 +26,10 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     /// Trade power-loss durability for faster commits (survives kill -9 still).
     pub fast_commits: Option<bool>,
-    /// Messages of context around each search hit when a request does not say (0..=5).
-    pub context_turns: Option<usize>,
+    /// Messages of context before each search hit when a request does not say (0..=5).
+    pub context_before: Option<usize>,
+    /// Messages of context after each search hit when a request does not say (0..=5).
+    pub context_after: Option<usize>,
 }
 
 impl FileConfig {

@@ -71,9 +71,12 @@ enum Command {
         /// Largest accepted request body, in bytes.
         #[arg(long, env = "HIPPO_MAX_BODY_BYTES")]
         max_body_bytes: Option<usize>,
-        /// Messages of context around each search hit when a request does not say (0..=5, default 1).
-        #[arg(long, env = "HIPPO_CONTEXT_TURNS")]
-        context_turns: Option<usize>,
+        /// Messages of context before each search hit when a request does not say (0..=5, default 1).
+        #[arg(long, env = "HIPPO_CONTEXT_BEFORE")]
+        context_before: Option<usize>,
+        /// Messages of context after each search hit when a request does not say (0..=5, default 2).
+        #[arg(long, env = "HIPPO_CONTEXT_AFTER")]
+        context_after: Option<usize>,
     },
     /// Remember one text.
     Add {
@@ -98,9 +101,12 @@ enum Command {
         /// Print JSON instead of lines.
         #[arg(long)]
         json: bool,
-        /// Messages of context around each hit.
-        #[arg(long, default_value_t = hippo::DEFAULT_CONTEXT_TURNS)]
-        context_turns: usize,
+        /// Messages of context before each hit.
+        #[arg(long, default_value_t = hippo::Context::default().before)]
+        context_before: usize,
+        /// Messages of context after each hit.
+        #[arg(long, default_value_t = hippo::Context::default().after)]
+        context_after: usize,
         /// Variety among results (0: relevance alone).
         #[arg(long, default_value_t = hippo::DEFAULT_DIVERSITY)]
         diversity: f32,
@@ -309,7 +315,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve {
             listen,
             max_body_bytes,
-            context_turns,
+            context_before,
+            context_after,
         } => {
             let listen = listen
                 .or_else(|| settings.file.listen.clone())
@@ -317,14 +324,23 @@ fn run(cli: Cli) -> Result<()> {
             let max_body = max_body_bytes
                 .or(settings.file.max_body_bytes)
                 .unwrap_or(16 << 20);
-            let context_turns = context_turns
-                .or(settings.file.context_turns)
-                .unwrap_or(hippo::DEFAULT_CONTEXT_TURNS);
-            if context_turns > hippo::MAX_CONTEXT_TURNS {
-                bail!("context_turns must be 0..={}", hippo::MAX_CONTEXT_TURNS);
+            let default = hippo::Context::default();
+            let context = hippo::Context {
+                before: context_before
+                    .or(settings.file.context_before)
+                    .unwrap_or(default.before),
+                after: context_after
+                    .or(settings.file.context_after)
+                    .unwrap_or(default.after),
+            };
+            if context.before.max(context.after) > hippo::MAX_CONTEXT_TURNS {
+                bail!(
+                    "context must be 0..={} messages on either side",
+                    hippo::MAX_CONTEXT_TURNS
+                );
             }
             let hippo = Arc::new(settings.open()?);
-            serve(hippo, &listen, max_body, context_turns)
+            serve(hippo, &listen, max_body, context)
         }
         Command::Add {
             scope,
@@ -346,7 +362,8 @@ fn run(cli: Cli) -> Result<()> {
             scope,
             top_k,
             json,
-            context_turns,
+            context_before,
+            context_after,
             diversity,
             budget_tokens,
             query,
@@ -357,7 +374,10 @@ fn run(cli: Cli) -> Result<()> {
                 query,
                 top_k,
                 filter: Filter::default(),
-                context_turns,
+                context: hippo::Context {
+                    before: context_before,
+                    after: context_after,
+                },
                 diversity,
                 budget_tokens,
             })?;
@@ -426,7 +446,7 @@ fn serve(
     hippo: Arc<Hippo>,
     listen: &str,
     max_body_bytes: usize,
-    context_turns: usize,
+    context: hippo::Context,
 ) -> Result<()> {
     let addr: std::net::SocketAddr = listen
         .parse()
@@ -441,7 +461,7 @@ fn serve(
         let state = server::AppState {
             hippo,
             metrics: Arc::new(metrics::Metrics::new()),
-            context_turns,
+            context,
         };
         let app = server::router(state, max_body_bytes);
         let listener = tokio::net::TcpListener::bind(addr)

@@ -29,8 +29,8 @@ pub struct AppState {
     pub hippo: Arc<Hippo>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Context messages around each search hit when a request does not say.
-    pub context_turns: usize,
+    /// Context around each search hit when a request does not say.
+    pub context: hippo::Context,
 }
 
 /// An API error response.
@@ -301,12 +301,13 @@ async fn search(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<SearchBody>,
 ) -> Result<Json<SearchResponseView>, ApiError> {
+    let context = body.context(state.context);
     let req = SearchRequest {
         scope: scope_of(body.user_id, body.agent_id, body.session_id),
         query: body.query,
         top_k: body.top_k.unwrap_or(10),
         filter: body.filters.map(Filter::from).unwrap_or_default(),
-        context_turns: body.context_turns.unwrap_or(state.context_turns),
+        context,
         diversity: body.diversity.unwrap_or(hippo::DEFAULT_DIVERSITY),
         budget_tokens: body.budget_tokens,
     };

@@ -33,8 +33,9 @@ pub mod text;
 
 pub use embed::{Embedder, MiniLmEmbedder, OpenAiEmbedder, OpenAiEmbedderConfig};
 pub use engine::{
-    AddItem, Content, Hippo, HippoBuilder, Limits, MemoryPatch, Message, SearchHit, SearchRequest,
-    SearchResponse, DEFAULT_CONTEXT_TURNS, DEFAULT_DIVERSITY, MAX_CONTEXT_TURNS,
+    AddItem, Content, Context, Hippo, HippoBuilder, Limits, MemoryPatch, Message, SearchHit,
+    SearchRequest, SearchResponse, DEFAULT_DIVERSITY, DEFAULT_TOKENS_PER_RESULT, MAX_BUDGET_TOKENS,
+    MAX_CONTEXT_TURNS,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use model::{Actor, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope};

@@ -1,16 +1,17 @@
 //! Packing ranked hits into excerpts under a token budget.
 //!
 //! A search result is an *excerpt*: consecutive messages of one conversation
-//! around one or more hits. Hits are offered best first, each with its
-//! window (the hit and its context). Windows that overlap, touch, or leave a
-//! single message between them merge into one excerpt (the gap message is
-//! added): the reader gets one coherent passage instead of fragments, and no
-//! message is paid for twice.
+//! around one or more hits. Packing has two passes. First the hits, best
+//! first, each alone: a hit is taken while it fits the token budget and the
+//! number of excerpts (the best hit is taken regardless, so a search never
+//! comes back empty because of the budget). Then context, a message at a
+//! time and spread over all hits (see [`Packer::add_context`]), while the
+//! budget lasts. So context never crowds out a hit, and long messages cost
+//! results only when the hits themselves do not fit.
 //!
-//! Budget: an offer whose window does not fit is retried as the bare hit.
-//! With a hard budget the bare hit must fit too (except the best hit, so a
-//! search never comes back empty); with a soft one it is always taken and
-//! only context is limited. Later, smaller offers may still fit.
+//! Whenever two excerpts would touch, overlap or leave a single message
+//! between them, they become one (the gap message is added): the reader gets
+//! one coherent passage instead of fragments, and no message is paid twice.
 
 use std::collections::{HashMap, HashSet};
 
@@ -19,25 +20,6 @@ use crate::model::MemoryId;
 
 /// Token cost of an excerpt's header (its date line).
 pub const HEADER_TOKENS: usize = 4;
-
-/// How the budget binds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Budget {
-    /// Hits and context together stay within this many tokens (the best hit
-    /// is taken regardless).
-    Hard(usize),
-    /// Every hit is taken; context is added while the total stays within
-    /// this many tokens.
-    Soft(usize),
-}
-
-impl Budget {
-    fn tokens(self) -> usize {
-        match self {
-            Budget::Hard(n) | Budget::Soft(n) => n,
-        }
-    }
-}
 
 /// One packed result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +33,7 @@ pub struct Excerpt {
 /// Builds excerpts from offers (see the module docs).
 #[derive(Debug)]
 pub struct Packer {
-    budget: Budget,
+    budget: usize,
     max_excerpts: usize,
     used: usize,
     members: HashSet<MemoryId>,
@@ -60,11 +42,13 @@ pub struct Packer {
     next: HashMap<MemoryId, MemoryId>,
     /// Hits taken, best first.
     hits: Vec<MemoryId>,
+    /// Each taken hit's window, as offered.
+    windows: HashMap<MemoryId, Vec<MemoryId>>,
 }
 
 impl Packer {
-    /// A packer for at most `max_excerpts` excerpts within `budget`.
-    pub fn new(budget: Budget, max_excerpts: usize) -> Self {
+    /// A packer for at most `max_excerpts` excerpts within `budget` tokens.
+    pub fn new(budget: usize, max_excerpts: usize) -> Self {
         Packer {
             budget,
             max_excerpts: max_excerpts.max(1),
@@ -73,6 +57,7 @@ impl Packer {
             prev: HashMap::new(),
             next: HashMap::new(),
             hits: Vec::new(),
+            windows: HashMap::new(),
         }
     }
 
@@ -84,63 +69,113 @@ impl Packer {
     /// True when no further offer can add anything: the budget is spent and
     /// the excerpts are all there.
     pub fn is_full(&self) -> bool {
-        self.used >= self.budget.tokens() && self.excerpts_in(&self.members) >= self.max_excerpts
+        self.used >= self.budget && self.excerpts_in(&self.members) >= self.max_excerpts
     }
 
-    /// Offers `hit`. `window` is its conversation window in chain order, the
-    /// hit included, reaching `context + 1` messages to each side (the extra
-    /// message finds one-message gaps); `cost` gives a message's tokens.
-    /// Returns whether the hit was taken.
+    /// Pass 1: offers `hit` alone. `window` is its conversation window in
+    /// chain order, the hit included, reaching one message beyond the
+    /// context on each side (to find one-message gaps); `cost` gives a
+    /// message's tokens. Taken when it is already shown, or when it fits the
+    /// budget (the first hit always does) and the excerpt cap (a hit next to
+    /// an excerpt, or one message from it, joins it). Returns whether taken.
     pub fn offer(
         &mut self,
         hit: MemoryId,
         window: &[MemoryId],
-        context: usize,
         cost: &mut dyn FnMut(MemoryId) -> Result<usize>,
     ) -> Result<bool> {
         for pair in window.windows(2) {
             self.next.insert(pair[0], pair[1]);
             self.prev.insert(pair[1], pair[0]);
         }
-        if self.members.contains(&hit) {
-            // Already shown as context: now also a hit of that excerpt.
-            self.hits.push(hit);
-            return Ok(true);
-        }
-        let at = window.iter().position(|&m| m == hit);
-        let core: Vec<MemoryId> = match at {
-            Some(i) => {
-                window[i.saturating_sub(context)..(i + context + 1).min(window.len())].to_vec()
-            }
-            None => vec![hit],
+        let taken = self.members.contains(&hit) || {
+            let first = self.hits.is_empty();
+            self.try_add(vec![hit], first, cost)?
         };
-        let first = self.hits.is_empty();
-        for (attempt, candidate) in [core, vec![hit]].into_iter().enumerate() {
-            let bare = attempt == 1;
-            let new = self.with_gaps(candidate);
-            let mut grown = self.members.clone();
-            grown.extend(new.iter().copied());
-            let excerpts = self.excerpts_in(&grown);
-            let mut tokens = self.used;
-            for &m in &new {
-                tokens += cost(m)?;
+        if taken {
+            self.hits.push(hit);
+            self.windows.entry(hit).or_insert_with(|| window.to_vec());
+        }
+        Ok(taken)
+    }
+
+    /// Pass 2: grows the excerpts by up to `before`/`after` messages of
+    /// context per hit, one message at a time while the budget allows: first
+    /// the message after every hit (best hit first), then the one before,
+    /// then the second after, and so on. Spreading context over all hits
+    /// before deepening any one of them is what makes a reply to the fifth
+    /// hit worth more than a third message around the first.
+    pub fn add_context(
+        &mut self,
+        (before, after): (usize, usize),
+        cost: &mut dyn FnMut(MemoryId) -> Result<usize>,
+    ) -> Result<()> {
+        let mut offsets: Vec<isize> = Vec::new();
+        for d in 1..=before.max(after) as isize {
+            if d as usize <= after {
+                offsets.push(d);
             }
-            let headers_before = HEADER_TOKENS * self.excerpts_in(&self.members);
-            let total = (tokens + HEADER_TOKENS * excerpts).saturating_sub(headers_before);
-            let fits = total <= self.budget.tokens()
-                || first && bare
-                || bare && matches!(self.budget, Budget::Soft(_));
-            if excerpts <= self.max_excerpts && fits {
-                self.members = grown;
-                self.used = total;
-                self.hits.push(hit);
-                return Ok(true);
-            }
-            if excerpts > self.max_excerpts && bare {
-                break;
+            if d as usize <= before {
+                offsets.push(-d);
             }
         }
-        Ok(false)
+        let mut hits = self.hits.clone();
+        let mut seen = HashSet::new();
+        hits.retain(|h| seen.insert(*h));
+        for offset in offsets {
+            for hit in &hits {
+                let Some(w) = self.windows.get(hit) else {
+                    continue;
+                };
+                let Some(i) = w.iter().position(|m| m == hit) else {
+                    continue;
+                };
+                let j = i as isize + offset;
+                if j < 0 || j as usize >= w.len() {
+                    continue;
+                }
+                let (lo, hi) = (i.min(j as usize), i.max(j as usize));
+                // Context stays contiguous: the closer messages are shown.
+                if !w[lo..=hi]
+                    .iter()
+                    .filter(|m| *m != &w[j as usize])
+                    .all(|m| self.members.contains(m))
+                {
+                    continue;
+                }
+                let m = w[j as usize];
+                if !self.members.contains(&m) {
+                    self.try_add(vec![m], false, cost)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `candidate` (with any gap it leaves to an excerpt) when the
+    /// result stays within the excerpt cap and, unless `force`, the budget.
+    fn try_add(
+        &mut self,
+        candidate: Vec<MemoryId>,
+        force: bool,
+        cost: &mut dyn FnMut(MemoryId) -> Result<usize>,
+    ) -> Result<bool> {
+        let new = self.with_gaps(candidate);
+        let mut grown = self.members.clone();
+        grown.extend(new.iter().copied());
+        let excerpts = self.excerpts_in(&grown);
+        let mut tokens = self.used;
+        for &m in &new {
+            tokens += cost(m)?;
+        }
+        let headers_before = HEADER_TOKENS * self.excerpts_in(&self.members);
+        let total = (tokens + HEADER_TOKENS * excerpts).saturating_sub(headers_before);
+        if excerpts > self.max_excerpts || (total > self.budget && !force) {
+            return Ok(false);
+        }
+        self.members = grown;
+        self.used = total;
+        Ok(true)
     }
 
     /// `candidate`'s messages not yet shown, plus any single message that
@@ -230,17 +265,14 @@ mod tests {
             .collect()
     }
 
-    fn pack(hits: &[u128], context: u128, len: u128, budget: Budget, k: usize) -> Vec<Excerpt> {
+    fn pack(hits: &[u128], context: u128, len: u128, budget: usize, k: usize) -> Vec<Excerpt> {
         let mut p = Packer::new(budget, k);
+        let c = context as usize;
         for &h in hits {
-            p.offer(
-                id(h),
-                &window(h, context + 1, len),
-                context as usize,
-                &mut |_| Ok(10),
-            )
-            .unwrap();
+            p.offer(id(h), &window(h, context + 1, len), &mut |_| Ok(10))
+                .unwrap();
         }
+        p.add_context((c, c), &mut |_| Ok(10)).unwrap();
         p.finish()
     }
 
@@ -252,7 +284,7 @@ mod tests {
     fn nearby_hits_share_one_excerpt_and_a_gap_is_filled() {
         // Hits 10 and 14 with one message of context: 9..=11 and 13..=15
         // leave message 12 between them, so they become one excerpt.
-        let out = pack(&[10, 14, 40], 1, 100, Budget::Hard(1000), 10);
+        let out = pack(&[10, 14, 40], 1, 100, 1000, 10);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].members, ids(&[9, 10, 11, 12, 13, 14, 15]));
         assert_eq!(out[0].hits, ids(&[10, 14]));
@@ -260,37 +292,46 @@ mod tests {
     }
 
     #[test]
-    fn a_window_that_does_not_fit_shrinks_to_its_hit() {
-        // Budget for the first window (3 messages + header = 34) and one
-        // more bare hit (10 + header 4).
-        let out = pack(&[10, 40, 70], 1, 100, Budget::Hard(48), 10);
-        assert_eq!(out.len(), 2);
-        assert_eq!(out[1].members, ids(&[40]));
-        // A soft budget takes every hit, bare when out of room.
-        let soft = pack(&[10, 40, 70], 1, 100, Budget::Soft(48), 10);
-        assert_eq!(soft.len(), 3);
-        assert_eq!(soft[2].members, ids(&[70]));
+    fn hits_come_before_context_and_context_is_spread() {
+        // Three bare hits cost 3 × (10 + header 4) = 42.
+        let out = pack(&[10, 40, 70], 1, 100, 48, 10);
+        let members: Vec<_> = out.iter().map(|e| e.members.clone()).collect();
+        assert_eq!(members, [ids(&[10]), ids(&[40]), ids(&[70])]);
+        // Room for two more messages: the replies to the two best hits, not
+        // both sides of the first.
+        let out = pack(&[10, 40, 70], 1, 100, 62, 10);
+        let members: Vec<_> = out.iter().map(|e| e.members.clone()).collect();
+        assert_eq!(members, [ids(&[10, 11]), ids(&[40, 41]), ids(&[70])]);
     }
 
     #[test]
     fn the_best_hit_comes_back_even_over_budget() {
-        let out = pack(&[10], 1, 100, Budget::Hard(5), 10);
+        let out = pack(&[10], 1, 100, 5, 10);
         assert_eq!(out[0].members, ids(&[10]));
     }
 
     #[test]
     fn excerpts_are_capped_but_merging_offers_still_land() {
-        let out = pack(&[10, 40, 70, 12], 1, 100, Budget::Hard(1000), 2);
+        let out = pack(&[10, 40, 70, 12], 1, 100, 1000, 2);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].members, ids(&[9, 10, 11, 12, 13]));
         assert_eq!(out[0].hits, ids(&[10, 12]));
     }
 
     #[test]
-    fn a_hit_already_shown_as_context_joins_its_excerpt() {
-        let out = pack(&[10, 11], 1, 100, Budget::Hard(1000), 10);
+    fn context_can_lean_towards_the_reply() {
+        let mut p = Packer::new(1000, 10);
+        p.offer(id(10), &window(10, 3, 100), &mut |_| Ok(10))
+            .unwrap();
+        p.add_context((1, 2), &mut |_| Ok(10)).unwrap();
+        assert_eq!(p.finish()[0].members, ids(&[9, 10, 11, 12]));
+    }
+
+    #[test]
+    fn adjacent_hits_join_one_excerpt() {
+        let out = pack(&[10, 11], 1, 100, 1000, 10);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].members, ids(&[9, 10, 11]));
+        assert_eq!(out[0].members, ids(&[9, 10, 11, 12]));
         assert_eq!(out[0].hits, ids(&[10, 11]));
     }
 
@@ -301,7 +342,7 @@ mod tests {
         #[test]
         fn invariants(hits in proptest::collection::vec(0u128..60, 1..30),
                       context in 0u128..3, k in 1usize..8, budget in 10usize..400) {
-            let out = pack(&hits, context, 60, Budget::Hard(budget), k);
+            let out = pack(&hits, context, 60, budget, k);
             prop_assert!(!out.is_empty() && out.len() <= k);
             let mut seen = HashSet::new();
             let mut tokens = 0;

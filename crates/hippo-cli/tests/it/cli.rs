@@ -125,6 +125,21 @@ fn import_locomo_format_and_bench() {
     let report: serde_json::Value = serde_json::from_str(&bench).unwrap();
     assert_eq!(report["questions"], 2);
     assert_eq!(report["overall"]["frac@3"], 1.0);
+    // With one excerpt of the whole conversation, every evidence turn is in
+    // the first result: NDCG 1. Tokens are counted as the budget counts them.
+    assert_eq!(report["overall"]["ndcg@3"], 1.0, "{report}");
+    let with_context = report["overall"]["tokens@3"].as_f64().unwrap();
+    assert_eq!(report["by_category"]["single-hop"]["all@3"], 1.0);
+    // Without context the results are bare turns: fewer tokens.
+    let bench = ok(hippo(&db)
+        .args(["bench", "--data"])
+        .arg(&file)
+        .args(["--k", "3", "--context-before", "0", "--context-after", "0"])
+        .output()
+        .unwrap());
+    let report: serde_json::Value = serde_json::from_str(&bench).unwrap();
+    assert_eq!(report["context_after"], 0);
+    assert!(report["overall"]["tokens@3"].as_f64().unwrap() < with_context);
     // Long-history variant: generated distractors share the scope.
     let bench = ok(hippo(&db)
         .args(["bench", "--data"])

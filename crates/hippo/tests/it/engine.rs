@@ -1,6 +1,8 @@
 //! The engine end to end with the real model and a real SQLite file.
 
-use hippo::{AddItem, ErrorKind, Filter, MemoryKind, MemoryPatch, Order, Scope, SearchRequest};
+use hippo::{
+    AddItem, Context, ErrorKind, Filter, MemoryKind, MemoryPatch, Order, Scope, SearchRequest,
+};
 
 use super::common::{engine, engine_with, minilm};
 
@@ -219,14 +221,14 @@ fn results_carry_their_conversation_context_once() {
 
     // Without context: the bare memory.
     let mut req = SearchRequest::new(Scope::user("ana"), "Where is Ana going on holiday?");
-    req.context_turns = 0;
+    req.context = Context::NONE;
     req.top_k = 1;
     let bare = h.search(&req).unwrap().hits;
     assert!(bare[0].window.is_empty());
     assert_eq!(bare[0].text(), bare[0].memory.content);
 
     // With one turn of context, the question's reply comes along.
-    req.context_turns = 1;
+    req.context = Context::around(1);
     req.scope = s.clone();
     let hit = &h.search(&req).unwrap().hits[0];
     let text = hit.text();
@@ -254,7 +256,7 @@ fn results_carry_their_conversation_context_once() {
         }
     }
     // Out-of-range context is refused.
-    req.context_turns = hippo::MAX_CONTEXT_TURNS + 1;
+    req.context = Context::around(hippo::MAX_CONTEXT_TURNS + 1);
     assert_eq!(h.search(&req).unwrap_err().kind(), ErrorKind::InvalidInput);
 }
 
@@ -282,7 +284,7 @@ fn relative_dates_are_resolved_and_searchable_by_date() {
     .unwrap();
     let top = |q: &str| {
         let mut req = SearchRequest::new(s.clone(), q);
-        req.context_turns = 0;
+        req.context = Context::NONE;
         h.search(&req).unwrap().hits[0].memory.content.clone()
     };
     // "last Sunday" said on Thursday 2023-05-25 is 2023-05-21.
@@ -316,7 +318,7 @@ fn diversity_makes_room_for_a_different_answer() {
     let top2 = |diversity: f32| {
         let mut req = SearchRequest::new(s.clone(), "What are my hobbies?");
         req.top_k = 2;
-        req.context_turns = 0;
+        req.context = Context::NONE;
         req.diversity = diversity;
         h.search(&req)
             .unwrap()
@@ -384,7 +386,7 @@ fn a_reply_is_lifted_by_the_question_it_answers() {
         let h = engine_with(dir.path(), minilm(), weights);
         let mut req =
             SearchRequest::new(Scope::user("ana"), "What dish did Ana make for the party?");
-        req.context_turns = 0;
+        req.context = Context::NONE;
         let hits = h.search(&req).unwrap().hits;
         hits.iter()
             .position(|hit| hit.memory.content.contains("paella"))
