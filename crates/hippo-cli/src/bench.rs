@@ -45,6 +45,9 @@ pub struct BenchArgs {
     /// Diversity of the results (0: relevance alone).
     #[arg(long, default_value_t = hippo::DEFAULT_DIVERSITY)]
     diversity: f32,
+    /// Weight of conversation support in fusion (0 turns it off).
+    #[arg(long, default_value_t = hippo::FusionWeights::default().neighbour)]
+    neighbour_weight: f32,
     /// Token budget of the results (default: the search default).
     #[arg(long)]
     budget_tokens: Option<usize>,
@@ -89,7 +92,11 @@ pub fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
         .bench_db
         .clone()
         .unwrap_or_else(|| tmp.join("bench.db"));
-    let hippo = settings.open_at(&db)?;
+    let weights = hippo::FusionWeights {
+        neighbour: args.neighbour_weight,
+        ..Default::default()
+    };
+    let hippo = settings.open_with(&db, weights)?;
     let kmax = *args.k.iter().max().unwrap_or(&10);
     let mut rows: Vec<(u64, BTreeMap<String, f64>)> = Vec::new();
     let (mut lat, mut embed_free) = (Vec::new(), Vec::new());
@@ -244,6 +251,7 @@ pub fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
         "context_before": args.context_before,
         "context_after": args.context_after,
         "budget_tokens": args.budget_tokens,
+        "neighbour_weight": args.neighbour_weight,
         "turns_loaded": turns_loaded,
         "ingest_turns_per_s": if load_s > 0.0 { (turns_loaded as f64 / load_s * 10.0).round() / 10.0 } else { 0.0 },
         "search_ms_p50": pct(&lat, 0.5),

@@ -267,6 +267,11 @@ impl Settings {
 
     /// Opens the engine on another database file with the configured embedder.
     pub fn open_at(&self, db: &std::path::Path) -> Result<Hippo> {
+        self.open_with(db, hippo::FusionWeights::default())
+    }
+
+    /// [`Self::open_at`] with these fusion weights (benchmarks, ablations).
+    pub fn open_with(&self, db: &std::path::Path, weights: hippo::FusionWeights) -> Result<Hippo> {
         let embedder = self.embedder()?;
         if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
@@ -278,6 +283,7 @@ impl Settings {
         Ok(Hippo::builder()
             .store(Arc::new(store))
             .embedder(embedder)
+            .weights(weights)
             .build()?)
     }
 }

@@ -707,7 +707,14 @@ impl Hippo {
         }
         let (qv, embed_ms) = self.query_vector(&req.query)?;
         let t = Instant::now();
-        let pool = (req.top_k * 3).max(50);
+        // Candidates per channel. A deep keyword pool matters in long
+        // histories, where names and rare words of the right conversation
+        // compete with thousands of other messages: with 20,000 distractor
+        // turns, 100 keyword candidates lost less recall than 50 (150 or 200
+        // no less than 100). A deeper vector pool did not help and costs
+        // more f32 rescoring.
+        let keyword_pool = (req.top_k * 10).max(100);
+        let vector_pool = (req.top_k * 3).max(50);
         // Dates the query mentions ("on 21 May 2023", "last week") become
         // the same tokens stored memories carry for their dates.
         let mut terms = query_terms(&req.query);
@@ -723,7 +730,7 @@ impl Hippo {
                         scope: &req.scope,
                         filter: &req.filter,
                         terms: &terms,
-                        limit: pool,
+                        limit: keyword_pool,
                     })
                 })
             },
@@ -733,7 +740,7 @@ impl Hippo {
                         scope: &req.scope,
                         filter: &req.filter,
                         vector: &qv,
-                        limit: pool,
+                        limit: vector_pool,
                     })
                 })
             },
