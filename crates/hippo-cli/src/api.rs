@@ -431,3 +431,40 @@ pub struct Health {
     /// Server version.
     pub version: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(v: serde_json::Value) -> SearchBody {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn context_turns_sets_both_sides_and_before_after_override_it() {
+        let server = hippo::Context {
+            before: 1,
+            after: 2,
+        };
+        let ctx = |v| body(v).context(server);
+        assert_eq!(ctx(serde_json::json!({"query": "q"})), server);
+        assert_eq!(
+            ctx(serde_json::json!({"query": "q", "context_turns": 0})),
+            hippo::Context::NONE
+        );
+        assert_eq!(
+            ctx(serde_json::json!({"query": "q", "context_turns": 3, "context_after": 1})),
+            hippo::Context {
+                before: 3,
+                after: 1
+            }
+        );
+        assert_eq!(
+            ctx(serde_json::json!({"query": "q", "context_before": 0})),
+            hippo::Context {
+                before: 0,
+                after: 2
+            }
+        );
+    }
+}

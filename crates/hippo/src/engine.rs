@@ -865,10 +865,24 @@ impl Hippo {
             } else {
                 self.store.windows(&ids, before + 1, after + 1)?
             };
-            self.load_rows(&mut rows, &ids, &req.scope)?;
+            // Rows only for hits that could be taken (once the excerpts are
+            // all there, only hits next to one can join).
+            let wanted: Vec<MemoryId> = ids
+                .iter()
+                .zip(&windows)
+                .filter(|(id, w)| packer.may_take(**id, w))
+                .map(|(id, _)| *id)
+                .collect();
+            self.load_rows(&mut rows, &wanted, &req.scope)?;
             for (id, w) in ids.into_iter().zip(windows) {
-                if !rows.contains_key(&id) {
+                if !packer.may_take(id, &w) {
                     continue;
+                }
+                if !rows.contains_key(&id) {
+                    self.load_rows(&mut rows, &[id], &req.scope)?;
+                    if !rows.contains_key(&id) {
+                        continue; // deleted since ranked
+                    }
                 }
                 let mut cost = |m| self.message_tokens(&mut rows, m, &req.scope);
                 if packer.offer(id, &w, &mut cost)? {

@@ -72,6 +72,22 @@ impl Packer {
         self.used >= self.budget && self.excerpts_in(&self.members) >= self.max_excerpts
     }
 
+    /// Whether [`Self::offer`] could take `hit` (so its row is worth
+    /// reading): it is shown already, or budget is left and either another
+    /// excerpt fits or its window reaches an excerpt it could join.
+    pub fn may_take(&self, hit: MemoryId, window: &[MemoryId]) -> bool {
+        self.members.contains(&hit)
+            || self.used < self.budget
+                && (self.excerpts_in(&self.members) < self.max_excerpts
+                    || window.iter().any(|m| {
+                        // One message beyond, as a gap the hit could fill.
+                        [Some(m), self.prev.get(m), self.next.get(m)]
+                            .into_iter()
+                            .flatten()
+                            .any(|x| self.members.contains(x))
+                    }))
+    }
+
     /// Pass 1: offers `hit` alone. `window` is its conversation window in
     /// chain order, the hit included, reaching one message beyond the
     /// context on each side (to find one-message gaps); `cost` gives a
@@ -269,8 +285,13 @@ mod tests {
         let mut p = Packer::new(budget, k);
         let c = context as usize;
         for &h in hits {
-            p.offer(id(h), &window(h, context + 1, len), &mut |_| Ok(10))
-                .unwrap();
+            let w = window(h, context + 1, len);
+            let may = p.may_take(id(h), &w);
+            let taken = p.offer(id(h), &w, &mut |_| Ok(10)).unwrap();
+            assert!(
+                may || !taken,
+                "may_take must not rule out a hit offer takes"
+            );
         }
         p.add_context((c, c), &mut |_| Ok(10)).unwrap();
         p.finish()
