@@ -855,8 +855,6 @@ impl Hippo {
         let by_id: HashMap<MemoryId, &crate::retrieve::Fused> =
             fused.iter().map(|f| (f.id, f)).collect();
         let head = &fused[..fused.len().min(OFFER_ROUNDS * req.top_k)];
-        // Context ids of each taken hit, for reading their rows in one go.
-        let mut context_ids: Vec<MemoryId> = Vec::new();
         for part in head.chunks(req.top_k) {
             let ids: Vec<MemoryId> = part.iter().map(|f| f.id).collect();
             // One message beyond the context on each side finds gaps.
@@ -886,21 +884,14 @@ impl Hippo {
                     }
                 }
                 let mut cost = |m| self.message_tokens(&mut rows, m, &req.scope);
-                if packer.offer(id, &w, &mut cost)? {
-                    let at = w.iter().position(|m| *m == id).unwrap_or(0);
-                    context_ids.extend(
-                        w[at.saturating_sub(before)..(at + after + 1).min(w.len())]
-                            .iter()
-                            .filter(|m| !rows.contains_key(m)),
-                    );
-                }
+                packer.offer(id, &w, &mut cost)?;
             }
             if packer.is_full() {
                 break;
             }
         }
         if !req.context.is_none() {
-            self.load_rows(&mut rows, &context_ids, &req.scope)?;
+            // Context rows are read as the packer asks: only what it weighs.
             let mut cost = |m| self.message_tokens(&mut rows, m, &req.scope);
             packer.add_context((before, after), &mut cost)?;
         }
