@@ -774,11 +774,13 @@ impl Hippo {
         } else {
             fused
         };
-        let hits = self.results(req, &fused)?;
+        let (hits, results_ms) = timed(|| self.results(req, &fused));
+        let hits = hits?;
         tracing::debug!(
             keyword_ms,
             vector_ms,
             channels_ms,
+            results_ms,
             total_ms = t.elapsed().as_secs_f64() * 1e3,
             keyword = keyword.len(),
             "search stages"
