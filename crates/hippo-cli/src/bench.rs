@@ -160,46 +160,37 @@ pub fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
             // Again with the query vector cached: retrieval alone.
             embed_free.push(hippo.search(&req)?.retrieve_ms);
             let mut rec = BTreeMap::new();
+            // Per result: the evidence ids it shows (a result covers its
+            // whole excerpt) and its text.
+            let shown: Vec<HashSet<&str>> = resp
+                .hits
+                .iter()
+                .map(|h| {
+                    h.messages()
+                        .iter()
+                        .filter_map(|m| m.metadata.get("dia_id").and_then(Value::as_str))
+                        .collect()
+                })
+                .collect();
+            let texts: Vec<String> = resp.hits.iter().map(hippo::SearchHit::text).collect();
             for &k in &args.k {
-                let top = &resp.hits[..resp.hits.len().min(k)];
-                // A result covers its whole conversation excerpt.
-                let got: HashSet<&str> = top
-                    .iter()
-                    .flat_map(|h| {
-                        if h.window.is_empty() {
-                            std::slice::from_ref(&h.memory)
-                        } else {
-                            h.window.as_slice()
-                        }
-                    })
-                    .filter_map(|m| m.metadata.get("dia_id").and_then(Value::as_str))
-                    .collect();
+                let n = resp.hits.len().min(k);
+                let got: HashSet<&str> = shown[..n].iter().flatten().copied().collect();
                 let hit = ev.intersection(&got).count();
                 let session = |d: &str| d.split(':').next().unwrap_or(d).to_owned();
                 let ev_s: HashSet<String> = ev.iter().map(|d| session(d)).collect();
                 let got_s: HashSet<String> = got.iter().map(|d| session(d)).collect();
-                let chars: usize = top.iter().map(|h| h.text().len()).sum();
-                let tokens: usize = top
+                let chars: usize = texts[..n].iter().map(String::len).sum();
+                let tokens: usize = texts[..n]
                     .iter()
-                    .map(|h| hippo::text::approx_tokens(&h.text()))
+                    .map(|t| hippo::text::approx_tokens(t))
                     .sum();
                 // NDCG: each evidence message is a relevant item at the rank
                 // of the result that shows it; ideally every one is shown by
                 // the first result (an excerpt can hold several).
                 let dcg: f64 = ev
                     .iter()
-                    .filter_map(|e| {
-                        top.iter().position(|h| {
-                            let msgs = if h.window.is_empty() {
-                                std::slice::from_ref(&h.memory)
-                            } else {
-                                h.window.as_slice()
-                            };
-                            msgs.iter().any(|m| {
-                                m.metadata.get("dia_id").and_then(Value::as_str) == Some(*e)
-                            })
-                        })
-                    })
+                    .filter_map(|e| shown[..n].iter().position(|s| s.contains(e)))
                     .map(|rank| 1.0 / (rank as f64 + 2.0).log2())
                     .sum();
                 rec.insert(format!("frac@{k}"), hit as f64 / ev.len() as f64);

@@ -248,6 +248,15 @@ pub struct SearchHit {
 }
 
 impl SearchHit {
+    /// The messages this result shows: its excerpt, or the memory alone.
+    pub fn messages(&self) -> &[Memory] {
+        if self.window.is_empty() {
+            std::slice::from_ref(&self.memory)
+        } else {
+            &self.window
+        }
+    }
+
     /// The text to hand a model: the memory, or its conversation excerpt
     /// (one `name: text` line per message, after the date of the first).
     pub fn text(&self) -> String {
@@ -262,7 +271,7 @@ impl SearchHit {
             if i > 0 {
                 out.push('\n');
             }
-            if let Some(who) = m.actor.name.as_deref().or(m.actor.role.as_deref()) {
+            if let Some(who) = speaker(m) {
                 out.push_str(who);
                 out.push_str(": ");
             }
@@ -356,10 +365,15 @@ impl HippoBuilder {
     }
 }
 
+/// Who a message's line in a result is attributed to: its name, else its role.
+fn speaker(m: &Memory) -> Option<&str> {
+    m.actor.name.as_deref().or(m.actor.role.as_deref())
+}
+
 /// Tokens a message costs in a result: its "name: content" line.
 fn line_tokens(m: &Memory) -> usize {
-    let name = m.actor.name.as_deref().or(m.actor.role.as_deref());
-    crate::text::approx_tokens(&m.content) + name.map_or(0, |n| crate::text::approx_tokens(n) + 1)
+    crate::text::approx_tokens(&m.content)
+        + speaker(m).map_or(0, |n| crate::text::approx_tokens(n) + 1)
 }
 
 /// Most cached query vectors before the cache is cleared.
@@ -866,24 +880,11 @@ impl Hippo {
             } else {
                 self.store.windows(&ids, before + 1, after + 1)?
             };
-            // Rows only for hits that could be taken (once the excerpts are
-            // all there, only hits next to one can join).
-            let wanted: Vec<MemoryId> = ids
-                .iter()
-                .zip(&windows)
-                .filter(|(id, w)| packer.may_take(**id, w))
-                .map(|(id, _)| *id)
-                .collect();
-            self.load_rows(&mut rows, &wanted, &req.scope)?;
             for (id, w) in ids.into_iter().zip(windows) {
-                if !packer.may_take(id, &w) {
-                    continue;
-                }
-                if !rows.contains_key(&id) {
-                    self.load_rows(&mut rows, &[id], &req.scope)?;
-                    if !rows.contains_key(&id) {
-                        continue; // deleted since ranked
-                    }
+                // Rows only for hits that could be taken (once the excerpts
+                // are all there, only hits next to one can join).
+                if !packer.may_take(id, &w) || !self.load_row(&mut rows, id, &req.scope)? {
+                    continue; // not wanted, or deleted since ranked
                 }
                 let mut cost = |m| self.message_tokens(&mut rows, m, &req.scope);
                 packer.offer(id, &w, &mut cost)?;
@@ -927,28 +928,28 @@ impl Hippo {
         m: MemoryId,
         scope: &Scope,
     ) -> Result<usize> {
-        if !rows.contains_key(&m) {
-            self.load_rows(rows, &[m], scope)?;
-        }
+        self.load_row(rows, m, scope)?;
         Ok(rows.get(&m).map_or(0, line_tokens))
     }
 
-    /// Reads the rows of `ids` into `rows` (those in `scope` that exist).
-    fn load_rows(
+    /// Reads the row of `id` into `rows` unless it is there; false when it
+    /// does not exist (any more) or lies outside `scope`.
+    fn load_row(
         &self,
         rows: &mut HashMap<MemoryId, Memory>,
-        ids: &[MemoryId],
+        id: MemoryId,
         scope: &Scope,
-    ) -> Result<()> {
-        let mut ids = ids.to_vec();
-        ids.sort_unstable();
-        ids.dedup();
-        for m in self.store.get_many(&ids)? {
-            if scope.matches(&m.scope) {
-                rows.insert(m.id, m);
-            }
+    ) -> Result<bool> {
+        if rows.contains_key(&id) {
+            return Ok(true);
         }
-        Ok(())
+        match self.store.get_many(&[id])?.pop() {
+            Some(m) if scope.matches(&m.scope) => {
+                rows.insert(id, m);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// The memory `id`; with a scope, only if it lies in that scope.

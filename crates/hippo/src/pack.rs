@@ -61,11 +61,6 @@ impl Packer {
         }
     }
 
-    /// Tokens used so far.
-    pub fn used(&self) -> usize {
-        self.used
-    }
-
     /// True when no further offer can add anything: the budget is spent and
     /// the excerpts are all there.
     pub fn is_full(&self) -> bool {
@@ -135,9 +130,7 @@ impl Packer {
                 offsets.push(-d);
             }
         }
-        let mut hits = self.hits.clone();
-        let mut seen = HashSet::new();
-        hits.retain(|h| seen.insert(*h));
+        let hits = self.hits.clone();
         for offset in offsets {
             for hit in &hits {
                 let Some(w) = self.windows.get(hit) else {

@@ -116,13 +116,16 @@ fn import_locomo_format_and_bench() {
     let hit: serde_json::Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
     assert_eq!(hit["metadata"]["dia_id"], "D1:3");
     assert_eq!(hit["event_time"], "2023-05-08T13:56:00Z");
-    let bench = ok(hippo(&db)
-        .args(["bench", "--data"])
-        .arg(&file)
-        .args(["--k", "1", "3"])
-        .output()
-        .unwrap());
-    let report: serde_json::Value = serde_json::from_str(&bench).unwrap();
+    let bench = |args: &[&str]| -> serde_json::Value {
+        let out = ok(hippo(&db)
+            .args(["bench", "--data"])
+            .arg(&file)
+            .args(args)
+            .output()
+            .unwrap());
+        serde_json::from_str(&out).unwrap()
+    };
+    let report = bench(&["--k", "1", "3"]);
     assert_eq!(report["questions"], 2);
     assert_eq!(report["overall"]["frac@3"], 1.0);
     // With one excerpt of the whole conversation, every evidence turn is in
@@ -131,23 +134,11 @@ fn import_locomo_format_and_bench() {
     let with_context = report["overall"]["tokens@3"].as_f64().unwrap();
     assert_eq!(report["by_category"]["single-hop"]["all@3"], 1.0);
     // Without context the results are bare turns: fewer tokens.
-    let bench = ok(hippo(&db)
-        .args(["bench", "--data"])
-        .arg(&file)
-        .args(["--k", "3", "--context-before", "0", "--context-after", "0"])
-        .output()
-        .unwrap());
-    let report: serde_json::Value = serde_json::from_str(&bench).unwrap();
+    let report = bench(&["--k", "3", "--context-before", "0", "--context-after", "0"]);
     assert_eq!(report["context_after"], 0);
     assert!(report["overall"]["tokens@3"].as_f64().unwrap() < with_context);
     // Long-history variant: generated distractors share the scope.
-    let bench = ok(hippo(&db)
-        .args(["bench", "--data"])
-        .arg(&file)
-        .args(["--k", "3", "--distractors", "60", "--convs", "0"])
-        .output()
-        .unwrap());
-    let report: serde_json::Value = serde_json::from_str(&bench).unwrap();
+    let report = bench(&["--k", "3", "--distractors", "60", "--convs", "0"]);
     assert_eq!(report["distractors_per_conversation"], 60);
     assert_eq!(report["questions"], 2);
     assert_eq!(report["overall"]["frac@3"], 1.0, "{report}");

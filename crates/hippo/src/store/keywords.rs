@@ -183,14 +183,6 @@ impl KeywordIndex {
         self.total_len += u64::from(len);
     }
 
-    /// The rowid and kind of a live memory (every memory has a keyword document).
-    pub fn rowid_and_kind(
-        &self,
-        id: &crate::model::MemoryId,
-    ) -> Option<(i64, crate::model::MemoryKind)> {
-        self.slots.rowid_and_kind(id)
-    }
-
     /// Starts a bulk load (at open): documents first, then FTS5's term
     /// instances in FTS5's order, without building per-document maps.
     pub fn bulk() -> BulkLoad {

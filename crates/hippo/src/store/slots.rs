@@ -269,12 +269,6 @@ impl ScopedSlots {
         self.by_rowid.get(&rowid).copied()
     }
 
-    /// The rowid and kind of a live memory.
-    pub fn rowid_and_kind(&self, id: &MemoryId) -> Option<(i64, MemoryKind)> {
-        let slot = self.slot_of_id(id)? as usize;
-        Some((self.slots[slot].rowid, self.keys[slot].kind))
-    }
-
     /// The live slot of a memory id.
     pub fn slot_of_id(&self, id: &MemoryId) -> Option<u32> {
         self.by_id.get(id).copied()
