@@ -7,7 +7,9 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use hippo::{AddItem, Content, Filter, Memory, MemoryKind, Message, Scope, SearchHit};
+use hippo::{
+    AddItem, Content, Filter, Memory, MemoryEvent, MemoryKind, Message, Scope, SearchHit, Status,
+};
 
 /// A conversation message to remember.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -110,6 +112,9 @@ pub struct ProvenanceView {
     pub chunk_index: Option<u32>,
     /// For chunks: number of chunks of the source.
     pub chunk_count: Option<u32>,
+    /// For derived memories (facts, summaries): the memories they came from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub derived_from: Vec<Uuid>,
 }
 
 /// A stored memory.
@@ -146,11 +151,26 @@ pub struct MemoryView {
     pub content_hash: String,
     /// Model of its vector.
     pub embedding_model: Option<String>,
+    /// Since when it holds (its event time or record time unless set).
+    pub valid_from: DateTime<Utc>,
+    /// Until when it held; absent while it still holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<DateTime<Utc>>,
+    /// On an earlier version: the memory it is a version of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_of: Option<Uuid>,
+    /// `active`, `archived` or `deleted`.
+    pub status: String,
 }
 
 impl From<Memory> for MemoryView {
     fn from(m: Memory) -> Self {
+        let valid_from = m.valid_since();
         MemoryView {
+            valid_from,
+            valid_to: m.valid_to,
+            version_of: m.version_of,
+            status: m.status.as_str().to_owned(),
             id: m.id,
             memory: m.content,
             kind: m.kind.as_str().to_owned(),
@@ -168,6 +188,7 @@ impl From<Memory> for MemoryView {
                 source_id: m.provenance.source_id,
                 chunk_index: m.provenance.chunk_index,
                 chunk_count: m.provenance.chunk_count,
+                derived_from: m.provenance.derived_from,
             },
             content_hash: m.content_hash,
             embedding_model: m.embedding_model,
@@ -180,6 +201,19 @@ impl From<Memory> for MemoryView {
 pub struct AddResponse {
     /// The memories created, in input order.
     pub results: Vec<MemoryView>,
+    /// Inputs not stored because an identical memory exists (same scope,
+    /// kind, speaker, text, event time and metadata), in input order.
+    #[serde(default)]
+    pub duplicates: Vec<DuplicateView>,
+}
+
+/// An input merged into an identical stored memory.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DuplicateView {
+    /// The input's text.
+    pub memory: String,
+    /// The stored memory it duplicates (its history logs the merge).
+    pub existing_id: Uuid,
 }
 
 /// Filters for search.
@@ -200,6 +234,11 @@ pub struct FiltersBody {
     /// Only memories with event_time before this.
     #[serde(default)]
     pub event_time_to: Option<DateTime<Utc>>,
+    /// Only memories with these statuses (`active`, the default;
+    /// `archived`; `deleted`).
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub status: Option<Vec<Status>>,
 }
 
 impl From<FiltersBody> for Filter {
@@ -209,6 +248,8 @@ impl From<FiltersBody> for Filter {
             metadata: f.metadata.unwrap_or_default(),
             event_time_from: f.event_time_from,
             event_time_to: f.event_time_to,
+            statuses: f.status.unwrap_or_default(),
+            ..Default::default()
         }
     }
 }
@@ -256,6 +297,14 @@ pub struct SearchBody {
     /// results stay within 140 tokens per requested result.
     #[serde(default)]
     pub budget_tokens: Option<usize>,
+    /// What held at this instant (RFC 3339): memories valid then, including
+    /// versions superseded since and facts invalidated since. Default: what
+    /// holds now.
+    #[serde(default)]
+    pub as_of: Option<DateTime<Utc>>,
+    /// Ignore validity: every version, current or not.
+    #[serde(default)]
+    pub all_versions: Option<bool>,
 }
 
 impl SearchBody {
@@ -396,6 +445,78 @@ pub struct PatchBody {
     /// New event time.
     #[serde(default)]
     pub event_time: Option<DateTime<Utc>>,
+    /// When the new version took effect (default now); the previous version
+    /// is kept, valid until then.
+    #[serde(default)]
+    pub valid_from: Option<DateTime<Utc>>,
+    /// Why, recorded in the memory's history.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Ends a memory's validity without a successor.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvalidateBody {
+    /// When it stopped holding (default now).
+    #[serde(default)]
+    pub valid_to: Option<DateTime<Utc>>,
+    /// Why, recorded in the memory's history.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// One entry of a memory's event log.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EventView {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// `revised`, `invalidated`, `deleted`, `archived`, `restored` or `merged`.
+    pub kind: String,
+    /// Who decided: `api`, `llm`, `dedup`, `maintenance`.
+    pub origin: String,
+    /// Why, when known.
+    pub reason: Option<String>,
+    /// The request that made the change.
+    pub request_id: Option<Uuid>,
+    /// Specifics, e.g. `previous_version`.
+    #[schema(value_type = Object)]
+    pub detail: Map<String, Value>,
+}
+
+impl From<MemoryEvent> for EventView {
+    fn from(e: MemoryEvent) -> Self {
+        EventView {
+            at: e.at,
+            kind: e.kind.as_str().to_owned(),
+            origin: e.origin,
+            reason: e.reason,
+            request_id: e.request_id,
+            detail: e.detail,
+        }
+    }
+}
+
+/// A memory's versions and event log.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HistoryView {
+    /// The memory (its id always shows the latest version).
+    pub memory_id: Uuid,
+    /// Earlier versions oldest first (each with its own id, `version_of`,
+    /// validity and provenance), then the current one.
+    pub versions: Vec<MemoryView>,
+    /// Every change, in order.
+    pub events: Vec<EventView>,
+}
+
+impl From<hippo::engine::History> for HistoryView {
+    fn from(h: hippo::engine::History) -> Self {
+        HistoryView {
+            memory_id: h.memory_id,
+            versions: h.versions.into_iter().map(Into::into).collect(),
+            events: h.events.into_iter().map(Into::into).collect(),
+        }
+    }
 }
 
 /// Result of a scope erase.

@@ -251,16 +251,22 @@ fn import_locomo(hippo: &Hippo, text: &str) -> Result<usize> {
 }
 
 /// Writes every memory (of `scope`, when given) as one JSON line, oldest
-/// first; the whole text of chunked inputs goes as a `{"source": ...}` line
-/// before its first chunk.
+/// first, whatever its status or validity (earlier versions, deleted and
+/// archived memories too); the whole text of chunked inputs goes as a
+/// `{"source": ...}` line before its first chunk.
 pub fn export(hippo: &Hippo, scope: Option<&Scope>, mut out: impl Write) -> Result<usize> {
     let mut cursor: Option<String> = None;
     let mut n = 0;
     let mut written = std::collections::HashSet::new();
+    let everything = Filter {
+        all_versions: true,
+        statuses: hippo::Status::ALL.to_vec(),
+        ..Default::default()
+    };
     loop {
         let page = hippo.list(
             scope,
-            &Filter::default(),
+            &everything,
             cursor.as_deref(),
             1000,
             Order::Ascending,

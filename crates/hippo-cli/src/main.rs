@@ -16,10 +16,12 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use chrono::{DateTime, Utc};
 use hippo::{
-    AddItem, Embedder, Filter, Hippo, MiniLmEmbedder, OpenAiEmbedder, OpenAiEmbedderConfig, Scope,
-    SearchRequest, SqliteStore, SqliteStoreOptions,
+    AddItem, Embedder, Filter, Hippo, MemoryKind, MiniLmEmbedder, OpenAiEmbedder,
+    OpenAiEmbedderConfig, Scope, SearchRequest, SqliteStore, SqliteStoreOptions,
 };
+use uuid::Uuid;
 
 use config::FileConfig;
 
@@ -88,8 +90,65 @@ enum Command {
         /// Speaker name.
         #[arg(long)]
         name: Option<String>,
+        /// Memory kind (`fact`, `profile`, `procedure`, `document`, ...).
+        #[arg(long)]
+        kind: Option<String>,
+        /// When it happened (RFC 3339).
+        #[arg(long)]
+        event_time: Option<DateTime<Utc>>,
         /// The text.
         text: String,
+    },
+    /// Show one memory as JSON.
+    Get {
+        /// Memory id.
+        id: Uuid,
+    },
+    /// Change a memory; the previous version is kept (see `history`).
+    Update {
+        /// Memory id.
+        id: Uuid,
+        /// New text.
+        #[arg(long)]
+        content: Option<String>,
+        /// New metadata (a JSON object; replaces the old one).
+        #[arg(long)]
+        metadata: Option<String>,
+        /// When the new version took effect (RFC 3339; default now).
+        #[arg(long)]
+        valid_from: Option<DateTime<Utc>>,
+        /// Why (recorded in the history).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Delete a memory: soft (restorable) unless `--hard`.
+    Delete {
+        /// Memory id.
+        id: Uuid,
+        /// Erase it for good, with its versions and history.
+        #[arg(long)]
+        hard: bool,
+    },
+    /// Restore a soft-deleted or archived memory.
+    Restore {
+        /// Memory id.
+        id: Uuid,
+    },
+    /// Record that a memory stopped holding (no successor).
+    Invalidate {
+        /// Memory id.
+        id: Uuid,
+        /// When it stopped holding (RFC 3339; default now).
+        #[arg(long)]
+        at: Option<DateTime<Utc>>,
+        /// Why (recorded in the history).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Show a memory's versions and event log as JSON.
+    History {
+        /// Memory id (or the id of any earlier version).
+        id: Uuid,
     },
     /// Search memories.
     Search {
@@ -114,6 +173,12 @@ enum Command {
         /// within 140 tokens per result).
         #[arg(long)]
         budget_tokens: Option<usize>,
+        /// What held at this instant (RFC 3339); default: what holds now.
+        #[arg(long)]
+        as_of: Option<DateTime<Utc>>,
+        /// Every version, current or not.
+        #[arg(long, conflicts_with = "as_of")]
+        all_versions: bool,
         /// The query.
         query: String,
     },
@@ -352,16 +417,108 @@ fn run(cli: Cli) -> Result<()> {
             scope,
             role,
             name,
+            kind,
+            event_time,
             text,
         } => {
+            let kind = kind.as_deref().map(MemoryKind::parse).transpose()?;
             let hippo = settings.open()?;
-            let item = match role {
+            let mut item = match role {
                 Some(role) => AddItem::message(scope.scope(), &role, name.as_deref(), text),
                 None => AddItem::text(scope.scope(), text),
             };
-            for m in hippo.add(vec![item])? {
+            item.kind = kind;
+            item.event_time = event_time;
+            let outcome = hippo.add_reporting(vec![item])?;
+            for m in outcome.stored {
                 println!("{}", m.id);
             }
+            for d in outcome.duplicates {
+                eprintln!("duplicate of {}", d.existing);
+                println!("{}", d.existing);
+            }
+            Ok(())
+        }
+        Command::Get { id } => {
+            let m = settings.open()?.get(id, None)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&api::MemoryView::from(m))?
+            );
+            Ok(())
+        }
+        Command::Update {
+            id,
+            content,
+            metadata,
+            valid_from,
+            reason,
+        } => {
+            let metadata = match metadata {
+                None => None,
+                Some(s) => match serde_json::from_str(&s) {
+                    Ok(serde_json::Value::Object(m)) => Some(m),
+                    _ => {
+                        return Err(io::InputError("--metadata must be a JSON object".into()).into())
+                    }
+                },
+            };
+            if content.is_none() && metadata.is_none() {
+                return Err(io::InputError(
+                    "nothing to change: give --content or --metadata".into(),
+                )
+                .into());
+            }
+            let m = settings.open()?.update(
+                id,
+                None,
+                hippo::MemoryPatch {
+                    content,
+                    metadata,
+                    valid_from,
+                    reason,
+                    ..Default::default()
+                },
+            )?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&api::MemoryView::from(m))?
+            );
+            Ok(())
+        }
+        Command::Delete { id, hard } => {
+            let hippo = settings.open()?;
+            if hard {
+                hippo.erase(id, None)?;
+                eprintln!("erased {id}");
+            } else {
+                hippo.delete(id, None)?;
+                eprintln!("deleted {id} (restore with `hippo restore {id}`)");
+            }
+            Ok(())
+        }
+        Command::Restore { id } => {
+            let m = settings.open()?.restore(id, None)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&api::MemoryView::from(m))?
+            );
+            Ok(())
+        }
+        Command::Invalidate { id, at, reason } => {
+            let m = settings.open()?.invalidate(id, None, at, reason)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&api::MemoryView::from(m))?
+            );
+            Ok(())
+        }
+        Command::History { id } => {
+            let h = settings.open()?.history(id, None)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&api::HistoryView::from(h))?
+            );
             Ok(())
         }
         Command::Search {
@@ -372,6 +529,8 @@ fn run(cli: Cli) -> Result<()> {
             context_after,
             diversity,
             budget_tokens,
+            as_of,
+            all_versions,
             query,
         } => {
             let hippo = settings.open()?;
@@ -379,7 +538,11 @@ fn run(cli: Cli) -> Result<()> {
                 scope: scope.scope(),
                 query,
                 top_k,
-                filter: Filter::default(),
+                filter: Filter {
+                    as_of,
+                    all_versions,
+                    ..Default::default()
+                },
                 context: hippo::Context {
                     before: context_before,
                     after: context_after,

@@ -15,8 +15,9 @@ use serde::Deserialize;
 use utoipa::OpenApi;
 use uuid::Uuid;
 
+use chrono::{DateTime, Utc};
 use hippo::{
-    Error, ErrorKind, Filter, Hippo, MemoryKind, MemoryPatch, Order, Scope, SearchRequest,
+    Error, ErrorKind, Filter, Hippo, MemoryKind, MemoryPatch, Order, Scope, SearchRequest, Status,
 };
 
 use crate::api::*;
@@ -166,6 +167,9 @@ async fn blocking<T: Send + 'static>(
         get_memory,
         patch_memory,
         delete_memory,
+        restore_memory,
+        invalidate_memory,
+        memory_history,
         healthz,
         metrics
     ),
@@ -176,6 +180,10 @@ async fn blocking<T: Send + 'static>(
         ProvenanceView,
         MemoryView,
         AddResponse,
+        DuplicateView,
+        InvalidateBody,
+        EventView,
+        HistoryView,
         FiltersBody,
         SearchBody,
         ScoresView,
@@ -204,6 +212,9 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/v1/memories/{id}",
             get(get_memory).patch(patch_memory).delete(delete_memory),
         )
+        .route("/v1/memories/{id}/history", get(memory_history))
+        .route("/v1/memories/{id}/restore", post(restore_memory))
+        .route("/v1/memories/{id}/invalidate", post(invalidate_memory))
         .route("/v1/search", post(search))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -267,10 +278,21 @@ async fn add_items(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let hippo = state.hippo.clone();
-    let memories = blocking(move || hippo.add(items)).await?;
-    state.metrics.memories_written.inc_by(memories.len() as u64);
+    let outcome = blocking(move || hippo.add_reporting(items)).await?;
+    state
+        .metrics
+        .memories_written
+        .inc_by(outcome.stored.len() as u64);
     Ok(Json(AddResponse {
-        results: memories.into_iter().map(Into::into).collect(),
+        results: outcome.stored.into_iter().map(Into::into).collect(),
+        duplicates: outcome
+            .duplicates
+            .into_iter()
+            .map(|d| DuplicateView {
+                memory: d.memory.content,
+                existing_id: d.existing,
+            })
+            .collect(),
     }))
 }
 
@@ -302,11 +324,14 @@ async fn search(
     ApiJson(body): ApiJson<SearchBody>,
 ) -> Result<Json<SearchResponseView>, ApiError> {
     let context = body.context(state.context);
+    let mut filter = body.filters.map(Filter::from).unwrap_or_default();
+    filter.as_of = body.as_of;
+    filter.all_versions = body.all_versions.unwrap_or(false);
     let req = SearchRequest {
         scope: scope_of(body.user_id, body.agent_id, body.session_id),
         query: body.query,
         top_k: body.top_k.unwrap_or(10),
-        filter: body.filters.map(Filter::from).unwrap_or_default(),
+        filter,
         context,
         diversity: body.diversity.unwrap_or(hippo::DEFAULT_DIVERSITY),
         budget_tokens: body.budget_tokens,
@@ -341,6 +366,13 @@ pub struct ListParams {
     order: Option<String>,
     /// Only this kind.
     kind: Option<String>,
+    /// Only these statuses, comma-separated: `active` (default),
+    /// `archived`, `deleted`.
+    status: Option<String>,
+    /// Only what held at this instant (RFC 3339). Default: what holds now.
+    as_of: Option<DateTime<Utc>>,
+    /// Every version, current or not.
+    all_versions: Option<bool>,
 }
 
 /// List memories of a scope, oldest first, with a cursor.
@@ -372,6 +404,14 @@ async fn list_memories(
             .transpose()?
             .into_iter()
             .collect(),
+        statuses: p
+            .status
+            .as_deref()
+            .map(|s| s.split(',').map(|x| Status::parse(x.trim())).collect())
+            .transpose()?
+            .unwrap_or_default(),
+        as_of: p.as_of,
+        all_versions: p.all_versions.unwrap_or(false),
         ..Default::default()
     };
     let hippo = state.hippo.clone();
@@ -437,7 +477,9 @@ async fn get_memory(
     Ok(Json(m.into()))
 }
 
-/// Change a memory's text, metadata or event time.
+/// Change a memory's text, metadata or event time. The id keeps showing the
+/// latest version; the previous one is kept (see history), valid until
+/// `valid_from` (default now). A change that changes nothing is a no-op.
 #[utoipa::path(patch, path = "/v1/memories/{id}", params(("id" = Uuid, Path, description = "Memory id"), ScopeParams), request_body = PatchBody,
     responses((status = 200, body = MemoryView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn patch_memory(
@@ -456,24 +498,102 @@ async fn patch_memory(
         content: body.content,
         metadata: body.metadata,
         event_time: body.event_time,
+        valid_from: body.valid_from,
+        reason: body.reason,
     };
     let hippo = state.hippo.clone();
     let m = blocking(move || hippo.update(id, p.scope().as_ref(), patch)).await?;
     Ok(Json(m.into()))
 }
 
-/// Delete a memory.
-#[utoipa::path(delete, path = "/v1/memories/{id}", params(("id" = Uuid, Path, description = "Memory id"), ScopeParams),
+/// Scope parameters of a delete, and whether it is for good.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteParams {
+    /// Scope user.
+    user_id: Option<String>,
+    /// Scope agent.
+    agent_id: Option<String>,
+    /// Scope session (`run_id` accepted).
+    #[serde(alias = "run_id")]
+    session_id: Option<String>,
+    /// `true`: erase it for good, with its versions and history. Default:
+    /// soft delete (restorable).
+    hard: Option<bool>,
+}
+
+/// Delete a memory: soft by default (it leaves search and listings, keeps
+/// its history and can be restored); `hard=true` erases it for good.
+#[utoipa::path(delete, path = "/v1/memories/{id}", params(("id" = Uuid, Path, description = "Memory id"), DeleteParams),
     responses((status = 200, body = DeletedResponse), (status = 404, body = ErrorBody)))]
 async fn delete_memory(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    ApiQuery(p): ApiQuery<ScopeParams>,
+    ApiQuery(p): ApiQuery<DeleteParams>,
 ) -> Result<Json<DeletedResponse>, ApiError> {
     let id = parse_id(&id)?;
+    let scope = ScopeParams {
+        user_id: p.user_id,
+        agent_id: p.agent_id,
+        session_id: p.session_id,
+    }
+    .scope();
     let hippo = state.hippo.clone();
-    blocking(move || hippo.delete(id, p.scope().as_ref())).await?;
+    if p.hard.unwrap_or(false) {
+        blocking(move || hippo.erase(id, scope.as_ref())).await?;
+    } else {
+        blocking(move || hippo.delete(id, scope.as_ref())).await?;
+    }
     Ok(Json(DeletedResponse { deleted: 1 }))
+}
+
+/// Undo a soft delete (or an archive).
+#[utoipa::path(post, path = "/v1/memories/{id}/restore", params(("id" = Uuid, Path, description = "Memory id"), ScopeParams),
+    responses((status = 200, body = MemoryView), (status = 404, body = ErrorBody)))]
+async fn restore_memory(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(p): ApiQuery<ScopeParams>,
+) -> Result<Json<MemoryView>, ApiError> {
+    let id = parse_id(&id)?;
+    let hippo = state.hippo.clone();
+    let m = blocking(move || hippo.restore(id, p.scope().as_ref())).await?;
+    Ok(Json(m.into()))
+}
+
+/// Record that a memory stopped holding (default now) without a successor:
+/// search stops returning it, `as_of` an earlier time still does. The body
+/// may be `{}`.
+#[utoipa::path(post, path = "/v1/memories/{id}/invalidate", params(("id" = Uuid, Path, description = "Memory id"), ScopeParams),
+    request_body = InvalidateBody,
+    responses((status = 200, body = MemoryView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn invalidate_memory(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(p): ApiQuery<ScopeParams>,
+    ApiJson(body): ApiJson<InvalidateBody>,
+) -> Result<Json<MemoryView>, ApiError> {
+    let id = parse_id(&id)?;
+    let hippo = state.hippo.clone();
+    let m = blocking(move || hippo.invalidate(id, p.scope().as_ref(), body.valid_to, body.reason))
+        .await?;
+    Ok(Json(m.into()))
+}
+
+/// A memory's versions (oldest first, the current one last, each with its
+/// validity and provenance) and its event log. The id may name the memory
+/// or any earlier version of it.
+#[utoipa::path(get, path = "/v1/memories/{id}/history", params(("id" = Uuid, Path, description = "Memory id"), ScopeParams),
+    responses((status = 200, body = HistoryView), (status = 404, body = ErrorBody)))]
+async fn memory_history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(p): ApiQuery<ScopeParams>,
+) -> Result<Json<HistoryView>, ApiError> {
+    let id = parse_id(&id)?;
+    let hippo = state.hippo.clone();
+    let h = blocking(move || hippo.history(id, p.scope().as_ref())).await?;
+    Ok(Json(h.into()))
 }
 
 /// Liveness and the model in use.

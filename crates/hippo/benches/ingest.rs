@@ -38,6 +38,11 @@ fn batch(n: usize, seed: usize) -> InsertBatch {
                     updated_at: now,
                     provenance: Provenance::default(),
                     embedding_model: Some("bench".into()),
+                    valid_from: None,
+                    valid_to: None,
+                    version_of: None,
+                    status: Default::default(),
+                    dedup_key: None,
                 },
                 vector: Some(v),
             }

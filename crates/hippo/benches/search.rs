@@ -76,6 +76,9 @@ fn fields(rowid: i64, scope: &Scope) -> SlotFields<'_> {
         kind: MemoryKind::Message,
         event_time: None,
         time: 0,
+        status: hippo::Status::Active,
+        valid_from: 0,
+        valid_to: None,
     }
 }
 
@@ -154,6 +157,11 @@ fn store_candidates(c: &mut Criterion) {
                         updated_at: now,
                         provenance: Provenance::default(),
                         embedding_model: Some("bench".into()),
+                        valid_from: None,
+                        valid_to: None,
+                        version_of: None,
+                        status: Default::default(),
+                        dedup_key: None,
                     },
                     vector: Some(rng.unit()),
                 }

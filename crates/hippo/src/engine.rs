@@ -16,13 +16,14 @@ use crate::clock::{Clock, SystemClock};
 use crate::embed::Embedder;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{
-    content_hash, millis, Actor, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope,
+    content_hash, dedup_key, millis, Actor, EventKind, Filter, Memory, MemoryEvent, MemoryId,
+    MemoryKind, Provenance, Scope, Status,
 };
 use crate::pack::Packer;
 use crate::retrieve::{fuse, support, ChannelScores, FusionWeights};
 use crate::store::{
     InsertBatch, KeywordQuery, ListQuery, NewMemory, Order, Page, Source, Store, StoreStats,
-    VectorQuery,
+    Update, VectorQuery,
 };
 use crate::text::query_terms;
 
@@ -292,7 +293,9 @@ pub struct SearchResponse {
     pub retrieve_ms: f64,
 }
 
-/// A partial update of a memory.
+/// A change to a memory. Applying it keeps the memory's id (which always
+/// shows the latest version) and keeps the state it replaces as an earlier
+/// version, valid until the change took effect.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemoryPatch {
     /// New content (re-embedded and re-indexed).
@@ -301,6 +304,42 @@ pub struct MemoryPatch {
     pub metadata: Option<Map<String, Value>>,
     /// New event time.
     pub event_time: Option<DateTime<Utc>>,
+    /// When the new version took effect ("we moved in June"); default now.
+    /// The previous version is valid until then.
+    pub valid_from: Option<DateTime<Utc>>,
+    /// Why, for the event log.
+    pub reason: Option<String>,
+}
+
+/// What an add did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AddOutcome {
+    /// The memories stored, in input order.
+    pub stored: Vec<Memory>,
+    /// Memories not stored because an identical one exists (see
+    /// [`crate::model::dedup_key`]), in input order.
+    pub duplicates: Vec<Duplicate>,
+}
+
+/// A write that duplicated a stored memory and was merged into it (its
+/// provenance is logged on that memory as a `merged` event).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Duplicate {
+    /// The memory the write would have created.
+    pub memory: Memory,
+    /// The stored memory it duplicates.
+    pub existing: MemoryId,
+}
+
+/// A memory's versions and event log (see [`Hippo::history`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct History {
+    /// The memory's id (the one that always shows the latest version).
+    pub memory_id: MemoryId,
+    /// Earlier versions oldest first, then the current one.
+    pub versions: Vec<Memory>,
+    /// Every change, in order.
+    pub events: Vec<MemoryEvent>,
 }
 
 /// Builds a [`Hippo`].
@@ -393,6 +432,8 @@ pub struct Hippo {
 struct Draft {
     memory: Memory,
     embed_text: String,
+    /// What tells it apart beyond its fields (see [`dedup_key`]).
+    key_extra: String,
 }
 
 /// `f()` and how long it took, in milliseconds.
@@ -499,16 +540,17 @@ impl Hippo {
             let mut produced = 0;
             for (actor, content) in parts {
                 let chunks = chunk_text(&content, policy, |s| self.embedder.count_tokens(s));
-                let (source_id, count) = if chunks.len() > 1 {
+                let (source_id, count, key_extra) = if chunks.len() > 1 {
                     let sid = MemoryId::now_v7();
+                    let whole = content_hash(&content);
                     sources.push(Source {
                         id: sid,
                         scope: item.scope.clone(),
                         content: content.clone(),
                     });
-                    (Some(sid), Some(chunks.len() as u32))
+                    (Some(sid), Some(chunks.len() as u32), whole)
                 } else {
-                    (None, None)
+                    (None, None, String::new())
                 };
                 for (i, chunk) in chunks.into_iter().enumerate() {
                     produced += 1;
@@ -534,10 +576,17 @@ impl Hippo {
                                 source_id,
                                 chunk_index: source_id.map(|_| i as u32),
                                 chunk_count: count,
+                                derived_from: Vec::new(),
                             },
                             embedding_model: Some(self.embedder.model_id().to_owned()),
+                            valid_from: None,
+                            valid_to: None,
+                            version_of: None,
+                            status: Status::Active,
+                            dedup_key: None,
                         },
                         embed_text,
+                        key_extra: key_extra.clone(),
                     });
                 }
             }
@@ -552,12 +601,35 @@ impl Hippo {
                 }
             }
         }
+        // Identical memories in one write are told apart by their
+        // occurrence, so a conversation that repeats a line keeps both.
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for d in &mut drafts {
+            let Some(key) = dedup_key(&d.memory, &d.key_extra) else {
+                continue;
+            };
+            let n = seen.entry(key.clone()).or_insert(0);
+            d.memory.dedup_key = if *n == 0 {
+                Some(key)
+            } else {
+                dedup_key(&d.memory, &format!("{}#{n}", d.key_extra))
+            };
+            *n += 1;
+        }
         Ok((drafts, sources))
     }
 
     /// Stores items verbatim, atomically: every memory is durable, keyword-
     /// and vector-searchable when this returns; on error nothing is stored.
+    /// Returns the memories stored; exact duplicates of stored memories are
+    /// merged into them instead (see [`Hippo::add_reporting`]).
     pub fn add(&self, items: Vec<AddItem>) -> Result<Vec<Memory>> {
+        Ok(self.add_reporting(items)?.stored)
+    }
+
+    /// [`Hippo::add`], reporting the duplicates too. Duplicates are found
+    /// before embedding, so re-importing a conversation costs no model time.
+    pub fn add_reporting(&self, items: Vec<AddItem>) -> Result<AddOutcome> {
         if items.is_empty() {
             return Err(Error::invalid("no items to add"));
         }
@@ -573,28 +645,64 @@ impl Hippo {
         }
         let request_id = Uuid::now_v7();
         let (drafts, sources) = self.draft(items, request_id)?;
-        let texts: Vec<&str> = drafts.iter().map(|d| d.embed_text.as_str()).collect();
-        let vectors = self.embedder.embed_batch(&texts)?;
-        if vectors.len() != drafts.len() {
+        // Known duplicates are not embedded; the store decides for good
+        // inside its write transaction (and logs the merge).
+        let keys: Vec<String> = drafts
+            .iter()
+            .filter_map(|d| d.memory.dedup_key.clone())
+            .collect();
+        let known: std::collections::HashSet<String> = keys
+            .iter()
+            .zip(self.store.find_keys(&keys)?)
+            .filter(|(_, found)| found.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        let is_known = |d: &Draft| {
+            d.memory
+                .dedup_key
+                .as_ref()
+                .is_some_and(|k| known.contains(k))
+        };
+        let texts: Vec<&str> = drafts
+            .iter()
+            .filter(|d| !is_known(d))
+            .map(|d| d.embed_text.as_str())
+            .collect();
+        let mut vectors = if texts.is_empty() {
+            Vec::new()
+        } else {
+            self.embedder.embed_batch(&texts)?
+        }
+        .into_iter();
+        if vectors.len() != texts.len() {
             return Err(Error::new(
                 ErrorKind::Internal,
                 "embedder returned a wrong number of vectors",
             ));
         }
-        let memories: Vec<Memory> = drafts.iter().map(|d| d.memory.clone()).collect();
-        let batch = InsertBatch {
-            memories: drafts
-                .into_iter()
-                .zip(vectors)
-                .map(|(d, v)| NewMemory {
-                    memory: d.memory,
-                    vector: Some(v),
-                })
-                .collect(),
+        let memories: Vec<NewMemory> = drafts
+            .into_iter()
+            .map(|d| NewMemory {
+                vector: if is_known(&d) { None } else { vectors.next() },
+                memory: d.memory,
+            })
+            .collect();
+        let outcome = self.store.insert(InsertBatch {
+            memories: memories.clone(),
             sources,
-        };
-        self.store.insert(batch)?;
-        Ok(memories)
+        })?;
+        let dup_at: HashMap<usize, MemoryId> = outcome.duplicates.into_iter().collect();
+        let mut out = AddOutcome::default();
+        for (i, nm) in memories.into_iter().enumerate() {
+            match dup_at.get(&i) {
+                Some(&existing) => out.duplicates.push(Duplicate {
+                    memory: nm.memory,
+                    existing,
+                }),
+                None => out.stored.push(nm.memory),
+            }
+        }
+        Ok(out)
     }
 
     /// Stores memories exactly as given (ids, times, provenance kept), e.g.
@@ -660,8 +768,8 @@ impl Hippo {
                 .collect(),
             sources: Vec::new(),
         };
-        self.store.insert(batch)?;
-        Ok(n)
+        let outcome = self.store.insert(batch)?;
+        Ok(n - outcome.duplicates.len())
     }
 
     fn query_vector(&self, query: &str) -> Result<(Arc<Vec<f32>>, f64)> {
@@ -720,6 +828,7 @@ impl Hippo {
                 self.limits.max_top_k
             )));
         }
+        let filter = self.resolve(&req.filter);
         let (qv, embed_ms) = self.query_vector(&req.query)?;
         let t = Instant::now();
         // Candidates per channel. A deep keyword pool matters in long
@@ -743,7 +852,7 @@ impl Hippo {
                 timed(|| {
                     self.store.keyword_candidates(&KeywordQuery {
                         scope: &req.scope,
-                        filter: &req.filter,
+                        filter: &filter,
                         terms: &terms,
                         limit: keyword_pool,
                     })
@@ -753,7 +862,7 @@ impl Hippo {
                 timed(|| {
                     self.store.vector_candidates(&VectorQuery {
                         scope: &req.scope,
-                        filter: &req.filter,
+                        filter: &filter,
                         vector: &qv,
                         limit: vector_pool,
                     })
@@ -788,7 +897,7 @@ impl Hippo {
         } else {
             fused
         };
-        let (hits, results_ms) = timed(|| self.results(req, &fused));
+        let (hits, results_ms) = timed(|| self.results(req, &filter, &fused));
         let hits = hits?;
         tracing::debug!(
             keyword_ms,
@@ -857,6 +966,7 @@ impl Hippo {
     fn results(
         &self,
         req: &SearchRequest,
+        filter: &Filter,
         fused: &[crate::retrieve::Fused],
     ) -> Result<Vec<SearchHit>> {
         /// Most groups of `top_k` hits offered: enough to fill the excerpts
@@ -883,10 +993,10 @@ impl Hippo {
             for (id, w) in ids.into_iter().zip(windows) {
                 // Rows only for hits that could be taken (once the excerpts
                 // are all there, only hits next to one can join).
-                if !packer.may_take(id, &w) || !self.load_row(&mut rows, id, &req.scope)? {
+                if !packer.may_take(id, &w) || !self.load_row(&mut rows, id, &req.scope, filter)? {
                     continue; // not wanted, or deleted since ranked
                 }
-                let mut cost = |m| self.message_tokens(&mut rows, m, &req.scope);
+                let mut cost = |m| self.message_tokens(&mut rows, m, &req.scope, filter);
                 packer.offer(id, &w, &mut cost)?;
             }
             if packer.is_full() {
@@ -895,7 +1005,7 @@ impl Hippo {
         }
         if !req.context.is_none() {
             // Context rows are read as the packer asks: only what it weighs.
-            let mut cost = |m| self.message_tokens(&mut rows, m, &req.scope);
+            let mut cost = |m| self.message_tokens(&mut rows, m, &req.scope, filter);
             packer.add_context((before, after), &mut cost)?;
         }
         Ok(packer
@@ -927,24 +1037,27 @@ impl Hippo {
         rows: &mut HashMap<MemoryId, Memory>,
         m: MemoryId,
         scope: &Scope,
+        filter: &Filter,
     ) -> Result<usize> {
-        self.load_row(rows, m, scope)?;
+        self.load_row(rows, m, scope, filter)?;
         Ok(rows.get(&m).map_or(0, line_tokens))
     }
 
     /// Reads the row of `id` into `rows` unless it is there; false when it
-    /// does not exist (any more) or lies outside `scope`.
+    /// does not exist (any more), lies outside `scope` or has a status the
+    /// filter does not accept (a deleted message is not shown as context).
     fn load_row(
         &self,
         rows: &mut HashMap<MemoryId, Memory>,
         id: MemoryId,
         scope: &Scope,
+        filter: &Filter,
     ) -> Result<bool> {
         if rows.contains_key(&id) {
             return Ok(true);
         }
         match self.store.get_many(&[id])?.pop() {
-            Some(m) if scope.matches(&m.scope) => {
+            Some(m) if scope.matches(&m.scope) && filter.accepts_status(m.status) => {
                 rows.insert(id, m);
                 Ok(true)
             }
@@ -976,23 +1089,87 @@ impl Hippo {
         filter.validate()?;
         self.store.list(&ListQuery {
             scope,
-            filter,
+            filter: &self.resolve(filter),
             cursor,
             limit,
             order,
         })
     }
 
-    /// Applies a patch; content changes are re-embedded and re-indexed.
+    /// `filter` with "holds now" judged at this engine's clock.
+    fn resolve(&self, filter: &Filter) -> Filter {
+        let mut f = filter.clone();
+        if f.as_of.is_none() && !f.all_versions {
+            f.now = Some(self.clock.now());
+        }
+        f
+    }
+
+    /// The memory `id` (in `scope`, when given) for a lifecycle change:
+    /// not an earlier version.
+    fn changeable(&self, id: MemoryId, scope: Option<&Scope>) -> Result<Memory> {
+        let m = self.get(id, scope)?;
+        if let Some(of) = m.version_of {
+            return Err(Error::invalid(format!(
+                "memory {id} is an earlier version of {of}; change {of} instead"
+            )));
+        }
+        Ok(m)
+    }
+
+    fn event(
+        &self,
+        m: &Memory,
+        kind: EventKind,
+        origin: &str,
+        reason: Option<String>,
+    ) -> MemoryEvent {
+        MemoryEvent {
+            memory_id: m.id,
+            at: millis(self.clock.now()),
+            kind,
+            origin: origin.to_owned(),
+            reason,
+            request_id: Some(Uuid::now_v7()),
+            detail: Map::new(),
+        }
+    }
+
+    /// Changes a memory without losing what it said: the id keeps showing
+    /// the latest version, the state it replaces is kept as an earlier
+    /// version valid until the change took effect (`patch.valid_from`,
+    /// default now), and the change is logged. Content changes are
+    /// re-embedded and re-indexed. A patch that changes nothing changes
+    /// nothing.
     pub fn update(
         &self,
         id: MemoryId,
         scope: Option<&Scope>,
         patch: MemoryPatch,
     ) -> Result<Memory> {
-        let mut m = self.get(id, scope)?;
+        self.revise(id, scope, patch, "api", Vec::new())
+    }
+
+    /// [`Hippo::update`] by `origin` (`api`, `llm`, ...), the new version
+    /// derived from `derived_from` (e.g. the turns that said so).
+    pub(crate) fn revise(
+        &self,
+        id: MemoryId,
+        scope: Option<&Scope>,
+        patch: MemoryPatch,
+        origin: &str,
+        derived_from: Vec<MemoryId>,
+    ) -> Result<Memory> {
+        let old = self.changeable(id, scope)?;
+        if old.status == Status::Deleted {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("memory {id} is deleted; restore it first"),
+            ));
+        }
+        let mut m = old.clone();
         let mut vector = None;
-        if let Some(content) = patch.content {
+        if let Some(content) = patch.content.filter(|c| *c != old.content) {
             if content.trim().is_empty() {
                 return Err(Error::invalid("content must not be empty"));
             }
@@ -1002,13 +1179,8 @@ impl Hippo {
                     self.limits.max_content_bytes
                 )));
             }
-            vector = Some(
-                self.embedder
-                    .embed(&embed_text_of(m.actor.name.as_deref(), &content))?,
-            );
             m.content_hash = content_hash(&content);
             m.content = content;
-            m.embedding_model = Some(self.embedder.model_id().to_owned());
         }
         if let Some(md) = patch.metadata {
             if Value::Object(md.clone()).to_string().len() > self.limits.max_metadata_bytes {
@@ -1022,18 +1194,160 @@ impl Hippo {
         if let Some(t) = patch.event_time {
             m.event_time = Some(millis(t));
         }
-        m.updated_at = millis(self.clock.now());
-        self.store.update(&m, vector)?;
+        if m.content == old.content && m.metadata == old.metadata && m.event_time == old.event_time
+        {
+            return Ok(old);
+        }
+        let now = millis(self.clock.now());
+        let from = millis(patch.valid_from.unwrap_or(now));
+        if from < old.valid_since() {
+            return Err(Error::invalid(format!(
+                "valid_from must not be before the current version's ({})",
+                old.valid_since().to_rfc3339()
+            )));
+        }
+        if m.content != old.content {
+            vector = Some(
+                self.embedder
+                    .embed(&embed_text_of(m.actor.name.as_deref(), &m.content))?,
+            );
+            m.embedding_model = Some(self.embedder.model_id().to_owned());
+        }
+        let request_id = Uuid::now_v7();
+        m.valid_from = Some(from);
+        m.valid_to = None;
+        m.updated_at = now;
+        m.provenance.request_id = Some(request_id);
+        if !derived_from.is_empty() {
+            m.provenance.derived_from = derived_from;
+        }
+        m.dedup_key = dedup_key(&m, "");
+        let previous = Memory {
+            id: MemoryId::now_v7(),
+            valid_from: Some(old.valid_since()),
+            valid_to: Some(from),
+            version_of: Some(old.id),
+            dedup_key: None,
+            ..old
+        };
+        let mut event = self.event(&m, EventKind::Revised, origin, patch.reason);
+        event.request_id = Some(request_id);
+        event.detail.insert(
+            "previous_version".into(),
+            Value::String(previous.id.to_string()),
+        );
+        self.store.update(Update {
+            memory: m.clone(),
+            vector,
+            previous: Some(previous),
+            events: vec![event],
+        })?;
         Ok(m)
     }
 
-    /// Deletes one memory (in `scope`, when given).
-    pub fn delete(&self, id: MemoryId, scope: Option<&Scope>) -> Result<()> {
+    /// Sets a memory's status and logs why.
+    fn set_status(
+        &self,
+        id: MemoryId,
+        scope: Option<&Scope>,
+        status: Status,
+        kind: EventKind,
+        origin: &str,
+        reason: Option<String>,
+    ) -> Result<Memory> {
+        let mut m = self.changeable(id, scope)?;
+        if m.status == status {
+            return Ok(m);
+        }
+        m.status = status;
+        m.updated_at = millis(self.clock.now());
+        let event = self.event(&m, kind, origin, reason);
+        self.store.update(Update {
+            memory: m.clone(),
+            vector: None,
+            previous: None,
+            events: vec![event],
+        })?;
+        Ok(m)
+    }
+
+    /// Soft-deletes a memory (in `scope`, when given): it leaves search and
+    /// listings but stays restorable ([`Hippo::restore`]) and keeps its
+    /// history. [`Hippo::erase`] removes it for good.
+    pub fn delete(&self, id: MemoryId, scope: Option<&Scope>) -> Result<Memory> {
+        self.set_status(id, scope, Status::Deleted, EventKind::Deleted, "api", None)
+    }
+
+    /// Makes a deleted or archived memory active again.
+    pub fn restore(&self, id: MemoryId, scope: Option<&Scope>) -> Result<Memory> {
+        self.set_status(id, scope, Status::Active, EventKind::Restored, "api", None)
+    }
+
+    /// Records that a memory stopped holding at `at` (default now) without
+    /// a successor ("I no longer have a car"): default search stops
+    /// returning it, `as_of` an earlier time still does.
+    pub fn invalidate(
+        &self,
+        id: MemoryId,
+        scope: Option<&Scope>,
+        at: Option<DateTime<Utc>>,
+        reason: Option<String>,
+    ) -> Result<Memory> {
+        self.end_validity(id, scope, at, reason, "api")
+    }
+
+    pub(crate) fn end_validity(
+        &self,
+        id: MemoryId,
+        scope: Option<&Scope>,
+        at: Option<DateTime<Utc>>,
+        reason: Option<String>,
+        origin: &str,
+    ) -> Result<Memory> {
+        let mut m = self.changeable(id, scope)?;
+        let at = millis(at.unwrap_or_else(|| self.clock.now()));
+        if at < m.valid_since() {
+            return Err(Error::invalid(format!(
+                "the end of validity must not be before its start ({})",
+                m.valid_since().to_rfc3339()
+            )));
+        }
+        if m.valid_to.is_some_and(|t| t <= at) {
+            return Ok(m); // already ended by then
+        }
+        m.valid_to = Some(at);
+        m.updated_at = millis(self.clock.now());
+        let event = self.event(&m, EventKind::Invalidated, origin, reason);
+        self.store.update(Update {
+            memory: m.clone(),
+            vector: None,
+            previous: None,
+            events: vec![event],
+        })?;
+        Ok(m)
+    }
+
+    /// Removes a memory for good, with its earlier versions and history.
+    pub fn erase(&self, id: MemoryId, scope: Option<&Scope>) -> Result<()> {
         let m = self.get(id, scope)?;
-        if self.store.delete(&[m.id])? == 0 {
+        let id = m.version_of.unwrap_or(m.id);
+        if self.store.delete(&[id])? == 0 {
             return Err(Error::not_found(format!("memory {id} not found")));
         }
         Ok(())
+    }
+
+    /// A memory's versions (oldest first, the current one last) and its
+    /// event log. `id` may name the memory or any of its earlier versions.
+    pub fn history(&self, id: MemoryId, scope: Option<&Scope>) -> Result<History> {
+        let m = self.get(id, scope)?;
+        let memory_id = m.version_of.unwrap_or(m.id);
+        let (versions, events) = self.store.history(memory_id)?;
+        Ok(History {
+            memory_id,
+            versions,
+            events,
+        })
     }
 
     /// Deletes every memory in `scope`; returns how many.
@@ -1059,7 +1373,12 @@ impl Hippo {
             let vectors = self.embedder.embed_batch(&refs)?;
             for (mut m, v) in ms.into_iter().zip(vectors) {
                 m.embedding_model = Some(self.embedder.model_id().to_owned());
-                self.store.update(&m, Some(v))?;
+                self.store.update(Update {
+                    memory: m,
+                    vector: Some(v),
+                    previous: None,
+                    events: Vec::new(),
+                })?;
                 done += 1;
             }
             progress(done);
@@ -1083,7 +1402,8 @@ impl Hippo {
         self.store.insert(InsertBatch {
             memories: Vec::new(),
             sources,
-        })
+        })?;
+        Ok(())
     }
 
     /// Store counts.

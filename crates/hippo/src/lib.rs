@@ -33,11 +33,13 @@ pub mod text;
 
 pub use embed::{Embedder, MiniLmEmbedder, OpenAiEmbedder, OpenAiEmbedderConfig};
 pub use engine::{
-    AddItem, Content, Context, Hippo, HippoBuilder, Limits, MemoryPatch, Message, SearchHit,
-    SearchRequest, SearchResponse, DEFAULT_DIVERSITY, DEFAULT_TOKENS_PER_RESULT, MAX_BUDGET_TOKENS,
-    MAX_CONTEXT_TURNS,
+    AddItem, AddOutcome, Content, Context, Duplicate, Hippo, HippoBuilder, History, Limits,
+    MemoryPatch, Message, SearchHit, SearchRequest, SearchResponse, DEFAULT_DIVERSITY,
+    DEFAULT_TOKENS_PER_RESULT, MAX_BUDGET_TOKENS, MAX_CONTEXT_TURNS,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use model::{Actor, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope};
+pub use model::{
+    Actor, EventKind, Filter, Memory, MemoryEvent, MemoryId, MemoryKind, Provenance, Scope, Status,
+};
 pub use retrieve::{ChannelScores, FusionWeights};
 pub use store::{Order, Source, SqliteStore, SqliteStoreOptions, Store};

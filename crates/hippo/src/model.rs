@@ -164,6 +164,55 @@ pub struct Provenance {
     /// For chunks: how many chunks the source was split into.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk_count: Option<u32>,
+    /// For derived memories (facts, summaries, digests): the memories they
+    /// were derived from, e.g. the conversation turns a fact was extracted from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub derived_from: Vec<MemoryId>,
+}
+
+/// Whether a memory takes part in retrieval. Validity in time (superseded,
+/// invalidated) is separate: see [`Memory::valid_to`].
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Retrieved normally.
+    #[default]
+    Active,
+    /// Moved out of the way by forgetting or expiry; kept, searchable on
+    /// request, restorable.
+    Archived,
+    /// Deleted by a client (soft): hidden everywhere except history and
+    /// listings that ask for it; restorable until erased.
+    Deleted,
+}
+
+impl Status {
+    /// All statuses, in declaration order.
+    pub const ALL: [Status; 3] = [Status::Active, Status::Archived, Status::Deleted];
+
+    /// The stable lower-case name used in storage and APIs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Archived => "archived",
+            Status::Deleted => "deleted",
+        }
+    }
+
+    /// A distinct bit per status, for status sets.
+    pub fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+
+    /// Parses a name produced by [`Status::as_str`].
+    pub fn parse(s: &str) -> Result<Self> {
+        Status::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| Error::invalid(format!("unknown status {s:?}")))
+    }
 }
 
 /// One stored memory.
@@ -199,6 +248,152 @@ pub struct Memory {
     /// The embedding model whose vector indexes this memory, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding_model: Option<String>,
+    /// Since when it holds. `None`: since its event time, else its record
+    /// time (see [`Memory::valid_since`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_from: Option<DateTime<Utc>>,
+    /// Until when it held: set when it was superseded by a newer version or
+    /// invalidated. `None`: still holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<DateTime<Utc>>,
+    /// On an earlier version: the id of the memory it is a version of (that
+    /// id always shows the latest version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_of: Option<MemoryId>,
+    /// Whether it takes part in retrieval.
+    #[serde(default)]
+    pub status: Status,
+    /// Exact-duplicate key: a later write with the same key is merged into
+    /// this memory instead of stored (see [`dedup_key`]). `None`: never
+    /// merged (earlier versions, messages without an event time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_key: Option<String>,
+}
+
+impl Memory {
+    /// Since when it holds: `valid_from`, else the event time, else the
+    /// record time.
+    pub fn valid_since(&self) -> DateTime<Utc> {
+        self.valid_from
+            .or(self.event_time)
+            .unwrap_or(self.recorded_at)
+    }
+
+    /// True when it holds at `t` (valid since at or before `t`, and not
+    /// ended by then).
+    pub fn valid_at(&self, t: DateTime<Utc>) -> bool {
+        self.valid_since() <= t && self.valid_to.is_none_or(|end| end > t)
+    }
+
+    /// True when it holds now (`now` given): not ended by `now`. A memory
+    /// whose validity starts later still counts as current.
+    pub fn is_current(&self, now: DateTime<Utc>) -> bool {
+        self.valid_to.is_none_or(|end| end > now)
+    }
+}
+
+/// What happened to a memory, in its event log (see [`MemoryEvent`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Its content or fields changed; the previous version was kept
+    /// (`detail.previous_version`).
+    Revised,
+    /// It stopped holding (`valid_to` set) without a successor.
+    Invalidated,
+    /// Soft-deleted.
+    Deleted,
+    /// Archived.
+    Archived,
+    /// Back to active after a delete or archive.
+    Restored,
+    /// A write that duplicated it was merged into it (`detail` has the
+    /// duplicate's provenance).
+    Merged,
+}
+
+impl EventKind {
+    /// All kinds, in declaration order.
+    pub const ALL: [EventKind; 6] = [
+        EventKind::Revised,
+        EventKind::Invalidated,
+        EventKind::Deleted,
+        EventKind::Archived,
+        EventKind::Restored,
+        EventKind::Merged,
+    ];
+
+    /// The stable lower-case name used in storage and APIs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Revised => "revised",
+            EventKind::Invalidated => "invalidated",
+            EventKind::Deleted => "deleted",
+            EventKind::Archived => "archived",
+            EventKind::Restored => "restored",
+            EventKind::Merged => "merged",
+        }
+    }
+
+    /// Parses a name produced by [`EventKind::as_str`].
+    pub fn parse(s: &str) -> Result<Self> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| Error::invalid(format!("unknown event kind {s:?}")))
+    }
+}
+
+/// One entry in a memory's event log: what changed, when, by whom and why.
+/// Written in the same transaction as the change; never modified.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoryEvent {
+    /// The memory (the id that always shows the latest version).
+    pub memory_id: MemoryId,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// What.
+    pub kind: EventKind,
+    /// Who decided: `api` (a client), `llm` (an extraction decision),
+    /// `dedup`, `maintenance`.
+    pub origin: String,
+    /// Why, in words, when known (e.g. the LLM's stated reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The write request that made the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<Uuid>,
+    /// Specifics (e.g. `previous_version`, a merged duplicate's provenance).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub detail: Map<String, Value>,
+}
+
+/// The exact-duplicate key of a memory: SHA-256 over its scope, kind,
+/// speaker, content, event time, metadata and chunk position, and `extra`:
+/// what else tells it apart (the engine passes how many identical memories
+/// came before it in the same write, so a conversation that repeats a line
+/// keeps both, and for a chunk the hash of its whole source). `None` for a message without an event
+/// time: live chat repeats itself ("ok", "thanks") and those repeats are
+/// real; a message with an event time (an import, a replayed log) is the
+/// same observation when everything else matches too.
+pub fn dedup_key(m: &Memory, extra: &str) -> Option<String> {
+    if m.kind == MemoryKind::Message && m.event_time.is_none() {
+        return None;
+    }
+    let canonical = serde_json::json!([
+        m.scope.user_id,
+        m.scope.agent_id,
+        m.scope.session_id,
+        m.kind.as_str(),
+        m.actor.role,
+        m.actor.name,
+        m.content,
+        m.event_time.map(|t| t.timestamp_millis()),
+        Value::Object(m.metadata.clone()),
+        m.provenance.chunk_index,
+        extra,
+    ]);
+    Some(content_hash(&canonical.to_string()))
 }
 
 /// `t` truncated to whole milliseconds, the precision stores keep.
@@ -231,6 +426,22 @@ pub struct Filter {
     /// Only memories whose `event_time` is before this instant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_time_to: Option<DateTime<Utc>>,
+    /// Only memories that held at this instant ("what did we know then"):
+    /// valid since at or before it and not ended by it. Without it (and
+    /// without `all_versions`), only memories that hold now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<DateTime<Utc>>,
+    /// Ignore validity: superseded and invalidated versions too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all_versions: bool,
+    /// Only memories with one of these statuses (empty: active only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statuses: Vec<Status>,
+    /// The instant "holds now" is judged at when neither `as_of` nor
+    /// `all_versions` is set. The engine sets it from its clock; `None`
+    /// counts every memory whose validity has not been ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now: Option<DateTime<Utc>>,
 }
 
 impl Filter {
@@ -253,15 +464,52 @@ impl Filter {
                 ));
             }
         }
+        if self.as_of.is_some() && self.all_versions {
+            return Err(Error::invalid("as_of and all_versions cannot be combined"));
+        }
         Ok(())
     }
 
-    /// True when no condition is set.
+    /// True when nothing is filtered beyond the defaults (active memories
+    /// that hold now).
     pub fn is_empty(&self) -> bool {
         self.kinds.is_empty()
             && self.metadata.is_empty()
             && self.event_time_from.is_none()
             && self.event_time_to.is_none()
+            && self.as_of.is_none()
+            && !self.all_versions
+            && self.status_mask() == Status::Active.bit()
+    }
+
+    /// The accepted statuses as a bit set (see [`Status::bit`]).
+    pub fn status_mask(&self) -> u8 {
+        if self.statuses.is_empty() {
+            Status::Active.bit()
+        } else {
+            self.statuses.iter().fold(0, |m, s| m | s.bit())
+        }
+    }
+
+    /// True when a memory with status `s` passes.
+    pub fn accepts_status(&self, s: Status) -> bool {
+        self.status_mask() & s.bit() != 0
+    }
+
+    /// True when validity bounds `[valid_from, valid_to)` (epoch ms;
+    /// `valid_to` `i64::MAX` when open) pass the validity conditions.
+    pub fn accepts_validity(&self, valid_from: i64, valid_to: i64) -> bool {
+        if self.all_versions {
+            true
+        } else if let Some(t) = self.as_of {
+            let t = t.timestamp_millis();
+            valid_from <= t && t < valid_to
+        } else {
+            match self.now {
+                Some(now) => valid_to > now.timestamp_millis(),
+                None => valid_to == i64::MAX,
+            }
+        }
     }
 
     /// True when the in-memory fields (kind and event time) accept a memory.

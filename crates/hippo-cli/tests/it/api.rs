@@ -157,13 +157,43 @@ fn rest_api_round_trip() {
         (st, m["memory"].as_str().unwrap()),
         (200, "I adopted a puppy named Miso")
     );
+    let (st, h) = s.call("GET", &format!("/v1/memories/{miso}/history"), None);
+    assert_eq!(st, 200);
+    assert_eq!(h["versions"][0]["memory"], "I adopted a kitten named Miso");
+    assert_eq!(h["versions"][0]["version_of"], miso.as_str());
+    assert_eq!(h["versions"][1]["memory"], "I adopted a puppy named Miso");
+    assert_eq!(h["events"][0]["kind"], "revised");
+    // Delete is soft: the memory leaves search, stays readable, comes back.
     let (st, _) = s.call("DELETE", &format!("/v1/memories/{miso}"), None);
+    assert_eq!(st, 200);
+    let (st, body) = s.call("GET", &format!("/v1/memories/{miso}"), None);
+    assert_eq!((st, body["status"].as_str().unwrap()), (200, "deleted"));
+    let found = |s: &super::common::Server| {
+        let (_, body) = s.call(
+            "POST",
+            "/v1/search",
+            Some(json!({"user_id": "ana", "query": "puppy Miso"})),
+        );
+        body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == miso.as_str())
+    };
+    assert!(!found(&s));
+    let (st, body) = s.call("POST", &format!("/v1/memories/{miso}/restore"), None);
+    assert_eq!((st, body["status"].as_str().unwrap()), (200, "active"));
+    assert!(found(&s));
+    // `hard=true` erases it, with its versions and history.
+    let (st, _) = s.call("DELETE", &format!("/v1/memories/{miso}?hard=true"), None);
     assert_eq!(st, 200);
     let (st, body) = s.call("GET", &format!("/v1/memories/{miso}"), None);
     assert_eq!(
         (st, body["error"]["code"].as_str().unwrap()),
         (404, "not_found")
     );
+    let (st, _) = s.call("GET", &format!("/v1/memories/{miso}/history"), None);
+    assert_eq!(st, 404);
 
     // Erase a scope.
     let (st, body) = s.call("DELETE", "/v1/memories?user_id=ana", None);
@@ -183,6 +213,9 @@ fn rest_api_round_trip() {
         "/v1/memories/batch",
         "/v1/search",
         "/v1/memories/{id}",
+        "/v1/memories/{id}/history",
+        "/v1/memories/{id}/restore",
+        "/v1/memories/{id}/invalidate",
         "/healthz",
         "/metrics",
     ] {
@@ -193,6 +226,87 @@ fn rest_api_round_trip() {
     let metrics = metrics.as_str().unwrap();
     assert!(metrics.contains("hippo_http_requests_total"));
     assert!(metrics.contains("hippo_process_resident_memory_bytes "));
+}
+
+/// The lifecycle acceptance over REST: a fact that changes keeps both
+/// versions with their validity, `as_of` answers from the past, history
+/// has both with provenance, and re-importing a conversation stores nothing.
+#[test]
+fn a_changing_fact_and_a_reimport_over_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("life.db"), &[]);
+    let (st, body) = s.call("POST", "/v1/memories/batch", Some(json!({"items": [
+        {"user_id": "ana", "kind": "fact", "text": "Ana lives in Boston.", "event_time": "2023-01-10T12:00:00Z"},
+        {"user_id": "ana", "kind": "fact", "text": "Ana works as a nurse.", "event_time": "2023-01-10T12:00:00Z"}
+    ]})));
+    assert_eq!(st, 200, "{body}");
+    let id = body["results"][0]["id"].as_str().unwrap().to_owned();
+    let (st, body) = s.call(
+        "PATCH",
+        &format!("/v1/memories/{id}"),
+        Some(json!({"content": "Ana lives in Denver.", "valid_from": "2023-06-01T00:00:00Z", "reason": "moved"})),
+    );
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["valid_from"], "2023-06-01T00:00:00Z");
+    let top = |extra: Value| {
+        let mut q = json!({"user_id": "ana", "query": "Where does Ana live?"});
+        q.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (st, body) = s.call("POST", "/v1/search", Some(q));
+        assert_eq!(st, 200, "{body}");
+        body["results"][0]["memory"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(top(json!({})), "Ana lives in Denver.");
+    assert_eq!(
+        top(json!({"as_of": "2023-03-01T00:00:00Z"})),
+        "Ana lives in Boston."
+    );
+    let (_, h) = s.call("GET", &format!("/v1/memories/{id}/history"), None);
+    let versions = h["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2);
+    assert_eq!(versions[0]["valid_to"], "2023-06-01T00:00:00Z");
+    assert!(versions[0]["provenance"]["request_id"].is_string());
+    assert_ne!(
+        versions[0]["provenance"]["request_id"],
+        versions[1]["provenance"]["request_id"]
+    );
+    assert_eq!(h["events"][0]["reason"], "moved");
+    let (_, listed) = s.call("GET", "/v1/memories?user_id=ana&all_versions=true", None);
+    assert_eq!(listed["results"].as_array().unwrap().len(), 3);
+    let (st, _) = s.call(
+        "POST",
+        &format!("/v1/memories/{id}/invalidate"),
+        Some(json!({"valid_to": "2024-01-01T00:00:00Z", "reason": "moved away"})),
+    );
+    assert_eq!(st, 200);
+    assert_ne!(top(json!({})), "Ana lives in Denver.");
+    let (st, body) = s.call(
+        "POST",
+        &format!("/v1/memories/{id}/invalidate"),
+        Some(json!({"valid_to": "2020-01-01T00:00:00Z"})),
+    );
+    assert_eq!(st, 400, "{body}");
+
+    // Re-importing the same conversation stores nothing new.
+    let conv: Vec<Value> = ["Hi Ben!", "Hey Ana, how was the trip?", "ok", "ok"]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"user_id": "ana", "session_id": "s1", "event_time": "2023-05-08T13:56:00Z",
+            "messages": [{"role": "user", "name": if i % 2 == 0 { "Ana" } else { "Ben" }, "content": t}]}))
+        .collect();
+    let (_, first) = s.call("POST", "/v1/memories/batch", Some(json!({"items": conv})));
+    assert_eq!(first["results"].as_array().unwrap().len(), 4);
+    let (st, again) = s.call("POST", "/v1/memories/batch", Some(json!({"items": conv})));
+    assert_eq!(st, 200);
+    assert_eq!(again["results"].as_array().unwrap().len(), 0);
+    assert_eq!(again["duplicates"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        again["duplicates"][0]["existing_id"],
+        first["results"][0]["id"]
+    );
+    let (_, listed) = s.call("GET", "/v1/memories?session_id=s1", None);
+    assert_eq!(listed["results"].as_array().unwrap().len(), 4);
 }
 
 #[test]

@@ -215,3 +215,82 @@ fn loadtest_measures_a_running_server() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no hippo server"));
 }
+
+/// The lifecycle commands: a fact changes (both versions kept), `--as-of`
+/// answers from the past, delete is soft until `--hard`, bad ids exit 2.
+#[test]
+fn update_history_as_of_delete_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("life.db");
+    let id = ok(hippo(&db)
+        .args([
+            "add",
+            "--user",
+            "ana",
+            "--kind",
+            "fact",
+            "--event-time",
+            "2023-01-10T12:00:00Z",
+            "Ana lives in Boston.",
+        ])
+        .output()
+        .unwrap())
+    .trim()
+    .to_owned();
+    let again = ok(hippo(&db)
+        .args([
+            "add",
+            "--user",
+            "ana",
+            "--kind",
+            "fact",
+            "--event-time",
+            "2023-01-10T12:00:00Z",
+            "Ana lives in Boston.",
+        ])
+        .output()
+        .unwrap());
+    assert_eq!(again.trim(), id, "a duplicate names the stored memory");
+    ok(hippo(&db)
+        .args([
+            "update",
+            &id,
+            "--content",
+            "Ana lives in Denver.",
+            "--valid-from",
+            "2023-06-01T00:00:00Z",
+            "--reason",
+            "moved",
+        ])
+        .output()
+        .unwrap());
+    let search = |extra: &[&str]| {
+        ok(hippo(&db)
+            .args(["search", "--user", "ana", "-k", "1"])
+            .args(extra)
+            .arg("Where does Ana live?")
+            .output()
+            .unwrap())
+    };
+    assert!(search(&[]).contains("Denver"));
+    assert!(search(&["--as-of", "2023-03-01T00:00:00Z"]).contains("Boston"));
+    let history: serde_json::Value =
+        serde_json::from_str(&ok(hippo(&db).args(["history", &id]).output().unwrap())).unwrap();
+    assert_eq!(history["versions"].as_array().unwrap().len(), 2);
+    assert_eq!(history["events"][0]["kind"], "merged");
+    assert_eq!(history["events"][1]["kind"], "revised");
+    assert_eq!(history["events"][1]["reason"], "moved");
+
+    ok(hippo(&db).args(["delete", &id]).output().unwrap());
+    assert!(!search(&[]).contains("Denver"));
+    let got: serde_json::Value =
+        serde_json::from_str(&ok(hippo(&db).args(["get", &id]).output().unwrap())).unwrap();
+    assert_eq!(got["status"], "deleted");
+    ok(hippo(&db).args(["restore", &id]).output().unwrap());
+    assert!(search(&[]).contains("Denver"));
+    ok(hippo(&db).args(["delete", "--hard", &id]).output().unwrap());
+    let gone = hippo(&db).args(["get", &id]).output().unwrap();
+    assert_eq!(gone.status.code(), Some(1), "not found");
+    let bad = hippo(&db).args(["get", "not-a-uuid"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}

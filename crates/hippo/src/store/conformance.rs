@@ -5,7 +5,7 @@
 use chrono::{TimeZone, Utc};
 use serde_json::json;
 
-use super::{InsertBatch, KeywordQuery, ListQuery, NewMemory, Order, Store, VectorQuery};
+use super::{InsertBatch, KeywordQuery, ListQuery, NewMemory, Order, Store, Update, VectorQuery};
 use crate::model::{content_hash, Actor, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope};
 use crate::text::query_terms;
 
@@ -27,6 +27,11 @@ fn memory(scope: Scope, content: &str, name: Option<&str>) -> Memory {
         provenance: Provenance::default(),
         content_hash: content_hash(content),
         embedding_model: None,
+        valid_from: None,
+        valid_to: None,
+        version_of: None,
+        status: Default::default(),
+        dedup_key: None,
     }
 }
 
@@ -330,7 +335,9 @@ pub fn update(store: &dyn Store) {
     changed.content = "I live in Denver".into();
     changed.content_hash = content_hash(&changed.content);
     changed.embedding_model = Some(store.active_model().to_owned());
-    store.update(&changed, Some(vector(1))).unwrap();
+    store
+        .update(Update::in_place(changed.clone(), Some(vector(1))))
+        .unwrap();
     assert_eq!(
         store.get_many(&[m.id]).unwrap()[0].content,
         "I live in Denver"
@@ -350,9 +357,177 @@ pub fn update(store: &dyn Store) {
     let mut ghost = changed.clone();
     ghost.id = MemoryId::now_v7();
     assert_eq!(
-        store.update(&ghost, None).unwrap_err().kind(),
+        store
+            .update(Update::in_place(ghost, None))
+            .unwrap_err()
+            .kind(),
         crate::ErrorKind::NotFound
     );
+}
+
+/// Versions, validity, status and exact duplicates: an update that keeps
+/// its previous state leaves a version searchable only `as_of` its time
+/// (by keyword and by vector, with the stored vector); status hides from
+/// candidates and default listings; a taken dedup key is reported as a
+/// duplicate; a delete takes versions and events with it.
+pub fn lifecycle(store: &dyn Store) {
+    use crate::model::{EventKind, MemoryEvent, Status};
+    let s = Scope::user("u");
+    let t = |m: u32| Utc.with_ymd_and_hms(2023, m, 1, 0, 0, 0).unwrap();
+    let mut m = memory(s.clone(), "lives in boston", None);
+    m.kind = MemoryKind::Fact;
+    m.event_time = Some(t(1));
+    m.dedup_key = Some("k-boston".into());
+    insert(store, vec![(m.clone(), Some(vector(0)))]);
+    let mut new = m.clone();
+    new.content = "lives in denver".into();
+    new.content_hash = content_hash(&new.content);
+    new.valid_from = Some(t(6));
+    new.dedup_key = Some("k-denver".into());
+    let old = Memory {
+        id: MemoryId::now_v7(),
+        version_of: Some(m.id),
+        valid_to: Some(t(6)),
+        dedup_key: None,
+        ..m.clone()
+    };
+    let event = MemoryEvent {
+        memory_id: m.id,
+        at: t(6),
+        kind: EventKind::Revised,
+        origin: "api".into(),
+        reason: Some("moved".into()),
+        request_id: None,
+        detail: Default::default(),
+    };
+    store
+        .update(Update {
+            memory: new.clone(),
+            vector: Some(vector(1)),
+            previous: Some(old.clone()),
+            events: vec![event.clone()],
+        })
+        .unwrap();
+    let search = |filter: &Filter, q: &str, v: usize| {
+        let terms = query_terms(q);
+        let k: Vec<MemoryId> = store
+            .keyword_candidates(&KeywordQuery {
+                scope: &s,
+                filter,
+                terms: &terms,
+                limit: 10,
+            })
+            .unwrap()
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        let vq = vector(v);
+        let vs: Vec<MemoryId> = store
+            .vector_candidates(&VectorQuery {
+                scope: &s,
+                filter,
+                vector: &vq,
+                limit: 10,
+            })
+            .unwrap()
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        (k, vs)
+    };
+    let now = Filter::default();
+    assert_eq!(
+        search(&now, "lives boston denver", 0),
+        (vec![m.id], vec![m.id])
+    );
+    let then = Filter {
+        as_of: Some(t(3)),
+        ..Default::default()
+    };
+    assert_eq!(
+        search(&then, "lives boston denver", 0),
+        (vec![old.id], vec![old.id]),
+        "the version keeps its text and its vector"
+    );
+    let before = Filter {
+        as_of: Some(t(1) - chrono::Duration::days(1)),
+        ..Default::default()
+    };
+    assert_eq!(search(&before, "lives", 0), (vec![], vec![]));
+    let every = Filter {
+        all_versions: true,
+        ..Default::default()
+    };
+    assert_eq!(search(&every, "lives", 0).0.len(), 2);
+    let (versions, events) = store.history(m.id).unwrap();
+    let ids: Vec<MemoryId> = versions.iter().map(|v| v.id).collect();
+    assert_eq!(ids, vec![old.id, m.id]);
+    assert_eq!(
+        versions[0],
+        Memory {
+            embedding_model: Some(store.active_model().to_owned()),
+            ..old.clone()
+        },
+        "the version is stored as given, with the vector it had"
+    );
+    assert_eq!(events, vec![event]);
+
+    // Status hides from candidates and default listings.
+    let mut gone = new.clone();
+    gone.status = Status::Deleted;
+    store.update(Update::in_place(gone, None)).unwrap();
+    assert_eq!(search(&now, "lives", 0), (vec![], vec![]));
+    let list = |filter: &Filter| {
+        store
+            .list(&ListQuery {
+                scope: Some(&s),
+                filter,
+                cursor: None,
+                limit: 10,
+                order: Order::Ascending,
+            })
+            .unwrap()
+            .memories
+            .len()
+    };
+    assert_eq!(list(&now), 0);
+    let deleted = Filter {
+        statuses: vec![Status::Deleted],
+        ..Default::default()
+    };
+    assert_eq!(list(&deleted), 1);
+    assert_eq!(search(&deleted, "lives denver", 1).1, vec![m.id]);
+
+    // Exact duplicates.
+    let mut dup = memory(s.clone(), "lives in denver", None);
+    dup.dedup_key = Some("k-denver".into());
+    let outcome = store
+        .insert(InsertBatch {
+            memories: vec![NewMemory {
+                memory: dup,
+                vector: Some(vector(1)),
+            }],
+            sources: vec![],
+        })
+        .unwrap();
+    assert_eq!(outcome.duplicates, vec![(0, m.id)]);
+    assert_eq!(
+        store
+            .find_keys(&["k-denver".into(), "k-boston".into()])
+            .unwrap(),
+        vec![Some(m.id), None]
+    );
+    assert_eq!(
+        store.history(m.id).unwrap().1.len(),
+        2,
+        "the merge is logged"
+    );
+
+    // A delete takes the versions and the log along.
+    assert_eq!(store.delete(&[m.id]).unwrap(), 1);
+    assert_eq!(store.history(m.id).unwrap(), (vec![], vec![]));
+    assert!(store.get_many(&[old.id]).unwrap().is_empty());
+    assert_eq!(search(&every, "lives", 0), (vec![], vec![]));
 }
 
 /// Runs every check, each on a fresh store from `make`.
@@ -364,6 +539,7 @@ pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     filters(make().as_ref());
     listing_and_delete_scope(make().as_ref());
     update(make().as_ref());
+    lifecycle(make().as_ref());
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::model::{Filter, Memory, MemoryId, Scope};
+use crate::model::{Filter, Memory, MemoryEvent, MemoryId, Scope};
 
 /// A memory to insert, with its vector (of the store's active model) if any.
 #[derive(Debug, Clone)]
@@ -58,10 +58,51 @@ pub struct Source {
 /// One atomic write.
 #[derive(Debug, Clone, Default)]
 pub struct InsertBatch {
-    /// Memories in write order (message neighbours follow this order).
+    /// Memories in write order (message neighbours follow this order). A
+    /// memory whose `dedup_key` is already taken is not stored: the store
+    /// reports it as a duplicate and logs a `merged` event on the memory
+    /// holding the key.
     pub memories: Vec<NewMemory>,
     /// Sources referenced by chunks in `memories`.
     pub sources: Vec<Source>,
+}
+
+/// What an insert did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InsertOutcome {
+    /// `(position in the batch, id of the memory holding its dedup key)` for
+    /// each memory that was not stored because it duplicates one.
+    pub duplicates: Vec<(usize, MemoryId)>,
+}
+
+/// One atomic change of a stored memory.
+#[derive(Debug, Clone)]
+pub struct Update {
+    /// The memory's new state (all fields but `id`, `scope` and
+    /// `recorded_at` may change).
+    pub memory: Memory,
+    /// Its new vector; `None` keeps the stored one.
+    pub vector: Option<Vec<f32>>,
+    /// The state it replaces, kept as an earlier version: a new row (its own
+    /// id, `version_of` = the memory's id, `valid_to` set) that gets the
+    /// stored vector. `None` for changes that keep no version (status,
+    /// maintenance).
+    pub previous: Option<Memory>,
+    /// Log entries for the change.
+    pub events: Vec<MemoryEvent>,
+}
+
+impl Update {
+    /// A change that keeps no earlier version and logs nothing: for
+    /// maintenance such as re-embedding.
+    pub fn in_place(memory: Memory, vector: Option<Vec<f32>>) -> Self {
+        Update {
+            memory,
+            vector,
+            previous: None,
+            events: Vec::new(),
+        }
+    }
 }
 
 /// A keyword (BM25) candidate query.
@@ -159,18 +200,25 @@ pub struct StoreStats {
 pub trait Store: Send + Sync {
     /// The embedding model whose vectors this store searches.
     fn active_model(&self) -> &str;
-    /// Atomically inserts a batch. Fails with `Conflict` (and writes nothing)
-    /// if any id already exists.
-    fn insert(&self, batch: InsertBatch) -> Result<()>;
+    /// Atomically inserts a batch, skipping duplicates (see
+    /// [`InsertBatch::memories`]). Fails with `Conflict` (and writes
+    /// nothing) if any id already exists.
+    fn insert(&self, batch: InsertBatch) -> Result<InsertOutcome>;
     /// The memories with these ids that exist, in the order given.
     fn get_many(&self, ids: &[MemoryId]) -> Result<Vec<Memory>>;
+    /// For each dedup key, the memory holding it, if any.
+    fn find_keys(&self, keys: &[String]) -> Result<Vec<Option<MemoryId>>>;
     /// A page of memories.
     fn list(&self, query: &ListQuery<'_>) -> Result<Page>;
-    /// Replaces a memory's mutable fields (content, metadata, actor, kind,
-    /// event_time, updated_at, content_hash, embedding_model) and its vector.
-    /// Fails with `NotFound` if it does not exist.
-    fn update(&self, memory: &Memory, vector: Option<Vec<f32>>) -> Result<()>;
-    /// Deletes these memories (with keyword entries and vectors); returns how many existed.
+    /// Atomically changes a memory (keeping its previous state as a version
+    /// when asked) and logs the events. Fails with `NotFound` if it does not
+    /// exist and with `Conflict` if its new dedup key is another memory's.
+    fn update(&self, update: Update) -> Result<()>;
+    /// A memory's earlier versions and itself, oldest first, and its event
+    /// log in order. Empty when it does not exist.
+    fn history(&self, id: MemoryId) -> Result<(Vec<Memory>, Vec<MemoryEvent>)>;
+    /// Deletes these memories for good (with their earlier versions, events,
+    /// keyword entries and vectors); returns how many existed.
     fn delete(&self, ids: &[MemoryId]) -> Result<u64>;
     /// Deletes every memory and source in `scope`; returns how many memories.
     fn delete_scope(&self, scope: &Scope) -> Result<u64>;

@@ -66,6 +66,34 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX memories_chain ON memories(user_id, agent_id, session_id, rowid)
         WHERE kind = 'message';
     "#,
+    // v4: the memory lifecycle. Validity in time (versions and
+    // invalidation), status (soft delete, archive), exact-duplicate keys,
+    // derivation links, and the per-memory event log.
+    r#"
+    ALTER TABLE memories ADD COLUMN valid_from INTEGER;
+    ALTER TABLE memories ADD COLUMN valid_to INTEGER;
+    ALTER TABLE memories ADD COLUMN version_of TEXT;
+    ALTER TABLE memories ADD COLUMN status TEXT NOT NULL DEFAULT 'active';
+    ALTER TABLE memories ADD COLUMN derived_from TEXT;
+    ALTER TABLE memories ADD COLUMN dedup_key TEXT;
+    CREATE UNIQUE INDEX memories_dedup ON memories(dedup_key) WHERE dedup_key IS NOT NULL;
+    CREATE INDEX memories_versions ON memories(version_of) WHERE version_of IS NOT NULL;
+    -- Earlier versions never join a conversation chain.
+    DROP INDEX memories_chain;
+    CREATE INDEX memories_chain ON memories(user_id, agent_id, session_id, rowid)
+        WHERE kind = 'message' AND version_of IS NULL;
+    CREATE TABLE memory_events (
+        seq        INTEGER PRIMARY KEY,
+        memory_id  TEXT NOT NULL,
+        at         INTEGER NOT NULL,
+        kind       TEXT NOT NULL,
+        origin     TEXT NOT NULL,
+        reason     TEXT,
+        request_id TEXT,
+        detail     TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX memory_events_memory ON memory_events(memory_id);
+    "#,
 ];
 
 /// The schema version this code writes.

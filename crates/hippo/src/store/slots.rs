@@ -9,14 +9,19 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 
-use crate::model::{Filter, Memory, MemoryId, MemoryKind, Scope};
+use crate::model::{Filter, Memory, MemoryId, MemoryKind, Scope, Status};
 
-/// Per-slot fields read only for results.
+/// Per-slot fields read only for results (and for validity checks of the
+/// few slots whose validity is bounded, or `as_of` queries).
 #[derive(Debug, Clone)]
 struct Slot {
     rowid: i64,
     id: MemoryId,
     time: i64,
+    /// Validity `[valid_from, valid_to)` in epoch ms; `valid_to` is
+    /// `i64::MAX` while the memory holds.
+    valid_from: i64,
+    valid_to: i64,
 }
 
 /// Per-slot fields every scan reads, kept small (24 bytes) and apart from
@@ -27,11 +32,17 @@ struct SlotKey {
     scope: [u32; 3],
     kind: MemoryKind,
     alive: bool,
+    status: Status,
+    /// Validity has an end (`Slot::valid_to` is not `i64::MAX`).
+    bounded: bool,
     /// Event time in epoch ms; `NO_TIME` when unset.
     event_time: i64,
 }
 
 const NO_TIME: i64 = i64::MIN;
+
+// Scans are memory-bound: keep the hot record at 24 bytes.
+const _: () = assert!(std::mem::size_of::<SlotKey>() == 24);
 
 /// What a memory contributes to a slot.
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +59,12 @@ pub struct SlotFields<'a> {
     pub event_time: Option<i64>,
     /// Event time, else record time, in epoch milliseconds (for recency).
     pub time: i64,
+    /// Status.
+    pub status: Status,
+    /// Start of validity in epoch milliseconds ([`Memory::valid_since`]).
+    pub valid_from: i64,
+    /// End of validity in epoch milliseconds, if ended.
+    pub valid_to: Option<i64>,
 }
 
 impl<'a> SlotFields<'a> {
@@ -61,6 +78,9 @@ impl<'a> SlotFields<'a> {
             kind: m.kind,
             event_time: m.event_time.map(ms),
             time: ms(m.event_time.unwrap_or(m.recorded_at)),
+            status: m.status,
+            valid_from: ms(m.valid_since()),
+            valid_to: m.valid_to.map(ms),
         }
     }
 }
@@ -88,6 +108,9 @@ pub struct ScopedSlots {
     postings: [HashMap<u32, Vec<u32>>; 3],
     all: Vec<u32>,
     dead: usize,
+    /// Live slots that are not active or whose validity has ended: while
+    /// there are none, default selections need no per-slot checks.
+    restricted: usize,
 }
 
 /// A (score, rowid) pair ordered so that a max-heap pops the *worst* hit:
@@ -128,6 +151,7 @@ pub struct Selection<'a> {
     slots: &'a ScopedSlots,
     want: [u32; 3],
     filter: &'a Filter,
+    status_mask: u8,
     allowed: Option<&'a HashSet<i64>>,
     /// Every slot that can be accepted is in this list (plus others).
     pub list: &'a [u32],
@@ -149,13 +173,26 @@ impl Selection<'_> {
     pub fn accepts(&self, slot: u32) -> bool {
         let k = &self.slots.keys[slot as usize];
         k.alive
+            && k.status.bit() & self.status_mask != 0
             && (0..3).all(|i| self.want[i] == 0 || k.scope[i] == self.want[i])
             && self
                 .filter
                 .accepts_kind_and_time(k.kind, (k.event_time != NO_TIME).then_some(k.event_time))
+            && self.accepts_validity(slot, k.bounded)
             && self
                 .allowed
                 .is_none_or(|a| a.contains(&self.slots.slots[slot as usize].rowid))
+    }
+
+    /// The validity check; an unbounded slot holds now, so only `as_of`
+    /// queries read its cold record.
+    #[inline(always)]
+    fn accepts_validity(&self, slot: u32, bounded: bool) -> bool {
+        if !bounded && self.filter.as_of.is_none() {
+            return true;
+        }
+        let s = &self.slots.slots[slot as usize];
+        self.filter.accepts_validity(s.valid_from, s.valid_to)
     }
 }
 
@@ -205,11 +242,15 @@ impl ScopedSlots {
                 rowid: f.rowid,
                 id: f.id,
                 time: f.time,
+                valid_from: f.valid_from,
+                valid_to: f.valid_to.unwrap_or(i64::MAX),
             },
             SlotKey {
                 scope: ids,
                 kind: f.kind,
                 alive: true,
+                status: f.status,
+                bounded: f.valid_to.is_some(),
                 event_time: f.event_time.unwrap_or(NO_TIME),
             },
         )
@@ -217,6 +258,9 @@ impl ScopedSlots {
 
     fn push_slot(&mut self, s: Slot, key: SlotKey) -> u32 {
         let slot = self.slots.len() as u32;
+        if key.status != Status::Active || key.bounded {
+            self.restricted += 1;
+        }
         let (rowid, id, ids) = (s.rowid, s.id, key.scope);
         self.slots.push(s);
         self.keys.push(key);
@@ -234,7 +278,11 @@ impl ScopedSlots {
     /// Marks the slot of `rowid` dead; returns it.
     pub fn remove(&mut self, rowid: i64) -> Option<u32> {
         let slot = self.by_rowid.remove(&rowid)?;
-        self.keys[slot as usize].alive = false;
+        let k = &mut self.keys[slot as usize];
+        k.alive = false;
+        if k.status != Status::Active || k.bounded {
+            self.restricted -= 1;
+        }
         self.by_id.remove(&self.slots[slot as usize].id);
         self.dead += 1;
         Some(slot)
@@ -254,6 +302,7 @@ impl ScopedSlots {
         self.postings = Default::default();
         self.all.clear();
         self.dead = 0;
+        self.restricted = 0;
         let mut moved = Vec::with_capacity(old.len());
         for (i, (s, k)) in old.into_iter().zip(old_keys).enumerate() {
             if k.alive {
@@ -327,7 +376,11 @@ impl ScopedSlots {
             })
             .min_by_key(|l| l.len())
             .unwrap_or(&self.all);
+        let status_mask = filter.status_mask();
         let trivial = self.dead == 0
+            && self.restricted == 0
+            && status_mask == Status::Active.bit()
+            && filter.as_of.is_none()
             && allowed.is_none()
             && filter.kinds.is_empty()
             && filter.event_time_from.is_none()
@@ -337,6 +390,7 @@ impl ScopedSlots {
             slots: self,
             want,
             filter,
+            status_mask,
             allowed,
             list,
             trivial,

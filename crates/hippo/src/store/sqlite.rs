@@ -31,11 +31,13 @@ use super::schema;
 use super::slots::SlotFields;
 use super::vectors::VectorIndex;
 use super::{
-    Candidate, InsertBatch, KeywordQuery, ListQuery, Order, Page, Source, Store, StoreStats,
-    VectorQuery,
+    Candidate, InsertBatch, InsertOutcome, KeywordQuery, ListQuery, Order, Page, Source, Store,
+    StoreStats, Update, VectorQuery,
 };
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{Actor, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope};
+use crate::model::{
+    Actor, EventKind, Filter, Memory, MemoryEvent, MemoryId, MemoryKind, Provenance, Scope, Status,
+};
 use crate::text::{keyword_body, keyword_text, KEYWORD_FORMAT};
 
 /// Options for opening a [`SqliteStore`].
@@ -90,6 +92,9 @@ struct RowFields {
     kind: MemoryKind,
     event_time: Option<i64>,
     time: i64,
+    status: Status,
+    valid_from: i64,
+    valid_to: Option<i64>,
 }
 
 impl RowFields {
@@ -101,6 +106,9 @@ impl RowFields {
             kind: self.kind,
             event_time: self.event_time,
             time: self.time,
+            status: self.status,
+            valid_from: self.valid_from,
+            valid_to: self.valid_to,
         }
     }
 }
@@ -111,11 +119,15 @@ impl RowFields {
 type KeywordChanges = Vec<(i64, Option<(RowFields, Option<i64>, KeywordDoc)>)>;
 
 /// The newest message of an exact scope (served by index `memories_chain`).
-const LAST_MESSAGE_SQL: &str = "SELECT rowid FROM memories WHERE kind = 'message' AND user_id IS ?1
-     AND agent_id IS ?2 AND session_id IS ?3 ORDER BY rowid DESC LIMIT 1";
+const LAST_MESSAGE_SQL: &str =
+    "SELECT rowid FROM memories WHERE kind = 'message' AND version_of IS NULL
+     AND user_id IS ?1 AND agent_id IS ?2 AND session_id IS ?3 ORDER BY rowid DESC LIMIT 1";
 
+/// The columns [`row_fields`] reads; the next column index is [`FIELD_COUNT`].
 const FIELD_COLUMNS: &str =
-    "m.rowid, m.id, m.user_id, m.agent_id, m.session_id, m.kind, m.event_time, m.recorded_at";
+    "m.rowid, m.id, m.user_id, m.agent_id, m.session_id, m.kind, m.event_time, \
+     m.recorded_at, m.status, m.valid_from, m.valid_to";
+const FIELD_COUNT: usize = 11;
 
 fn candidate(h: super::slots::Hit) -> Candidate {
     Candidate {
@@ -126,6 +138,7 @@ fn candidate(h: super::slots::Hit) -> Candidate {
 }
 
 fn row_fields(r: &Row<'_>) -> rusqlite::Result<(i64, RowFields)> {
+    let time: i64 = r.get::<_, Option<i64>>(6)?.unwrap_or(r.get(7)?);
     Ok((
         r.get(0)?,
         RowFields {
@@ -143,14 +156,39 @@ fn row_fields(r: &Row<'_>) -> rusqlite::Result<(i64, RowFields)> {
                 )
             })?,
             event_time: r.get(6)?,
-            time: r.get::<_, Option<i64>>(6)?.unwrap_or(r.get(7)?),
+            time,
+            status: parse_status(r, 8)?,
+            valid_from: r.get::<_, Option<i64>>(9)?.unwrap_or(time),
+            valid_to: r.get(10)?,
         },
     ))
 }
 
+fn parse_status(r: &Row<'_>, i: usize) -> rusqlite::Result<Status> {
+    Status::parse(&r.get::<_, String>(i)?).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn parse_ids(s: Option<String>) -> rusqlite::Result<Vec<MemoryId>> {
+    match s {
+        None => Ok(Vec::new()),
+        Some(s) => serde_json::from_str(&s).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        }),
+    }
+}
+
+fn ids_json(ids: &[MemoryId]) -> Option<String> {
+    (!ids.is_empty()).then(|| serde_json::to_string(ids).unwrap_or_default())
+}
+
+/// The columns [`row_to_memory`] reads; the next column index is [`MEMORY_COUNT`].
 const MEMORY_COLUMNS: &str = "m.id, m.user_id, m.agent_id, m.session_id, m.kind, m.content, m.role, m.name, \
      m.metadata, m.event_time, m.recorded_at, m.updated_at, m.request_id, m.source_id, m.chunk_index, \
-     m.chunk_count, m.content_hash, m.embedding_model";
+     m.chunk_count, m.content_hash, m.embedding_model, m.valid_from, m.valid_to, m.version_of, m.status, \
+     m.derived_from, m.dedup_key";
+const MEMORY_COUNT: usize = 24;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a connection leaves it usable: SQLite rolls back
@@ -217,10 +255,66 @@ fn row_to_memory(r: &Row<'_>) -> rusqlite::Result<Memory> {
                 .transpose()?,
             chunk_index: r.get(14)?,
             chunk_count: r.get(15)?,
+            derived_from: parse_ids(r.get(22)?)?,
         },
         content_hash: r.get(16)?,
         embedding_model: r.get(17)?,
+        valid_from: r.get::<_, Option<i64>>(18)?.map(from_ms).transpose()?,
+        valid_to: r.get::<_, Option<i64>>(19)?.map(from_ms).transpose()?,
+        version_of: r
+            .get::<_, Option<String>>(20)?
+            .as_deref()
+            .map(parse_uuid)
+            .transpose()?,
+        status: parse_status(r, 21)?,
+        dedup_key: r.get(23)?,
     })
+}
+
+fn event_row(r: &Row<'_>) -> rusqlite::Result<MemoryEvent> {
+    let conv = |i: usize, e: crate::Error| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    };
+    Ok(MemoryEvent {
+        memory_id: parse_uuid(&r.get::<_, String>(0)?)?,
+        at: from_ms(r.get(1)?)?,
+        kind: EventKind::parse(&r.get::<_, String>(2)?).map_err(|e| conv(2, e))?,
+        origin: r.get(3)?,
+        reason: r.get(4)?,
+        request_id: r
+            .get::<_, Option<String>>(5)?
+            .as_deref()
+            .map(parse_uuid)
+            .transpose()?,
+        detail: match serde_json::from_str::<Value>(&r.get::<_, String>(6)?) {
+            Ok(Value::Object(m)) => m,
+            _ => {
+                return Err(conv(
+                    6,
+                    Error::invalid("stored event detail is not an object"),
+                ))
+            }
+        },
+    })
+}
+
+fn insert_events(tx: &Transaction<'_>, events: &[MemoryEvent]) -> Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO memory_events (memory_id, at, kind, origin, reason, request_id, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for e in events {
+        stmt.execute(params![
+            e.memory_id.to_string(),
+            ms(e.at),
+            e.kind.as_str(),
+            e.origin,
+            e.reason,
+            e.request_id.map(|u| u.to_string()),
+            Value::Object(e.detail.clone()).to_string(),
+        ])?;
+    }
+    Ok(())
 }
 
 /// SQL conditions (joined with AND, on alias `m`) and their parameters.
@@ -263,6 +357,25 @@ impl Conditions {
         }
         if let Some(t) = filter.event_time_to {
             self.push("m.event_time < ?", ms(t));
+        }
+        let statuses: Vec<String> = Status::ALL
+            .into_iter()
+            .filter(|s| filter.accepts_status(*s))
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        self.sql
+            .push(format!("m.status IN ({})", statuses.join(",")));
+        if filter.all_versions {
+        } else if let Some(t) = filter.as_of {
+            self.push(
+                "coalesce(m.valid_from, m.event_time, m.recorded_at) <= ?",
+                ms(t),
+            );
+            self.push("(m.valid_to IS NULL OR m.valid_to > ?)", ms(t));
+        } else if let Some(now) = filter.now {
+            self.push("(m.valid_to IS NULL OR m.valid_to > ?)", ms(now));
+        } else {
+            self.sql.push("m.valid_to IS NULL".into());
         }
         for (key, value) in &filter.metadata {
             // Keys are bound as parameters inside a quoted JSON path.
@@ -396,13 +509,13 @@ impl SqliteStore {
             |r| r.get(0),
         )?;
         let mut index = VectorIndex::with_capacity(dim, n as usize);
-        let mut stmt = conn.prepare(
-            "SELECT m.rowid, m.id, m.user_id, m.agent_id, m.session_id, m.kind, m.event_time, m.recorded_at,
-             v.vector FROM memory_vectors v JOIN memories m ON m.rowid = v.rowid WHERE v.model = ?1 ORDER BY v.rowid",
-        )?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {FIELD_COLUMNS}, v.vector FROM memory_vectors v JOIN memories m ON m.rowid = v.rowid
+             WHERE v.model = ?1 ORDER BY v.rowid"
+        ))?;
         let mut rows = stmt.query([model])?;
         while let Some(r) = rows.next()? {
-            let blob: Vec<u8> = r.get(8)?;
+            let blob: Vec<u8> = r.get(FIELD_COUNT)?;
             if blob.len() != dim * 4 {
                 return Err(Error::new(
                     ErrorKind::Conflict,
@@ -472,7 +585,7 @@ impl SqliteStore {
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             let (rowid, f) = row_fields(r)?;
-            bulk.doc(f.slot(rowid), r.get(8)?);
+            bulk.doc(f.slot(rowid), r.get(FIELD_COUNT)?);
         }
         fts::for_each_instance(conn, |term, rowid, col| {
             bulk.instance(term, rowid, col)
@@ -492,7 +605,7 @@ impl SqliteStore {
         let mut out = Vec::with_capacity(rowids.len());
         for r in rowids {
             let fields = stmt
-                .query_row([r], |row| Ok((row_fields(row)?.1, row.get(8)?)))
+                .query_row([r], |row| Ok((row_fields(row)?.1, row.get(FIELD_COUNT)?)))
                 .optional()?;
             out.push((
                 r,
@@ -596,20 +709,29 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Inserts the batch; returns each memory's rowid (`None`: a duplicate,
+    /// not stored) and the duplicates.
     fn insert_tx(
         tx: &Transaction<'_>,
         batch: &InsertBatch,
         model: &str,
         touched: &mut BTreeSet<i64>,
-    ) -> Result<Vec<i64>> {
+    ) -> Result<(Vec<Option<i64>>, InsertOutcome)> {
         for s in &batch.sources {
             tx.prepare_cached("INSERT OR IGNORE INTO sources (id, user_id, agent_id, session_id, content) VALUES (?1, ?2, ?3, ?4, ?5)")?
                 .execute(params![s.id.to_string(), s.scope.user_id, s.scope.agent_id, s.scope.session_id, s.content])?;
         }
         let mut rowids = Vec::with_capacity(batch.memories.len());
-        for nm in &batch.memories {
+        let mut outcome = InsertOutcome::default();
+        for (i, nm) in batch.memories.iter().enumerate() {
             let m = &nm.memory;
-            let prev: Option<i64> = if m.kind == MemoryKind::Message {
+            if let Some(existing) = Self::duplicate_of(tx, m)? {
+                outcome.duplicates.push((i, existing));
+                rowids.push(None);
+                continue;
+            }
+            // Earlier versions never join a conversation chain.
+            let prev: Option<i64> = if m.kind == MemoryKind::Message && m.version_of.is_none() {
                 tx.prepare_cached(LAST_MESSAGE_SQL)?
                     .query_row(
                         params![m.scope.user_id, m.scope.agent_id, m.scope.session_id],
@@ -623,8 +745,10 @@ impl SqliteStore {
                 .prepare_cached(
                     "INSERT INTO memories (id, user_id, agent_id, session_id, kind, content, role, name, metadata,
                      event_time, recorded_at, updated_at, request_id, source_id, chunk_index, chunk_count,
-                     content_hash, embedding_model, prev_rowid)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                     content_hash, embedding_model, prev_rowid, valid_from, valid_to, version_of, status,
+                     derived_from, dedup_key)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
+                     ?20, ?21, ?22, ?23, ?24, ?25)",
                 )?
                 .execute(params![
                     m.id.to_string(),
@@ -646,6 +770,12 @@ impl SqliteStore {
                     m.content_hash,
                     nm.vector.as_ref().map(|_| model),
                     prev,
+                    m.valid_from.map(ms),
+                    m.valid_to.map(ms),
+                    m.version_of.map(|u| u.to_string()),
+                    m.status.as_str(),
+                    ids_json(&m.provenance.derived_from),
+                    m.dedup_key,
                 ]);
             match inserted {
                 Err(rusqlite::Error::SqliteFailure(e, _))
@@ -677,9 +807,43 @@ impl SqliteStore {
             if let Some(p) = prev {
                 Self::refresh_context(tx, p, touched)?;
             }
-            rowids.push(rowid);
+            rowids.push(Some(rowid));
         }
-        Ok(rowids)
+        Ok((rowids, outcome))
+    }
+
+    /// The memory already holding `m`'s dedup key, if any; logs that `m`
+    /// was merged into it (with `m`'s provenance).
+    fn duplicate_of(tx: &Transaction<'_>, m: &Memory) -> Result<Option<MemoryId>> {
+        let Some(key) = &m.dedup_key else {
+            return Ok(None);
+        };
+        let existing: Option<String> = tx
+            .prepare_cached("SELECT id FROM memories WHERE dedup_key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?;
+        let Some(existing) = existing else {
+            return Ok(None);
+        };
+        let existing = parse_uuid(&existing)?;
+        let mut detail = serde_json::Map::new();
+        detail.insert("duplicate".into(), serde_json::json!(m.id));
+        if let Ok(Value::Object(p)) = serde_json::to_value(&m.provenance) {
+            detail.insert("provenance".into(), Value::Object(p));
+        }
+        insert_events(
+            tx,
+            &[MemoryEvent {
+                memory_id: existing,
+                at: m.recorded_at,
+                kind: EventKind::Merged,
+                origin: "dedup".into(),
+                reason: Some("exact duplicate".into()),
+                request_id: m.provenance.request_id,
+                detail,
+            }],
+        )?;
+        Ok(Some(existing))
     }
 
     /// Removes one memory, re-linking its neighbours; returns false if absent.
@@ -784,9 +948,9 @@ impl Store for SqliteStore {
         &self.model
     }
 
-    fn insert(&self, batch: InsertBatch) -> Result<()> {
+    fn insert(&self, batch: InsertBatch) -> Result<InsertOutcome> {
         if batch.memories.is_empty() && batch.sources.is_empty() {
-            return Ok(());
+            return Ok(InsertOutcome::default());
         }
         let dim = self.vectors_read().dim();
         if batch
@@ -801,21 +965,59 @@ impl Store for SqliteStore {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction()?;
         let mut touched = BTreeSet::new();
-        let rowids = Self::insert_tx(&tx, &batch, &self.model, &mut touched)?;
+        let (rowids, outcome) = Self::insert_tx(&tx, &batch, &self.model, &mut touched)?;
         let keywords = Self::keyword_changes(&tx, &touched)?;
         tx.commit()?;
         // Publish to the derived indexes while still holding the writer lock,
         // so they apply writes in commit order.
         let mut index = self.vectors_write();
         for (nm, rowid) in batch.memories.iter().zip(rowids) {
-            if let Some(v) = &nm.vector {
+            if let (Some(v), Some(rowid)) = (&nm.vector, rowid) {
                 let m = &nm.memory;
                 index.upsert(SlotFields::of(rowid, m), v);
             }
         }
         drop(index);
         self.apply_keywords(keywords);
-        Ok(())
+        Ok(outcome)
+    }
+
+    fn find_keys(&self, keys: &[String]) -> Result<Vec<Option<MemoryId>>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached("SELECT id FROM memories WHERE dedup_key = ?1")?;
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            let id: Option<String> = stmt.query_row([k], |r| r.get(0)).optional()?;
+            out.push(id.as_deref().map(parse_uuid).transpose()?);
+        }
+        Ok(out)
+    }
+
+    fn history(&self, id: MemoryId) -> Result<(Vec<Memory>, Vec<MemoryEvent>)> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {MEMORY_COLUMNS} FROM memories m WHERE m.id = ?1 OR m.version_of = ?1
+             ORDER BY coalesce(m.valid_from, m.event_time, m.recorded_at), m.rowid"
+        ))?;
+        let mut versions: Vec<Memory> = stmt
+            .query_map([id.to_string()], row_to_memory)?
+            .collect::<rusqlite::Result<_>>()?;
+        if versions.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        // The current version last, whatever its validity says.
+        if let Some(pos) = versions.iter().position(|m| m.id == id) {
+            let current = versions.remove(pos);
+            versions.push(current);
+        }
+        let mut stmt = conn.prepare_cached(
+            "SELECT memory_id, at, kind, origin, reason, request_id, detail FROM memory_events
+             WHERE memory_id = ?1 ORDER BY seq",
+        )?;
+        let events = stmt
+            .query_map([id.to_string()], event_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok((versions, events))
     }
 
     fn get_many(&self, ids: &[MemoryId]) -> Result<Vec<Memory>> {
@@ -854,7 +1056,7 @@ impl Store for SqliteStore {
         let conn = self.reader();
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt.query_map(params_from_iter(c.params.iter()), |r| {
-            Ok((row_to_memory(r)?, r.get::<_, i64>(18)?))
+            Ok((row_to_memory(r)?, r.get::<_, i64>(MEMORY_COUNT)?))
         })?;
         let mut memories = Vec::new();
         let mut last = None;
@@ -878,12 +1080,24 @@ impl Store for SqliteStore {
         })
     }
 
-    fn update(&self, m: &Memory, vector: Option<Vec<f32>>) -> Result<()> {
+    fn update(&self, u: Update) -> Result<()> {
+        let Update {
+            memory: m,
+            vector,
+            previous,
+            events,
+        } = u;
         let dim = self.vectors_read().dim();
         if vector.as_ref().is_some_and(|v| v.len() != dim) {
             return Err(Error::invalid(format!(
                 "vectors must have {dim} dimensions"
             )));
+        }
+        if previous
+            .as_ref()
+            .is_some_and(|p| p.version_of != Some(m.id))
+        {
+            return Err(Error::invalid("a previous version must name its memory"));
         }
         let mut conn = lock(&self.writer);
         let tx = conn.transaction()?;
@@ -894,22 +1108,68 @@ impl Store for SqliteStore {
         let Some((rowid, prev)) = found else {
             return Err(Error::not_found(format!("memory {} not found", m.id)));
         };
-        tx.prepare_cached(
-            "UPDATE memories SET kind = ?1, content = ?2, role = ?3, name = ?4, metadata = ?5, event_time = ?6,
-             updated_at = ?7, content_hash = ?8, embedding_model = ?9 WHERE rowid = ?10",
-        )?
-        .execute(params![
-            m.kind.as_str(),
-            m.content,
-            m.actor.role,
-            m.actor.name,
-            Value::Object(m.metadata.clone()).to_string(),
-            m.event_time.map(ms),
-            ms(m.updated_at),
-            m.content_hash,
-            if vector.is_some() { Some(self.model.as_str()) } else { m.embedding_model.as_deref() },
-            rowid,
-        ])?;
+        let mut touched = BTreeSet::from([rowid]);
+        // The earlier version first: a row of its own with the stored vector.
+        let mut version_rowid = None;
+        if let Some(p) = &previous {
+            let batch = InsertBatch {
+                memories: vec![super::NewMemory {
+                    memory: p.clone(),
+                    vector: None,
+                }],
+                sources: Vec::new(),
+            };
+            let (rowids, _) = Self::insert_tx(&tx, &batch, &self.model, &mut touched)?;
+            let r = rowids.into_iter().flatten().next().ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Internal,
+                    "an earlier version was taken for a duplicate",
+                )
+            })?;
+            tx.prepare_cached(
+                "INSERT INTO memory_vectors (rowid, model, vector)
+                 SELECT ?1, model, vector FROM memory_vectors WHERE rowid = ?2",
+            )?
+            .execute(params![r, rowid])?;
+            tx.prepare_cached("UPDATE memories SET embedding_model = (SELECT embedding_model FROM memories WHERE rowid = ?2) WHERE rowid = ?1")?
+                .execute(params![r, rowid])?;
+            version_rowid = Some(r);
+        }
+        let updated = tx
+            .prepare_cached(
+                "UPDATE memories SET kind = ?1, content = ?2, role = ?3, name = ?4, metadata = ?5, event_time = ?6,
+                 updated_at = ?7, content_hash = ?8, embedding_model = ?9, request_id = ?10, derived_from = ?11,
+                 valid_from = ?12, valid_to = ?13, status = ?14, dedup_key = ?15 WHERE rowid = ?16",
+            )?
+            .execute(params![
+                m.kind.as_str(),
+                m.content,
+                m.actor.role,
+                m.actor.name,
+                Value::Object(m.metadata.clone()).to_string(),
+                m.event_time.map(ms),
+                ms(m.updated_at),
+                m.content_hash,
+                if vector.is_some() { Some(self.model.as_str()) } else { m.embedding_model.as_deref() },
+                m.provenance.request_id.map(|u| u.to_string()),
+                ids_json(&m.provenance.derived_from),
+                m.valid_from.map(ms),
+                m.valid_to.map(ms),
+                m.status.as_str(),
+                m.dedup_key,
+                rowid,
+            ]);
+        match updated {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    "another memory already holds this content (an exact duplicate)",
+                ));
+            }
+            other => other?,
+        };
         tx.prepare_cached("UPDATE memory_fts SET body = ?1, speaker = ?2 WHERE rowid = ?3")?
             .execute(params![
                 keyword_body(&m.content, m.event_time.unwrap_or(m.recorded_at)),
@@ -926,21 +1186,36 @@ impl Store for SqliteStore {
             .prepare_cached("SELECT rowid FROM memories WHERE prev_rowid = ?1 LIMIT 1")?
             .query_row([rowid], |r| r.get(0))
             .optional()?;
-        let mut touched = BTreeSet::from([rowid]);
         for n in [prev, next].into_iter().flatten() {
             Self::refresh_context(&tx, n, &mut touched)?;
         }
-        // The stored vector's metadata (kind, time) may have changed too.
-        let stored: Option<Vec<u8>> = tx
-            .prepare_cached("SELECT vector FROM memory_vectors WHERE rowid = ?1 AND model = ?2")?
-            .query_row(params![rowid, self.model], |r| r.get(0))
-            .optional()?;
+        insert_events(&tx, &events)?;
+        // The vectors' slot fields (kind, time, status, validity) may have
+        // changed too.
+        let mut stored_vectors = Vec::new();
+        for r in [Some(rowid), version_rowid].into_iter().flatten() {
+            let blob: Option<Vec<u8>> = tx
+                .prepare_cached(
+                    "SELECT vector FROM memory_vectors WHERE rowid = ?1 AND model = ?2",
+                )?
+                .query_row(params![r, self.model], |row| row.get(0))
+                .optional()?;
+            if let Some(b) = blob {
+                stored_vectors.push((r, b));
+            }
+        }
         let keywords = Self::keyword_changes(&tx, &touched)?;
         tx.commit()?;
-        if let Some(blob) = stored {
-            self.vectors_write()
-                .upsert(SlotFields::of(rowid, m), &blob_vector(&blob));
+        let mut index = self.vectors_write();
+        for (r, blob) in stored_vectors {
+            let fields = if r == rowid {
+                &m
+            } else {
+                previous.as_ref().unwrap_or(&m)
+            };
+            index.upsert(SlotFields::of(r, fields), &blob_vector(&blob));
         }
+        drop(index);
         self.apply_keywords(keywords);
         Ok(())
     }
@@ -948,11 +1223,24 @@ impl Store for SqliteStore {
     fn delete(&self, ids: &[MemoryId]) -> Result<u64> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction()?;
-        let rowids = Self::rowids_of(&tx, ids)?;
-        let mut n = 0;
+        let mut rowids = Self::rowids_of(&tx, ids)?;
+        let n = rowids.len() as u64;
+        // Earlier versions and the event log go with the memory.
+        for id in ids {
+            let mut stmt =
+                tx.prepare_cached("SELECT id, rowid FROM memories WHERE version_of = ?1")?;
+            let versions = stmt.query_map([id.to_string()], |r| {
+                Ok((parse_uuid(&r.get::<_, String>(0)?)?, r.get::<_, i64>(1)?))
+            })?;
+            for v in versions {
+                rowids.push(v?);
+            }
+            tx.prepare_cached("DELETE FROM memory_events WHERE memory_id = ?1")?
+                .execute([id.to_string()])?;
+        }
         let mut touched = BTreeSet::new();
         for (_, r) in &rowids {
-            n += u64::from(Self::delete_one(&tx, *r, &mut touched)?);
+            Self::delete_one(&tx, *r, &mut touched)?;
         }
         let keywords = Self::keyword_changes(&tx, &touched)?;
         tx.commit()?;
@@ -981,6 +1269,14 @@ impl Store for SqliteStore {
         };
         // Message chains live within one exact scope, and a scope filter takes
         // whole exact scopes, so no surviving memory links to a deleted one.
+        // Versions share their memory's scope, so they go too.
+        tx.execute(
+            &format!(
+                "DELETE FROM memory_events WHERE memory_id IN (SELECT m.id FROM memories m WHERE {})",
+                c.where_clause()
+            ),
+            params_from_iter(c.params.iter()),
+        )?;
         for r in &rowids {
             tx.prepare_cached("DELETE FROM memory_fts WHERE rowid = ?1")?
                 .execute([r])?;
@@ -1178,6 +1474,11 @@ mod tests {
                 provenance: Provenance::default(),
                 content_hash: crate::model::content_hash(content),
                 embedding_model: None,
+                valid_from: None,
+                valid_to: None,
+                version_of: None,
+                status: Default::default(),
+                dedup_key: None,
             },
             vector: None,
         }
@@ -1258,7 +1559,7 @@ mod tests {
                     _ => {
                         if let Some(mut m) = store.get_many(&[id]).unwrap().pop() {
                             m.content = format!("{} {}", WORDS[i % 32], WORDS[(i + op) % 32]);
-                            store.update(&m, None).unwrap();
+                            store.update(Update::in_place(m, None)).unwrap();
                         }
                     }
                 }

@@ -394,6 +394,9 @@ mod tests {
             kind: MemoryKind::Message,
             event_time: None,
             time: 0,
+            status: crate::model::Status::Active,
+            valid_from: 0,
+            valid_to: None,
         }
     }
 

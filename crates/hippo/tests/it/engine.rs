@@ -118,6 +118,8 @@ fn update_delete_and_erase() {
         ErrorKind::NotFound
     );
     h.delete(m.id, Some(&s)).unwrap();
+    assert_eq!(h.get(m.id, None).unwrap().status, hippo::Status::Deleted);
+    h.erase(m.id, Some(&s)).unwrap();
     assert_eq!(h.get(m.id, None).unwrap_err().kind(), ErrorKind::NotFound);
     h.add(vec![
         AddItem::text(s.clone(), "a"),

@@ -4,4 +4,5 @@ mod common;
 mod engine;
 mod golden;
 mod isolation;
+mod lifecycle;
 mod minilm;
