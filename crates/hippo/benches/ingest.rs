@@ -51,6 +51,7 @@ fn batch(n: usize, seed: usize) -> InsertBatch {
     InsertBatch {
         memories,
         sources: vec![],
+        ..Default::default()
     }
 }
 

@@ -171,6 +171,7 @@ fn store_candidates(c: &mut Criterion) {
             .insert(InsertBatch {
                 memories,
                 sources: vec![],
+                ..Default::default()
             })
             .unwrap();
     }

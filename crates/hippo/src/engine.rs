@@ -690,6 +690,7 @@ impl Hippo {
         let outcome = self.store.insert(InsertBatch {
             memories: memories.clone(),
             sources,
+            ..Default::default()
         })?;
         let dup_at: HashMap<usize, MemoryId> = outcome.duplicates.into_iter().collect();
         let mut out = AddOutcome::default();
@@ -767,6 +768,7 @@ impl Hippo {
                 })
                 .collect(),
             sources: Vec::new(),
+            ..Default::default()
         };
         let outcome = self.store.insert(batch)?;
         Ok(n - outcome.duplicates.len())
@@ -1241,6 +1243,7 @@ impl Hippo {
             vector,
             previous: Some(previous),
             events: vec![event],
+            job_step: None,
         })?;
         Ok(m)
     }
@@ -1267,6 +1270,7 @@ impl Hippo {
             vector: None,
             previous: None,
             events: vec![event],
+            job_step: None,
         })?;
         Ok(m)
     }
@@ -1323,6 +1327,7 @@ impl Hippo {
             vector: None,
             previous: None,
             events: vec![event],
+            job_step: None,
         })?;
         Ok(m)
     }
@@ -1378,6 +1383,7 @@ impl Hippo {
                     vector: Some(v),
                     previous: None,
                     events: Vec::new(),
+                    job_step: None,
                 })?;
                 done += 1;
             }
@@ -1402,6 +1408,7 @@ impl Hippo {
         self.store.insert(InsertBatch {
             memories: Vec::new(),
             sources,
+            ..Default::default()
         })?;
         Ok(())
     }

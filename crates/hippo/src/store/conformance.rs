@@ -49,6 +49,7 @@ fn insert(store: &dyn Store, memories: Vec<(Memory, Option<Vec<f32>>)>) {
             .map(|(memory, vector)| NewMemory { memory, vector })
             .collect(),
         sources: vec![],
+        ..Default::default()
     };
     store.insert(batch).expect("insert");
 }
@@ -93,6 +94,7 @@ pub fn round_trip(store: &dyn Store) {
             vector: None,
         }],
         sources: vec![],
+        ..Default::default()
     };
     assert_eq!(
         store.insert(dup).unwrap_err().kind(),
@@ -406,6 +408,7 @@ pub fn lifecycle(store: &dyn Store) {
             vector: Some(vector(1)),
             previous: Some(old.clone()),
             events: vec![event.clone()],
+            job_step: None,
         })
         .unwrap();
     let search = |filter: &Filter, q: &str, v: usize| {
@@ -508,6 +511,7 @@ pub fn lifecycle(store: &dyn Store) {
                 vector: Some(vector(1)),
             }],
             sources: vec![],
+            ..Default::default()
         })
         .unwrap();
     assert_eq!(outcome.duplicates, vec![(0, m.id)]);
@@ -530,6 +534,127 @@ pub fn lifecycle(store: &dyn Store) {
     assert_eq!(search(&every, "lives", 0), (vec![], vec![]));
 }
 
+/// The job queue: a job enqueued with a write is claimed once ready, not
+/// while leased, again once its lease lapses (its worker died); a job step
+/// is applied once (a repeat fails and writes nothing); erasing a scope
+/// cancels its jobs.
+pub fn jobs(store: &dyn Store) {
+    use crate::jobs::{JobState, JobStep, JobUpdate, NewJob};
+    let s = Scope::user("u");
+    let t0 = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+    let secs = chrono::Duration::seconds;
+    let mut payload = serde_json::Map::new();
+    payload.insert("memories".into(), json!(["a"]));
+    store
+        .insert(InsertBatch {
+            memories: vec![NewMemory {
+                memory: memory(s.clone(), "turn one", None),
+                vector: Some(vector(0)),
+            }],
+            jobs: vec![NewJob {
+                kind: "extract".into(),
+                scope: s.clone(),
+                payload: payload.clone(),
+                at: t0,
+            }],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(store.job_counts().unwrap().pending, 1);
+    assert!(
+        store.claim_job(t0 - secs(1), secs(30)).unwrap().is_none(),
+        "not ready"
+    );
+    let job = store.claim_job(t0, secs(30)).unwrap().expect("ready");
+    assert_eq!(
+        (
+            job.state,
+            job.attempts,
+            job.kind.as_str(),
+            &job.payload,
+            &job.scope
+        ),
+        (JobState::Running, 1, "extract", &payload, &s)
+    );
+    assert!(
+        store.claim_job(t0 + secs(10), secs(30)).unwrap().is_none(),
+        "leased"
+    );
+    let again = store
+        .claim_job(t0 + secs(31), secs(30))
+        .unwrap()
+        .expect("lease lapsed");
+    assert_eq!((again.id, again.attempts), (job.id, 2));
+
+    // Steps apply once.
+    let step = |n| {
+        store.insert(InsertBatch {
+            memories: vec![NewMemory {
+                memory: memory(s.clone(), &format!("fact from step {n}"), None),
+                vector: Some(vector(1)),
+            }],
+            job_step: Some(JobStep {
+                job: job.id,
+                step: n,
+            }),
+            ..Default::default()
+        })
+    };
+    step(1).unwrap();
+    assert_eq!(step(1).unwrap_err().kind(), crate::ErrorKind::Conflict);
+    assert_eq!(
+        step(3).unwrap_err().kind(),
+        crate::ErrorKind::Conflict,
+        "no skipping"
+    );
+    step(2).unwrap();
+    assert_eq!(
+        store.stats().unwrap().memories,
+        3,
+        "the repeat wrote nothing"
+    );
+    assert_eq!(store.job(job.id).unwrap().unwrap().step, 2);
+
+    let mut cost = serde_json::Map::new();
+    cost.insert("llm_calls".into(), json!(2));
+    store
+        .update_job(
+            job.id,
+            JobUpdate {
+                state: Some(JobState::Done),
+                plan: Some(json!([{"op": "add"}])),
+                cost: Some(cost.clone()),
+                ..Default::default()
+            },
+            t0 + secs(40),
+        )
+        .unwrap();
+    let done = store.job(job.id).unwrap().unwrap();
+    assert_eq!(
+        (done.state, done.lease_until, &done.cost),
+        (JobState::Done, None, &cost)
+    );
+    assert_eq!(done.plan, Some(json!([{"op": "add"}])));
+    assert!(store.claim_job(t0 + secs(100), secs(30)).unwrap().is_none());
+    assert_eq!(store.job_counts().unwrap().done, 1);
+
+    // Erasing the scope cancels its pending jobs.
+    store
+        .insert(InsertBatch {
+            jobs: vec![NewJob {
+                kind: "extract".into(),
+                scope: s.clone(),
+                payload,
+                at: t0,
+            }],
+            ..Default::default()
+        })
+        .unwrap();
+    store.delete_scope(&s).unwrap();
+    assert_eq!(store.job_counts().unwrap(), Default::default());
+    assert!(store.job(job.id).unwrap().is_none());
+}
+
 /// Runs every check, each on a fresh store from `make`.
 pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     round_trip(make().as_ref());
@@ -540,6 +665,7 @@ pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     listing_and_delete_scope(make().as_ref());
     update(make().as_ref());
     lifecycle(make().as_ref());
+    jobs(make().as_ref());
 }
 
 #[cfg(test)]

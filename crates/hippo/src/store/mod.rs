@@ -32,6 +32,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::jobs::{Job, JobCounts, JobStep, JobUpdate, NewJob};
 use crate::model::{Filter, Memory, MemoryEvent, MemoryId, Scope};
 
 /// A memory to insert, with its vector (of the store's active model) if any.
@@ -65,6 +66,11 @@ pub struct InsertBatch {
     pub memories: Vec<NewMemory>,
     /// Sources referenced by chunks in `memories`.
     pub sources: Vec<Source>,
+    /// Jobs to enqueue with the write (e.g. extraction from these
+    /// messages): durable exactly when the write is.
+    pub jobs: Vec<NewJob>,
+    /// When the write is a step of a job (see [`JobStep`]).
+    pub job_step: Option<JobStep>,
 }
 
 /// What an insert did.
@@ -90,6 +96,8 @@ pub struct Update {
     pub previous: Option<Memory>,
     /// Log entries for the change.
     pub events: Vec<MemoryEvent>,
+    /// When the change is a step of a job (see [`JobStep`]).
+    pub job_step: Option<JobStep>,
 }
 
 impl Update {
@@ -101,6 +109,7 @@ impl Update {
             vector,
             previous: None,
             events: Vec::new(),
+            job_step: None,
         }
     }
 }
@@ -242,4 +251,14 @@ pub trait Store: Send + Sync {
     fn windows(&self, ids: &[MemoryId], before: usize, after: usize) -> Result<Vec<Vec<MemoryId>>>;
     /// Counts.
     fn stats(&self) -> Result<StoreStats>;
+    /// Claims the oldest job that is ready at `now` (pending with
+    /// `run_after` reached, or running with its lease lapsed) until
+    /// `now + lease`, counting an attempt.
+    fn claim_job(&self, now: DateTime<Utc>, lease: chrono::Duration) -> Result<Option<Job>>;
+    /// Changes a job (its state, plan, error, retry time, cost).
+    fn update_job(&self, id: i64, update: JobUpdate, now: DateTime<Utc>) -> Result<()>;
+    /// A job by id.
+    fn job(&self, id: i64) -> Result<Option<Job>>;
+    /// Jobs per state.
+    fn job_counts(&self) -> Result<JobCounts>;
 }

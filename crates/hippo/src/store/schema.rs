@@ -94,6 +94,28 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX memory_events_memory ON memory_events(memory_id);
     "#,
+    // v5: the durable job queue (see jobs.rs).
+    r#"
+    CREATE TABLE jobs (
+        id          INTEGER PRIMARY KEY,
+        kind        TEXT NOT NULL,
+        user_id     TEXT,
+        agent_id    TEXT,
+        session_id  TEXT,
+        payload     TEXT NOT NULL,
+        state       TEXT NOT NULL DEFAULT 'pending',
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        run_after   INTEGER NOT NULL,
+        lease_until INTEGER,
+        step        INTEGER NOT NULL DEFAULT 0,
+        plan        TEXT,
+        last_error  TEXT,
+        cost        TEXT NOT NULL DEFAULT '{}',
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL
+    );
+    CREATE INDEX jobs_ready ON jobs(state, run_after) WHERE state IN ('pending', 'running');
+    "#,
 ];
 
 /// The schema version this code writes.

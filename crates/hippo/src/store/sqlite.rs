@@ -35,6 +35,7 @@ use super::{
     StoreStats, Update, VectorQuery,
 };
 use crate::error::{Error, ErrorKind, Result};
+use crate::jobs::{Job, JobCounts, JobState, JobStep, JobUpdate, NewJob};
 use crate::model::{
     Actor, EventKind, Filter, Memory, MemoryEvent, MemoryId, MemoryKind, Provenance, Scope, Status,
 };
@@ -295,6 +296,79 @@ fn event_row(r: &Row<'_>) -> rusqlite::Result<MemoryEvent> {
                 ))
             }
         },
+    })
+}
+
+/// Records step `s` of a job inside the write's transaction; fails (so the
+/// write rolls back) if that step was applied before.
+fn apply_step(tx: &Transaction<'_>, s: Option<JobStep>) -> Result<()> {
+    let Some(s) = s else { return Ok(()) };
+    let n = tx
+        .prepare_cached("UPDATE jobs SET step = ?2 WHERE id = ?1 AND step = ?2 - 1")?
+        .execute(params![s.job, s.step])?;
+    if n == 0 {
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            format!("step {} of job {} was applied already", s.step, s.job),
+        ));
+    }
+    Ok(())
+}
+
+fn enqueue(tx: &Transaction<'_>, jobs: &[NewJob]) -> Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO jobs (kind, user_id, agent_id, session_id, payload, run_after, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6)",
+    )?;
+    for j in jobs {
+        stmt.execute(params![
+            j.kind,
+            j.scope.user_id,
+            j.scope.agent_id,
+            j.scope.session_id,
+            Value::Object(j.payload.clone()).to_string(),
+            ms(j.at),
+        ])?;
+    }
+    Ok(())
+}
+
+const JOB_COLUMNS: &str =
+    "id, kind, user_id, agent_id, session_id, payload, state, attempts, run_after, \
+     lease_until, step, plan, last_error, cost, created_at, updated_at";
+
+fn job_row(r: &Row<'_>) -> rusqlite::Result<Job> {
+    let conv = |i: usize, e: crate::Error| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    };
+    let object = |i: usize| -> rusqlite::Result<serde_json::Map<String, Value>> {
+        match serde_json::from_str::<Value>(&r.get::<_, String>(i)?) {
+            Ok(Value::Object(m)) => Ok(m),
+            _ => Err(conv(i, Error::invalid("stored job field is not an object"))),
+        }
+    };
+    Ok(Job {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        scope: Scope {
+            user_id: r.get(2)?,
+            agent_id: r.get(3)?,
+            session_id: r.get(4)?,
+        },
+        payload: object(5)?,
+        state: JobState::parse(&r.get::<_, String>(6)?).map_err(|e| conv(6, e))?,
+        attempts: r.get(7)?,
+        run_after: from_ms(r.get(8)?)?,
+        lease_until: r.get::<_, Option<i64>>(9)?.map(from_ms).transpose()?,
+        step: r.get(10)?,
+        plan: r
+            .get::<_, Option<String>>(11)?
+            .map(|p| serde_json::from_str(&p).map_err(|e| conv(11, Error::invalid(e.to_string()))))
+            .transpose()?,
+        last_error: r.get(12)?,
+        cost: object(13)?,
+        created_at: from_ms(r.get(14)?)?,
+        updated_at: from_ms(r.get(15)?)?,
     })
 }
 
@@ -949,7 +1023,11 @@ impl Store for SqliteStore {
     }
 
     fn insert(&self, batch: InsertBatch) -> Result<InsertOutcome> {
-        if batch.memories.is_empty() && batch.sources.is_empty() {
+        if batch.memories.is_empty()
+            && batch.sources.is_empty()
+            && batch.jobs.is_empty()
+            && batch.job_step.is_none()
+        {
             return Ok(InsertOutcome::default());
         }
         let dim = self.vectors_read().dim();
@@ -965,7 +1043,9 @@ impl Store for SqliteStore {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction()?;
         let mut touched = BTreeSet::new();
+        apply_step(&tx, batch.job_step)?;
         let (rowids, outcome) = Self::insert_tx(&tx, &batch, &self.model, &mut touched)?;
+        enqueue(&tx, &batch.jobs)?;
         let keywords = Self::keyword_changes(&tx, &touched)?;
         tx.commit()?;
         // Publish to the derived indexes while still holding the writer lock,
@@ -1086,6 +1166,7 @@ impl Store for SqliteStore {
             vector,
             previous,
             events,
+            job_step,
         } = u;
         let dim = self.vectors_read().dim();
         if vector.as_ref().is_some_and(|v| v.len() != dim) {
@@ -1108,6 +1189,7 @@ impl Store for SqliteStore {
         let Some((rowid, prev)) = found else {
             return Err(Error::not_found(format!("memory {} not found", m.id)));
         };
+        apply_step(&tx, job_step)?;
         let mut touched = BTreeSet::from([rowid]);
         // The earlier version first: a row of its own with the stored vector.
         let mut version_rowid = None;
@@ -1118,6 +1200,7 @@ impl Store for SqliteStore {
                     vector: None,
                 }],
                 sources: Vec::new(),
+                ..Default::default()
             };
             let (rowids, _) = Self::insert_tx(&tx, &batch, &self.model, &mut touched)?;
             let r = rowids.into_iter().flatten().next().ok_or_else(|| {
@@ -1290,6 +1373,11 @@ impl Store for SqliteStore {
             &format!("DELETE FROM sources WHERE {src_where}"),
             params_from_iter(c.params.iter()),
         )?;
+        // Work on the scope's data goes with it.
+        tx.execute(
+            &format!("DELETE FROM jobs WHERE {src_where}"),
+            params_from_iter(c.params.iter()),
+        )?;
         tx.commit()?;
         let mut index = self.vectors_write();
         for r in &rowids {
@@ -1371,6 +1459,71 @@ impl Store for SqliteStore {
             })
             .optional()?;
         Ok(source)
+    }
+
+    fn claim_job(&self, now: DateTime<Utc>, lease: chrono::Duration) -> Result<Option<Job>> {
+        let conn = lock(&self.writer);
+        let job = conn
+            .prepare_cached(&format!(
+                "UPDATE jobs SET state = 'running', lease_until = ?2, attempts = attempts + 1, updated_at = ?1
+                 WHERE id = (SELECT id FROM jobs WHERE (state = 'pending' AND run_after <= ?1)
+                             OR (state = 'running' AND lease_until <= ?1) ORDER BY id LIMIT 1)
+                 RETURNING {JOB_COLUMNS}"
+            ))?
+            .query_row(params![ms(now), ms(now + lease)], job_row)
+            .optional()?;
+        Ok(job)
+    }
+
+    fn update_job(&self, id: i64, u: JobUpdate, now: DateTime<Utc>) -> Result<()> {
+        let conn = lock(&self.writer);
+        let n = conn
+            .prepare_cached(
+                "UPDATE jobs SET state = coalesce(?2, state), plan = coalesce(?3, plan),
+                 last_error = coalesce(?4, last_error), run_after = coalesce(?5, run_after),
+                 cost = coalesce(?6, cost), updated_at = ?7,
+                 lease_until = CASE WHEN coalesce(?2, state) = 'running' THEN lease_until END
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                u.state.map(JobState::as_str),
+                u.plan.map(|p| p.to_string()),
+                u.error,
+                u.run_after.map(ms),
+                u.cost.map(|c| Value::Object(c).to_string()),
+                ms(now),
+            ])?;
+        if n == 0 {
+            return Err(Error::not_found(format!("job {id} not found")));
+        }
+        Ok(())
+    }
+
+    fn job(&self, id: i64) -> Result<Option<Job>> {
+        let conn = self.reader();
+        let job = conn
+            .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
+            .query_row([id], job_row)
+            .optional()?;
+        Ok(job)
+    }
+
+    fn job_counts(&self) -> Result<JobCounts> {
+        let conn = self.reader();
+        let mut counts = JobCounts::default();
+        let mut stmt = conn.prepare_cached("SELECT state, count(*) FROM jobs GROUP BY state")?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (state, n) = row?;
+            let n = n as u64;
+            match JobState::parse(&state)? {
+                JobState::Pending => counts.pending = n,
+                JobState::Running => counts.running = n,
+                JobState::Done => counts.done = n,
+                JobState::Failed => counts.failed = n,
+            }
+        }
+        Ok(counts)
     }
 
     fn stats(&self) -> Result<StoreStats> {
@@ -1550,7 +1703,7 @@ mod tests {
                 let text: Vec<&str> = t.iter().map(|&w| WORDS[w]).collect();
                 let m = message(&scopes[i % 3], &text.join(" "), WORDS[(i * 7) % 32]);
                 ids.push(m.memory.id);
-                store.insert(InsertBatch { memories: vec![m], sources: vec![] }).unwrap();
+                store.insert(InsertBatch { memories: vec![m], ..Default::default() }).unwrap();
             }
             for (i, op) in edits {
                 let Some(&id) = ids.get(i) else { continue };
