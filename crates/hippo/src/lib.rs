@@ -25,6 +25,7 @@ pub mod embed;
 pub mod engine;
 pub mod error;
 pub mod jobs;
+pub mod llm;
 pub mod model;
 pub mod pack;
 pub mod retrieve;

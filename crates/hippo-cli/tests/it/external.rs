@@ -134,3 +134,47 @@ fn fetch_model_downloads_through_the_hub_protocol() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("model hub"));
 }
+
+/// The chat client speaks chat completions: model, messages, JSON mode,
+/// bearer token, usage read back (estimated when absent), server errors
+/// reported as `Unavailable`.
+#[test]
+fn openai_compatible_chat_client() {
+    use hippo::llm::{ChatMessage, ChatModel, OpenAiChat, OpenAiChatConfig};
+    let (fake, script) = fakes::openai_chat(fakes::ChatScript {
+        answers: vec![(
+            "Boston".into(),
+            r#"{"facts": ["Ana lives in Boston"]}"#.into(),
+        )],
+        fail_first: 1,
+        ..Default::default()
+    });
+    let chat = OpenAiChat::new(OpenAiChatConfig {
+        base_url: format!("{}/v1", fake.base),
+        model: "small-model".into(),
+        api_key: Some("sekret".into()),
+        ..Default::default()
+    });
+    let messages = [
+        ChatMessage::system("Extract facts as JSON."),
+        ChatMessage::user("Ana: I live in Boston."),
+    ];
+    let err = chat.complete(&messages, 256).unwrap_err();
+    assert_eq!(err.kind(), hippo::ErrorKind::Unavailable);
+    let c = chat.complete(&messages, 256).unwrap();
+    assert_eq!(c.text, r#"{"facts": ["Ana lives in Boston"]}"#);
+    assert_eq!((c.prompt_tokens, c.completion_tokens), (100, 20));
+    {
+        let s = script.lock().unwrap();
+        let body = &s.requests[1];
+        assert_eq!(body["model"], "small-model");
+        assert_eq!(body["max_tokens"], 256);
+        assert_eq!(body["response_format"]["type"], "json_object");
+        assert_eq!(body["messages"][1]["content"], "Ana: I live in Boston.");
+        assert_eq!(s.auth[1], "Bearer sekret");
+    }
+    script.lock().unwrap().no_usage = true;
+    let c = chat.complete(&messages, 256).unwrap();
+    assert!(c.prompt_tokens > 0 && c.completion_tokens > 0, "estimated");
+    assert_eq!(chat.model_id(), "openai:small-model");
+}

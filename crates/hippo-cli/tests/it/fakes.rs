@@ -179,3 +179,72 @@ pub fn hub(dir: PathBuf) -> Fake {
         .with_state(Arc::new(dir));
     Fake::start(app)
 }
+
+/// What the chat fake has seen and will answer.
+#[derive(Default)]
+pub struct ChatScript {
+    /// Answers in order: `(substring of the last message, answer text)`; the
+    /// first whose substring occurs is used (and stays, so retries see it).
+    pub answers: Vec<(String, String)>,
+    /// Request bodies received.
+    pub requests: Vec<Value>,
+    /// `Authorization` headers received.
+    pub auth: Vec<String>,
+    /// Answer this many requests with HTTP 500 first.
+    pub fail_first: usize,
+    /// Leave `usage` out of responses (some servers do).
+    pub no_usage: bool,
+}
+
+async fn chat(
+    State(script): State<Arc<Mutex<ChatScript>>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let mut s = script.lock().unwrap();
+    s.requests.push(body.clone());
+    if let Some(a) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        s.auth.push(a.to_owned());
+    }
+    if s.fail_first > 0 {
+        s.fail_first -= 1;
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": {"message": "overloaded"}})),
+        )
+            .into_response();
+    }
+    let Some(messages) = body["messages"].as_array().filter(|m| !m.is_empty()) else {
+        return (StatusCode::BAD_REQUEST, "messages are required").into_response();
+    };
+    let last = messages
+        .last()
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("");
+    let answer = s
+        .answers
+        .iter()
+        .find(|(k, _)| last.contains(k.as_str()))
+        .map(|(_, a)| a.clone())
+        .unwrap_or_else(|| "{}".into());
+    let mut out = json!({
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "model": body["model"],
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": answer}}],
+    });
+    if !s.no_usage {
+        out["usage"] = json!({"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120});
+    }
+    Json(out).into_response()
+}
+
+/// A scripted OpenAI-compatible chat-completions server at `/v1`.
+pub fn openai_chat(script: ChatScript) -> (Fake, Arc<Mutex<ChatScript>>) {
+    let script = Arc::new(Mutex::new(script));
+    let app = Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .with_state(script.clone());
+    (Fake::start(app), script)
+}
