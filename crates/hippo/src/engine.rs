@@ -350,9 +350,16 @@ pub struct HippoBuilder {
     clock: Option<Arc<dyn Clock>>,
     weights: FusionWeights,
     limits: Limits,
+    llm: Option<Arc<dyn crate::llm::ChatModel>>,
 }
 
 impl HippoBuilder {
+    /// A chat model for extraction and update decisions (optional). With
+    /// one, items added with `infer` get a background extraction job.
+    pub fn llm(mut self, llm: Arc<dyn crate::llm::ChatModel>) -> Self {
+        self.llm = Some(llm);
+        self
+    }
     /// The store (required).
     pub fn store(mut self, store: Arc<dyn Store>) -> Self {
         self.store = Some(store);
@@ -399,6 +406,7 @@ impl HippoBuilder {
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             weights: self.weights,
             limits: self.limits,
+            llm: self.llm,
             query_cache: Mutex::new(HashMap::new()),
         })
     }
@@ -425,6 +433,7 @@ pub struct Hippo {
     clock: Arc<dyn Clock>,
     weights: FusionWeights,
     limits: Limits,
+    llm: Option<Arc<dyn crate::llm::ChatModel>>,
     query_cache: Mutex<HashMap<String, Arc<Vec<f32>>>>,
 }
 
@@ -432,6 +441,9 @@ pub struct Hippo {
 struct Draft {
     memory: Memory,
     embed_text: String,
+    /// Position of the item it came from, when that item asked for
+    /// extraction.
+    infer_item: Option<usize>,
     /// What tells it apart beyond its fields (see [`dedup_key`]).
     key_extra: String,
 }
@@ -469,6 +481,16 @@ impl Hippo {
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The chat model, when one is configured.
+    pub fn llm(&self) -> Option<&Arc<dyn crate::llm::ChatModel>> {
+        self.llm.as_ref()
+    }
+
+    /// Now, by this engine's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     fn validate_item(&self, item: &AddItem) -> Result<()> {
@@ -518,7 +540,8 @@ impl Hippo {
         let policy = ChunkPolicy::for_window(self.embedder.max_tokens());
         let mut drafts = Vec::new();
         let mut sources = Vec::new();
-        for item in items {
+        for (item_index, item) in items.into_iter().enumerate() {
+            let infer_item = item.infer.then_some(item_index);
             let (default_kind, parts): (MemoryKind, Vec<(Actor, String)>) = match item.content {
                 Content::Text(t) => (MemoryKind::Document, vec![(Actor::default(), t)]),
                 Content::Messages(ms) => (
@@ -586,6 +609,7 @@ impl Hippo {
                             dedup_key: None,
                         },
                         embed_text,
+                        infer_item,
                         key_extra: key_extra.clone(),
                     });
                 }
@@ -680,6 +704,34 @@ impl Hippo {
                 "embedder returned a wrong number of vectors",
             ));
         }
+        // Items that ask for extraction get a job in the same transaction
+        // (when an LLM is configured; otherwise they are stored verbatim).
+        // Known duplicates were extracted when first stored.
+        let mut jobs: Vec<crate::jobs::NewJob> = Vec::new();
+        if self.llm.is_some() {
+            let mut per_item: std::collections::BTreeMap<usize, (Scope, Vec<Value>)> =
+                Default::default();
+            for d in drafts.iter().filter(|d| !is_known(d)) {
+                if let Some(i) = d.infer_item {
+                    per_item
+                        .entry(i)
+                        .or_insert_with(|| (d.memory.scope.clone(), Vec::new()))
+                        .1
+                        .push(Value::String(d.memory.id.to_string()));
+                }
+            }
+            let at = millis(self.clock.now());
+            for (scope, ids) in per_item.into_values() {
+                let mut payload = Map::new();
+                payload.insert("memories".into(), Value::Array(ids));
+                jobs.push(crate::jobs::NewJob {
+                    kind: crate::extract::EXTRACT_JOB.into(),
+                    scope,
+                    payload,
+                    at,
+                });
+            }
+        }
         let memories: Vec<NewMemory> = drafts
             .into_iter()
             .map(|d| NewMemory {
@@ -690,6 +742,7 @@ impl Hippo {
         let outcome = self.store.insert(InsertBatch {
             memories: memories.clone(),
             sources,
+            jobs,
             ..Default::default()
         })?;
         let dup_at: HashMap<usize, MemoryId> = outcome.duplicates.into_iter().collect();
@@ -1149,7 +1202,7 @@ impl Hippo {
         scope: Option<&Scope>,
         patch: MemoryPatch,
     ) -> Result<Memory> {
-        self.revise(id, scope, patch, "api", Vec::new())
+        self.revise(id, scope, patch, "api", Vec::new(), None)
     }
 
     /// [`Hippo::update`] by `origin` (`api`, `llm`, ...), the new version
@@ -1161,6 +1214,7 @@ impl Hippo {
         patch: MemoryPatch,
         origin: &str,
         derived_from: Vec<MemoryId>,
+        step: Option<crate::jobs::JobStep>,
     ) -> Result<Memory> {
         let old = self.changeable(id, scope)?;
         if old.status == Status::Deleted {
@@ -1243,7 +1297,7 @@ impl Hippo {
             vector,
             previous: Some(previous),
             events: vec![event],
-            job_step: None,
+            job_step: step,
         })?;
         Ok(m)
     }
@@ -1297,7 +1351,7 @@ impl Hippo {
         at: Option<DateTime<Utc>>,
         reason: Option<String>,
     ) -> Result<Memory> {
-        self.end_validity(id, scope, at, reason, "api")
+        self.end_validity(id, scope, at, reason, "api", None)
     }
 
     pub(crate) fn end_validity(
@@ -1307,6 +1361,7 @@ impl Hippo {
         at: Option<DateTime<Utc>>,
         reason: Option<String>,
         origin: &str,
+        step: Option<crate::jobs::JobStep>,
     ) -> Result<Memory> {
         let mut m = self.changeable(id, scope)?;
         let at = millis(at.unwrap_or_else(|| self.clock.now()));
@@ -1327,9 +1382,46 @@ impl Hippo {
             vector: None,
             previous: None,
             events: vec![event],
-            job_step: None,
+            job_step: step,
         })?;
         Ok(m)
+    }
+
+    /// Stores a memory derived from others (an extracted fact, a summary)
+    /// as one write, optionally a job step. Returns it, or the id of the
+    /// identical memory it duplicates.
+    pub(crate) fn add_derived(
+        &self,
+        scope: &Scope,
+        kind: MemoryKind,
+        content: &str,
+        derived_from: Vec<MemoryId>,
+        event_time: Option<DateTime<Utc>>,
+        step: Option<crate::jobs::JobStep>,
+    ) -> Result<std::result::Result<Memory, MemoryId>> {
+        let mut item = AddItem::text(scope.clone(), content);
+        item.kind = Some(kind);
+        item.event_time = event_time;
+        self.validate_item(&item)?;
+        let (mut drafts, _) = self.draft(vec![item], Uuid::now_v7())?;
+        if drafts.len() != 1 {
+            return Err(Error::invalid("a derived memory must fit one chunk"));
+        }
+        let mut d = drafts.remove(0);
+        d.memory.provenance.derived_from = derived_from;
+        let vector = self.embedder.embed(&d.embed_text)?;
+        let outcome = self.store.insert(InsertBatch {
+            memories: vec![NewMemory {
+                memory: d.memory.clone(),
+                vector: Some(vector),
+            }],
+            job_step: step,
+            ..Default::default()
+        })?;
+        Ok(match outcome.duplicates.first() {
+            Some(&(_, existing)) => Err(existing),
+            None => Ok(d.memory),
+        })
     }
 
     /// Removes a memory for good, with its earlier versions and history.

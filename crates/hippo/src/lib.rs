@@ -24,6 +24,7 @@ pub mod clock;
 pub mod embed;
 pub mod engine;
 pub mod error;
+pub mod extract;
 pub mod jobs;
 pub mod llm;
 pub mod model;
