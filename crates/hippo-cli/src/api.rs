@@ -589,3 +589,63 @@ mod tests {
         );
     }
 }
+
+/// Background jobs per state.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobCountsView {
+    /// Waiting.
+    pub pending: u64,
+    /// Running.
+    pub running: u64,
+    /// Finished.
+    pub done: u64,
+    /// Given up (see `GET /v1/jobs/{id}` for the error).
+    pub failed: u64,
+    /// The chat model jobs use; absent when none is configured.
+    pub llm: Option<String>,
+}
+
+/// One background job.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobView {
+    /// Id.
+    pub id: i64,
+    /// `extract`.
+    pub kind: String,
+    /// `pending`, `running`, `done` or `failed`.
+    pub state: String,
+    /// Runs started.
+    pub attempts: u32,
+    /// Decisions applied so far.
+    pub step: u32,
+    /// The decided operations (`add`, `update`, `delete`, `noop`, each with
+    /// its text, target and reason), once decided.
+    #[schema(value_type = Option<Object>)]
+    pub plan: Option<Value>,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// LLM calls and tokens spent.
+    #[schema(value_type = Object)]
+    pub cost: Map<String, Value>,
+    /// When enqueued.
+    pub created_at: DateTime<Utc>,
+    /// When last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<hippo::jobs::Job> for JobView {
+    fn from(j: hippo::jobs::Job) -> Self {
+        JobView {
+            id: j.id,
+            kind: j.kind,
+            state: j.state.as_str().to_owned(),
+            attempts: j.attempts,
+            step: j.step,
+            plan: j.plan,
+            last_error: j.last_error,
+            cost: j.cost,
+            created_at: j.created_at,
+            updated_at: j.updated_at,
+        }
+    }
+}

@@ -30,6 +30,14 @@ pub struct FileConfig {
     pub context_before: Option<usize>,
     /// Messages of context after each search hit when a request does not say (0..=5).
     pub context_after: Option<usize>,
+    /// OpenAI-compatible chat endpoint (base URL up to /v1) for extraction; off when absent.
+    pub llm_url: Option<String>,
+    /// Model name at the chat endpoint.
+    pub llm_model: Option<String>,
+    /// API key for the chat endpoint.
+    pub llm_api_key: Option<String>,
+    /// Background workers running LLM jobs (default 2).
+    pub llm_workers: Option<usize>,
 }
 
 impl FileConfig {

@@ -61,6 +61,16 @@ struct Global {
         hide_env_values = true
     )]
     embedder_api_key: Option<String>,
+    /// OpenAI-compatible chat endpoint (base URL up to /v1) for LLM extraction of items added with
+    /// `infer`; without it items are stored verbatim only.
+    #[arg(long, global = true, env = "HIPPO_LLM_URL")]
+    llm_url: Option<String>,
+    /// Model name at the chat endpoint.
+    #[arg(long, global = true, env = "HIPPO_LLM_MODEL")]
+    llm_model: Option<String>,
+    /// API key for the chat endpoint.
+    #[arg(long, global = true, env = "HIPPO_LLM_API_KEY", hide_env_values = true)]
+    llm_api_key: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -79,6 +89,10 @@ enum Command {
         /// Messages of context after each search hit when a request does not say (0..=5, default 2).
         #[arg(long, env = "HIPPO_CONTEXT_AFTER")]
         context_after: Option<usize>,
+        /// Seconds a job worker may hold an LLM job before another takes it over (a worker that died
+        /// in a crash holds it until then).
+        #[arg(long, env = "HIPPO_JOB_LEASE_SECS", default_value_t = 600)]
+        job_lease_secs: u32,
     },
     /// Remember one text.
     Add {
@@ -264,6 +278,9 @@ pub struct Settings {
     embedder_url: Option<String>,
     embedder_model: Option<String>,
     embedder_api_key: Option<String>,
+    llm_url: Option<String>,
+    llm_model: Option<String>,
+    llm_api_key: Option<String>,
     fast_commits: bool,
     file: FileConfig,
 }
@@ -287,6 +304,9 @@ impl Settings {
                 .embedder_api_key
                 .clone()
                 .or_else(|| file.embedder_api_key.clone()),
+            llm_url: g.llm_url.clone().or_else(|| file.llm_url.clone()),
+            llm_model: g.llm_model.clone().or_else(|| file.llm_model.clone()),
+            llm_api_key: g.llm_api_key.clone().or_else(|| file.llm_api_key.clone()),
             fast_commits: file.fast_commits.unwrap_or(false),
             file,
         })
@@ -345,11 +365,24 @@ impl Settings {
         let mut opts = SqliteStoreOptions::new(db, embedder.model_id(), embedder.dimension());
         opts.fast_commits = self.fast_commits;
         let store = SqliteStore::open(opts)?;
-        Ok(Hippo::builder()
+        let mut builder = Hippo::builder()
             .store(Arc::new(store))
             .embedder(embedder)
-            .weights(weights)
-            .build()?)
+            .weights(weights);
+        if let Some(url) = &self.llm_url {
+            builder = builder.llm(Arc::new(hippo::llm::OpenAiChat::new(
+                hippo::llm::OpenAiChatConfig {
+                    base_url: url.clone(),
+                    model: self
+                        .llm_model
+                        .clone()
+                        .context("--llm-model is required with --llm-url")?,
+                    api_key: self.llm_api_key.clone(),
+                    ..Default::default()
+                },
+            )));
+        }
+        Ok(builder.build()?)
     }
 }
 
@@ -388,6 +421,7 @@ fn run(cli: Cli) -> Result<()> {
             max_body_bytes,
             context_before,
             context_after,
+            job_lease_secs,
         } => {
             let listen = listen
                 .or_else(|| settings.file.listen.clone())
@@ -411,6 +445,13 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             let hippo = Arc::new(settings.open()?);
+            let workers = if hippo.llm().is_some() {
+                settings.file.llm_workers.unwrap_or(2).max(1)
+            } else {
+                0
+            };
+            let lease = chrono::Duration::seconds(i64::from(job_lease_secs.max(1)));
+            let _workers = server::JobWorkers::start(hippo.clone(), workers, lease);
             serve(hippo, &listen, max_body, context)
         }
         Command::Add {

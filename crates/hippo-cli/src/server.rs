@@ -34,6 +34,58 @@ pub struct AppState {
     pub context: hippo::Context,
 }
 
+/// Background threads running jobs (LLM extraction) until dropped.
+pub struct JobWorkers {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Attempts before a job is marked failed.
+const JOB_ATTEMPTS: u32 = 5;
+
+impl JobWorkers {
+    /// Starts `n` workers (none when `n` is 0), each holding a job for at
+    /// most `lease` before another may take it over.
+    pub fn start(hippo: Arc<Hippo>, n: usize, lease: chrono::Duration) -> JobWorkers {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|i| {
+                let (hippo, stop) = (hippo.clone(), stop.clone());
+                std::thread::Builder::new()
+                    .name(format!("hippo-job-{i}"))
+                    .spawn(move || {
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            match hippo.run_one_job(lease, JOB_ATTEMPTS) {
+                                Ok(true) => {}
+                                Ok(false) => {
+                                    std::thread::sleep(std::time::Duration::from_millis(200))
+                                }
+                                Err(e) => {
+                                    tracing::error!(error = %e.detail(), "job worker");
+                                    std::thread::sleep(std::time::Duration::from_secs(1));
+                                }
+                            }
+                        }
+                    })
+                    .expect("spawn a job worker")
+            })
+            .collect();
+        if n > 0 {
+            tracing::info!(workers = n, "LLM job workers started");
+        }
+        JobWorkers { stop, threads }
+    }
+}
+
+impl Drop for JobWorkers {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            t.join().ok();
+        }
+    }
+}
+
 /// An API error response.
 #[derive(Debug)]
 pub struct ApiError {
@@ -170,6 +222,8 @@ async fn blocking<T: Send + 'static>(
         restore_memory,
         invalidate_memory,
         memory_history,
+        job_counts,
+        get_job,
         healthz,
         metrics
     ),
@@ -184,6 +238,8 @@ async fn blocking<T: Send + 'static>(
         InvalidateBody,
         EventView,
         HistoryView,
+        JobCountsView,
+        JobView,
         FiltersBody,
         SearchBody,
         ScoresView,
@@ -215,6 +271,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/memories/{id}/history", get(memory_history))
         .route("/v1/memories/{id}/restore", post(restore_memory))
         .route("/v1/memories/{id}/invalidate", post(invalidate_memory))
+        .route("/v1/jobs", get(job_counts))
+        .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/search", post(search))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -594,6 +652,38 @@ async fn memory_history(
     let hippo = state.hippo.clone();
     let h = blocking(move || hippo.history(id, p.scope().as_ref())).await?;
     Ok(Json(h.into()))
+}
+
+/// Background jobs per state (LLM extraction runs after the write is
+/// acknowledged).
+#[utoipa::path(get, path = "/v1/jobs", responses((status = 200, body = JobCountsView)))]
+async fn job_counts(State(state): State<AppState>) -> Result<Json<JobCountsView>, ApiError> {
+    let hippo = state.hippo.clone();
+    let c = blocking(move || hippo.store().job_counts()).await?;
+    Ok(Json(JobCountsView {
+        pending: c.pending,
+        running: c.running,
+        done: c.done,
+        failed: c.failed,
+        llm: state.hippo.llm().map(|l| l.model_id().to_owned()),
+    }))
+}
+
+/// One background job: its state, attempts, last error, decided plan and cost.
+#[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = i64, Path, description = "Job id")),
+    responses((status = 200, body = JobView), (status = 404, body = ErrorBody)))]
+async fn get_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::invalid(format!("{id:?} is not a job id")))?;
+    let hippo = state.hippo.clone();
+    let job = blocking(move || hippo.store().job(id))
+        .await?
+        .ok_or_else(|| ApiError::from(Error::not_found(format!("job {id} not found"))))?;
+    Ok(Json(job.into()))
 }
 
 /// Liveness and the model in use.

@@ -402,7 +402,14 @@ impl Hippo {
                     },
                     self.now(),
                 )?;
-                plan
+                // Another run of this job (after a lapsed lease) may have
+                // recorded its plan first: apply the recorded one.
+                match self.store().job(job.id)?.and_then(|j| j.plan) {
+                    Some(p) => serde_json::from_value(p).map_err(|e| {
+                        Error::new(ErrorKind::Internal, format!("stored plan unreadable: {e}"))
+                    })?,
+                    None => plan,
+                }
             }
         };
         let source_ids: Vec<MemoryId> = sources.iter().map(|m| m.id).collect();

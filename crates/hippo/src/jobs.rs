@@ -113,7 +113,8 @@ pub struct Job {
 pub struct JobUpdate {
     /// New state; `None` keeps it.
     pub state: Option<JobState>,
-    /// Record the plan.
+    /// Record the plan, unless one is recorded already (the first plan
+    /// wins, so two runs of one job never mix plans).
     pub plan: Option<Value>,
     /// Record a failure.
     pub error: Option<String>,

@@ -194,6 +194,24 @@ pub struct ChatScript {
     pub fail_first: usize,
     /// Leave `usage` out of responses (some servers do).
     pub no_usage: bool,
+    /// When no scripted answer matches: answer an extraction with one fact
+    /// per conversation line (its text), and a decision with ADD.
+    pub echo: bool,
+    /// Wait this long before answering (a slow model).
+    pub delay_ms: u64,
+}
+
+fn echo_answer(last: &str) -> String {
+    if last.starts_with("Existing memories:") {
+        return r#"{"event": "ADD", "reason": "new"}"#.into();
+    }
+    let facts: Vec<&str> = last
+        .lines()
+        .filter(|l| !l.starts_with("Date:"))
+        .filter_map(|l| l.split_once(": ").map(|(_, t)| t.trim()))
+        .filter(|t| !t.is_empty())
+        .collect();
+    json!({ "facts": facts }).to_string()
 }
 
 async fn chat(
@@ -201,6 +219,10 @@ async fn chat(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
+    let delay = script.lock().unwrap().delay_ms;
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     let mut s = script.lock().unwrap();
     s.requests.push(body.clone());
     if let Some(a) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
@@ -226,7 +248,13 @@ async fn chat(
         .iter()
         .find(|(k, _)| last.contains(k.as_str()))
         .map(|(_, a)| a.clone())
-        .unwrap_or_else(|| "{}".into());
+        .unwrap_or_else(|| {
+            if s.echo {
+                echo_answer(last)
+            } else {
+                "{}".into()
+            }
+        });
     let mut out = json!({
         "id": "chatcmpl-fake",
         "object": "chat.completion",

@@ -1479,7 +1479,7 @@ impl Store for SqliteStore {
         let conn = lock(&self.writer);
         let n = conn
             .prepare_cached(
-                "UPDATE jobs SET state = coalesce(?2, state), plan = coalesce(?3, plan),
+                "UPDATE jobs SET state = coalesce(?2, state), plan = coalesce(plan, ?3),
                  last_error = coalesce(?4, last_error), run_after = coalesce(?5, run_after),
                  cost = coalesce(?6, cost), updated_at = ?7,
                  lease_until = CASE WHEN coalesce(?2, state) = 'running' THEN lease_until END
