@@ -4,6 +4,7 @@
 mod api;
 mod bench;
 mod config;
+mod eval_ops;
 mod io;
 mod loadtest;
 mod metrics;
@@ -218,6 +219,8 @@ enum Command {
     Reembed,
     /// Recall and latency on a LoCoMo-format file, through the library.
     Bench(bench::BenchArgs),
+    /// Operation-level evaluation of LLM extraction and update decisions on a labelled set (needs --llm-url).
+    EvalOps(eval_ops::EvalOpsArgs),
     /// Load test of a running server over HTTP on generated chat (ingest and search).
     Loadtest(loadtest::LoadtestArgs),
     /// Download the default model from the Hugging Face Hub into its cache and print the directory.
@@ -644,6 +647,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench::run(&settings, args),
+        Command::EvalOps(args) => eval_ops::run(&settings, args).map(|_| ()),
         Command::Loadtest(args) => loadtest::run(&settings, args),
         Command::FetchModel => {
             println!("{}", MiniLmEmbedder::download_from_hub()?.display());

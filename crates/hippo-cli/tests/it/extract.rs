@@ -238,3 +238,70 @@ fn unreadable_answers_and_failures_are_retried_then_recorded_never_written() {
     assert_eq!(h.stats().unwrap().memories, before, "nothing written");
     assert_eq!(script.lock().unwrap().requests.len(), 2);
 }
+
+fn eval_ops(fake: &super::fakes::Fake, dir: &std::path::Path) -> serde_json::Value {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../../eval/ops.json");
+    let out = super::common::hippo(&dir.join("unused.db"))
+        .args([
+            "--llm-url",
+            &format!("{}/v1", fake.base),
+            "--llm-model",
+            "m",
+        ])
+        .args(["eval-ops", "--data", data])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The operation-level set (`eval/ops.json`) through the real pipeline and
+/// binary: a model that answers as labelled scores 1 everywhere (so the
+/// pipeline loses nothing between a right answer and the stored state); a
+/// model that answers nonsense scores 0 recall and writes no facts.
+#[test]
+fn the_operation_level_set_scores_the_pipeline() {
+    let data: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../eval/ops.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let (oracle, _) = fakes::openai_chat(ChatScript {
+        responder: Some(fakes::ops_oracle(data)),
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let r = eval_ops(&oracle, dir.path());
+    for metric in [
+        "extraction_precision",
+        "extraction_recall",
+        "decision_accuracy",
+        "state_accuracy",
+        "as_of_accuracy",
+    ] {
+        assert_eq!(
+            r[metric],
+            1.0,
+            "{metric}: {}",
+            serde_json::to_string_pretty(&r).unwrap()
+        );
+    }
+    assert_eq!(r["scenarios"], 10);
+    assert!(r["llm_calls"].as_u64().unwrap() >= 17);
+
+    let (nonsense, _) = fakes::openai_chat(ChatScript {
+        answers: vec![("".into(), "I am a language model and cannot comply.".into())],
+        ..Default::default()
+    });
+    let r = eval_ops(&nonsense, dir.path());
+    assert_eq!(r["extraction_recall"], 0.0);
+    assert!(r["per_scenario"]
+        .as_object()
+        .unwrap()
+        .values()
+        .all(|s| s["current"].as_array().unwrap().is_empty()));
+}

@@ -199,6 +199,61 @@ pub struct ChatScript {
     pub echo: bool,
     /// Wait this long before answering (a slow model).
     pub delay_ms: u64,
+    /// Answers computed from the last message (tried after `answers`).
+    pub responder: Option<Responder>,
+}
+
+/// Computes an answer from the last message, if it has one.
+pub type Responder = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// The oracle of an operation-level set (`eval/ops.json`): answers an
+/// extraction with the labelled facts of the session the conversation
+/// comes from, and a decision with the labelled one, naming the target by
+/// its index in the list the prompt shows (ADD when nothing is labelled).
+pub fn ops_oracle(dataset: Value) -> Responder {
+    Arc::new(move |last: &str| {
+        let sessions = dataset["scenarios"]
+            .as_array()?
+            .iter()
+            .flat_map(|sc| sc["sessions"].as_array().cloned().unwrap_or_default());
+        if let Some(rest) = last.strip_prefix("Existing memories:\n") {
+            let (list, fact) = rest.split_once("New fact: ")?;
+            let fact = fact.trim();
+            let lines: Vec<&str> = list
+                .lines()
+                .filter_map(|l| l.split_once("] ").map(|(_, t)| t))
+                .collect();
+            for s in sessions {
+                for d in s["decide"].as_array().into_iter().flatten() {
+                    if d["fact"] != fact {
+                        continue;
+                    }
+                    let index = d["target"]
+                        .as_str()
+                        .and_then(|t| lines.iter().position(|l| *l == t));
+                    return Some(
+                        json!({"event": d["event"], "index": index, "text": fact,
+                        "reason": d["reason"]})
+                        .to_string(),
+                    );
+                }
+            }
+            return Some(json!({"event": "ADD", "reason": "new information"}).to_string());
+        }
+        for s in sessions {
+            let first = s["messages"][0]["content"].as_str().unwrap_or("\u{0}");
+            if last.contains(first) {
+                let facts: Vec<Value> = s["facts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|f| json!({"text": f["text"], "kind": f["kind"]}))
+                    .collect();
+                return Some(json!({ "facts": facts }).to_string());
+            }
+        }
+        None
+    })
 }
 
 fn echo_answer(last: &str) -> String {
@@ -248,6 +303,7 @@ async fn chat(
         .iter()
         .find(|(k, _)| last.contains(k.as_str()))
         .map(|(_, a)| a.clone())
+        .or_else(|| s.responder.as_ref().and_then(|r| r(last)))
         .unwrap_or_else(|| {
             if s.echo {
                 echo_answer(last)
