@@ -220,6 +220,8 @@ fn evaluate(settings: &Settings, data: &Dataset, db: &std::path::Path) -> Result
             cost.0 += c("llm_calls");
             cost.1 += c("prompt_tokens");
             cost.2 += c("completion_tokens");
+            // Rejected facts were not admitted: they count for nothing.
+            let plan: Vec<_> = plan.into_iter().filter(|op| op.op != "reject").collect();
             for op in &plan {
                 let good = session.facts.iter().any(|f| matches(&op.text, &f.keys));
                 precision.add(good);

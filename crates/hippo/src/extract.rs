@@ -33,6 +33,9 @@ const MAX_FACT_BYTES: usize = 500;
 const RELATED: usize = 5;
 /// Most tokens asked of the model per call.
 const MAX_ANSWER_TOKENS: u32 = 512;
+/// Least share of a fact's content words that must appear in the turns it
+/// was extracted from (see [`grounding`]); below it the fact is rejected.
+pub const MIN_GROUNDING: f32 = 0.5;
 
 const EXTRACT_PROMPT: &str = "You maintain long-term memory for an assistant. From the conversation \
 below, extract the facts worth remembering about the people in it: who they are, what they did or plan, \
@@ -51,7 +54,8 @@ known). Answer with JSON only: {\"event\": \"ADD\", \"index\": null, \"text\": \
 /// One decided operation of an extraction plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlannedOp {
-    /// `add`, `update`, `delete` or `noop`.
+    /// `add`, `update`, `delete`, `noop`, or `reject` (not admitted, see
+    /// [`grounding`]).
     pub op: String,
     /// The fact (for `add`/`update`: the text to store).
     pub text: String,
@@ -76,6 +80,9 @@ pub struct Cost {
     pub completion_tokens: u64,
     /// Answers that could not be read (dropped).
     pub unreadable_answers: u64,
+    /// Extracted facts rejected as not supported by the conversation.
+    #[serde(default)]
+    pub ungrounded_facts: u64,
 }
 
 impl Cost {
@@ -189,6 +196,43 @@ fn read_decision(answer: &str, fact: &Fact, related: &[Memory]) -> Option<Planne
     })
 }
 
+/// True when two words are the same word up to its ending ("plays" /
+/// "played", "nurse" / "nursing"): one is a prefix of the other, or they
+/// share a prefix of at least 3 characters covering three quarters of the
+/// shorter one.
+fn same_word(a: &str, b: &str) -> bool {
+    let common = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+    let shorter = a.chars().count().min(b.chars().count());
+    common == shorter || (common >= 3 && common * 4 >= shorter * 3)
+}
+
+/// The share of `fact`'s content words (stopwords and single letters
+/// aside) that appear in the source turns, their speakers' names included.
+/// Small models invent: a "fact" mostly made of words nobody said is not
+/// admitted, whatever the model claims.
+pub fn grounding(fact: &str, sources: &[Memory]) -> f32 {
+    let content = |t: &String| t.chars().count() > 1 || t.chars().all(|c| c.is_ascii_digit());
+    let words: Vec<String> = crate::text::query_terms(fact)
+        .into_iter()
+        .filter(content)
+        .collect();
+    if words.is_empty() {
+        return 0.0;
+    }
+    let mut said: Vec<String> = Vec::new();
+    for m in sources {
+        said.extend(crate::text::query_terms(&m.content));
+        if let Some(n) = &m.actor.name {
+            said.extend(crate::text::query_terms(n));
+        }
+    }
+    let found = words
+        .iter()
+        .filter(|w| said.iter().any(|s| same_word(w, s)))
+        .count();
+    found as f32 / words.len() as f32
+}
+
 fn conversation_text(messages: &[Memory]) -> String {
     let mut out = String::new();
     if let Some(t) = messages.iter().find_map(|m| m.event_time) {
@@ -263,6 +307,21 @@ impl Hippo {
         };
         let mut plan = Vec::new();
         for fact in facts {
+            let g = grounding(&fact.text, sources);
+            if g < MIN_GROUNDING {
+                cost.ungrounded_facts += 1;
+                plan.push(PlannedOp {
+                    op: "reject".into(),
+                    reason: Some(format!(
+                        "not supported by the conversation: {:.0}% of its words were said",
+                        g * 100.0
+                    )),
+                    text: fact.text,
+                    kind: fact.kind,
+                    target: None,
+                });
+                continue;
+            }
             let related = self.related(job, &fact)?;
             // Without related memories there is nothing to decide; an exact
             // repeat is known already. Neither needs a call.
@@ -515,9 +574,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn decisions_need_a_valid_index_to_touch_a_memory() {
-        let m = |c: &str| Memory {
+    fn decision_memory(c: &str) -> Memory {
+        Memory {
             id: MemoryId::now_v7(),
             scope: crate::model::Scope::user("u"),
             kind: MemoryKind::Fact,
@@ -535,7 +593,12 @@ mod tests {
             version_of: None,
             status: Status::Active,
             dedup_key: None,
-        };
+        }
+    }
+
+    #[test]
+    fn decisions_need_a_valid_index_to_touch_a_memory() {
+        let m = decision_memory;
         let related = vec![m("Ana lives in Boston")];
         let f = fact("Ana lives in Denver");
         let op = read_decision(
@@ -570,12 +633,47 @@ mod tests {
     }
 
     #[test]
+    fn facts_must_be_grounded_in_what_was_said() {
+        let turn = |name: &str, text: &str| Memory {
+            actor: crate::model::Actor {
+                role: Some("user".into()),
+                name: Some(name.into()),
+            },
+            content: text.into(),
+            ..decision_memory("")
+        };
+        let said = [turn(
+            "Ana",
+            "I just moved into a small flat in Boston, near the river.",
+        )];
+        assert!(grounding("Ana lives in Boston.", &said) >= MIN_GROUNDING);
+        assert!(
+            grounding(
+                "Ana is a big fan of the Boston Red Sox and loves watching them play.",
+                &said
+            ) < MIN_GROUNDING
+        );
+        let said = [turn(
+            "Ben",
+            "Night shifts are exhausting, nursing is hard work.",
+        )];
+        assert_eq!(
+            grounding("Ben works nights as a nurse.", &said),
+            1.0,
+            "word endings"
+        );
+        assert_eq!(grounding("", &said), 0.0);
+        assert_eq!(grounding("我喜欢猫", &[turn("Li", "我喜欢猫和狗")]), 1.0);
+    }
+
+    #[test]
     fn cost_round_trips_through_its_map() {
         let c = Cost {
             llm_calls: 2,
             prompt_tokens: 10,
             completion_tokens: 5,
             unreadable_answers: 1,
+            ungrounded_facts: 3,
         };
         assert_eq!(Cost::from_map(&c.to_map()), c);
         assert_eq!(Cost::from_map(&Map::new()), Cost::default());
