@@ -165,6 +165,11 @@ enum Command {
         /// Memory id (or the id of any earlier version).
         id: Uuid,
     },
+    /// Background LLM jobs: counts per state, or one job (plan, error, cost) as JSON.
+    Jobs {
+        /// A job id.
+        id: Option<i64>,
+    },
     /// Search memories.
     Search {
         #[command(flatten)]
@@ -555,6 +560,26 @@ fn run(cli: Cli) -> Result<()> {
                 "{}",
                 serde_json::to_string_pretty(&api::MemoryView::from(m))?
             );
+            Ok(())
+        }
+        Command::Jobs { id } => {
+            let hippo = settings.open()?;
+            match id {
+                None => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&hippo.store().job_counts()?)?
+                ),
+                Some(id) => {
+                    let job = hippo
+                        .store()
+                        .job(id)?
+                        .ok_or_else(|| hippo::Error::not_found(format!("job {id} not found")))?;
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&api::JobView::from(job))?
+                    );
+                }
+            }
             Ok(())
         }
         Command::History { id } => {

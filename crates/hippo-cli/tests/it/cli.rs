@@ -293,4 +293,17 @@ fn update_history_as_of_delete_restore() {
     assert_eq!(gone.status.code(), Some(1), "not found");
     let bad = hippo(&db).args(["get", "not-a-uuid"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
+    // No LLM configured: adds queue no jobs.
+    let jobs: serde_json::Value =
+        serde_json::from_str(&ok(hippo(&db).args(["jobs"]).output().unwrap())).unwrap();
+    assert_eq!(jobs["pending"], 0);
+    assert_eq!(
+        hippo(&db)
+            .args(["jobs", "7"])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(1)
+    );
 }
