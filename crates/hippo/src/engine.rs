@@ -732,28 +732,25 @@ impl Hippo {
                 });
             }
         }
-        let memories: Vec<NewMemory> = drafts
-            .into_iter()
-            .map(|d| NewMemory {
-                vector: if is_known(&d) { None } else { vectors.next() },
-                memory: d.memory,
-            })
-            .collect();
+        let memories: Vec<Memory> = drafts.iter().map(|d| d.memory.clone()).collect();
         let outcome = self.store.insert(InsertBatch {
-            memories: memories.clone(),
+            memories: drafts
+                .into_iter()
+                .map(|d| NewMemory {
+                    vector: if is_known(&d) { None } else { vectors.next() },
+                    memory: d.memory,
+                })
+                .collect(),
             sources,
             jobs,
             ..Default::default()
         })?;
         let dup_at: HashMap<usize, MemoryId> = outcome.duplicates.into_iter().collect();
         let mut out = AddOutcome::default();
-        for (i, nm) in memories.into_iter().enumerate() {
+        for (i, memory) in memories.into_iter().enumerate() {
             match dup_at.get(&i) {
-                Some(&existing) => out.duplicates.push(Duplicate {
-                    memory: nm.memory,
-                    existing,
-                }),
-                None => out.stored.push(nm.memory),
+                Some(&existing) => out.duplicates.push(Duplicate { memory, existing }),
+                None => out.stored.push(memory),
             }
         }
         Ok(out)
@@ -1409,7 +1406,9 @@ impl Hippo {
         }
         let mut d = drafts.remove(0);
         d.memory.provenance.derived_from = derived_from;
-        let vector = self.embedder.embed(&d.embed_text)?;
+        // Extraction searched for this very text just before: its vector
+        // is usually in the query cache.
+        let vector = self.query_vector(&d.embed_text)?.0.as_ref().clone();
         let outcome = self.store.insert(InsertBatch {
             memories: vec![NewMemory {
                 memory: d.memory.clone(),

@@ -278,18 +278,6 @@ impl Memory {
             .or(self.event_time)
             .unwrap_or(self.recorded_at)
     }
-
-    /// True when it holds at `t` (valid since at or before `t`, and not
-    /// ended by then).
-    pub fn valid_at(&self, t: DateTime<Utc>) -> bool {
-        self.valid_since() <= t && self.valid_to.is_none_or(|end| end > t)
-    }
-
-    /// True when it holds now (`now` given): not ended by `now`. A memory
-    /// whose validity starts later still counts as current.
-    pub fn is_current(&self, now: DateTime<Utc>) -> bool {
-        self.valid_to.is_none_or(|end| end > now)
-    }
 }
 
 /// What happened to a memory, in its event log (see [`MemoryEvent`]).
