@@ -57,11 +57,39 @@ pub struct AddItemBody {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub kind: Option<MemoryKind>,
+    /// How sure the writer is, 0..=1 (default 1); an admission factor.
+    #[serde(default)]
+    pub confidence: Option<f32>,
+    /// Store even if admission would refuse it or it nearly duplicates a
+    /// stored memory (exact duplicates still merge).
+    #[serde(default)]
+    pub force: Option<bool>,
+    /// When it expires (RFC 3339): from then on search skips it and
+    /// maintenance archives it.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Expires this many seconds after now (instead of `expires_at`).
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
 }
 
 impl AddItemBody {
     /// Converts to the library's item; fails on a missing or double payload.
-    pub fn into_item(self) -> Result<AddItem, String> {
+    pub fn into_item(self, now: DateTime<Utc>) -> Result<AddItem, String> {
+        let expires_at = match (self.expires_at, self.ttl_seconds) {
+            (Some(_), Some(_)) => {
+                return Err("give either expires_at or ttl_seconds, not both".into())
+            }
+            (Some(t), None) => Some(t),
+            (None, Some(secs)) => {
+                let secs = i64::try_from(secs)
+                    .ok()
+                    .filter(|s| *s <= 100 * 366 * 86_400)
+                    .ok_or("ttl_seconds must be at most 100 years")?;
+                Some(now + chrono::Duration::seconds(secs))
+            }
+            (None, None) => None,
+        };
         let content = match (self.messages, self.text) {
             (Some(ms), None) => Content::Messages(
                 ms.into_iter()
@@ -89,6 +117,9 @@ impl AddItemBody {
             infer: self.infer.unwrap_or(false),
             id: None,
             recorded_at: None,
+            confidence: self.confidence,
+            force: self.force.unwrap_or(false),
+            expires_at,
         })
     }
 }
@@ -161,6 +192,64 @@ pub struct MemoryView {
     pub version_of: Option<Uuid>,
     /// `active`, `archived` or `deleted`.
     pub status: String,
+    /// When it expires; absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Client feedback so far; absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageView>,
+    /// Its strength now and what it comes from (by-id reads and feedback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strength: Option<StrengthView>,
+}
+
+/// Feedback counts of a memory.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UsageView {
+    /// Reported used.
+    pub used: u32,
+    /// Reported helpful.
+    pub helpful: u32,
+    /// Reported wrong.
+    pub wrong: u32,
+    /// Last `used`/`helpful` report or restore from the archive.
+    pub reinforced_at: Option<DateTime<Utc>>,
+}
+
+/// A memory's strength: `retention × 0.5^wrong`, where retention halves
+/// every `stability_days` since it happened or was last reinforced.
+/// Maintenance archives a memory whose strength falls below `archive_below`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StrengthView {
+    /// Between 0 and 1.
+    pub value: f32,
+    /// The decay part, between 0 and 1 (1 for kinds that do not decay).
+    pub retention: f32,
+    /// Days since it happened or was last reinforced.
+    pub age_days: f32,
+    /// Its kind's half-life times `1 + used + 2 × helpful`; absent for kinds
+    /// that do not decay.
+    pub stability_days: Option<f32>,
+    /// Its kind's archive threshold; absent when it is never archived for
+    /// weakness.
+    pub archive_below: Option<f32>,
+}
+
+impl MemoryView {
+    /// The view with its strength, as `hippo` judges it now.
+    pub fn with_strength(m: Memory, hippo: &hippo::Hippo) -> Self {
+        let s = hippo.strength(&m);
+        let archive_below = hippo.policies().of(m.kind).archive_below;
+        let mut v = MemoryView::from(m);
+        v.strength = Some(StrengthView {
+            value: s.value,
+            retention: s.retention,
+            age_days: s.age_days,
+            stability_days: s.stability_days,
+            archive_below,
+        });
+        v
+    }
 }
 
 impl From<Memory> for MemoryView {
@@ -171,6 +260,14 @@ impl From<Memory> for MemoryView {
             valid_to: m.valid_to,
             version_of: m.version_of,
             status: m.status.as_str().to_owned(),
+            expires_at: m.expires_at,
+            usage: (!m.usage.is_unused()).then_some(UsageView {
+                used: m.usage.used,
+                helpful: m.usage.helpful,
+                wrong: m.usage.wrong,
+                reinforced_at: m.usage.reinforced_at,
+            }),
+            strength: None,
             id: m.id,
             memory: m.content,
             kind: m.kind.as_str().to_owned(),
@@ -202,18 +299,169 @@ pub struct AddResponse {
     /// The memories created, in input order.
     pub results: Vec<MemoryView>,
     /// Inputs not stored because an identical memory exists (same scope,
-    /// kind, speaker, text, event time and metadata), in input order.
+    /// kind, speaker, text, event time and metadata) or, for kinds that
+    /// merge near duplicates (facts, procedures), a nearly identical one;
+    /// in input order.
     #[serde(default)]
     pub duplicates: Vec<DuplicateView>,
+    /// Inputs not admitted, with the factors of the decision; each is kept
+    /// in the rejection record (`GET /v1/rejections`).
+    #[serde(default)]
+    pub rejected: Vec<RejectedView>,
 }
 
-/// An input merged into an identical stored memory.
+/// An input merged into a stored memory.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DuplicateView {
     /// The input's text.
     pub memory: String,
     /// The stored memory it duplicates (its history logs the merge).
     pub existing_id: Uuid,
+    /// For a near duplicate, the cosine of the two; absent for an exact one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub similarity: Option<f32>,
+}
+
+/// The factors of an admission decision, each between 0 and 1:
+/// `score = utility × (0.5 + 0.5 × novelty) × confidence × (0.75 + 0.25 ×
+/// recency)`, admitted when `score >= threshold`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AdmissionView {
+    /// The product.
+    pub score: f32,
+    /// The kind's prior times the information content.
+    pub utility: f32,
+    /// 1 minus the best cosine with a current memory of the same kind.
+    pub novelty: f32,
+    /// As the writer gave it.
+    pub confidence: f32,
+    /// Halves per year of age of the event.
+    pub recency: f32,
+    /// The kind's threshold.
+    pub threshold: f32,
+}
+
+impl From<hippo::Admission> for AdmissionView {
+    fn from(a: hippo::Admission) -> Self {
+        AdmissionView {
+            score: a.score,
+            utility: a.utility,
+            novelty: a.novelty,
+            confidence: a.confidence,
+            recency: a.recency,
+            threshold: a.threshold,
+        }
+    }
+}
+
+/// An input that was not admitted.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RejectedView {
+    /// The input's text.
+    pub memory: String,
+    /// Its kind.
+    pub kind: String,
+    /// Why.
+    pub admission: AdmissionView,
+}
+
+/// A recorded rejection.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RejectionView {
+    /// Position in the record; pass as `after` for the next page.
+    pub seq: i64,
+    /// Owner user.
+    pub user_id: Option<String>,
+    /// Owner agent.
+    pub agent_id: Option<String>,
+    /// Session.
+    pub session_id: Option<String>,
+    /// When it was refused.
+    pub at: DateTime<Utc>,
+    /// The write request.
+    pub request_id: Option<Uuid>,
+    /// The kind it would have had.
+    pub kind: String,
+    /// Its text.
+    pub memory: String,
+    /// Speaker role.
+    pub role: Option<String>,
+    /// Speaker name.
+    pub name: Option<String>,
+    /// When it happened.
+    pub event_time: Option<DateTime<Utc>>,
+    /// Why.
+    pub admission: AdmissionView,
+}
+
+impl From<hippo::Rejection> for RejectionView {
+    fn from(r: hippo::Rejection) -> Self {
+        RejectionView {
+            seq: r.seq,
+            user_id: r.scope.user_id,
+            agent_id: r.scope.agent_id,
+            session_id: r.scope.session_id,
+            at: r.at,
+            request_id: r.request_id,
+            kind: r.kind.as_str().to_owned(),
+            memory: r.content,
+            role: r.actor.role,
+            name: r.actor.name,
+            event_time: r.event_time,
+            admission: r.admission.into(),
+        }
+    }
+}
+
+/// A page of rejections.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RejectionsResponse {
+    /// Oldest first.
+    pub results: Vec<RejectionView>,
+}
+
+/// Feedback on a retrieved memory.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackBody {
+    /// `used` (put to use: reinforces it), `helpful` (reinforces it twice as
+    /// much) or `wrong` (halves its strength).
+    #[schema(value_type = String)]
+    pub signal: hippo::Signal,
+    /// A note for its history.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// Archives a memory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveBody {
+    /// Why, for its history.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// What a maintenance pass did.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MaintenanceView {
+    /// Memories archived because they expired.
+    pub expired: Vec<Uuid>,
+    /// Memories archived because their strength fell below their kind's
+    /// threshold.
+    pub faded: Vec<Uuid>,
+    /// Memories whose strength was checked.
+    pub checked: usize,
+}
+
+impl From<hippo::MaintenanceReport> for MaintenanceView {
+    fn from(r: hippo::MaintenanceReport) -> Self {
+        MaintenanceView {
+            expired: r.expired,
+            faded: r.faded,
+            checked: r.checked,
+        }
+    }
 }
 
 /// Filters for search.
@@ -354,6 +602,12 @@ pub struct ScoresView {
     pub recency: f32,
     /// Best fused score among the message's conversation neighbours.
     pub neighbour: f32,
+    /// The memory's strength (1 unless it faded or was reported wrong).
+    pub strength: f32,
+    /// Its reinforcement by `used`/`helpful` feedback, 0..=1.
+    pub reinforcement: f32,
+    /// Its kind's retrieval weight.
+    pub kind_weight: f32,
 }
 
 /// A search result: the memory that matched (its id, metadata, ...), its
@@ -404,6 +658,9 @@ impl From<SearchHit> for SearchResultView {
                 vector_norm: h.scores.vector_norm,
                 recency: h.scores.recency,
                 neighbour: h.scores.neighbour,
+                strength: h.scores.strength,
+                reinforcement: h.scores.reinforcement,
+                kind_weight: h.scores.kind_weight,
             },
         }
     }
@@ -452,6 +709,19 @@ pub struct PatchBody {
     /// Why, recorded in the memory's history.
     #[serde(default)]
     pub reason: Option<String>,
+    /// When it expires; `null` clears the expiry. Changing only this keeps
+    /// no new version (the change is logged as `expiry`).
+    #[serde(default, deserialize_with = "present")]
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from an absent one (`None`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// Ends a memory's validity without a successor.
@@ -471,7 +741,8 @@ pub struct InvalidateBody {
 pub struct EventView {
     /// When.
     pub at: DateTime<Utc>,
-    /// `revised`, `invalidated`, `deleted`, `archived`, `restored` or `merged`.
+    /// `revised`, `invalidated`, `deleted`, `archived`, `restored`,
+    /// `merged`, `feedback` or `expiry`.
     pub kind: String,
     /// Who decided: `api`, `llm`, `dedup`, `maintenance`.
     pub origin: String,

@@ -299,6 +299,9 @@ fn add_distractors(
                 infer: false,
                 id: None,
                 recorded_at: None,
+                confidence: None,
+                force: false,
+                expires_at: None,
             });
         }
         conversation += 1;

@@ -38,9 +38,42 @@ pub struct FileConfig {
     pub llm_api_key: Option<String>,
     /// Background workers running LLM jobs (default 2).
     pub llm_workers: Option<usize>,
+    /// Seconds between maintenance passes of `serve` (default 3600; 0: off).
+    pub maintenance_interval_secs: Option<u64>,
+    /// Per-kind policies (`[policies.fact]` with `half_life_days`,
+    /// `archive_below`, `utility`, `admit_at_least`, `merge_above`,
+    /// `retrieval_weight`); unset keys keep hippo's defaults.
+    pub policies: Option<toml::Table>,
 }
 
 impl FileConfig {
+    /// hippo's default policies with the file's `[policies.<kind>]` keys
+    /// laid over them (a key left out keeps that kind's default).
+    pub fn policies(&self) -> Result<hippo::Policies> {
+        let mut merged = serde_json::to_value(hippo::Policies::default())?;
+        if let Some(table) = &self.policies {
+            for (kind, keys) in serde_json::to_value(table)?
+                .as_object()
+                .into_iter()
+                .flatten()
+            {
+                let Some(base) = merged.get_mut(kind).and_then(|v| v.as_object_mut()) else {
+                    anyhow::bail!("[policies.{kind}]: unknown memory kind");
+                };
+                let keys = keys
+                    .as_object()
+                    .with_context(|| format!("[policies.{kind}] must be a table"))?;
+                for (k, v) in keys {
+                    base.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        let policies: hippo::Policies =
+            serde_json::from_value(merged).context("invalid [policies] in the config file")?;
+        policies.validate()?;
+        Ok(policies)
+    }
+
     /// Reads `path`; a missing default file is not an error.
     pub fn load(path: Option<&Path>) -> Result<Self> {
         let (path, explicit) = match path {
@@ -80,4 +113,28 @@ pub fn default_db_path() -> PathBuf {
         .or_else(|| home().map(|h| h.join(".local").join("share")))
         .map(|d| d.join("hippo").join("hippo.db"))
         .unwrap_or_else(|| PathBuf::from("hippo.db"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_keys_lay_over_each_kinds_defaults() {
+        let file: FileConfig = toml::from_str(
+            "[policies.fact]\nhalf_life_days = 30\n[policies.message]\nadmit_at_least = 0.1\n",
+        )
+        .unwrap();
+        let p = file.policies().unwrap();
+        let d = hippo::Policies::default();
+        assert_eq!(p.fact.half_life_days, Some(30.0));
+        assert_eq!(p.fact.merge_above, d.fact.merge_above);
+        assert_eq!(p.fact.admit_at_least, d.fact.admit_at_least);
+        assert_eq!(p.message.admit_at_least, 0.1);
+        assert_eq!(p.procedure, d.procedure);
+        let bad = |t: &str| toml::from_str::<FileConfig>(t).unwrap().policies().is_err();
+        assert!(bad("[policies.gossip]\nutility = 1\n"));
+        assert!(bad("[policies.fact]\nutility = 3\n"));
+        assert!(bad("[policies.fact]\nhalf_lfe_days = 3\n"));
+    }
 }

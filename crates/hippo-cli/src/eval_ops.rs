@@ -186,6 +186,9 @@ fn evaluate(settings: &Settings, data: &Dataset, db: &std::path::Path) -> Result
                 infer: true,
                 id: None,
                 recorded_at: None,
+                confidence: None,
+                force: false,
+                expires_at: None,
             };
             hippo.add(vec![item])?;
             // Run the session's job now, retrying a failed attempt at once

@@ -81,7 +81,7 @@ fn parse_line(n: usize, line: &str) -> Result<Line> {
         let body: AddItemBody = serde_json::from_value(v)
             .map_err(|e| InputError(format!("line {n}: invalid item: {e}")))?;
         Ok(Line::Item(
-            body.into_item()
+            body.into_item(chrono::Utc::now())
                 .map_err(|e| InputError(format!("line {n}: {e}")))?,
         ))
     }
@@ -217,6 +217,9 @@ pub fn locomo_items(user_id: &str, turns: &[Turn]) -> Vec<AddItem> {
             infer: false,
             id: None,
             recorded_at: None,
+            confidence: None,
+            force: false,
+            expires_at: None,
         })
         .collect()
 }

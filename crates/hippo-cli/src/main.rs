@@ -94,6 +94,10 @@ enum Command {
         /// in a crash holds it until then).
         #[arg(long, env = "HIPPO_JOB_LEASE_SECS", default_value_t = 600)]
         job_lease_secs: u32,
+        /// Seconds between maintenance passes (archiving what expired or faded); 0 turns them off
+        /// (default 3600, or `maintenance_interval_secs` in the config file).
+        #[arg(long, env = "HIPPO_MAINTENANCE_INTERVAL_SECS")]
+        maintenance_interval_secs: Option<u64>,
     },
     /// Remember one text.
     Add {
@@ -111,8 +115,48 @@ enum Command {
         /// When it happened (RFC 3339).
         #[arg(long)]
         event_time: Option<DateTime<Utc>>,
+        /// How sure you are, 0..=1 (an admission factor; default 1).
+        #[arg(long)]
+        confidence: Option<f32>,
+        /// Store it even if admission would refuse it or it nearly duplicates a memory.
+        #[arg(long)]
+        force: bool,
+        /// When it expires (RFC 3339).
+        #[arg(long)]
+        expires_at: Option<DateTime<Utc>>,
         /// The text.
         text: String,
+    },
+    /// Report how a memory served: `used`, `helpful` (both reinforce it) or `wrong` (weakens it).
+    Feedback {
+        /// Memory id.
+        id: Uuid,
+        /// `used`, `helpful` or `wrong`.
+        signal: String,
+        /// A note for its history.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Archive a memory (restore brings it back).
+    Archive {
+        /// Memory id.
+        id: Uuid,
+        /// Why (recorded in the history).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Run a maintenance pass: archive memories that expired or faded; prints what it did as JSON.
+    Maintain,
+    /// Show writes that were not admitted, with the factors of each decision, as JSON lines.
+    Rejections {
+        #[command(flatten)]
+        scope: OptScopeArgs,
+        /// Only entries after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// Most entries.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
     /// Show one memory as JSON.
     Get {
@@ -135,6 +179,12 @@ enum Command {
         /// Why (recorded in the history).
         #[arg(long)]
         reason: Option<String>,
+        /// When it expires (RFC 3339); changing only this keeps no new version.
+        #[arg(long, conflicts_with = "no_expiry")]
+        expires_at: Option<DateTime<Utc>>,
+        /// Clear its expiry.
+        #[arg(long)]
+        no_expiry: bool,
     },
     /// Delete a memory: soft (restorable) unless `--hard`.
     Delete {
@@ -376,7 +426,8 @@ impl Settings {
         let mut builder = Hippo::builder()
             .store(Arc::new(store))
             .embedder(embedder)
-            .weights(weights);
+            .weights(weights)
+            .policies(self.file.policies()?);
         if let Some(url) = &self.llm_url {
             builder = builder.llm(Arc::new(hippo::llm::OpenAiChat::new(
                 hippo::llm::OpenAiChatConfig {
@@ -430,6 +481,7 @@ fn run(cli: Cli) -> Result<()> {
             context_before,
             context_after,
             job_lease_secs,
+            maintenance_interval_secs,
         } => {
             let listen = listen
                 .or_else(|| settings.file.listen.clone())
@@ -460,6 +512,12 @@ fn run(cli: Cli) -> Result<()> {
             };
             let lease = chrono::Duration::seconds(i64::from(job_lease_secs.max(1)));
             let _workers = server::JobWorkers::start(hippo.clone(), workers, lease);
+            let interval = maintenance_interval_secs
+                .or(settings.file.maintenance_interval_secs)
+                .unwrap_or(3600);
+            let _maintainer = (interval > 0).then(|| {
+                server::Maintainer::start(hippo.clone(), std::time::Duration::from_secs(interval))
+            });
             serve(hippo, &listen, max_body, context)
         }
         Command::Add {
@@ -468,6 +526,9 @@ fn run(cli: Cli) -> Result<()> {
             name,
             kind,
             event_time,
+            confidence,
+            force,
+            expires_at,
             text,
         } => {
             let kind = kind.as_deref().map(MemoryKind::parse).transpose()?;
@@ -478,22 +539,77 @@ fn run(cli: Cli) -> Result<()> {
             };
             item.kind = kind;
             item.event_time = event_time;
+            item.confidence = confidence;
+            item.force = force;
+            item.expires_at = expires_at;
             let outcome = hippo.add_reporting(vec![item])?;
             for m in outcome.stored {
                 println!("{}", m.id);
             }
             for d in outcome.duplicates {
-                eprintln!("duplicate of {}", d.existing);
+                match d.similarity {
+                    Some(c) => eprintln!("near duplicate (cosine {c:.3}) of {}", d.existing),
+                    None => eprintln!("duplicate of {}", d.existing),
+                }
                 println!("{}", d.existing);
+            }
+            if let Some(r) = outcome.rejected.first() {
+                let a = &r.admission;
+                return Err(hippo::Error::new(
+                    hippo::ErrorKind::Conflict,
+                    format!(
+                        "not admitted: score {:.3} < threshold {:.3} (utility {:.3}, novelty {:.3}, confidence {:.3}, recency {:.3}); recorded in `hippo rejections`, use --force to store it anyway",
+                        a.score, a.threshold, a.utility, a.novelty, a.confidence, a.recency
+                    ),
+                )
+                .into());
             }
             Ok(())
         }
         Command::Get { id } => {
-            let m = settings.open()?.get(id, None)?;
+            let hippo = settings.open()?;
+            let m = hippo.get(id, None)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&api::MemoryView::with_strength(m, &hippo))?
+            );
+            Ok(())
+        }
+        Command::Feedback { id, signal, note } => {
+            let signal = hippo::Signal::parse(&signal)?;
+            let hippo = settings.open()?;
+            let m = hippo.feedback(id, None, signal, note)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&api::MemoryView::with_strength(m, &hippo))?
+            );
+            Ok(())
+        }
+        Command::Archive { id, reason } => {
+            let m = settings.open()?.archive(id, None, reason)?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&api::MemoryView::from(m))?
             );
+            Ok(())
+        }
+        Command::Maintain => {
+            let report = settings.open()?.maintain()?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&api::MaintenanceView::from(report))?
+            );
+            Ok(())
+        }
+        Command::Rejections {
+            scope,
+            after,
+            limit,
+        } => {
+            let hippo = settings.open()?;
+            for r in hippo.rejections(scope.scope().as_ref(), after, limit)? {
+                println!("{}", serde_json::to_string(&api::RejectionView::from(r))?);
+            }
             Ok(())
         }
         Command::Update {
@@ -502,6 +618,8 @@ fn run(cli: Cli) -> Result<()> {
             metadata,
             valid_from,
             reason,
+            expires_at,
+            no_expiry,
         } => {
             let metadata = match metadata {
                 None => None,
@@ -512,23 +630,38 @@ fn run(cli: Cli) -> Result<()> {
                     }
                 },
             };
-            if content.is_none() && metadata.is_none() {
+            let expiry = if no_expiry {
+                Some(None)
+            } else {
+                expires_at.map(Some)
+            };
+            let revises = content.is_some() || metadata.is_some();
+            if !revises && expiry.is_none() {
                 return Err(io::InputError(
-                    "nothing to change: give --content or --metadata".into(),
+                    "nothing to change: give --content, --metadata, --expires-at or --no-expiry"
+                        .into(),
                 )
                 .into());
             }
-            let m = settings.open()?.update(
-                id,
-                None,
-                hippo::MemoryPatch {
-                    content,
-                    metadata,
-                    valid_from,
-                    reason,
-                    ..Default::default()
-                },
-            )?;
+            let hippo = settings.open()?;
+            let mut m = if revises {
+                hippo.update(
+                    id,
+                    None,
+                    hippo::MemoryPatch {
+                        content,
+                        metadata,
+                        valid_from,
+                        reason,
+                        ..Default::default()
+                    },
+                )?
+            } else {
+                hippo.get(id, None)?
+            };
+            if let Some(e) = expiry {
+                m = hippo.set_expiry(id, None, e)?;
+            }
             println!(
                 "{}",
                 serde_json::to_string_pretty(&api::MemoryView::from(m))?

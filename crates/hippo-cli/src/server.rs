@@ -77,6 +77,59 @@ impl JobWorkers {
     }
 }
 
+/// A background thread running a maintenance pass every `interval` until
+/// dropped.
+pub struct Maintainer {
+    stop: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Maintainer {
+    /// Starts it (the first pass runs after one interval).
+    pub fn start(hippo: Arc<Hippo>, interval: std::time::Duration) -> Maintainer {
+        let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("hippo-maintenance".into())
+            .spawn(move || loop {
+                let (lock, cvar) = &*flag;
+                let stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+                let (stopped, _) = cvar
+                    .wait_timeout_while(stopped, interval, |s| !*s)
+                    .unwrap_or_else(|e| e.into_inner());
+                if *stopped {
+                    return;
+                }
+                drop(stopped);
+                match hippo.maintain() {
+                    Ok(r) => tracing::info!(
+                        expired = r.expired.len(),
+                        faded = r.faded.len(),
+                        checked = r.checked,
+                        "maintenance pass"
+                    ),
+                    Err(e) => tracing::error!(error = %e.detail(), "maintenance pass"),
+                }
+            })
+            .expect("spawn the maintenance thread");
+        Maintainer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Maintainer {
+    fn drop(&mut self) {
+        let (lock, cvar) = &*self.stop;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cvar.notify_all();
+        if let Some(t) = self.thread.take() {
+            t.join().ok();
+        }
+    }
+}
+
 impl Drop for JobWorkers {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -222,6 +275,10 @@ async fn blocking<T: Send + 'static>(
         restore_memory,
         invalidate_memory,
         memory_history,
+        feedback,
+        archive_memory,
+        maintenance,
+        rejections,
         job_counts,
         get_job,
         healthz,
@@ -235,6 +292,15 @@ async fn blocking<T: Send + 'static>(
         MemoryView,
         AddResponse,
         DuplicateView,
+        RejectedView,
+        AdmissionView,
+        RejectionView,
+        RejectionsResponse,
+        UsageView,
+        StrengthView,
+        FeedbackBody,
+        ArchiveBody,
+        MaintenanceView,
         InvalidateBody,
         EventView,
         HistoryView,
@@ -271,6 +337,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/memories/{id}/history", get(memory_history))
         .route("/v1/memories/{id}/restore", post(restore_memory))
         .route("/v1/memories/{id}/invalidate", post(invalidate_memory))
+        .route("/v1/memories/{id}/feedback", post(feedback))
+        .route("/v1/memories/{id}/archive", post(archive_memory))
+        .route("/v1/maintenance", post(maintenance))
+        .route("/v1/rejections", get(rejections))
         .route("/v1/jobs", get(job_counts))
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/search", post(search))
@@ -331,7 +401,7 @@ async fn add_items(
         .into_iter()
         .enumerate()
         .map(|(i, b)| {
-            b.into_item()
+            b.into_item(state.hippo.now())
                 .map_err(|e| ApiError::invalid(format!("item {i}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -349,6 +419,16 @@ async fn add_items(
             .map(|d| DuplicateView {
                 memory: d.memory.content,
                 existing_id: d.existing,
+                similarity: d.similarity,
+            })
+            .collect(),
+        rejected: outcome
+            .rejected
+            .into_iter()
+            .map(|r| RejectedView {
+                kind: r.memory.kind.as_str().to_owned(),
+                memory: r.memory.content,
+                admission: r.admission.into(),
             })
             .collect(),
     }))
@@ -532,7 +612,7 @@ async fn get_memory(
     let id = parse_id(&id)?;
     let hippo = state.hippo.clone();
     let m = blocking(move || hippo.get(id, p.scope().as_ref())).await?;
-    Ok(Json(m.into()))
+    Ok(Json(MemoryView::with_strength(m, &state.hippo)))
 }
 
 /// Change a memory's text, metadata or event time. The id keeps showing the
@@ -547,9 +627,10 @@ async fn patch_memory(
     ApiJson(body): ApiJson<PatchBody>,
 ) -> Result<Json<MemoryView>, ApiError> {
     let id = parse_id(&id)?;
-    if body.content.is_none() && body.metadata.is_none() && body.event_time.is_none() {
+    let revises = body.content.is_some() || body.metadata.is_some() || body.event_time.is_some();
+    if !revises && body.expires_at.is_none() {
         return Err(ApiError::invalid(
-            "nothing to change: give content, metadata or event_time",
+            "nothing to change: give content, metadata, event_time or expires_at",
         ));
     }
     let patch = MemoryPatch {
@@ -560,7 +641,20 @@ async fn patch_memory(
         reason: body.reason,
     };
     let hippo = state.hippo.clone();
-    let m = blocking(move || hippo.update(id, p.scope().as_ref(), patch)).await?;
+    let expiry = body.expires_at;
+    let m = blocking(move || {
+        let scope = p.scope();
+        let mut m = if revises {
+            hippo.update(id, scope.as_ref(), patch)?
+        } else {
+            hippo.get(id, scope.as_ref())?
+        };
+        if let Some(expires_at) = expiry {
+            m = hippo.set_expiry(id, scope.as_ref(), expires_at)?;
+        }
+        Ok(m)
+    })
+    .await?;
     Ok(Json(m.into()))
 }
 
@@ -652,6 +746,91 @@ async fn memory_history(
     let hippo = state.hippo.clone();
     let h = blocking(move || hippo.history(id, p.scope().as_ref())).await?;
     Ok(Json(h.into()))
+}
+
+/// Report how a retrieved memory served: `used` and `helpful` reinforce it
+/// (its strength restarts and decays more slowly; search ranks it a little
+/// higher), `wrong` halves its strength. Logged in its history.
+#[utoipa::path(post, path = "/v1/memories/{id}/feedback", params(("id" = Uuid, Path, description = "Memory id"), ScopeParams),
+    request_body = FeedbackBody,
+    responses((status = 200, body = MemoryView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn feedback(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(p): ApiQuery<ScopeParams>,
+    ApiJson(body): ApiJson<FeedbackBody>,
+) -> Result<Json<MemoryView>, ApiError> {
+    let id = parse_id(&id)?;
+    let hippo = state.hippo.clone();
+    let m =
+        blocking(move || hippo.feedback(id, p.scope().as_ref(), body.signal, body.note)).await?;
+    Ok(Json(MemoryView::with_strength(m, &state.hippo)))
+}
+
+/// Archive a memory: it leaves default search and listings (list with
+/// `status=archived` to see it), keeps its history, and `restore` brings it
+/// back. The body may be `{}`.
+#[utoipa::path(post, path = "/v1/memories/{id}/archive", params(("id" = Uuid, Path, description = "Memory id"), ScopeParams),
+    request_body = ArchiveBody,
+    responses((status = 200, body = MemoryView), (status = 404, body = ErrorBody)))]
+async fn archive_memory(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(p): ApiQuery<ScopeParams>,
+    ApiJson(body): ApiJson<ArchiveBody>,
+) -> Result<Json<MemoryView>, ApiError> {
+    let id = parse_id(&id)?;
+    let hippo = state.hippo.clone();
+    let m = blocking(move || hippo.archive(id, p.scope().as_ref(), body.reason)).await?;
+    Ok(Json(m.into()))
+}
+
+/// Run a maintenance pass now (the server also runs one periodically):
+/// archives memories that expired, and memories of decaying kinds whose
+/// strength fell below their kind's threshold. Each archive is logged with
+/// its numbers in the memory's history.
+#[utoipa::path(post, path = "/v1/maintenance", responses((status = 200, body = MaintenanceView)))]
+async fn maintenance(State(state): State<AppState>) -> Result<Json<MaintenanceView>, ApiError> {
+    let hippo = state.hippo.clone();
+    let report = blocking(move || hippo.maintain()).await?;
+    Ok(Json(report.into()))
+}
+
+/// Paging through the rejection record.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RejectionParams {
+    /// Scope user.
+    user_id: Option<String>,
+    /// Scope agent.
+    agent_id: Option<String>,
+    /// Scope session (`run_id` accepted).
+    #[serde(alias = "run_id")]
+    session_id: Option<String>,
+    /// Only entries after this `seq` (default 0: from the start).
+    after: Option<i64>,
+    /// Page size (1..=1000, default 100).
+    limit: Option<usize>,
+}
+
+/// Writes that were not admitted, with the factors of each decision,
+/// oldest first (write one again with `force: true` to store it anyway).
+#[utoipa::path(get, path = "/v1/rejections", params(RejectionParams),
+    responses((status = 200, body = RejectionsResponse), (status = 400, body = ErrorBody)))]
+async fn rejections(
+    State(state): State<AppState>,
+    ApiQuery(p): ApiQuery<RejectionParams>,
+) -> Result<Json<RejectionsResponse>, ApiError> {
+    let scope = scope_of(p.user_id, p.agent_id, p.session_id);
+    let scope = (scope != Scope::default()).then_some(scope);
+    let hippo = state.hippo.clone();
+    let page = blocking(move || {
+        hippo.rejections(scope.as_ref(), p.after.unwrap_or(0), p.limit.unwrap_or(100))
+    })
+    .await?;
+    Ok(Json(RejectionsResponse {
+        results: page.into_iter().map(Into::into).collect(),
+    }))
 }
 
 /// Background jobs per state (LLM extraction runs after the write is

@@ -43,6 +43,8 @@ fn batch(n: usize, seed: usize) -> InsertBatch {
                     version_of: None,
                     status: Default::default(),
                     dedup_key: None,
+                    expires_at: None,
+                    usage: Default::default(),
                 },
                 vector: Some(v),
             }

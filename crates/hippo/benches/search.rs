@@ -162,6 +162,8 @@ fn store_candidates(c: &mut Criterion) {
                         version_of: None,
                         status: Default::default(),
                         dedup_key: None,
+                        expires_at: None,
+                        usage: Default::default(),
                     },
                     vector: Some(rng.unit()),
                 }

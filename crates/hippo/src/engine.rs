@@ -20,7 +20,8 @@ use crate::model::{
     MemoryKind, Provenance, Scope, Status,
 };
 use crate::pack::Packer;
-use crate::retrieve::{fuse, support, ChannelScores, FusionWeights};
+use crate::policy::Policies;
+use crate::retrieve::{apply_standing, fuse, support, ChannelScores, FusionWeights, Standing};
 use crate::store::{
     InsertBatch, KeywordQuery, ListQuery, NewMemory, Order, Page, Source, Store, StoreStats,
     Update, VectorQuery,
@@ -94,6 +95,13 @@ pub struct AddItem {
     pub id: Option<MemoryId>,
     /// Keep this record time (import).
     pub recorded_at: Option<DateTime<Utc>>,
+    /// How sure the writer is, 0..=1 (default 1): an admission factor.
+    pub confidence: Option<f32>,
+    /// Store it even if admission would refuse it or it nearly duplicates a
+    /// stored memory (exact duplicates still merge).
+    pub force: bool,
+    /// When it expires (see [`Memory::expires_at`]).
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl AddItem {
@@ -108,6 +116,9 @@ impl AddItem {
             infer: false,
             id: None,
             recorded_at: None,
+            confidence: None,
+            force: false,
+            expires_at: None,
         }
     }
 
@@ -317,8 +328,13 @@ pub struct AddOutcome {
     /// The memories stored, in input order.
     pub stored: Vec<Memory>,
     /// Memories not stored because an identical one exists (see
-    /// [`crate::model::dedup_key`]), in input order.
+    /// [`crate::model::dedup_key`]) or a nearly identical one of a kind
+    /// that merges near duplicates (see [`crate::policy::KindPolicy`]), in
+    /// input order.
     pub duplicates: Vec<Duplicate>,
+    /// Memories not admitted, in input order; each is in the rejection
+    /// record ([`Hippo::rejections`]).
+    pub rejected: Vec<Rejected>,
 }
 
 /// A write that duplicated a stored memory and was merged into it (its
@@ -329,6 +345,17 @@ pub struct Duplicate {
     pub memory: Memory,
     /// The stored memory it duplicates.
     pub existing: MemoryId,
+    /// For a near duplicate, the cosine of the two; `None` for an exact one.
+    pub similarity: Option<f32>,
+}
+
+/// A write that was not admitted, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    /// The memory the write would have created.
+    pub memory: Memory,
+    /// The admission factors.
+    pub admission: crate::policy::Admission,
 }
 
 /// A memory's versions and event log (see [`Hippo::history`]).
@@ -351,9 +378,16 @@ pub struct HippoBuilder {
     weights: FusionWeights,
     limits: Limits,
     llm: Option<Arc<dyn crate::llm::ChatModel>>,
+    policies: Policies,
 }
 
 impl HippoBuilder {
+    /// Per-kind policies for admission, ranking and forgetting (default:
+    /// [`Policies::default`]).
+    pub fn policies(mut self, policies: Policies) -> Self {
+        self.policies = policies;
+        self
+    }
     /// A chat model for extraction and update decisions (optional). With
     /// one, items added with `infer` get a background extraction job.
     pub fn llm(mut self, llm: Arc<dyn crate::llm::ChatModel>) -> Self {
@@ -400,6 +434,7 @@ impl HippoBuilder {
                 embedder.model_id()
             )));
         }
+        self.policies.validate()?;
         Ok(Hippo {
             store,
             embedder,
@@ -407,6 +442,7 @@ impl HippoBuilder {
             weights: self.weights,
             limits: self.limits,
             llm: self.llm,
+            policies: self.policies,
             query_cache: Mutex::new(HashMap::new()),
         })
     }
@@ -434,6 +470,7 @@ pub struct Hippo {
     weights: FusionWeights,
     limits: Limits,
     llm: Option<Arc<dyn crate::llm::ChatModel>>,
+    policies: Policies,
     query_cache: Mutex<HashMap<String, Arc<Vec<f32>>>>,
 }
 
@@ -446,6 +483,36 @@ struct Draft {
     infer_item: Option<usize>,
     /// What tells it apart beyond its fields (see [`dedup_key`]).
     key_extra: String,
+    /// The writer's confidence, 0..=1.
+    confidence: f32,
+    /// Skip admission and near-duplicate merging.
+    force: bool,
+}
+
+/// What becomes of a draft in an add.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fate {
+    /// Stored (unless the store finds it an exact duplicate after all).
+    Store,
+    /// An exact duplicate of a stored memory, found before embedding.
+    Known,
+    /// Merged into a nearly identical memory.
+    Near(MemoryId, f32),
+    /// Not admitted.
+    Refused(crate::policy::Admission),
+}
+
+/// Whose a memory in `scope` is: its user or agent across sessions (the
+/// scope itself when it names only a session).
+fn owner_of(scope: &Scope) -> Scope {
+    if scope.user_id.is_some() || scope.agent_id.is_some() {
+        Scope {
+            session_id: None,
+            ..scope.clone()
+        }
+    } else {
+        scope.clone()
+    }
 }
 
 /// `f()` and how long it took, in milliseconds.
@@ -488,6 +555,11 @@ impl Hippo {
         self.llm.as_ref()
     }
 
+    /// The per-kind policies.
+    pub fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
     /// Now, by this engine's clock.
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
@@ -514,6 +586,9 @@ impl Hippo {
             }
             Ok(())
         };
+        if item.confidence.is_some_and(|c| !(0.0..=1.0).contains(&c)) {
+            return Err(Error::invalid("confidence must be between 0 and 1"));
+        }
         match &item.content {
             Content::Text(t) => check(t)?,
             Content::Messages(ms) => {
@@ -560,6 +635,7 @@ impl Hippo {
                 ),
             };
             let kind = item.kind.unwrap_or(default_kind);
+            let confidence = item.confidence.unwrap_or(1.0);
             let mut produced = 0;
             for (actor, content) in parts {
                 let chunks = chunk_text(&content, policy, |s| self.embedder.count_tokens(s));
@@ -607,10 +683,14 @@ impl Hippo {
                             version_of: None,
                             status: Status::Active,
                             dedup_key: None,
+                            expires_at: item.expires_at.map(millis),
+                            usage: Default::default(),
                         },
                         embed_text,
                         infer_item,
                         key_extra: key_extra.clone(),
+                        confidence,
+                        force: item.force,
                     });
                 }
             }
@@ -704,6 +784,34 @@ impl Hippo {
                 "embedder returned a wrong number of vectors",
             ));
         }
+        let now = millis(self.clock.now());
+        let mut fates = Vec::with_capacity(drafts.len());
+        let mut fresh_vectors: Vec<Option<Vec<f32>>> = Vec::with_capacity(drafts.len());
+        for (i, d) in drafts.iter().enumerate() {
+            if is_known(d) {
+                fates.push(Fate::Known);
+                fresh_vectors.push(None);
+                continue;
+            }
+            let v = vectors.next();
+            let fate = match (&v, d.force) {
+                (Some(v), false) => {
+                    // Earlier drafts of this write that will be stored count
+                    // as stored memories for near duplicates.
+                    let earlier: Vec<(&Memory, &[f32])> = drafts[..i]
+                        .iter()
+                        .zip(&fates)
+                        .zip(&fresh_vectors)
+                        .filter(|((_, f), _)| **f == Fate::Store)
+                        .filter_map(|((e, _), ev)| Some((&e.memory, ev.as_deref()?)))
+                        .collect();
+                    self.admit(d, v, &earlier, now)?
+                }
+                _ => Fate::Store,
+            };
+            fates.push(fate);
+            fresh_vectors.push(v);
+        }
         // Items that ask for extraction get a job in the same transaction
         // (when an LLM is configured; otherwise they are stored verbatim).
         // Known duplicates were extracted when first stored.
@@ -711,8 +819,8 @@ impl Hippo {
         if self.llm.is_some() {
             let mut per_item: std::collections::BTreeMap<usize, (Scope, Vec<Value>)> =
                 Default::default();
-            for d in drafts.iter().filter(|d| !is_known(d)) {
-                if let Some(i) = d.infer_item {
+            for (d, fate) in drafts.iter().zip(&fates) {
+                if let (Some(i), Fate::Store) = (d.infer_item, fate) {
                     per_item
                         .entry(i)
                         .or_insert_with(|| (d.memory.scope.clone(), Vec::new()))
@@ -720,7 +828,6 @@ impl Hippo {
                         .push(Value::String(d.memory.id.to_string()));
                 }
             }
-            let at = millis(self.clock.now());
             for (scope, ids) in per_item.into_values() {
                 let mut payload = Map::new();
                 payload.insert("memories".into(), Value::Array(ids));
@@ -728,32 +835,204 @@ impl Hippo {
                     kind: crate::extract::EXTRACT_JOB.into(),
                     scope,
                     payload,
-                    at,
+                    at: now,
                 });
             }
         }
-        let memories: Vec<Memory> = drafts.iter().map(|d| d.memory.clone()).collect();
-        let outcome = self.store.insert(InsertBatch {
-            memories: drafts
-                .into_iter()
-                .map(|d| NewMemory {
-                    vector: if is_known(&d) { None } else { vectors.next() },
-                    memory: d.memory,
-                })
-                .collect(),
-            sources,
+        let mut batch = InsertBatch {
             jobs,
+            sources,
             ..Default::default()
-        })?;
+        };
+        // Position in the batch of each draft that goes to the store.
+        let mut at_position: Vec<Option<usize>> = Vec::with_capacity(drafts.len());
+        for ((d, fate), vector) in drafts.iter().zip(&fates).zip(fresh_vectors) {
+            match *fate {
+                Fate::Store | Fate::Known => {
+                    at_position.push(Some(batch.memories.len()));
+                    batch.memories.push(NewMemory {
+                        memory: d.memory.clone(),
+                        vector,
+                    });
+                }
+                Fate::Near(existing, similarity) => {
+                    at_position.push(None);
+                    batch
+                        .events
+                        .push(self.near_duplicate_event(&d.memory, existing, similarity));
+                }
+                Fate::Refused(admission) => {
+                    at_position.push(None);
+                    batch.rejections.push(crate::policy::Rejection {
+                        seq: 0,
+                        scope: d.memory.scope.clone(),
+                        at: now,
+                        request_id: Some(request_id),
+                        kind: d.memory.kind,
+                        content: d.memory.content.clone(),
+                        actor: d.memory.actor.clone(),
+                        event_time: d.memory.event_time,
+                        admission,
+                    });
+                }
+            }
+        }
+        let outcome = self.store.insert(batch)?;
         let dup_at: HashMap<usize, MemoryId> = outcome.duplicates.into_iter().collect();
         let mut out = AddOutcome::default();
-        for (i, memory) in memories.into_iter().enumerate() {
-            match dup_at.get(&i) {
-                Some(&existing) => out.duplicates.push(Duplicate { memory, existing }),
-                None => out.stored.push(memory),
+        for ((d, fate), pos) in drafts.into_iter().zip(fates).zip(at_position) {
+            let memory = d.memory;
+            match (fate, pos.and_then(|p| dup_at.get(&p))) {
+                (_, Some(&existing)) => out.duplicates.push(Duplicate {
+                    memory,
+                    existing,
+                    similarity: None,
+                }),
+                (Fate::Near(existing, similarity), _) => out.duplicates.push(Duplicate {
+                    memory,
+                    existing,
+                    similarity: Some(similarity),
+                }),
+                (Fate::Refused(admission), _) => out.rejected.push(Rejected { memory, admission }),
+                _ => out.stored.push(memory),
             }
         }
         Ok(out)
+    }
+
+    /// Admission for a new draft with vector `v` (see [`crate::policy`]):
+    /// merged into a near duplicate, refused, or stored.
+    /// `earlier`: memories of the same write that will be stored, with
+    /// their vectors.
+    fn admit(
+        &self,
+        d: &Draft,
+        v: &[f32],
+        earlier: &[(&Memory, &[f32])],
+        now: DateTime<Utc>,
+    ) -> Result<Fate> {
+        let policy = self.policies.of(d.memory.kind);
+        let mut near = None;
+        if let Some(merge) = policy.merge_above {
+            near = self.nearest_current(&d.memory.scope, d.memory.kind, v)?;
+            if let Some((existing, cos)) = near {
+                if cos >= merge && self.restates(existing, &d.memory.content)? {
+                    return Ok(Fate::Near(existing, cos));
+                }
+            }
+            let owner = owner_of(&d.memory.scope);
+            for (m, ev) in earlier {
+                if m.kind != d.memory.kind || !owner.matches(&m.scope) {
+                    continue;
+                }
+                let cos = crate::store::vectors::dot(v, ev);
+                if cos >= merge && crate::text::same_particulars(&m.content, &d.memory.content) {
+                    return Ok(Fate::Near(m.id, cos));
+                }
+                if near.is_none_or(|(_, best)| cos > best) {
+                    near = Some((m.id, cos));
+                }
+            }
+        }
+        let admission = crate::policy::admission(
+            policy,
+            &d.memory.content,
+            near.map(|(_, c)| c),
+            d.confidence,
+            d.memory.event_time,
+            now,
+        );
+        Ok(if admission.admitted {
+            Fate::Store
+        } else {
+            Fate::Refused(admission)
+        })
+    }
+
+    /// The current memory of `kind` most similar to vector `v` among the
+    /// owner's (its user or agent, across sessions), with the cosine.
+    pub(crate) fn nearest_current(
+        &self,
+        scope: &Scope,
+        kind: MemoryKind,
+        v: &[f32],
+    ) -> Result<Option<(MemoryId, f32)>> {
+        let owner = owner_of(scope);
+        let filter = self.resolve(&Filter {
+            kinds: vec![kind],
+            ..Filter::default()
+        });
+        let best = self.store.vector_candidates(&VectorQuery {
+            scope: &owner,
+            filter: &filter,
+            vector: v,
+            limit: 1,
+        })?;
+        let Some(c) = best.first() else {
+            return Ok(None);
+        };
+        // The slot index does not know expiry: an expired memory is not
+        // one to merge into.
+        let row = self.store.get_many(&[c.id])?;
+        Ok(row
+            .first()
+            .filter(|m| filter.accepts_expiry(m.expires_at))
+            .map(|_| (c.id, c.score)))
+    }
+
+    /// Whether `content` restates memory `existing` (see
+    /// [`crate::text::same_particulars`]).
+    fn restates(&self, existing: MemoryId, content: &str) -> Result<bool> {
+        Ok(self
+            .store
+            .get_many(&[existing])?
+            .first()
+            .is_some_and(|m| crate::text::same_particulars(&m.content, content)))
+    }
+
+    /// The `merged` log entry for `dup`, a near duplicate of `existing`.
+    pub(crate) fn near_duplicate_event(
+        &self,
+        dup: &Memory,
+        existing: MemoryId,
+        similarity: f32,
+    ) -> MemoryEvent {
+        let mut detail = Map::new();
+        detail.insert("duplicate".into(), serde_json::json!(dup.id));
+        detail.insert("content".into(), Value::String(dup.content.clone()));
+        detail.insert("similarity".into(), serde_json::json!(similarity));
+        if let Ok(Value::Object(p)) = serde_json::to_value(&dup.provenance) {
+            detail.insert("provenance".into(), Value::Object(p));
+        }
+        MemoryEvent {
+            memory_id: existing,
+            at: millis(self.clock.now()),
+            kind: EventKind::Merged,
+            origin: "dedup".into(),
+            reason: Some("near duplicate".into()),
+            request_id: dup.provenance.request_id,
+            detail,
+        }
+    }
+
+    /// Writes that were not admitted, in `scope` (all when `None`), after
+    /// position `after_seq`, oldest first.
+    pub fn rejections(
+        &self,
+        scope: Option<&Scope>,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::policy::Rejection>> {
+        if let Some(s) = scope {
+            s.validate()?;
+        }
+        if limit == 0 || limit > self.limits.max_batch_items {
+            return Err(Error::invalid(format!(
+                "limit must be 1..={}",
+                self.limits.max_batch_items
+            )));
+        }
+        self.store.rejections(scope, after_seq, limit)
     }
 
     /// Stores memories exactly as given (ids, times, provenance kept), e.g.
@@ -940,6 +1219,7 @@ impl Hippo {
             .map(|c| (c.id, c.time))
             .collect();
         let mut fused = fuse(&keyword, &cosines, &times, &self.weights);
+        self.apply_standing(&mut fused, &keyword, &cosines, &times)?;
         if self.weights.neighbour != 0.0 {
             let ids: Vec<MemoryId> = fused.iter().map(|f| f.id).collect();
             support(&mut fused, &self.store.windows(&ids, 1, 1)?, &self.weights);
@@ -965,6 +1245,42 @@ impl Hippo {
             embed_ms,
             retrieve_ms: t.elapsed().as_secs_f64() * 1e3,
         })
+    }
+
+    /// Weighs each candidate by its kind's policy and its strength and
+    /// reinforcement (see [`crate::policy`]).
+    fn apply_standing(
+        &self,
+        fused: &mut [crate::retrieve::Fused],
+        keyword: &[crate::store::Candidate],
+        cosines: &[crate::store::Candidate],
+        times: &HashMap<MemoryId, DateTime<Utc>>,
+    ) -> Result<()> {
+        let kinds: HashMap<MemoryId, MemoryKind> = keyword
+            .iter()
+            .chain(cosines)
+            .map(|c| (c.id, c.kind))
+            .collect();
+        let ids: Vec<MemoryId> = fused.iter().map(|f| f.id).collect();
+        let usage = self.store.usage(&ids)?;
+        let now = self.clock.now();
+        let standing: Vec<Standing> = fused
+            .iter()
+            .zip(&usage)
+            .map(|(f, u)| {
+                let policy = self
+                    .policies
+                    .of(kinds.get(&f.id).copied().unwrap_or_default());
+                let since = times.get(&f.id).copied().unwrap_or(now);
+                Standing {
+                    kind_weight: policy.retrieval_weight,
+                    strength: crate::policy::strength(policy, u, since, now).value,
+                    reinforcement: crate::policy::reinforcement(u),
+                }
+            })
+            .collect();
+        apply_standing(fused, &standing, &self.weights);
+        Ok(())
     }
 
     /// Reorders the head of the ranking by maximal marginal relevance
@@ -1109,7 +1425,11 @@ impl Hippo {
             return Ok(true);
         }
         match self.store.get_many(&[id])?.pop() {
-            Some(m) if scope.matches(&m.scope) && filter.accepts_status(m.status) => {
+            Some(m)
+                if scope.matches(&m.scope)
+                    && filter.accepts_status(m.status)
+                    && filter.accepts_expiry(m.expires_at) =>
+            {
                 rows.insert(id, m);
                 Ok(true)
             }
@@ -1159,7 +1479,7 @@ impl Hippo {
 
     /// The memory `id` (in `scope`, when given) for a lifecycle change:
     /// not an earlier version.
-    fn changeable(&self, id: MemoryId, scope: Option<&Scope>) -> Result<Memory> {
+    pub(crate) fn changeable(&self, id: MemoryId, scope: Option<&Scope>) -> Result<Memory> {
         let m = self.get(id, scope)?;
         if let Some(of) = m.version_of {
             return Err(Error::invalid(format!(
@@ -1169,7 +1489,7 @@ impl Hippo {
         Ok(m)
     }
 
-    fn event(
+    pub(crate) fn event(
         &self,
         m: &Memory,
         kind: EventKind,
@@ -1281,6 +1601,8 @@ impl Hippo {
             valid_to: Some(from),
             version_of: Some(old.id),
             dedup_key: None,
+            expires_at: None,
+            usage: Default::default(),
             ..old
         };
         let mut event = self.event(&m, EventKind::Revised, origin, patch.reason);
@@ -1312,6 +1634,11 @@ impl Hippo {
         let mut m = self.changeable(id, scope)?;
         if m.status == status {
             return Ok(m);
+        }
+        if m.status == Status::Archived && status == Status::Active {
+            // Brought back from the archive: it counts as used now, or
+            // maintenance would archive a faded memory again at once.
+            m.usage.reinforced_at = Some(millis(self.clock.now()));
         }
         m.status = status;
         m.updated_at = millis(self.clock.now());
@@ -1409,6 +1736,18 @@ impl Hippo {
         // Extraction searched for this very text just before: its vector
         // is usually in the query cache.
         let vector = self.query_vector(&d.embed_text)?.0.as_ref().clone();
+        if let Some(merge) = self.policies.of(kind).merge_above {
+            if let Some((existing, cos)) = self.nearest_current(scope, kind, &vector)? {
+                if cos >= merge && self.restates(existing, content)? {
+                    self.store.insert(InsertBatch {
+                        events: vec![self.near_duplicate_event(&d.memory, existing, cos)],
+                        job_step: step,
+                        ..Default::default()
+                    })?;
+                    return Ok(Err(existing));
+                }
+            }
+        }
         let outcome = self.store.insert(InsertBatch {
             memories: vec![NewMemory {
                 memory: d.memory.clone(),

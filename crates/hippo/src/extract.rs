@@ -593,6 +593,8 @@ mod tests {
             version_of: None,
             status: Status::Active,
             dedup_key: None,
+            expires_at: None,
+            usage: Default::default(),
         }
     }
 

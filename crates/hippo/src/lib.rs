@@ -25,10 +25,12 @@ pub mod embed;
 pub mod engine;
 pub mod error;
 pub mod extract;
+pub mod forgetting;
 pub mod jobs;
 pub mod llm;
 pub mod model;
 pub mod pack;
+pub mod policy;
 pub mod retrieve;
 pub mod store;
 pub mod temporal;
@@ -41,8 +43,11 @@ pub use engine::{
     DEFAULT_TOKENS_PER_RESULT, MAX_BUDGET_TOKENS, MAX_CONTEXT_TURNS,
 };
 pub use error::{Error, ErrorKind, Result};
+pub use forgetting::MaintenanceReport;
 pub use model::{
-    Actor, EventKind, Filter, Memory, MemoryEvent, MemoryId, MemoryKind, Provenance, Scope, Status,
+    Actor, EventKind, Filter, Memory, MemoryEvent, MemoryId, MemoryKind, Provenance, Scope, Signal,
+    Status, Usage,
 };
+pub use policy::{Admission, KindPolicy, Policies, Rejection, Strength};
 pub use retrieve::{ChannelScores, FusionWeights};
 pub use store::{Order, Source, SqliteStore, SqliteStoreOptions, Store};

@@ -268,6 +268,78 @@ pub struct Memory {
     /// merged (earlier versions, messages without an event time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedup_key: Option<String>,
+    /// When it expires: maintenance archives it then, and search skips it
+    /// from that instant. `None`: no expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Feedback from clients that drives its strength (see
+    /// [`crate::policy::strength`]).
+    #[serde(default, skip_serializing_if = "Usage::is_unused")]
+    pub usage: Usage,
+}
+
+/// What clients reported about a memory after it was retrieved (the
+/// `feedback` endpoint): counts per signal and the last reinforcement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Times it was reported used (put in an agent's context and acted on).
+    #[serde(default)]
+    pub used: u32,
+    /// Times it was reported helpful.
+    #[serde(default)]
+    pub helpful: u32,
+    /// Times it was reported wrong or misleading.
+    #[serde(default)]
+    pub wrong: u32,
+    /// The last `used` or `helpful` report (or restore); strength decays
+    /// from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reinforced_at: Option<DateTime<Utc>>,
+}
+
+impl Usage {
+    /// No feedback yet.
+    pub fn is_unused(&self) -> bool {
+        *self == Usage::default()
+    }
+}
+
+/// A feedback signal about a retrieved memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    /// It was put to use: reinforces it.
+    Used,
+    /// It helped: reinforces it twice as much as `used`.
+    Helpful,
+    /// It was wrong or misleading: halves its strength each time.
+    Wrong,
+}
+
+impl Signal {
+    /// All signals.
+    pub const ALL: [Signal; 3] = [Signal::Used, Signal::Helpful, Signal::Wrong];
+
+    /// The stable lower-case name used in APIs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Used => "used",
+            Signal::Helpful => "helpful",
+            Signal::Wrong => "wrong",
+        }
+    }
+
+    /// Parses a name produced by [`Signal::as_str`].
+    pub fn parse(s: &str) -> Result<Self> {
+        Signal::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "unknown feedback signal {s:?} (used, helpful, wrong)"
+                ))
+            })
+    }
 }
 
 impl Memory {
@@ -298,17 +370,23 @@ pub enum EventKind {
     /// A write that duplicated it was merged into it (`detail` has the
     /// duplicate's provenance).
     Merged,
+    /// A client reported it used, helpful or wrong (`detail.signal`).
+    Feedback,
+    /// Its expiry time changed (`detail.expires_at`, absent when cleared).
+    Expiry,
 }
 
 impl EventKind {
     /// All kinds, in declaration order.
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::Revised,
         EventKind::Invalidated,
         EventKind::Deleted,
         EventKind::Archived,
         EventKind::Restored,
         EventKind::Merged,
+        EventKind::Feedback,
+        EventKind::Expiry,
     ];
 
     /// The stable lower-case name used in storage and APIs.
@@ -320,6 +398,8 @@ impl EventKind {
             EventKind::Archived => "archived",
             EventKind::Restored => "restored",
             EventKind::Merged => "merged",
+            EventKind::Feedback => "feedback",
+            EventKind::Expiry => "expiry",
         }
     }
 
@@ -433,6 +513,16 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// False for a memory that expired by `now` (it counts as archived from
+    /// that instant, before maintenance archives it) unless archived
+    /// memories are asked for or the query is not about now.
+    pub fn accepts_expiry(&self, expires_at: Option<DateTime<Utc>>) -> bool {
+        match (self.now, expires_at) {
+            (Some(now), Some(e)) if e <= now => self.accepts_status(Status::Archived),
+            _ => true,
+        }
+    }
+
     /// Rejects metadata filters on non-scalar values and empty time ranges.
     pub fn validate(&self) -> Result<()> {
         for (k, v) in &self.metadata {

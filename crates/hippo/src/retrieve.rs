@@ -33,6 +33,15 @@ pub struct FusionWeights {
     /// message's neighbours (see [`support`]).
     #[serde(default)]
     pub neighbour: f32,
+    /// Weight of weakness: `strength - 1` is added times this, so a memory
+    /// that faded or was reported wrong ranks lower (see
+    /// [`crate::policy::strength`]).
+    #[serde(default)]
+    pub strength: f32,
+    /// Weight of reinforcement: clients reported it used or helpful (see
+    /// [`crate::policy::reinforcement`]).
+    #[serde(default)]
+    pub reinforcement: f32,
 }
 
 impl Default for FusionWeights {
@@ -43,12 +52,14 @@ impl Default for FusionWeights {
             recency: 0.02,
             recency_half_life_days: 30.0,
             neighbour: 0.3,
+            strength: 0.1,
+            reinforcement: 0.1,
         }
     }
 }
 
 /// Per-channel evidence for one result (raw and normalised).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ChannelScores {
     /// Raw BM25 score, when the keyword channel matched.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,6 +77,36 @@ pub struct ChannelScores {
     /// its weight), 0 when none of them is a candidate.
     #[serde(default)]
     pub neighbour: f32,
+    /// The memory's strength, between 0 and 1 (1: fresh, or a kind that
+    /// does not decay, and never reported wrong).
+    #[serde(default = "one")]
+    pub strength: f32,
+    /// Its reinforcement by feedback, between 0 and 1.
+    #[serde(default)]
+    pub reinforcement: f32,
+    /// Its kind's retrieval weight, multiplying the channel scores.
+    #[serde(default = "one")]
+    pub kind_weight: f32,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+impl Default for ChannelScores {
+    fn default() -> Self {
+        ChannelScores {
+            keyword: None,
+            vector: None,
+            keyword_norm: 0.0,
+            vector_norm: 0.0,
+            recency: 0.0,
+            neighbour: 0.0,
+            strength: 1.0,
+            reinforcement: 0.0,
+            kind_weight: 1.0,
+        }
+    }
 }
 
 /// A fused result.
@@ -135,6 +176,49 @@ pub fn fuse(
     out
 }
 
+/// Per-memory standing, from its kind's policy and its feedback (see
+/// [`crate::policy`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Standing {
+    /// Multiplies the channel scores.
+    pub kind_weight: f32,
+    /// Strength, 0..=1.
+    pub strength: f32,
+    /// Reinforcement, 0..=1.
+    pub reinforcement: f32,
+}
+
+impl Default for Standing {
+    fn default() -> Self {
+        Standing {
+            kind_weight: 1.0,
+            strength: 1.0,
+            reinforcement: 0.0,
+        }
+    }
+}
+
+/// Applies each candidate's standing (`standing[i]` is `fused[i]`'s):
+/// `score × kind_weight + w.strength × (strength - 1) + w.reinforcement ×
+/// reinforcement`, then re-sorts. Neutral standings change nothing.
+pub fn apply_standing(fused: &mut [Fused], standing: &[Standing], w: &FusionWeights) {
+    let mut changed = false;
+    for (f, s) in fused.iter_mut().zip(standing) {
+        f.scores.kind_weight = s.kind_weight;
+        f.scores.strength = s.strength;
+        f.scores.reinforcement = s.reinforcement;
+        if *s != Standing::default() {
+            changed = true;
+            f.score = f.score * s.kind_weight
+                + w.strength * (s.strength - 1.0)
+                + w.reinforcement * s.reinforcement;
+        }
+    }
+    if changed {
+        fused.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+    }
+}
+
 /// Conversation support: adds `w.neighbour` times the best fused score among
 /// each candidate's neighbours (`windows[i]` holds candidate `i`'s window,
 /// itself included) and re-sorts. A message whose neighbours also match is
@@ -173,6 +257,7 @@ mod tests {
             id: id(n),
             score,
             time: DateTime::default(),
+            kind: crate::model::MemoryKind::Message,
         }
     }
 

@@ -280,6 +280,92 @@ pub fn query_terms(query: &str) -> Vec<String> {
     terms
 }
 
+/// Words that carry no information on their own in chat (acknowledgements,
+/// greetings, laughter); not stopwords for search, where they may be asked
+/// about, but not content for admission.
+const FILLERS: &[&str] = &[
+    "ok", "okay", "k", "yeah", "yep", "yup", "nope", "lol", "haha", "hahaha", "hehe", "thanks",
+    "thank", "thx", "hi", "hello", "hey", "bye", "sure", "cool", "nice", "great", "wow", "hmm",
+    "oh", "ah", "um", "uh", "right", "alright", "good", "fine", "please", "welcome", "cheers",
+];
+
+/// How many words of `text` carry content: words that are neither English
+/// stopwords nor chat fillers; a CJK run counts one word per two characters.
+pub fn content_word_count(text: &str) -> usize {
+    runs(text)
+        .map(|(cjk, run)| {
+            if cjk {
+                run.chars().count().div_ceil(2)
+            } else {
+                run.split(|c: char| !c.is_alphanumeric())
+                    .filter(|w| !w.is_empty())
+                    .map(str::to_lowercase)
+                    .filter(|w| !is_stopword(w) && !FILLERS.contains(&w.as_str()))
+                    .count()
+            }
+        })
+        .sum()
+}
+
+/// Words that turn a statement around.
+const NEGATIONS: &[&str] = &[
+    "not", "no", "never", "nothing", "nobody", "none", "nor", "neither", "without", "cannot",
+    "don", "doesn", "didn", "isn", "wasn", "weren", "won", "wouldn", "shouldn", "couldn", "aren",
+    "hasn", "haven", "hadn", "can't", "ain",
+];
+
+/// Whether two texts that mean nearly the same (by their vectors) also
+/// state the same particulars, so one may be merged into the other: the
+/// same numbers, the same polarity (both negated or neither), no differing
+/// proper noun (a capitalised word not opening the text), and at most two
+/// differing content words ("named" / "called"). Embeddings barely tell
+/// "stamp number 2" from "stamp number 3" or "likes tea" from "doesn't like
+/// tea"; merging those would lose a fact.
+pub fn same_particulars(a: &str, b: &str) -> bool {
+    struct Words {
+        numbers: std::collections::BTreeSet<String>,
+        negated: bool,
+        content: std::collections::BTreeSet<String>,
+        proper: std::collections::BTreeSet<String>,
+    }
+    fn words(text: &str) -> Words {
+        let mut w = Words {
+            numbers: Default::default(),
+            negated: false,
+            content: Default::default(),
+            proper: Default::default(),
+        };
+        let raw = text
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|x| !x.is_empty());
+        for (i, word) in raw.enumerate() {
+            let lower = word.to_lowercase();
+            if word.chars().any(|c| c.is_ascii_digit()) {
+                w.numbers.insert(lower.clone());
+            }
+            if NEGATIONS.contains(&lower.as_str()) {
+                w.negated = !w.negated;
+            }
+            if i > 0 && word.chars().next().is_some_and(char::is_uppercase) {
+                w.proper.insert(lower.clone());
+            }
+            if !is_stopword(&lower) && !FILLERS.contains(&lower.as_str()) {
+                w.content.insert(lower);
+            }
+        }
+        w
+    }
+    let (a, b) = (words(a), words(b));
+    if a.numbers != b.numbers || a.negated != b.negated {
+        return false;
+    }
+    let differing: Vec<&String> = a.content.symmetric_difference(&b.content).collect();
+    differing.len() <= 2
+        && !differing
+            .iter()
+            .any(|w| a.proper.contains(*w) || b.proper.contains(*w))
+}
+
 /// Rough token count for budget accounting when no tokenizer is at hand:
 /// about four characters per token for Latin text, one per CJK character.
 pub fn approx_tokens(text: &str) -> usize {
@@ -291,6 +377,42 @@ pub fn approx_tokens(text: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn particulars_tell_restatements_from_different_facts() {
+        assert!(same_particulars(
+            "Ana lives in Denver.",
+            "ana lives in Denver"
+        ));
+        assert!(same_particulars(
+            "Ana has a dog named Rex",
+            "Ana has a dog called Rex."
+        ));
+        assert!(!same_particulars(
+            "Ana collects stamp number 2.",
+            "Ana collects stamp number 3."
+        ));
+        assert!(!same_particulars(
+            "Ana is 31 years old",
+            "Ana is 32 years old"
+        ));
+        assert!(!same_particulars("Ana likes tea", "Ana doesn't like tea"));
+        assert!(!same_particulars(
+            "Ana has a dog named Rex",
+            "Ana has a dog named Max"
+        ));
+        assert!(!same_particulars(
+            "Ana likes hiking in the Alps with friends",
+            "Ana enjoys swimming in lakes near home"
+        ));
+    }
+
+    #[test]
+    fn content_words_skip_stopwords_and_fillers() {
+        assert_eq!(content_word_count("ok thanks, haha!"), 0);
+        assert_eq!(content_word_count("I moved to Denver in May"), 3);
+        assert_eq!(content_word_count("我搬到丹佛"), 3);
+    }
 
     #[test]
     fn latin_text_is_unchanged() {

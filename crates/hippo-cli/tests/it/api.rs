@@ -310,6 +310,107 @@ fn a_changing_fact_and_a_reimport_over_rest() {
 }
 
 #[test]
+fn forgetting_and_admission_are_explained_over_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("forget.db"), &[]);
+    let (st, body) = s.call("POST", "/v1/memories/batch", Some(json!({"items": [
+        {"user_id": "ana", "kind": "fact", "text": "Ana's locker code is 7781.", "ttl_seconds": 3600},
+        {"user_id": "ana", "kind": "fact", "text": "Ana plays the cello."},
+        {"user_id": "ana", "kind": "fact", "text": "ok thanks"},
+        {"user_id": "ana", "kind": "fact", "text": "Ana might have a boat.", "confidence": 0.1},
+        {"user_id": "ana", "kind": "fact", "text": "Ana plays the cello", "session_id": "s2"}
+    ]})));
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["results"].as_array().unwrap().len(), 2);
+    let locker = body["results"][0]["id"].as_str().unwrap().to_owned();
+    let cello = body["results"][1]["id"].as_str().unwrap().to_owned();
+    assert!(body["results"][0]["expires_at"].is_string());
+    let rejected = body["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 2);
+    assert_eq!(rejected[0]["memory"], "ok thanks");
+    assert_eq!(rejected[0]["admission"]["utility"], 0.0);
+    assert!(rejected[1]["admission"]["score"].as_f64().unwrap() < 0.3);
+    assert_eq!(body["duplicates"][0]["existing_id"], cello.as_str());
+    assert!(body["duplicates"][0]["similarity"].as_f64().unwrap() >= 0.95);
+    let (_, record) = s.call("GET", "/v1/rejections?user_id=ana", None);
+    assert_eq!(record["results"].as_array().unwrap().len(), 2);
+    let after = record["results"][0]["seq"].as_i64().unwrap();
+    let (_, rest) = s.call(
+        "GET",
+        &format!("/v1/rejections?user_id=ana&after={after}"),
+        None,
+    );
+    assert_eq!(rest["results"].as_array().unwrap().len(), 1);
+    let (_, none) = s.call("GET", "/v1/rejections?user_id=bob", None);
+    assert!(none["results"].as_array().unwrap().is_empty());
+
+    // Feedback reinforces; the memory explains its strength.
+    let (st, m) = s.call(
+        "POST",
+        &format!("/v1/memories/{cello}/feedback"),
+        Some(json!({"signal": "helpful", "note": "answered"})),
+    );
+    assert_eq!(st, 200, "{m}");
+    assert_eq!(m["usage"]["helpful"], 1);
+    assert_eq!(m["strength"]["value"], 1.0);
+    assert_eq!(
+        m["strength"]["archive_below"].as_f64().unwrap() as f32,
+        0.05
+    );
+    let (_, got) = s.call("GET", &format!("/v1/memories/{cello}"), None);
+    assert!(got["strength"]["stability_days"].as_f64().unwrap() > 365.0);
+    let (_, found) = s.call(
+        "POST",
+        "/v1/search",
+        Some(json!({"user_id": "ana", "query": "What instrument does Ana play?"})),
+    );
+    assert_eq!(found["results"][0]["id"], cello.as_str());
+    assert_eq!(found["results"][0]["scores"]["reinforcement"], 0.5);
+    let (st, e) = s.call(
+        "POST",
+        &format!("/v1/memories/{cello}/feedback"),
+        Some(json!({"signal": "great"})),
+    );
+    assert_eq!(st, 400, "{e}");
+
+    // Expiry: cleared by PATCH with null (no new version), archive and
+    // restore, a maintenance pass.
+    let (st, m) = s.call(
+        "PATCH",
+        &format!("/v1/memories/{locker}"),
+        Some(json!({"expires_at": null})),
+    );
+    assert_eq!(st, 200, "{m}");
+    assert!(m.get("expires_at").is_none());
+    let (_, h) = s.call("GET", &format!("/v1/memories/{locker}/history"), None);
+    assert_eq!(h["versions"].as_array().unwrap().len(), 1);
+    assert_eq!(h["events"][0]["kind"], "expiry");
+    let (st, m) = s.call(
+        "POST",
+        &format!("/v1/memories/{locker}/archive"),
+        Some(json!({"reason": "changed weekly"})),
+    );
+    assert_eq!(st, 200, "{m}");
+    assert_eq!(m["status"], "archived");
+    let (_, listed) = s.call("GET", "/v1/memories?user_id=ana&status=archived", None);
+    assert_eq!(listed["results"][0]["id"], locker.as_str());
+    let (st, report) = s.call("POST", "/v1/maintenance", None);
+    assert_eq!(st, 200, "{report}");
+    assert_eq!(report["checked"], 1);
+    assert!(report["faded"].as_array().unwrap().is_empty());
+    let (st, spec) = s.call("GET", "/openapi.json", None);
+    assert_eq!(st, 200);
+    for path in [
+        "/v1/memories/{id}/feedback",
+        "/v1/memories/{id}/archive",
+        "/v1/maintenance",
+        "/v1/rejections",
+    ] {
+        assert!(spec["paths"].get(path).is_some(), "{path} documented");
+    }
+}
+
+#[test]
 fn bad_requests_get_clear_errors_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(&dir.path().join("err.db"), &["--max-body-bytes", "20000"]);

@@ -32,6 +32,8 @@ fn memory(scope: Scope, content: &str, name: Option<&str>) -> Memory {
         version_of: None,
         status: Default::default(),
         dedup_key: None,
+        expires_at: None,
+        usage: Default::default(),
     }
 }
 
@@ -391,6 +393,8 @@ pub fn lifecycle(store: &dyn Store) {
         version_of: Some(m.id),
         valid_to: Some(t(6)),
         dedup_key: None,
+        expires_at: None,
+        usage: Default::default(),
         ..m.clone()
     };
     let event = MemoryEvent {
@@ -655,6 +659,118 @@ pub fn jobs(store: &dyn Store) {
     assert!(store.job(job.id).unwrap().is_none());
 }
 
+/// Feedback, expiry and the rejection record: usage is written by an update
+/// and served to ranking from memory; `expired` finds active memories past
+/// their expiry, soonest first; rejections are listed by scope and erased
+/// with it; merge events in a batch are logged.
+pub fn forgetting(store: &dyn Store) {
+    use crate::model::{EventKind, MemoryEvent, Status, Usage};
+    use crate::policy::{Admission, Rejection};
+    let s = Scope::user("u");
+    let t = |d: u32| Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0).unwrap();
+    let mut a = memory(s.clone(), "alpha", None);
+    a.expires_at = Some(t(3));
+    let mut b = memory(s.clone(), "beta", None);
+    b.expires_at = Some(t(2));
+    let c = memory(s.clone(), "gamma", None);
+    let mut d = memory(Scope::user("other"), "delta", None);
+    d.expires_at = Some(t(1));
+    d.status = Status::Archived;
+    insert(
+        store,
+        vec![
+            (a.clone(), Some(vector(0))),
+            (b.clone(), Some(vector(1))),
+            (c.clone(), Some(vector(2))),
+            (d.clone(), Some(vector(3))),
+        ],
+    );
+    let ids = |ms: Vec<Memory>| ms.into_iter().map(|m| m.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.expired(t(2), 10).unwrap()), vec![b.id]);
+    assert_eq!(ids(store.expired(t(9), 10).unwrap()), vec![b.id, a.id]);
+    assert_eq!(ids(store.expired(t(9), 1).unwrap()), vec![b.id]);
+    // A default listing at t(9) skips the expired ones before any archive.
+    let filter = Filter {
+        now: Some(t(9)),
+        ..Filter::default()
+    };
+    let page = store
+        .list(&ListQuery {
+            scope: Some(&s),
+            filter: &filter,
+            cursor: None,
+            limit: 10,
+            order: Order::Ascending,
+        })
+        .unwrap();
+    assert_eq!(ids(page.memories), vec![c.id]);
+
+    assert_eq!(store.usage(&[c.id]).unwrap(), vec![Usage::default()]);
+    let usage = Usage {
+        used: 2,
+        helpful: 1,
+        wrong: 0,
+        reinforced_at: Some(t(5)),
+    };
+    let mut c2 = c.clone();
+    c2.usage = usage;
+    store.update(Update::in_place(c2, None)).unwrap();
+    assert_eq!(
+        store.usage(&[a.id, c.id]).unwrap(),
+        vec![Usage::default(), usage]
+    );
+    assert_eq!(store.get_many(&[c.id]).unwrap()[0].usage, usage);
+
+    let admission = Admission {
+        score: 0.1,
+        utility: 0.2,
+        novelty: 1.0,
+        confidence: 0.5,
+        recency: 1.0,
+        threshold: 0.3,
+        admitted: false,
+    };
+    let refused = |scope: &Scope, text: &str| Rejection {
+        seq: 0,
+        scope: scope.clone(),
+        at: t(4),
+        request_id: None,
+        kind: MemoryKind::Fact,
+        content: text.into(),
+        actor: Actor::default(),
+        event_time: None,
+        admission,
+    };
+    let merged = MemoryEvent {
+        memory_id: c.id,
+        at: t(4),
+        kind: EventKind::Merged,
+        origin: "dedup".into(),
+        reason: Some("near duplicate".into()),
+        request_id: None,
+        detail: Default::default(),
+    };
+    store
+        .insert(InsertBatch {
+            rejections: vec![refused(&s, "meh"), refused(&Scope::user("other"), "hmm")],
+            events: vec![merged.clone()],
+            ..Default::default()
+        })
+        .unwrap();
+    let mine = store.rejections(Some(&s), 0, 10).unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].content, "meh");
+    assert_eq!(mine[0].admission, admission);
+    let all = store.rejections(None, 0, 10).unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(store.rejections(None, all[0].seq, 10).unwrap().len() == 1);
+    assert_eq!(store.history(c.id).unwrap().1, vec![merged]);
+    store.delete_scope(&s).unwrap();
+    assert!(store.rejections(Some(&s), 0, 10).unwrap().is_empty());
+    assert_eq!(store.rejections(None, 0, 10).unwrap().len(), 1);
+    assert_eq!(store.usage(&[c.id]).unwrap(), vec![Usage::default()]);
+}
+
 /// Runs every check, each on a fresh store from `make`.
 pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     round_trip(make().as_ref());
@@ -666,6 +782,7 @@ pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     update(make().as_ref());
     lifecycle(make().as_ref());
     jobs(make().as_ref());
+    forgetting(make().as_ref());
 }
 
 #[cfg(test)]

@@ -33,7 +33,8 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::jobs::{Job, JobCounts, JobStep, JobUpdate, NewJob};
-use crate::model::{Filter, Memory, MemoryEvent, MemoryId, Scope};
+use crate::model::{Filter, Memory, MemoryEvent, MemoryId, MemoryKind, Scope, Usage};
+use crate::policy::Rejection;
 
 /// A memory to insert, with its vector (of the store's active model) if any.
 #[derive(Debug, Clone)]
@@ -71,6 +72,11 @@ pub struct InsertBatch {
     pub jobs: Vec<NewJob>,
     /// When the write is a step of a job (see [`JobStep`]).
     pub job_step: Option<JobStep>,
+    /// Log entries to write with it (e.g. near duplicates merged into
+    /// stored memories).
+    pub events: Vec<MemoryEvent>,
+    /// Writes that were not admitted, recorded with it.
+    pub rejections: Vec<Rejection>,
 }
 
 /// What an insert did.
@@ -150,6 +156,8 @@ pub struct Candidate {
     /// When it happened: event time, else record time (for the recency prior,
     /// so ranking needs no row fetch).
     pub time: DateTime<Utc>,
+    /// Its kind (for per-kind ranking policy).
+    pub kind: MemoryKind,
 }
 
 /// Listing order.
@@ -261,4 +269,18 @@ pub trait Store: Send + Sync {
     fn job(&self, id: i64) -> Result<Option<Job>>;
     /// Jobs per state.
     fn job_counts(&self) -> Result<JobCounts>;
+    /// The feedback of each listed memory (default when none or unknown).
+    /// Search calls it for every candidate, so it must not touch the disk.
+    fn usage(&self, ids: &[MemoryId]) -> Result<Vec<Usage>>;
+    /// Active memories that expired at or before `now`, soonest first, up
+    /// to `limit`.
+    fn expired(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Memory>>;
+    /// Recorded rejections in `scope` (all when `None`) after `after_seq`,
+    /// oldest first, up to `limit`.
+    fn rejections(
+        &self,
+        scope: Option<&Scope>,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<Rejection>>;
 }

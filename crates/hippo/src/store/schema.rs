@@ -116,6 +116,34 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX jobs_ready ON jobs(state, run_after) WHERE state IN ('pending', 'running');
     "#,
+    // v6: forgetting and admission. Expiry and client feedback per memory,
+    // and the record of writes that were not admitted.
+    r#"
+    ALTER TABLE memories ADD COLUMN expires_at INTEGER;
+    ALTER TABLE memories ADD COLUMN used_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE memories ADD COLUMN helpful_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE memories ADD COLUMN wrong_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE memories ADD COLUMN reinforced_at INTEGER;
+    CREATE INDEX memories_expiry ON memories(expires_at)
+        WHERE expires_at IS NOT NULL AND status = 'active';
+    CREATE INDEX memories_feedback ON memories(id)
+        WHERE used_count + helpful_count + wrong_count > 0;
+    CREATE TABLE rejections (
+        seq        INTEGER PRIMARY KEY,
+        user_id    TEXT,
+        agent_id   TEXT,
+        session_id TEXT,
+        at         INTEGER NOT NULL,
+        request_id TEXT,
+        kind       TEXT NOT NULL,
+        content    TEXT NOT NULL,
+        role       TEXT,
+        name       TEXT,
+        event_time INTEGER,
+        admission  TEXT NOT NULL
+    );
+    CREATE INDEX rejections_user ON rejections(user_id, seq);
+    "#,
 ];
 
 /// The schema version this code writes.

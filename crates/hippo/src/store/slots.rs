@@ -94,6 +94,8 @@ pub struct Hit {
     pub score: f32,
     /// Event time, else record time, in epoch milliseconds.
     pub time: i64,
+    /// Its kind.
+    pub kind: MemoryKind,
 }
 
 /// Dense slots with scope postings.
@@ -344,11 +346,13 @@ impl ScopedSlots {
 
     /// The hit for `rowid`'s live slot with `score`.
     pub fn hit(&self, rowid: i64, score: f32) -> Option<Hit> {
-        let s = &self.slots[self.slot_of(rowid)? as usize];
+        let slot = self.slot_of(rowid)? as usize;
+        let s = &self.slots[slot];
         Some(Hit {
             id: s.id,
             score,
             time: s.time,
+            kind: self.keys[slot].kind,
         })
     }
 

@@ -13,7 +13,7 @@
 //! writer) and a small pool of read-only connections; readers never block
 //! the writer under WAL.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Mutex, MutexGuard, RwLock};
@@ -38,7 +38,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::jobs::{Job, JobCounts, JobState, JobStep, JobUpdate, NewJob};
 use crate::model::{
     Actor, EventKind, Filter, Memory, MemoryEvent, MemoryId, MemoryKind, Provenance, Scope, Status,
+    Usage,
 };
+use crate::policy::Rejection;
 use crate::text::{keyword_body, keyword_text, KEYWORD_FORMAT};
 
 /// Options for opening a [`SqliteStore`].
@@ -82,6 +84,9 @@ pub struct SqliteStore {
     next_reader: AtomicUsize,
     vectors: RwLock<VectorIndex>,
     keywords: RwLock<KeywordIndex>,
+    /// Feedback of the memories that have any (few): ranking reads it for
+    /// every candidate.
+    usage: RwLock<HashMap<MemoryId, Usage>>,
     /// In-memory connections that tokenize queries with FTS5 (one per reader).
     tokenizers: Vec<Mutex<Connection>>,
 }
@@ -135,6 +140,7 @@ fn candidate(h: super::slots::Hit) -> Candidate {
         id: h.id,
         score: h.score,
         time: DateTime::from_timestamp_millis(h.time).unwrap_or_default(),
+        kind: h.kind,
     }
 }
 
@@ -188,8 +194,9 @@ fn ids_json(ids: &[MemoryId]) -> Option<String> {
 const MEMORY_COLUMNS: &str = "m.id, m.user_id, m.agent_id, m.session_id, m.kind, m.content, m.role, m.name, \
      m.metadata, m.event_time, m.recorded_at, m.updated_at, m.request_id, m.source_id, m.chunk_index, \
      m.chunk_count, m.content_hash, m.embedding_model, m.valid_from, m.valid_to, m.version_of, m.status, \
-     m.derived_from, m.dedup_key";
-const MEMORY_COUNT: usize = 24;
+     m.derived_from, m.dedup_key, m.expires_at, m.used_count, m.helpful_count, m.wrong_count, \
+     m.reinforced_at";
+const MEMORY_COUNT: usize = 29;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a connection leaves it usable: SQLite rolls back
@@ -269,6 +276,13 @@ fn row_to_memory(r: &Row<'_>) -> rusqlite::Result<Memory> {
             .transpose()?,
         status: parse_status(r, 21)?,
         dedup_key: r.get(23)?,
+        expires_at: r.get::<_, Option<i64>>(24)?.map(from_ms).transpose()?,
+        usage: Usage {
+            used: r.get(25)?,
+            helpful: r.get(26)?,
+            wrong: r.get(27)?,
+            reinforced_at: r.get::<_, Option<i64>>(28)?.map(from_ms).transpose()?,
+        },
     })
 }
 
@@ -372,6 +386,58 @@ fn job_row(r: &Row<'_>) -> rusqlite::Result<Job> {
     })
 }
 
+fn insert_rejections(tx: &Transaction<'_>, rejections: &[Rejection]) -> Result<()> {
+    for r in rejections {
+        tx.prepare_cached(
+            "INSERT INTO rejections (user_id, agent_id, session_id, at, request_id, kind, content, role, name,
+             event_time, admission) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?
+        .execute(params![
+            r.scope.user_id,
+            r.scope.agent_id,
+            r.scope.session_id,
+            ms(r.at),
+            r.request_id.map(|u| u.to_string()),
+            r.kind.as_str(),
+            r.content,
+            r.actor.role,
+            r.actor.name,
+            r.event_time.map(ms),
+            serde_json::to_string(&r.admission).unwrap_or_default(),
+        ])?;
+    }
+    Ok(())
+}
+
+fn rejection_row(r: &Row<'_>) -> rusqlite::Result<Rejection> {
+    let conv = |i: usize, e: Box<dyn std::error::Error + Send + Sync>| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e)
+    };
+    Ok(Rejection {
+        seq: r.get(0)?,
+        scope: Scope {
+            user_id: r.get(1)?,
+            agent_id: r.get(2)?,
+            session_id: r.get(3)?,
+        },
+        at: from_ms(r.get(4)?)?,
+        request_id: r
+            .get::<_, Option<String>>(5)?
+            .as_deref()
+            .map(parse_uuid)
+            .transpose()?,
+        kind: MemoryKind::parse(&r.get::<_, String>(6)?).map_err(|e| conv(6, Box::new(e)))?,
+        content: r.get(7)?,
+        actor: Actor {
+            role: r.get(8)?,
+            name: r.get(9)?,
+        },
+        event_time: r.get::<_, Option<i64>>(10)?.map(from_ms).transpose()?,
+        admission: serde_json::from_str(&r.get::<_, String>(11)?)
+            .map_err(|e| conv(11, Box::new(e)))?,
+    })
+}
+
 fn insert_events(tx: &Transaction<'_>, events: &[MemoryEvent]) -> Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO memory_events (memory_id, at, kind, origin, reason, request_id, detail)
@@ -448,6 +514,9 @@ impl Conditions {
             self.push("(m.valid_to IS NULL OR m.valid_to > ?)", ms(t));
         } else if let Some(now) = filter.now {
             self.push("(m.valid_to IS NULL OR m.valid_to > ?)", ms(now));
+            if !filter.accepts_status(Status::Archived) {
+                self.push("(m.expires_at IS NULL OR m.expires_at > ?)", ms(now));
+            }
         } else {
             self.sql.push("m.valid_to IS NULL".into());
         }
@@ -558,6 +627,7 @@ impl SqliteStore {
         }
         let vectors = Self::load_vectors(&writer, &options.active_model, options.dimension)?;
         let keywords = Self::load_keywords(&writer)?;
+        let usage = Self::load_usage(&writer)?;
         tracing::info!(path = %options.path.display(), vectors = vectors.len(), keywords = keywords.len(), "opened store");
         Ok(SqliteStore {
             path: options.path,
@@ -567,6 +637,7 @@ impl SqliteStore {
             next_reader: AtomicUsize::new(0),
             vectors: RwLock::new(vectors),
             keywords: RwLock::new(keywords),
+            usage: RwLock::new(usage),
             tokenizers,
         })
     }
@@ -574,6 +645,35 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn load_usage(conn: &Connection) -> Result<HashMap<MemoryId, Usage>> {
+        let mut stmt = conn.prepare(
+            "SELECT id, used_count, helpful_count, wrong_count, reinforced_at FROM memories
+             WHERE used_count + helpful_count + wrong_count > 0",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                parse_uuid(&r.get::<_, String>(0)?)?,
+                Usage {
+                    used: r.get(1)?,
+                    helpful: r.get(2)?,
+                    wrong: r.get(3)?,
+                    reinforced_at: r.get::<_, Option<i64>>(4)?.map(from_ms).transpose()?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Makes a committed change of feedback visible to ranking.
+    fn publish_usage(&self, id: MemoryId, usage: Usage) {
+        let mut map = self.usage.write().unwrap_or_else(|e| e.into_inner());
+        if usage.is_unused() {
+            map.remove(&id);
+        } else {
+            map.insert(id, usage);
+        }
     }
 
     fn load_vectors(conn: &Connection, model: &str, dim: usize) -> Result<VectorIndex> {
@@ -820,9 +920,9 @@ impl SqliteStore {
                     "INSERT INTO memories (id, user_id, agent_id, session_id, kind, content, role, name, metadata,
                      event_time, recorded_at, updated_at, request_id, source_id, chunk_index, chunk_count,
                      content_hash, embedding_model, prev_rowid, valid_from, valid_to, version_of, status,
-                     derived_from, dedup_key)
+                     derived_from, dedup_key, expires_at, used_count, helpful_count, wrong_count, reinforced_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-                     ?20, ?21, ?22, ?23, ?24, ?25)",
+                     ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)",
                 )?
                 .execute(params![
                     m.id.to_string(),
@@ -850,6 +950,11 @@ impl SqliteStore {
                     m.status.as_str(),
                     ids_json(&m.provenance.derived_from),
                     m.dedup_key,
+                    m.expires_at.map(ms),
+                    m.usage.used,
+                    m.usage.helpful,
+                    m.usage.wrong,
+                    m.usage.reinforced_at.map(ms),
                 ]);
             match inserted {
                 Err(rusqlite::Error::SqliteFailure(e, _))
@@ -982,6 +1087,7 @@ impl SqliteStore {
                 id: parse_uuid(&r.get::<_, String>(0)?)?,
                 score: -(r.get::<_, f64>(1)? as f32),
                 time: DateTime::default(),
+                kind: MemoryKind::default(),
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -1027,6 +1133,8 @@ impl Store for SqliteStore {
             && batch.sources.is_empty()
             && batch.jobs.is_empty()
             && batch.job_step.is_none()
+            && batch.events.is_empty()
+            && batch.rejections.is_empty()
         {
             return Ok(InsertOutcome::default());
         }
@@ -1046,19 +1154,26 @@ impl Store for SqliteStore {
         apply_step(&tx, batch.job_step)?;
         let (rowids, outcome) = Self::insert_tx(&tx, &batch, &self.model, &mut touched)?;
         enqueue(&tx, &batch.jobs)?;
+        insert_events(&tx, &batch.events)?;
+        insert_rejections(&tx, &batch.rejections)?;
         let keywords = Self::keyword_changes(&tx, &touched)?;
         tx.commit()?;
         // Publish to the derived indexes while still holding the writer lock,
         // so they apply writes in commit order.
         let mut index = self.vectors_write();
-        for (nm, rowid) in batch.memories.iter().zip(rowids) {
-            if let (Some(v), Some(rowid)) = (&nm.vector, rowid) {
+        for (nm, rowid) in batch.memories.iter().zip(&rowids) {
+            if let (Some(v), Some(rowid)) = (&nm.vector, *rowid) {
                 let m = &nm.memory;
                 index.upsert(SlotFields::of(rowid, m), v);
             }
         }
         drop(index);
         self.apply_keywords(keywords);
+        for (nm, rowid) in batch.memories.iter().zip(&rowids) {
+            if rowid.is_some() && !nm.memory.usage.is_unused() {
+                self.publish_usage(nm.memory.id, nm.memory.usage);
+            }
+        }
         Ok(outcome)
     }
 
@@ -1222,7 +1337,8 @@ impl Store for SqliteStore {
             .prepare_cached(
                 "UPDATE memories SET kind = ?1, content = ?2, role = ?3, name = ?4, metadata = ?5, event_time = ?6,
                  updated_at = ?7, content_hash = ?8, embedding_model = ?9, request_id = ?10, derived_from = ?11,
-                 valid_from = ?12, valid_to = ?13, status = ?14, dedup_key = ?15 WHERE rowid = ?16",
+                 valid_from = ?12, valid_to = ?13, status = ?14, dedup_key = ?15, expires_at = ?16,
+                 used_count = ?17, helpful_count = ?18, wrong_count = ?19, reinforced_at = ?20 WHERE rowid = ?21",
             )?
             .execute(params![
                 m.kind.as_str(),
@@ -1240,6 +1356,11 @@ impl Store for SqliteStore {
                 m.valid_to.map(ms),
                 m.status.as_str(),
                 m.dedup_key,
+                m.expires_at.map(ms),
+                m.usage.used,
+                m.usage.helpful,
+                m.usage.wrong,
+                m.usage.reinforced_at.map(ms),
                 rowid,
             ]);
         match updated {
@@ -1300,6 +1421,7 @@ impl Store for SqliteStore {
         }
         drop(index);
         self.apply_keywords(keywords);
+        self.publish_usage(m.id, m.usage);
         Ok(())
     }
 
@@ -1328,11 +1450,15 @@ impl Store for SqliteStore {
         let keywords = Self::keyword_changes(&tx, &touched)?;
         tx.commit()?;
         let mut index = self.vectors_write();
-        for (_, r) in rowids {
-            index.remove(r);
+        for (_, r) in &rowids {
+            index.remove(*r);
         }
         drop(index);
         self.apply_keywords(keywords);
+        let mut usage = self.usage.write().unwrap_or_else(|e| e.into_inner());
+        for (id, _) in &rowids {
+            usage.remove(id);
+        }
         Ok(n)
     }
 
@@ -1342,13 +1468,17 @@ impl Store for SqliteStore {
         c.scope(scope);
         let mut conn = lock(&self.writer);
         let tx = conn.transaction()?;
-        let rowids: Vec<i64> = {
+        let (rowids, ids): (Vec<i64>, Vec<MemoryId>) = {
             let mut stmt = tx.prepare(&format!(
-                "SELECT m.rowid FROM memories m WHERE {}",
+                "SELECT m.rowid, m.id FROM memories m WHERE {}",
                 c.where_clause()
             ))?;
-            let rows = stmt.query_map(params_from_iter(c.params.iter()), |r| r.get(0))?;
-            rows.collect::<rusqlite::Result<_>>()?
+            let rows = stmt.query_map(params_from_iter(c.params.iter()), |r| {
+                Ok((r.get::<_, i64>(0)?, parse_uuid(&r.get::<_, String>(1)?)?))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+                .into_iter()
+                .unzip()
         };
         // Message chains live within one exact scope, and a scope filter takes
         // whole exact scopes, so no surviving memory links to a deleted one.
@@ -1373,11 +1503,13 @@ impl Store for SqliteStore {
             &format!("DELETE FROM sources WHERE {src_where}"),
             params_from_iter(c.params.iter()),
         )?;
-        // Work on the scope's data goes with it.
-        tx.execute(
-            &format!("DELETE FROM jobs WHERE {src_where}"),
-            params_from_iter(c.params.iter()),
-        )?;
+        // Work on the scope's data, and what it was refused, go with it.
+        for table in ["jobs", "rejections"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE {src_where}"),
+                params_from_iter(c.params.iter()),
+            )?;
+        }
         tx.commit()?;
         let mut index = self.vectors_write();
         for r in &rowids {
@@ -1386,6 +1518,10 @@ impl Store for SqliteStore {
         drop(index);
         // Whole exact scopes go, so no surviving keyword document changes.
         self.apply_keywords(rowids.iter().map(|&r| (r, None)).collect());
+        let mut usage = self.usage.write().unwrap_or_else(|e| e.into_inner());
+        for id in &ids {
+            usage.remove(id);
+        }
         Ok(rowids.len() as u64)
     }
 
@@ -1473,6 +1609,48 @@ impl Store for SqliteStore {
             .query_row(params![ms(now), ms(now + lease)], job_row)
             .optional()?;
         Ok(job)
+    }
+
+    fn usage(&self, ids: &[MemoryId]) -> Result<Vec<Usage>> {
+        let map = self.usage.read().unwrap_or_else(|e| e.into_inner());
+        Ok(ids
+            .iter()
+            .map(|id| map.get(id).copied().unwrap_or_default())
+            .collect())
+    }
+
+    fn expired(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Memory>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {MEMORY_COLUMNS} FROM memories m
+             WHERE m.expires_at IS NOT NULL AND m.status = 'active' AND m.expires_at <= ?1
+             ORDER BY m.expires_at LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(params![ms(now), limit as i64], row_to_memory)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn rejections(
+        &self,
+        scope: Option<&Scope>,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<Rejection>> {
+        let mut c = Conditions::default();
+        if let Some(scope) = scope {
+            c.scope(scope);
+        }
+        c.push("m.seq > ?", after_seq);
+        let sql = format!(
+            "SELECT m.seq, m.user_id, m.agent_id, m.session_id, m.at, m.request_id, m.kind, m.content,
+             m.role, m.name, m.event_time, m.admission FROM rejections m WHERE {} ORDER BY m.seq LIMIT {}",
+            c.where_clause(),
+            limit
+        );
+        let conn = self.reader();
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(params_from_iter(c.params.iter()), rejection_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn update_job(&self, id: i64, u: JobUpdate, now: DateTime<Utc>) -> Result<()> {
@@ -1632,6 +1810,8 @@ mod tests {
                 version_of: None,
                 status: Default::default(),
                 dedup_key: None,
+                expires_at: None,
+                usage: Default::default(),
             },
             vector: None,
         }

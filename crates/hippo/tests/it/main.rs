@@ -2,6 +2,7 @@
 
 mod common;
 mod engine;
+mod forgetting;
 mod golden;
 mod isolation;
 mod lifecycle;

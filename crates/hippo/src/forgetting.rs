@@ -1,0 +1,237 @@
+//! Forgetting and reinforcement on the engine: client feedback, expiry, and
+//! the maintenance pass that archives what expired or faded (see
+//! [`crate::policy`] for the scores). Nothing is lost: an archived memory
+//! keeps its history, is searchable on request and can be restored, and
+//! every archive is logged with the numbers that caused it.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::engine::Hippo;
+use crate::error::{Error, Result};
+use crate::model::{
+    millis, EventKind, Filter, Memory, MemoryId, MemoryKind, Scope, Signal, Status,
+};
+use crate::policy::{strength_of, Strength};
+use crate::store::{ListQuery, Order, Update};
+
+/// Memories examined per store call in a maintenance pass.
+const PAGE: usize = 500;
+
+/// What a maintenance pass did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MaintenanceReport {
+    /// Memories archived because they expired.
+    pub expired: Vec<MemoryId>,
+    /// Memories archived because their strength fell below their kind's
+    /// threshold.
+    pub faded: Vec<MemoryId>,
+    /// Memories whose strength was checked.
+    pub checked: usize,
+}
+
+impl Hippo {
+    /// Records client feedback on a memory: `used` and `helpful` reinforce
+    /// it (its strength restarts from now and decays more slowly), `wrong`
+    /// halves its strength. Logged as a `feedback` event; returns the
+    /// memory as changed.
+    pub fn feedback(
+        &self,
+        id: MemoryId,
+        scope: Option<&Scope>,
+        signal: Signal,
+        note: Option<String>,
+    ) -> Result<Memory> {
+        let mut m = self.changeable(id, scope)?;
+        if m.status == Status::Deleted {
+            return Err(Error::new(
+                crate::ErrorKind::Conflict,
+                format!("memory {id} is deleted; restore it first"),
+            ));
+        }
+        let now = millis(self.now());
+        let before = strength_of(self.policies(), &m, now);
+        match signal {
+            Signal::Used => m.usage.used = m.usage.used.saturating_add(1),
+            Signal::Helpful => m.usage.helpful = m.usage.helpful.saturating_add(1),
+            Signal::Wrong => m.usage.wrong = m.usage.wrong.saturating_add(1),
+        }
+        if signal != Signal::Wrong {
+            m.usage.reinforced_at = Some(now);
+        }
+        let after = strength_of(self.policies(), &m, now);
+        let mut event = self.event(&m, EventKind::Feedback, "api", note);
+        event.detail = detail([
+            ("signal", json!(signal.as_str())),
+            ("strength_before", json!(round4(before.value))),
+            ("strength_after", json!(round4(after.value))),
+        ]);
+        self.store().update(Update {
+            events: vec![event],
+            ..Update::in_place(m.clone(), None)
+        })?;
+        Ok(m)
+    }
+
+    /// Sets (or with `None` clears) when a memory expires. From that instant
+    /// search and listings skip it; the next maintenance pass archives it.
+    pub fn set_expiry(
+        &self,
+        id: MemoryId,
+        scope: Option<&Scope>,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<Memory> {
+        let mut m = self.changeable(id, scope)?;
+        let expires_at = expires_at.map(millis);
+        if m.expires_at == expires_at {
+            return Ok(m);
+        }
+        m.expires_at = expires_at;
+        m.updated_at = millis(self.now());
+        let mut event = self.event(&m, EventKind::Expiry, "api", None);
+        if let Some(t) = expires_at {
+            event.detail = detail([("expires_at", json!(t))]);
+        }
+        self.store().update(Update {
+            events: vec![event],
+            ..Update::in_place(m.clone(), None)
+        })?;
+        Ok(m)
+    }
+
+    /// Archives a memory (a client's decision): it leaves default search
+    /// and listings, keeps its history, and [`Hippo::restore`] brings it
+    /// back.
+    pub fn archive(
+        &self,
+        id: MemoryId,
+        scope: Option<&Scope>,
+        reason: Option<String>,
+    ) -> Result<Memory> {
+        self.archive_with(id, scope, "api", reason, Map::new())
+    }
+
+    fn archive_with(
+        &self,
+        id: MemoryId,
+        scope: Option<&Scope>,
+        origin: &str,
+        reason: Option<String>,
+        detail: Map<String, Value>,
+    ) -> Result<Memory> {
+        let mut m = self.changeable(id, scope)?;
+        if m.status != Status::Active {
+            return Ok(m);
+        }
+        m.status = Status::Archived;
+        m.updated_at = millis(self.now());
+        let mut event = self.event(&m, EventKind::Archived, origin, reason);
+        event.detail = detail;
+        self.store().update(Update {
+            events: vec![event],
+            ..Update::in_place(m.clone(), None)
+        })?;
+        Ok(m)
+    }
+
+    /// A memory's strength now (see [`crate::policy::strength`]).
+    pub fn strength(&self, m: &Memory) -> Strength {
+        strength_of(self.policies(), m, self.now())
+    }
+
+    /// One maintenance pass: archives active memories that expired, then
+    /// current memories of kinds with an `archive_below` threshold whose
+    /// strength fell below it. Each archive is logged with its numbers.
+    /// Safe to run at any time and from several processes (each archive is
+    /// its own transaction and archiving twice changes nothing).
+    pub fn maintain(&self) -> Result<MaintenanceReport> {
+        let mut report = MaintenanceReport::default();
+        let now = millis(self.now());
+        loop {
+            let due = self.store().expired(now, PAGE)?;
+            if due.is_empty() {
+                break;
+            }
+            let n = due.len();
+            for m in due {
+                let expires_at = m.expires_at.map(|t| json!(t)).unwrap_or(Value::Null);
+                self.archive_with(
+                    m.id,
+                    None,
+                    "maintenance",
+                    Some("expired".into()),
+                    detail([("expires_at", expires_at)]),
+                )?;
+                report.expired.push(m.id);
+            }
+            if n < PAGE {
+                break;
+            }
+        }
+        let fading: Vec<MemoryKind> = MemoryKind::ALL
+            .into_iter()
+            .filter(|k| self.policies().of(*k).archive_below.is_some())
+            .collect();
+        if fading.is_empty() {
+            return Ok(report);
+        }
+        let filter = Filter {
+            kinds: fading,
+            now: Some(now),
+            ..Filter::default()
+        };
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.store().list(&ListQuery {
+                scope: None,
+                filter: &filter,
+                cursor: cursor.as_deref(),
+                limit: PAGE,
+                order: Order::Ascending,
+            })?;
+            for m in &page.memories {
+                report.checked += 1;
+                let policy = self.policies().of(m.kind);
+                let Some(threshold) = policy.archive_below else {
+                    continue;
+                };
+                let s = strength_of(self.policies(), m, now);
+                if s.value >= threshold {
+                    continue;
+                }
+                self.archive_with(
+                    m.id,
+                    None,
+                    "maintenance",
+                    Some("faded".into()),
+                    detail([
+                        ("strength", json!(round4(s.value))),
+                        ("threshold", json!(round4(threshold))),
+                        ("age_days", json!(round4(s.age_days))),
+                        ("stability_days", json!(s.stability_days.map(round4))),
+                        ("used", json!(m.usage.used)),
+                        ("helpful", json!(m.usage.helpful)),
+                        ("wrong", json!(m.usage.wrong)),
+                    ]),
+                )?;
+                report.faded.push(m.id);
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// `x` to four decimals, so logged numbers read as computed (0.05, not
+/// 0.05000000074505806).
+fn round4(x: f32) -> f64 {
+    (f64::from(x) * 1e4).round() / 1e4
+}
+
+fn detail<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
