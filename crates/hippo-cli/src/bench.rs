@@ -58,6 +58,10 @@ pub struct BenchArgs {
     /// Only these conversations (comma-separated indices).
     #[arg(long, value_delimiter = ',')]
     convs: Option<Vec<usize>>,
+    /// Build the consolidation digests (session digests, entity timelines)
+    /// after loading each conversation, so they compete in search.
+    #[arg(long)]
+    consolidate: bool,
 }
 
 const CATEGORIES: [(u64, &str); 4] = [
@@ -121,6 +125,9 @@ pub fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
             load_s += t0.elapsed().as_secs_f64();
             if args.distractors > 0 {
                 add_distractors(&hippo, uid, &turns, args.distractors, index as u64)?;
+            }
+            if args.consolidate {
+                while hippo.run_one_job(chrono::Duration::seconds(600), 1)? {}
             }
             turns_loaded += items.len();
         }

@@ -190,6 +190,11 @@ fn evaluate(settings: &Settings, data: &Dataset, db: &std::path::Path) -> Result
                 force: false,
                 expires_at: None,
             };
+            // The add queues the session's extraction job first (then a
+            // consolidation job): its id is the next free one.
+            while hippo.store().job(next_job)?.is_some() {
+                next_job += 1;
+            }
             hippo.add(vec![item])?;
             // Run the session's job now, retrying a failed attempt at once
             // (the server would wait out a backoff), up to 3 attempts.

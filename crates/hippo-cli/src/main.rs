@@ -505,10 +505,11 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             let hippo = Arc::new(settings.open()?);
+            // Without an LLM one worker runs consolidation jobs.
             let workers = if hippo.llm().is_some() {
                 settings.file.llm_workers.unwrap_or(2).max(1)
             } else {
-                0
+                usize::from(hippo.consolidates())
             };
             let lease = chrono::Duration::seconds(i64::from(job_lease_secs.max(1)));
             let _workers = server::JobWorkers::start(hippo.clone(), workers, lease);
@@ -594,7 +595,11 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Maintain => {
-            let report = settings.open()?.maintain()?;
+            let hippo = settings.open()?;
+            // Jobs queued by one-shot commands (consolidation) run here too;
+            // a job that fails waits for its backoff and is left for later.
+            while hippo.run_one_job(chrono::Duration::seconds(600), 5)? {}
+            let report = hippo.maintain()?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&api::MaintenanceView::from(report))?

@@ -379,9 +379,16 @@ pub struct HippoBuilder {
     limits: Limits,
     llm: Option<Arc<dyn crate::llm::ChatModel>>,
     policies: Policies,
+    no_consolidation: bool,
 }
 
 impl HippoBuilder {
+    /// Whether writes queue consolidation jobs (session digests, entity
+    /// timelines; see [`crate::consolidate`]). Default: on.
+    pub fn consolidation(mut self, on: bool) -> Self {
+        self.no_consolidation = !on;
+        self
+    }
     /// Per-kind policies for admission, ranking and forgetting (default:
     /// [`Policies::default`]).
     pub fn policies(mut self, policies: Policies) -> Self {
@@ -443,6 +450,7 @@ impl HippoBuilder {
             limits: self.limits,
             llm: self.llm,
             policies: self.policies,
+            consolidation: !self.no_consolidation,
             query_cache: Mutex::new(HashMap::new()),
         })
     }
@@ -471,6 +479,7 @@ pub struct Hippo {
     limits: Limits,
     llm: Option<Arc<dyn crate::llm::ChatModel>>,
     policies: Policies,
+    consolidation: bool,
     query_cache: Mutex<HashMap<String, Arc<Vec<f32>>>>,
 }
 
@@ -504,7 +513,7 @@ enum Fate {
 
 /// Whose a memory in `scope` is: its user or agent across sessions (the
 /// scope itself when it names only a session).
-fn owner_of(scope: &Scope) -> Scope {
+pub(crate) fn owner_of(scope: &Scope) -> Scope {
     if scope.user_id.is_some() || scope.agent_id.is_some() {
         Scope {
             session_id: None,
@@ -553,6 +562,23 @@ impl Hippo {
     /// The chat model, when one is configured.
     pub fn llm(&self) -> Option<&Arc<dyn crate::llm::ChatModel>> {
         self.llm.as_ref()
+    }
+
+    /// The consolidation job for a change to `ms`, when consolidation is on
+    /// and the change touches a digest.
+    pub(crate) fn consolidation_jobs(&self, ms: &[&Memory]) -> Vec<crate::jobs::NewJob> {
+        if !self.consolidation {
+            return Vec::new();
+        }
+        crate::consolidate::Touched::by(ms)
+            .job(millis(self.clock.now()))
+            .into_iter()
+            .collect()
+    }
+
+    /// Whether writes queue consolidation jobs.
+    pub fn consolidates(&self) -> bool {
+        self.consolidation
     }
 
     /// The per-kind policies.
@@ -839,6 +865,13 @@ impl Hippo {
                 });
             }
         }
+        let stored: Vec<&Memory> = drafts
+            .iter()
+            .zip(&fates)
+            .filter(|(_, f)| **f == Fate::Store)
+            .map(|(d, _)| &d.memory)
+            .collect();
+        jobs.extend(self.consolidation_jobs(&stored));
         let mut batch = InsertBatch {
             jobs,
             sources,
@@ -1595,6 +1628,7 @@ impl Hippo {
             m.provenance.derived_from = derived_from;
         }
         m.dedup_key = dedup_key(&m, "");
+        let jobs = self.consolidation_jobs(&[&old, &m]);
         let previous = Memory {
             id: MemoryId::now_v7(),
             valid_from: Some(old.valid_since()),
@@ -1617,6 +1651,7 @@ impl Hippo {
             previous: Some(previous),
             events: vec![event],
             job_step: step,
+            jobs,
         })?;
         Ok(m)
     }
@@ -1644,11 +1679,9 @@ impl Hippo {
         m.updated_at = millis(self.clock.now());
         let event = self.event(&m, kind, origin, reason);
         self.store.update(Update {
-            memory: m.clone(),
-            vector: None,
-            previous: None,
+            jobs: self.consolidation_jobs(&[&m]),
             events: vec![event],
-            job_step: None,
+            ..Update::in_place(m.clone(), None)
         })?;
         Ok(m)
     }
@@ -1702,11 +1735,10 @@ impl Hippo {
         m.updated_at = millis(self.clock.now());
         let event = self.event(&m, EventKind::Invalidated, origin, reason);
         self.store.update(Update {
-            memory: m.clone(),
-            vector: None,
-            previous: None,
             events: vec![event],
             job_step: step,
+            jobs: self.consolidation_jobs(&[&m]),
+            ..Update::in_place(m.clone(), None)
         })?;
         Ok(m)
     }
@@ -1749,6 +1781,7 @@ impl Hippo {
             }
         }
         let outcome = self.store.insert(InsertBatch {
+            jobs: self.consolidation_jobs(&[&d.memory]),
             memories: vec![NewMemory {
                 memory: d.memory.clone(),
                 vector: Some(vector),
@@ -1766,8 +1799,17 @@ impl Hippo {
     pub fn erase(&self, id: MemoryId, scope: Option<&Scope>) -> Result<()> {
         let m = self.get(id, scope)?;
         let id = m.version_of.unwrap_or(m.id);
+        let current = self.get(id, None)?;
         if self.store.delete(&[id])? == 0 {
             return Err(Error::not_found(format!("memory {id} not found")));
+        }
+        // Digests that quoted it are rebuilt without it.
+        let jobs = self.consolidation_jobs(&[&current]);
+        if !jobs.is_empty() {
+            self.store.insert(InsertBatch {
+                jobs,
+                ..Default::default()
+            })?;
         }
         Ok(())
     }
@@ -1808,13 +1850,7 @@ impl Hippo {
             let vectors = self.embedder.embed_batch(&refs)?;
             for (mut m, v) in ms.into_iter().zip(vectors) {
                 m.embedding_model = Some(self.embedder.model_id().to_owned());
-                self.store.update(Update {
-                    memory: m,
-                    vector: Some(v),
-                    previous: None,
-                    events: Vec::new(),
-                    job_step: None,
-                })?;
+                self.store.update(Update::in_place(m, Some(v)))?;
                 done += 1;
             }
             progress(done);

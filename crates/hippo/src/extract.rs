@@ -506,6 +506,7 @@ impl Hippo {
         let result = match (job.kind.as_str(), self.llm()) {
             (EXTRACT_JOB, Some(llm)) => self.run_extract(llm.as_ref(), &job, &mut cost),
             (EXTRACT_JOB, None) => Err(Error::unavailable("no LLM is configured", "extract job")),
+            (crate::consolidate::CONSOLIDATE_JOB, _) => self.run_consolidate(&job.payload),
             (other, _) => Err(Error::new(
                 ErrorKind::Internal,
                 format!("unknown job kind {other:?}"),

@@ -21,6 +21,7 @@
 
 pub mod chunk;
 pub mod clock;
+pub mod consolidate;
 pub mod embed;
 pub mod engine;
 pub mod error;

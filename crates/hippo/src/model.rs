@@ -22,7 +22,7 @@ pub const MAX_SCOPE_ID_LEN: usize = 256;
 /// Who a memory belongs to. At least one field must be set on write; on read a
 /// scope matches every memory whose set fields are all equal (so `user_id=u`
 /// matches all of u's memories, whatever agent or session wrote them).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Scope {
     /// The end user the memory is about or belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]

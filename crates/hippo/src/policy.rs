@@ -102,8 +102,11 @@ impl Default for Policies {
                 ..record
             },
             fact: distilled(365.0),
+            // Digests compete with the turns they quote: weighted down, they
+            // surface only when clearly the best match (a broad question).
             summary: KindPolicy {
                 utility: 0.7,
+                retrieval_weight: 0.6,
                 ..KindPolicy::default()
             },
             profile: KindPolicy {

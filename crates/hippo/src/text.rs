@@ -366,6 +366,120 @@ pub fn same_particulars(a: &str, b: &str) -> bool {
             .any(|w| a.proper.contains(*w) || b.proper.contains(*w))
 }
 
+/// Capitalised words that are not names: calendar words (dates are handled
+/// by `temporal`) and the pronoun "I".
+const NOT_NAMES: &[&str] = &[
+    "i",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+    "mon",
+    "tue",
+    "tues",
+    "wed",
+    "thu",
+    "thur",
+    "thurs",
+    "fri",
+    "sat",
+    "sun",
+    "jan",
+    "feb",
+    "mar",
+    "apr",
+    "jun",
+    "jul",
+    "aug",
+    "sep",
+    "sept",
+    "oct",
+    "nov",
+    "dec",
+    "let",
+];
+
+/// Named entities of `text`, without a model: runs of capitalised words
+/// (up to three; "New York") that do not open a sentence, minus calendar
+/// words, stopwords and the pronoun "I", in order of first mention. A sentence-opening
+/// name is missed here but found again wherever it is mentioned mid-sentence.
+pub fn entities(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut run: Vec<&str> = Vec::new();
+    let flush = |run: &mut Vec<&str>, out: &mut Vec<String>| {
+        if !run.is_empty() {
+            let name = run.join(" ");
+            if !out.contains(&name) {
+                out.push(name);
+            }
+            run.clear();
+        }
+    };
+    for line in text.lines() {
+        let mut sentence_start = true;
+        for raw in line.split_whitespace() {
+            let word = raw.trim_matches(|c: char| !c.is_alphanumeric());
+            // A possessive or contraction ends at the apostrophe ("Ana's",
+            // "It's").
+            let bare = word
+                .strip_suffix("'s")
+                .or_else(|| word.strip_suffix("\u{2019}s"))
+                .unwrap_or(word);
+            let lower = bare.to_lowercase();
+            let closing: &[char] = &['"', '\'', ')', ']', '\u{201d}', '\u{2019}'];
+            let ends_sentence = word.is_empty()
+                || raw
+                    .trim_end_matches(closing)
+                    .ends_with(['.', '!', '?', ':', ';', '\u{2026}'])
+                || raw.ends_with([')', ']']);
+            let capitalised = bare.chars().next().is_some_and(char::is_uppercase)
+                && bare.chars().skip(1).any(char::is_lowercase)
+                && bare.chars().all(|c| c.is_alphabetic() || c == '-')
+                && !NOT_NAMES.contains(&lower.as_str())
+                && !is_stopword(&lower)
+                && !word.starts_with("I'");
+            if capitalised && !sentence_start && run.len() < 3 {
+                run.push(bare);
+                if bare.len() != word.len() || raw.ends_with(',') {
+                    flush(&mut run, &mut out);
+                }
+            } else {
+                flush(&mut run, &mut out);
+            }
+            if ends_sentence {
+                flush(&mut run, &mut out);
+            }
+            sentence_start = ends_sentence;
+        }
+        flush(&mut run, &mut out);
+    }
+    out
+}
+
+/// Whether `text` mentions `name` as whole words, case-sensitively.
+pub fn mentions(text: &str, name: &str) -> bool {
+    text.match_indices(name).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + name.len()..].chars().next();
+        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+    })
+}
+
 /// Rough token count for budget accounting when no tokenizer is at hand:
 /// about four characters per token for Latin text, one per CJK character.
 pub fn approx_tokens(text: &str) -> usize {
@@ -405,6 +519,26 @@ mod tests {
             "Ana likes hiking in the Alps with friends",
             "Ana enjoys swimming in lakes near home"
         ));
+    }
+
+    #[test]
+    fn entities_are_mid_sentence_capitalised_runs() {
+        assert_eq!(
+            entities("We moved to New York in May. Then Ana's dog met Rex, and I said hi."),
+            vec!["New York", "Ana", "Rex"]
+        );
+        assert_eq!(
+            entities("Hello there. Nothing to see"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            entities("Wow, I'm glad. 😊 It was fun"),
+            Vec::<String>::new()
+        );
+        assert_eq!(entities("Sure, That's it [image] Here's Max"), vec!["Max"]);
+        assert_eq!(entities("Great\nThanks Mel"), vec!["Mel"]);
+        assert!(mentions("Ana met Rex.", "Rex"));
+        assert!(!mentions("Anastasia", "Ana"));
     }
 
     #[test]

@@ -143,11 +143,8 @@ fn llm_jobs_survive_kill_9_exactly_once() {
     loop {
         let (_, c) = server.call("GET", "/v1/jobs", None);
         assert_eq!(c["failed"], 0, "{c}");
-        if c["done"] == n {
-            assert_eq!(
-                (c["pending"].as_u64(), c["running"].as_u64()),
-                (Some(0), Some(0))
-            );
+        // Extraction jobs and the consolidation jobs writes queue.
+        if c["pending"] == 0 && c["running"] == 0 && c["done"].as_u64() >= Some(n) {
             break;
         }
         assert!(

@@ -40,6 +40,8 @@ fn engine(db: &std::path::Path, llm_base: &str) -> Hippo {
         .store(Arc::new(store))
         .embedder(e)
         .llm(Arc::new(chat))
+        // These tests count extraction jobs; digests are tested on their own.
+        .consolidation(false)
         .build()
         .unwrap()
 }

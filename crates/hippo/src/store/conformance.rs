@@ -413,6 +413,7 @@ pub fn lifecycle(store: &dyn Store) {
             previous: Some(old.clone()),
             events: vec![event.clone()],
             job_step: None,
+            jobs: Vec::new(),
         })
         .unwrap();
     let search = |filter: &Filter, q: &str, v: usize| {

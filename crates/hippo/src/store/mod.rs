@@ -104,6 +104,9 @@ pub struct Update {
     pub events: Vec<MemoryEvent>,
     /// When the change is a step of a job (see [`JobStep`]).
     pub job_step: Option<JobStep>,
+    /// Jobs to enqueue with the change (e.g. rebuilding digests that quote
+    /// it): durable exactly when the change is.
+    pub jobs: Vec<NewJob>,
 }
 
 impl Update {
@@ -116,6 +119,7 @@ impl Update {
             previous: None,
             events: Vec::new(),
             job_step: None,
+            jobs: Vec::new(),
         }
     }
 }

@@ -1282,6 +1282,7 @@ impl Store for SqliteStore {
             previous,
             events,
             job_step,
+            jobs,
         } = u;
         let dim = self.vectors_read().dim();
         if vector.as_ref().is_some_and(|v| v.len() != dim) {
@@ -1394,6 +1395,7 @@ impl Store for SqliteStore {
             Self::refresh_context(&tx, n, &mut touched)?;
         }
         insert_events(&tx, &events)?;
+        enqueue(&tx, &jobs)?;
         // The vectors' slot fields (kind, time, status, validity) may have
         // changed too.
         let mut stored_vectors = Vec::new();

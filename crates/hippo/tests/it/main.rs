@@ -1,6 +1,7 @@
 //! Integration tests of the hippo library (one binary, several modules).
 
 mod common;
+mod consolidate;
 mod engine;
 mod forgetting;
 mod golden;

@@ -1,0 +1,460 @@
+//! Consolidation without an LLM: a digest per conversation session and a
+//! timeline per named entity, kept as `summary` memories linked to their
+//! sources (`provenance.derived_from`), searchable like any memory.
+//!
+//! Incremental: every write (and every change that hides or alters a
+//! memory) queues a `consolidate` job naming only what it touched (its
+//! session, the entities it mentions); the job rebuilds those digests from
+//! the current, active memories and leaves the rest alone. Rebuilding is
+//! idempotent, so a job that runs twice (after a crash) does no harm, and a
+//! digest never quotes a memory that was deleted, archived or superseded
+//! once its job has run.
+//!
+//! Method: extractive. A session digest names its participants, dates and
+//! most-mentioned names, and quotes its most central lines: the messages
+//! closest to the session's mean vector, chosen by maximal marginal
+//! relevance so they do not repeat each other (the centroid method of
+//! Radev et al., 2004, with MMR selection). An entity timeline lists, oldest
+//! first, the latest memories that mention the name.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::engine::Hippo;
+use crate::error::{Error, Result};
+use crate::jobs::NewJob;
+use crate::model::{
+    content_hash, millis, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope, Status,
+};
+use crate::store::{InsertBatch, KeywordQuery, ListQuery, NewMemory, Order, Update};
+
+/// Job kind of consolidation.
+pub const CONSOLIDATE_JOB: &str = "consolidate";
+
+/// Metadata key naming what a digest summarises (`session` or `entity`).
+pub const DIGEST_KEY: &str = "digest";
+
+/// Most lines a session digest quotes.
+const MAX_KEY_LINES: usize = 6;
+/// Most entries an entity timeline lists (the latest ones).
+const MAX_TIMELINE: usize = 20;
+/// Most source ids a digest links (the latest ones).
+const MAX_SOURCES: usize = 500;
+/// Most messages of one session read for its digest.
+const MAX_SESSION: usize = 5000;
+/// Longest quoted line, in characters.
+const MAX_LINE_CHARS: usize = 200;
+
+/// What a consolidation job is to rebuild.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Touched {
+    /// Exact scopes of sessions whose digest is stale.
+    #[serde(default)]
+    pub sessions: BTreeSet<Scope>,
+    /// `(owner, name)` pairs whose timeline is stale.
+    #[serde(default)]
+    pub entities: BTreeSet<(Scope, String)>,
+}
+
+impl Touched {
+    /// What a change to memories `ms` makes stale. Derived memories
+    /// (summaries) touch nothing.
+    pub fn by(ms: &[&Memory]) -> Touched {
+        let mut t = Touched::default();
+        for m in ms {
+            if m.kind == MemoryKind::Summary {
+                continue;
+            }
+            if m.kind == MemoryKind::Message && m.scope.session_id.is_some() {
+                t.sessions.insert(m.scope.clone());
+            }
+            let owner = crate::engine::owner_of(&m.scope);
+            for name in crate::text::entities(&m.content) {
+                t.entities.insert((owner.clone(), name));
+            }
+        }
+        t
+    }
+
+    /// True when there is nothing to rebuild.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty() && self.entities.is_empty()
+    }
+
+    /// The job that rebuilds it, if anything (`None` when empty).
+    pub fn job(&self, at: DateTime<Utc>) -> Option<NewJob> {
+        if self.is_empty() {
+            return None;
+        }
+        let scope = self
+            .sessions
+            .iter()
+            .next()
+            .or(self.entities.iter().next().map(|(o, _)| o))
+            .cloned()
+            .unwrap_or_default();
+        let payload = match serde_json::to_value(self) {
+            Ok(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        Some(NewJob {
+            kind: CONSOLIDATE_JOB.into(),
+            scope,
+            payload,
+            at,
+        })
+    }
+}
+
+/// What a consolidation run rebuilt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ConsolidationReport {
+    /// Session digests written or changed.
+    pub sessions: usize,
+    /// Entity timelines written or changed.
+    pub entities: usize,
+}
+
+impl Hippo {
+    /// Rebuilds the digests `touched` names (see the module docs).
+    pub fn consolidate(&self, touched: &Touched) -> Result<ConsolidationReport> {
+        let mut report = ConsolidationReport::default();
+        for scope in &touched.sessions {
+            if self.rebuild_session(scope)? {
+                report.sessions += 1;
+            }
+        }
+        for (owner, name) in &touched.entities {
+            if self.rebuild_entity(owner, name)? {
+                report.entities += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Runs a consolidation job's payload.
+    pub(crate) fn run_consolidate(&self, payload: &Map<String, Value>) -> Result<()> {
+        let touched: Touched = serde_json::from_value(Value::Object(payload.clone()))
+            .map_err(|e| Error::invalid(format!("bad consolidation job: {e}")))?;
+        self.consolidate(&touched)?;
+        Ok(())
+    }
+
+    /// The active, currently valid memories in `scope` of `kinds`, oldest
+    /// first, up to `max`.
+    fn current(&self, scope: &Scope, kinds: &[MemoryKind], max: usize) -> Result<Vec<Memory>> {
+        let filter = Filter {
+            kinds: kinds.to_vec(),
+            now: Some(self.now()),
+            ..Filter::default()
+        };
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        while out.len() < max {
+            let page = self.store().list(&ListQuery {
+                scope: Some(scope),
+                filter: &filter,
+                cursor: cursor.as_deref(),
+                limit: 1000.min(max - out.len()),
+                order: Order::Ascending,
+            })?;
+            out.extend(page.memories);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    fn rebuild_session(&self, scope: &Scope) -> Result<bool> {
+        let messages: Vec<Memory> = self
+            .current(scope, &[MemoryKind::Message], MAX_SESSION)?
+            .into_iter()
+            .filter(|m| m.scope == *scope && filter_expired(self, m))
+            .collect();
+        let key = json!({DIGEST_KEY: "session"});
+        if messages.len() < 3 {
+            return self.retire_digest(scope, &key);
+        }
+        let ids: Vec<MemoryId> = messages.iter().map(|m| m.id).collect();
+        let vectors = self.store().vectors(&ids)?;
+        let lines = central_lines(
+            &messages,
+            &vectors,
+            MAX_KEY_LINES.min(messages.len() / 4 + 1),
+        );
+        let mut speakers: Vec<&str> = Vec::new();
+        let mut names: HashMap<String, usize> = HashMap::new();
+        for m in &messages {
+            if let Some(n) = m.actor.name.as_deref().or(m.actor.role.as_deref()) {
+                if !speakers.contains(&n) {
+                    speakers.push(n);
+                }
+            }
+            for e in crate::text::entities(&m.content) {
+                *names.entry(e).or_default() += 1;
+            }
+        }
+        let mut top: Vec<(String, usize)> = names
+            .into_iter()
+            .filter(|(n, c)| *c >= 2 && !speakers.contains(&n.as_str()))
+            .collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let when = |m: &Memory| m.event_time.unwrap_or(m.recorded_at).date_naive();
+        let (first, last) = (when(&messages[0]), when(&messages[messages.len() - 1]));
+        let mut text = format!(
+            "Conversation {} ({}{}): {} messages between {}.",
+            scope.session_id.as_deref().unwrap_or(""),
+            first,
+            if last != first {
+                format!(" to {last}")
+            } else {
+                String::new()
+            },
+            messages.len(),
+            speakers.join(", ")
+        );
+        if !top.is_empty() {
+            let named: Vec<&str> = top.iter().take(8).map(|(n, _)| n.as_str()).collect();
+            text.push_str(&format!(" Mentioned: {}.", named.join(", ")));
+        }
+        for i in lines {
+            text.push_str(&format!(" {}", quote(&messages[i])));
+        }
+        let last_time = messages.iter().filter_map(|m| m.event_time).max();
+        self.put_digest(scope, key, text, &ids, last_time)
+    }
+
+    fn rebuild_entity(&self, owner: &Scope, name: &str) -> Result<bool> {
+        let key = json!({DIGEST_KEY: "entity", "entity": name});
+        let filter = self.resolve_now(vec![
+            MemoryKind::Message,
+            MemoryKind::Document,
+            MemoryKind::Chunk,
+            MemoryKind::Fact,
+            MemoryKind::Procedure,
+        ]);
+        let terms = crate::text::query_terms(name);
+        let hits = self.store().keyword_candidates(&KeywordQuery {
+            scope: owner,
+            filter: &filter,
+            terms: &terms,
+            limit: 1000,
+        })?;
+        let ids: Vec<MemoryId> = hits.iter().map(|c| c.id).collect();
+        let rows = self.store().get_many(&ids)?;
+        // A participant of the conversation is mostly addressed ("Thanks,
+        // Ana!"), and what they said is the conversation itself: no timeline.
+        // A name that begins a speaker's name is their nickname ("Mel").
+        let participant = rows.iter().any(|m| {
+            m.actor
+                .name
+                .as_deref()
+                .is_some_and(|n| n == name || (name.len() >= 2 && n.starts_with(name)))
+        });
+        // A capitalised word that is mostly written in lower case is a
+        // common word that opened a clause ("Home", "Even"), not a name.
+        let lower = name.to_lowercase();
+        let common = !name.contains(' ')
+            && rows
+                .iter()
+                .filter(|m| crate::text::mentions(&m.content, &lower))
+                .count()
+                > rows
+                    .iter()
+                    .filter(|m| crate::text::mentions(&m.content, name))
+                    .count();
+        let mut mentions: Vec<Memory> = rows
+            .into_iter()
+            .filter(|m| owner.matches(&m.scope) && m.status == Status::Active)
+            .filter(|m| filter_expired(self, m) && crate::text::mentions(&m.content, name))
+            .collect();
+        if mentions.len() < 2 || participant || common {
+            return self.retire_digest(owner, &key);
+        }
+        mentions.sort_by_key(|m| (m.event_time.unwrap_or(m.recorded_at), m.id));
+        let shown = &mentions[mentions.len().saturating_sub(MAX_TIMELINE)..];
+        let mut text = format!("Timeline of {name} ({} mentions):", mentions.len());
+        for m in shown {
+            let day = m.event_time.unwrap_or(m.recorded_at).date_naive();
+            text.push_str(&format!(" {day}: {}", quote(m)));
+        }
+        let ids: Vec<MemoryId> = mentions.iter().map(|m| m.id).collect();
+        let last_time = mentions.iter().filter_map(|m| m.event_time).max();
+        self.put_digest(owner, key, text, &ids, last_time)
+    }
+
+    /// The stored digest of `scope` with metadata `key`, if any.
+    fn find_digest(&self, scope: &Scope, key: &Value) -> Result<Option<Memory>> {
+        let mut filter = self.resolve_now(vec![MemoryKind::Summary]);
+        filter.statuses = vec![Status::Active, Status::Archived];
+        filter.metadata = key.as_object().cloned().unwrap_or_default();
+        let page = self.store().list(&ListQuery {
+            scope: Some(scope),
+            filter: &filter,
+            cursor: None,
+            limit: 100,
+            order: Order::Ascending,
+        })?;
+        Ok(page.memories.into_iter().find(|m| m.scope == *scope))
+    }
+
+    /// Writes a digest, or changes the stored one in place (digests are
+    /// rebuilt, not revised: no versions). Returns whether anything changed.
+    fn put_digest(
+        &self,
+        scope: &Scope,
+        key: Value,
+        content: String,
+        sources: &[MemoryId],
+        event_time: Option<DateTime<Utc>>,
+    ) -> Result<bool> {
+        let derived_from = sources[sources.len().saturating_sub(MAX_SOURCES)..].to_vec();
+        let existing = self.find_digest(scope, &key)?;
+        if existing
+            .as_ref()
+            .is_some_and(|m| m.content == content && m.status == Status::Active)
+        {
+            return Ok(false);
+        }
+        let vector = self.embedder().embed(&content)?;
+        let now = millis(self.now());
+        let metadata: Map<String, Value> = key.as_object().cloned().unwrap_or_default();
+        match existing {
+            Some(mut m) => {
+                m.content_hash = content_hash(&content);
+                m.content = content;
+                m.provenance.derived_from = derived_from;
+                m.event_time = event_time.map(millis);
+                m.updated_at = now;
+                m.status = Status::Active;
+                m.embedding_model = Some(self.embedder().model_id().to_owned());
+                self.store().update(Update::in_place(m, Some(vector)))?;
+            }
+            None => {
+                let memory = Memory {
+                    id: MemoryId::now_v7(),
+                    scope: scope.clone(),
+                    kind: MemoryKind::Summary,
+                    content_hash: content_hash(&content),
+                    content,
+                    actor: Default::default(),
+                    metadata,
+                    event_time: event_time.map(millis),
+                    recorded_at: now,
+                    updated_at: now,
+                    provenance: Provenance {
+                        derived_from,
+                        ..Provenance::default()
+                    },
+                    embedding_model: Some(self.embedder().model_id().to_owned()),
+                    valid_from: None,
+                    valid_to: None,
+                    version_of: None,
+                    status: Status::Active,
+                    dedup_key: None,
+                    expires_at: None,
+                    usage: Default::default(),
+                };
+                self.store().insert(InsertBatch {
+                    memories: vec![NewMemory {
+                        memory,
+                        vector: Some(vector),
+                    }],
+                    ..Default::default()
+                })?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Archives the digest of `scope` with `key` when too little is left
+    /// to summarise; returns whether anything changed.
+    fn retire_digest(&self, scope: &Scope, key: &Value) -> Result<bool> {
+        match self.find_digest(scope, key)? {
+            Some(mut m) if m.status == Status::Active => {
+                m.status = Status::Archived;
+                m.updated_at = millis(self.now());
+                self.store().update(Update::in_place(m, None))?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// A filter for current, active memories of `kinds` now.
+    fn resolve_now(&self, kinds: Vec<MemoryKind>) -> Filter {
+        Filter {
+            kinds,
+            now: Some(self.now()),
+            ..Filter::default()
+        }
+    }
+}
+
+fn filter_expired(h: &Hippo, m: &Memory) -> bool {
+    m.expires_at.is_none_or(|e| e > h.now())
+}
+
+/// `speaker: text`, cut to [`MAX_LINE_CHARS`].
+fn quote(m: &Memory) -> String {
+    let mut text: String = m.content.chars().take(MAX_LINE_CHARS).collect();
+    if text.len() < m.content.len() {
+        text.push('…');
+    }
+    let text = text.trim().trim_end_matches(['.', '!', '?']).to_owned();
+    match m.actor.name.as_deref().or(m.actor.role.as_deref()) {
+        Some(who) => format!("{who}: \"{text}.\""),
+        None => format!("\"{text}.\""),
+    }
+}
+
+/// Indexes of up to `k` lines that best represent the messages: closest to
+/// their mean vector, each next one penalised by its similarity to those
+/// already chosen (MMR, λ = 0.7); lines with fewer than three content words
+/// are not quoted. Returned in conversation order.
+fn central_lines(messages: &[Memory], vectors: &[Option<Vec<f32>>], k: usize) -> Vec<usize> {
+    let dim = vectors.iter().flatten().map(Vec::len).next().unwrap_or(0);
+    let mut centroid = vec![0.0f32; dim];
+    for v in vectors.iter().flatten() {
+        for (c, x) in centroid.iter_mut().zip(v) {
+            *c += x;
+        }
+    }
+    crate::embed::normalize(&mut centroid);
+    let mut left: Vec<usize> = (0..messages.len())
+        .filter(|&i| {
+            vectors[i].is_some() && crate::text::content_word_count(&messages[i].content) >= 3
+        })
+        .collect();
+    let relevance: BTreeMap<usize, f32> = left
+        .iter()
+        .map(|&i| {
+            let v = vectors[i].as_deref().unwrap_or(&[]);
+            (i, crate::store::vectors::dot(v, &centroid))
+        })
+        .collect();
+    let mut chosen: Vec<usize> = Vec::new();
+    while chosen.len() < k && !left.is_empty() {
+        let score = |i: usize| {
+            let v = vectors[i].as_deref().unwrap_or(&[]);
+            let redundancy = chosen
+                .iter()
+                .map(|&c| crate::store::vectors::dot(v, vectors[c].as_deref().unwrap_or(&[])))
+                .fold(0.0f32, f32::max);
+            0.7 * relevance[&i] - 0.3 * redundancy
+        };
+        let (pos, _) = left
+            .iter()
+            .enumerate()
+            .map(|(p, &i)| (p, score(i)))
+            .fold((0, f32::NEG_INFINITY), |a, x| if x.1 > a.1 { x } else { a });
+        chosen.push(left.remove(pos));
+    }
+    chosen.sort_unstable();
+    chosen
+}
