@@ -452,6 +452,8 @@ pub struct MaintenanceView {
     pub faded: Vec<Uuid>,
     /// Memories whose strength was checked.
     pub checked: usize,
+    /// Finished background jobs older than a week that were deleted.
+    pub pruned_jobs: u64,
 }
 
 impl From<hippo::MaintenanceReport> for MaintenanceView {
@@ -460,6 +462,7 @@ impl From<hippo::MaintenanceReport> for MaintenanceView {
             expired: r.expired,
             faded: r.faded,
             checked: r.checked,
+            pruned_jobs: r.pruned_jobs,
         }
     }
 }

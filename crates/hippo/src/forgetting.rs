@@ -19,6 +19,9 @@ use crate::store::{ListQuery, Order, Update};
 /// Memories examined per store call in a maintenance pass.
 const PAGE: usize = 500;
 
+/// How long finished jobs are kept (their plan and cost stay readable).
+const KEEP_DONE_JOBS_DAYS: i64 = 7;
+
 /// What a maintenance pass did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct MaintenanceReport {
@@ -29,6 +32,8 @@ pub struct MaintenanceReport {
     pub faded: Vec<MemoryId>,
     /// Memories whose strength was checked.
     pub checked: usize,
+    /// Finished jobs older than a week that were deleted.
+    pub pruned_jobs: u64,
 }
 
 impl Hippo {
@@ -148,6 +153,9 @@ impl Hippo {
     pub fn maintain(&self) -> Result<MaintenanceReport> {
         let mut report = MaintenanceReport::default();
         let now = millis(self.now());
+        report.pruned_jobs = self
+            .store()
+            .prune_jobs(now - chrono::Duration::days(KEEP_DONE_JOBS_DAYS))?;
         loop {
             let due = self.store().expired(now, PAGE)?;
             if due.is_empty() {

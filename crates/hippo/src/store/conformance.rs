@@ -642,6 +642,11 @@ pub fn jobs(store: &dyn Store) {
     assert_eq!(done.plan, Some(json!([{"op": "add"}])));
     assert!(store.claim_job(t0 + secs(100), secs(30)).unwrap().is_none());
     assert_eq!(store.job_counts().unwrap().done, 1);
+    // Pruning takes finished jobs last changed before the cut-off only.
+    assert_eq!(store.prune_jobs(done.updated_at).unwrap(), 0);
+    let later = done.updated_at + chrono::Duration::milliseconds(1);
+    assert_eq!(store.prune_jobs(later).unwrap(), 1);
+    assert!(store.job(job.id).unwrap().is_none());
 
     // Erasing the scope cancels its pending jobs.
     store

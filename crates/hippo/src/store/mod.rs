@@ -273,6 +273,9 @@ pub trait Store: Send + Sync {
     fn job(&self, id: i64) -> Result<Option<Job>>;
     /// Jobs per state.
     fn job_counts(&self) -> Result<JobCounts>;
+    /// Deletes finished (`done`) jobs last changed before `before`; returns
+    /// how many. Failed jobs stay for inspection.
+    fn prune_jobs(&self, before: DateTime<Utc>) -> Result<u64>;
     /// The feedback of each listed memory (default when none or unknown).
     /// Search calls it for every candidate, so it must not touch the disk.
     fn usage(&self, ids: &[MemoryId]) -> Result<Vec<Usage>>;

@@ -1613,6 +1613,14 @@ impl Store for SqliteStore {
         Ok(job)
     }
 
+    fn prune_jobs(&self, before: DateTime<Utc>) -> Result<u64> {
+        let conn = lock(&self.writer);
+        let n = conn
+            .prepare_cached("DELETE FROM jobs WHERE state = 'done' AND updated_at < ?1")?
+            .execute([ms(before)])?;
+        Ok(n as u64)
+    }
+
     fn usage(&self, ids: &[MemoryId]) -> Result<Vec<Usage>> {
         let map = self.usage.read().unwrap_or_else(|e| e.into_inner());
         Ok(ids
