@@ -146,11 +146,10 @@ impl Hippo {
     /// The active, currently valid memories in `scope` of `kinds`, oldest
     /// first, up to `max`.
     fn current(&self, scope: &Scope, kinds: &[MemoryKind], max: usize) -> Result<Vec<Memory>> {
-        let filter = Filter {
+        let filter = self.resolve(&Filter {
             kinds: kinds.to_vec(),
-            now: Some(self.now()),
             ..Filter::default()
-        };
+        });
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         while out.len() < max {
@@ -174,7 +173,7 @@ impl Hippo {
         let messages: Vec<Memory> = self
             .current(scope, &[MemoryKind::Message], MAX_SESSION)?
             .into_iter()
-            .filter(|m| m.scope == *scope && filter_expired(self, m))
+            .filter(|m| m.scope == *scope)
             .collect();
         let key = json!({DIGEST_KEY: "session"});
         if messages.len() < 3 {
@@ -231,13 +230,16 @@ impl Hippo {
 
     fn rebuild_entity(&self, owner: &Scope, name: &str) -> Result<bool> {
         let key = json!({DIGEST_KEY: "entity", "entity": name});
-        let filter = self.resolve_now(vec![
-            MemoryKind::Message,
-            MemoryKind::Document,
-            MemoryKind::Chunk,
-            MemoryKind::Fact,
-            MemoryKind::Procedure,
-        ]);
+        let filter = self.resolve(&Filter {
+            kinds: vec![
+                MemoryKind::Message,
+                MemoryKind::Document,
+                MemoryKind::Chunk,
+                MemoryKind::Fact,
+                MemoryKind::Procedure,
+            ],
+            ..Filter::default()
+        });
         let terms = crate::text::query_terms(name);
         let hits = self.store().keyword_candidates(&KeywordQuery {
             scope: owner,
@@ -270,8 +272,9 @@ impl Hippo {
                     .count();
         let mut mentions: Vec<Memory> = rows
             .into_iter()
-            .filter(|m| owner.matches(&m.scope) && m.status == Status::Active)
-            .filter(|m| filter_expired(self, m) && crate::text::mentions(&m.content, name))
+            .filter(|m| owner.matches(&m.scope) && filter.accepts_status(m.status))
+            .filter(|m| filter.accepts_expiry(m.expires_at))
+            .filter(|m| crate::text::mentions(&m.content, name))
             .collect();
         if mentions.len() < 2 || participant || common {
             return self.retire_digest(owner, &key);
@@ -290,7 +293,10 @@ impl Hippo {
 
     /// The stored digest of `scope` with metadata `key`, if any.
     fn find_digest(&self, scope: &Scope, key: &Value) -> Result<Option<Memory>> {
-        let mut filter = self.resolve_now(vec![MemoryKind::Summary]);
+        let mut filter = self.resolve(&Filter {
+            kinds: vec![MemoryKind::Summary],
+            ..Filter::default()
+        });
         filter.statuses = vec![Status::Active, Status::Archived];
         filter.metadata = key.as_object().cloned().unwrap_or_default();
         let page = self.store().list(&ListQuery {
@@ -385,19 +391,6 @@ impl Hippo {
             _ => Ok(false),
         }
     }
-
-    /// A filter for current, active memories of `kinds` now.
-    fn resolve_now(&self, kinds: Vec<MemoryKind>) -> Filter {
-        Filter {
-            kinds,
-            now: Some(self.now()),
-            ..Filter::default()
-        }
-    }
-}
-
-fn filter_expired(h: &Hippo, m: &Memory) -> bool {
-    m.expires_at.is_none_or(|e| e > h.now())
 }
 
 /// `speaker: text`, cut to [`MAX_LINE_CHARS`].

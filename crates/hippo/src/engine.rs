@@ -823,12 +823,14 @@ impl Hippo {
             let fate = match (&v, d.force) {
                 (Some(v), false) => {
                     // Earlier drafts of this write that will be stored count
-                    // as stored memories for near duplicates.
+                    // as stored memories for near duplicates (only kinds
+                    // that merge them look).
+                    let merges = self.policies.of(d.memory.kind).merge_above.is_some();
                     let earlier: Vec<(&Memory, &[f32])> = drafts[..i]
                         .iter()
                         .zip(&fates)
                         .zip(&fresh_vectors)
-                        .filter(|((_, f), _)| **f == Fate::Store)
+                        .filter(|((_, f), _)| merges && **f == Fate::Store)
                         .filter_map(|((e, _), ev)| Some((&e.memory, ev.as_deref()?)))
                         .collect();
                     self.admit(d, v, &earlier, now)?
@@ -947,11 +949,15 @@ impl Hippo {
         let policy = self.policies.of(d.memory.kind);
         let mut near = None;
         if let Some(merge) = policy.merge_above {
-            near = self.nearest_current(&d.memory.scope, d.memory.kind, v)?;
-            if let Some((existing, cos)) = near {
-                if cos >= merge && self.restates(existing, &d.memory.content)? {
-                    return Ok(Fate::Near(existing, cos));
+            if let Some((existing, cos)) =
+                self.nearest_current(&d.memory.scope, d.memory.kind, v)?
+            {
+                if cos >= merge
+                    && crate::text::same_particulars(&existing.content, &d.memory.content)
+                {
+                    return Ok(Fate::Near(existing.id, cos));
                 }
+                near = Some((existing.id, cos));
             }
             let owner = owner_of(&d.memory.scope);
             for (m, ev) in earlier {
@@ -989,7 +995,7 @@ impl Hippo {
         scope: &Scope,
         kind: MemoryKind,
         v: &[f32],
-    ) -> Result<Option<(MemoryId, f32)>> {
+    ) -> Result<Option<(Memory, f32)>> {
         let owner = owner_of(scope);
         let filter = self.resolve(&Filter {
             kinds: vec![kind],
@@ -1006,21 +1012,13 @@ impl Hippo {
         };
         // The slot index does not know expiry: an expired memory is not
         // one to merge into.
-        let row = self.store.get_many(&[c.id])?;
-        Ok(row
-            .first()
-            .filter(|m| filter.accepts_expiry(m.expires_at))
-            .map(|_| (c.id, c.score)))
-    }
-
-    /// Whether `content` restates memory `existing` (see
-    /// [`crate::text::same_particulars`]).
-    fn restates(&self, existing: MemoryId, content: &str) -> Result<bool> {
+        let score = c.score;
         Ok(self
             .store
-            .get_many(&[existing])?
-            .first()
-            .is_some_and(|m| crate::text::same_particulars(&m.content, content)))
+            .get_many(&[c.id])?
+            .pop()
+            .filter(|m| filter.accepts_expiry(m.expires_at))
+            .map(|m| (m, score)))
     }
 
     /// The `merged` log entry for `dup`, a near duplicate of `existing`.
@@ -1502,7 +1500,7 @@ impl Hippo {
     }
 
     /// `filter` with "holds now" judged at this engine's clock.
-    fn resolve(&self, filter: &Filter) -> Filter {
+    pub(crate) fn resolve(&self, filter: &Filter) -> Filter {
         let mut f = filter.clone();
         if f.as_of.is_none() && !f.all_versions {
             f.now = Some(self.clock.now());
@@ -1666,7 +1664,21 @@ impl Hippo {
         origin: &str,
         reason: Option<String>,
     ) -> Result<Memory> {
-        let mut m = self.changeable(id, scope)?;
+        let m = self.changeable(id, scope)?;
+        self.change_status(m, status, kind, origin, reason, Map::new())
+    }
+
+    /// Sets the status of `m` (as just read, not an earlier version), logs
+    /// why with `detail`, and queues the rebuild of digests that quote it.
+    pub(crate) fn change_status(
+        &self,
+        mut m: Memory,
+        status: Status,
+        kind: EventKind,
+        origin: &str,
+        reason: Option<String>,
+        detail: Map<String, Value>,
+    ) -> Result<Memory> {
         if m.status == status {
             return Ok(m);
         }
@@ -1677,7 +1689,8 @@ impl Hippo {
         }
         m.status = status;
         m.updated_at = millis(self.clock.now());
-        let event = self.event(&m, kind, origin, reason);
+        let mut event = self.event(&m, kind, origin, reason);
+        event.detail = detail;
         self.store.update(Update {
             jobs: self.consolidation_jobs(&[&m]),
             events: vec![event],
@@ -1770,13 +1783,13 @@ impl Hippo {
         let vector = self.query_vector(&d.embed_text)?.0.as_ref().clone();
         if let Some(merge) = self.policies.of(kind).merge_above {
             if let Some((existing, cos)) = self.nearest_current(scope, kind, &vector)? {
-                if cos >= merge && self.restates(existing, content)? {
+                if cos >= merge && crate::text::same_particulars(&existing.content, content) {
                     self.store.insert(InsertBatch {
-                        events: vec![self.near_duplicate_event(&d.memory, existing, cos)],
+                        events: vec![self.near_duplicate_event(&d.memory, existing.id, cos)],
                         job_step: step,
                         ..Default::default()
                     })?;
-                    return Ok(Err(existing));
+                    return Ok(Err(existing.id));
                 }
             }
         }

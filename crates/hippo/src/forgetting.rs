@@ -114,30 +114,30 @@ impl Hippo {
         scope: Option<&Scope>,
         reason: Option<String>,
     ) -> Result<Memory> {
-        self.archive_with(id, scope, "api", reason, Map::new())
+        let m = self.changeable(id, scope)?;
+        self.archive_read(m, "api", reason, Map::new())
     }
 
-    fn archive_with(
+    /// Archives `m` (as just read) unless it is not active (a deleted
+    /// memory stays deleted).
+    fn archive_read(
         &self,
-        id: MemoryId,
-        scope: Option<&Scope>,
+        m: Memory,
         origin: &str,
         reason: Option<String>,
         detail: Map<String, Value>,
     ) -> Result<Memory> {
-        let mut m = self.changeable(id, scope)?;
         if m.status != Status::Active {
             return Ok(m);
         }
-        m.status = Status::Archived;
-        m.updated_at = millis(self.now());
-        let mut event = self.event(&m, EventKind::Archived, origin, reason);
-        event.detail = detail;
-        self.store().update(Update {
-            events: vec![event],
-            ..Update::in_place(m.clone(), None)
-        })?;
-        Ok(m)
+        self.change_status(
+            m,
+            Status::Archived,
+            EventKind::Archived,
+            origin,
+            reason,
+            detail,
+        )
     }
 
     /// A memory's strength now (see [`crate::policy::strength`]).
@@ -164,14 +164,14 @@ impl Hippo {
             let n = due.len();
             for m in due {
                 let expires_at = m.expires_at.map(|t| json!(t)).unwrap_or(Value::Null);
-                self.archive_with(
-                    m.id,
-                    None,
+                let id = m.id;
+                self.archive_read(
+                    m,
                     "maintenance",
                     Some("expired".into()),
                     detail([("expires_at", expires_at)]),
                 )?;
-                report.expired.push(m.id);
+                report.expired.push(id);
             }
             if n < PAGE {
                 break;
@@ -198,19 +198,19 @@ impl Hippo {
                 limit: PAGE,
                 order: Order::Ascending,
             })?;
-            for m in &page.memories {
+            for m in page.memories {
                 report.checked += 1;
                 let policy = self.policies().of(m.kind);
                 let Some(threshold) = policy.archive_below else {
                     continue;
                 };
-                let s = strength_of(self.policies(), m, now);
+                let s = strength_of(self.policies(), &m, now);
                 if s.value >= threshold {
                     continue;
                 }
-                self.archive_with(
-                    m.id,
-                    None,
+                let (id, usage) = (m.id, m.usage);
+                self.archive_read(
+                    m,
                     "maintenance",
                     Some("faded".into()),
                     detail([
@@ -218,12 +218,12 @@ impl Hippo {
                         ("threshold", json!(round4(threshold))),
                         ("age_days", json!(round4(s.age_days))),
                         ("stability_days", json!(s.stability_days.map(round4))),
-                        ("used", json!(m.usage.used)),
-                        ("helpful", json!(m.usage.helpful)),
-                        ("wrong", json!(m.usage.wrong)),
+                        ("used", json!(usage.used)),
+                        ("helpful", json!(usage.helpful)),
+                        ("wrong", json!(usage.wrong)),
                     ]),
                 )?;
-                report.faded.push(m.id);
+                report.faded.push(id);
             }
             match page.next_cursor {
                 Some(c) => cursor = Some(c),
