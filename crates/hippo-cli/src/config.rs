@@ -38,6 +38,10 @@ pub struct FileConfig {
     pub llm_api_key: Option<String>,
     /// Background workers running LLM jobs (default 2).
     pub llm_workers: Option<usize>,
+    /// Seconds a consolidation job of `serve` waits before it runs, so a
+    /// burst of writes shares one LLM summary (default 30 with an LLM, 0
+    /// without).
+    pub consolidation_delay_secs: Option<u64>,
     /// Seconds between maintenance passes of `serve` (default 3600; 0: off).
     pub maintenance_interval_secs: Option<u64>,
     /// Per-kind policies (`[policies.fact]` with `half_life_days`,

@@ -158,6 +158,16 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Show the profile of a user or agent as JSON (runs queued jobs first,
+    /// so the profile is current).
+    Profile {
+        /// The user.
+        #[arg(long)]
+        user: Option<String>,
+        /// The agent.
+        #[arg(long)]
+        agent: Option<String>,
+    },
     /// Show one memory as JSON.
     Get {
         /// Memory id.
@@ -415,6 +425,27 @@ impl Settings {
 
     /// [`Self::open_at`] with these fusion weights (benchmarks, ablations).
     pub fn open_with(&self, db: &std::path::Path, weights: hippo::FusionWeights) -> Result<Hippo> {
+        Ok(self.builder(db, weights)?.build()?)
+    }
+
+    /// The engine for `serve`: as [`Self::open`], and with an LLM its
+    /// consolidation jobs wait `consolidation_delay_secs` (default 30) so a
+    /// burst of turns shares one summary call.
+    pub fn open_for_serving(&self) -> Result<Hippo> {
+        let mut builder = self.builder(&self.db, hippo::FusionWeights::default())?;
+        let delay = self
+            .file
+            .consolidation_delay_secs
+            .unwrap_or(if self.llm_url.is_some() { 30 } else { 0 });
+        builder = builder.consolidation_delay(std::time::Duration::from_secs(delay));
+        Ok(builder.build()?)
+    }
+
+    fn builder(
+        &self,
+        db: &std::path::Path,
+        weights: hippo::FusionWeights,
+    ) -> Result<hippo::HippoBuilder> {
         let embedder = self.embedder()?;
         if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
@@ -441,7 +472,7 @@ impl Settings {
                 },
             )));
         }
-        Ok(builder.build()?)
+        Ok(builder)
     }
 }
 
@@ -504,7 +535,7 @@ fn run(cli: Cli) -> Result<()> {
                     hippo::MAX_CONTEXT_TURNS
                 );
             }
-            let hippo = Arc::new(settings.open()?);
+            let hippo = Arc::new(settings.open_for_serving()?);
             // Without an LLM one worker runs consolidation jobs.
             let workers = if hippo.llm().is_some() {
                 settings.file.llm_workers.unwrap_or(2).max(1)
@@ -603,6 +634,26 @@ fn run(cli: Cli) -> Result<()> {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&api::MaintenanceView::from(report))?
+            );
+            Ok(())
+        }
+        Command::Profile { user, agent } => {
+            let owner = Scope {
+                user_id: user,
+                agent_id: agent,
+                session_id: None,
+            };
+            if owner == Scope::default() {
+                return Err(io::InputError("--user or --agent is required".into()).into());
+            }
+            let hippo = settings.open()?;
+            while hippo.run_one_job(chrono::Duration::seconds(600), 5)? {}
+            let profile = hippo
+                .profile(&owner)?
+                .context("no profile has been built yet (add profile memories first)")?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&api::MemoryView::with_strength(profile, &hippo))?
             );
             Ok(())
         }

@@ -27,6 +27,13 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+/// Labels of LLM usage.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LlmLabels {
+    /// `extract`, `decide`, `summary` or `profile`.
+    pub operation: String,
+}
+
 /// The server's metrics.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -38,6 +45,12 @@ pub struct Metrics {
     pub memories_written: Counter,
     /// Resident memory of this process, refreshed at every scrape.
     resident_bytes: Gauge,
+    /// LLM calls, tokens and unusable answers per operation, caught up
+    /// with the engine's meter at every scrape.
+    llm_calls: Family<LlmLabels, Counter>,
+    llm_prompt_tokens: Family<LlmLabels, Counter>,
+    llm_completion_tokens: Family<LlmLabels, Counter>,
+    llm_unusable: Family<LlmLabels, Counter>,
 }
 
 /// Resident set size of this process in bytes (Linux; `None` elsewhere).
@@ -78,7 +91,35 @@ impl Metrics {
             "Resident memory of the server process",
             resident.clone(),
         );
+        let llm_calls = Family::<LlmLabels, Counter>::default();
+        let llm_prompt_tokens = Family::<LlmLabels, Counter>::default();
+        let llm_completion_tokens = Family::<LlmLabels, Counter>::default();
+        let llm_unusable = Family::<LlmLabels, Counter>::default();
+        registry.register(
+            "llm_calls",
+            "LLM completions by operation",
+            llm_calls.clone(),
+        );
+        registry.register(
+            "llm_prompt_tokens",
+            "LLM prompt tokens by operation",
+            llm_prompt_tokens.clone(),
+        );
+        registry.register(
+            "llm_completion_tokens",
+            "LLM answer tokens by operation",
+            llm_completion_tokens.clone(),
+        );
+        registry.register(
+            "llm_unusable_answers",
+            "LLM answers that could not be used (unreadable or ungrounded) by operation",
+            llm_unusable.clone(),
+        );
         Metrics {
+            llm_calls,
+            llm_prompt_tokens,
+            llm_completion_tokens,
+            llm_unusable,
             registry: Mutex::new(registry),
             requests,
             latency,
@@ -87,13 +128,28 @@ impl Metrics {
         }
     }
 
-    /// The text exposition format.
-    pub fn encode(&self) -> String {
+    /// The text exposition format, with the LLM counters caught up with
+    /// `llm` (the engine's running totals).
+    pub fn encode(&self, llm: &[(&'static str, hippo::llm::LlmTotals)]) -> String {
         if let Some(rss) = resident_bytes() {
             self.resident_bytes.set(rss);
         }
-        let mut out = String::new();
+        // Held while catching up, so two scrapes never add the same delta.
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        for (op, t) in llm {
+            let labels = LlmLabels {
+                operation: (*op).to_owned(),
+            };
+            let catch_up = |family: &Family<LlmLabels, Counter>, total: u64| {
+                let c = family.get_or_create(&labels);
+                c.inc_by(total.saturating_sub(c.get()));
+            };
+            catch_up(&self.llm_calls, t.calls);
+            catch_up(&self.llm_prompt_tokens, t.prompt_tokens);
+            catch_up(&self.llm_completion_tokens, t.completion_tokens);
+            catch_up(&self.llm_unusable, t.unusable);
+        }
+        let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
             out.clear();
         }

@@ -279,6 +279,7 @@ async fn blocking<T: Send + 'static>(
         archive_memory,
         maintenance,
         rejections,
+        get_profile,
         job_counts,
         get_job,
         healthz,
@@ -341,6 +342,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/memories/{id}/archive", post(archive_memory))
         .route("/v1/maintenance", post(maintenance))
         .route("/v1/rejections", get(rejections))
+        .route("/v1/profile", get(get_profile))
         .route("/v1/jobs", get(job_counts))
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/search", post(search))
@@ -833,6 +835,38 @@ async fn rejections(
     }))
 }
 
+/// Owner parameters of a profile.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileParams {
+    /// The user.
+    user_id: Option<String>,
+    /// The agent.
+    agent_id: Option<String>,
+}
+
+/// The profile of a user or agent: one short description built from their
+/// current `profile` memories (by the LLM when one is configured),
+/// revised with versions as they change (see its history). 404 until one
+/// has been built.
+#[utoipa::path(get, path = "/v1/profile", params(ProfileParams),
+    responses((status = 200, body = MemoryView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_profile(
+    State(state): State<AppState>,
+    ApiQuery(p): ApiQuery<ProfileParams>,
+) -> Result<Json<MemoryView>, ApiError> {
+    let owner = scope_of(p.user_id, p.agent_id, None);
+    if owner == Scope::default() {
+        return Err(ApiError::invalid("user_id or agent_id is required"));
+    }
+    let hippo = state.hippo.clone();
+    let profile = blocking(move || hippo.profile(&owner)).await?;
+    let m = profile.ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no profile has been built yet")
+    })?;
+    Ok(Json(MemoryView::with_strength(m, &state.hippo)))
+}
+
 /// Background jobs per state (LLM extraction runs after the write is
 /// acknowledged).
 #[utoipa::path(get, path = "/v1/jobs", responses((status = 200, body = JobCountsView)))]
@@ -880,7 +914,7 @@ async fn healthz(State(state): State<AppState>) -> Json<Health> {
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.encode(),
+        state.metrics.encode(&state.hippo.llm_usage()),
     )
 }
 

@@ -10,12 +10,23 @@
 //! digest never quotes a memory that was deleted, archived or superseded
 //! once its job has run.
 //!
-//! Method: extractive. A session digest names its participants, dates and
-//! most-mentioned names, and quotes its most central lines: the messages
-//! closest to the session's mean vector, chosen by maximal marginal
-//! relevance so they do not repeat each other (the centroid method of
-//! Radev et al., 2004, with MMR selection). An entity timeline lists, oldest
-//! first, the latest memories that mention the name.
+//! Method without an LLM: extractive. A session digest names its
+//! participants, dates and most-mentioned names, and quotes its most central
+//! lines: the messages closest to the session's mean vector, chosen by
+//! maximal marginal relevance so they do not repeat each other (the centroid
+//! method of Radev et al., 2004, with MMR selection). An entity timeline
+//! lists, oldest first, the latest memories that mention the name.
+//!
+//! With an LLM the session digest's quoted lines are replaced by the model's
+//! summary of the session, and a timeline of a name mentioned at least
+//! [`MIN_TOPIC_MENTIONS`] times opens with the model's summary of what is
+//! known about it. A summary whose words were mostly not said (see
+//! [`crate::extract::grounding`]) or that cannot be read is not used: the
+//! extractive digest stands. Each digest records a fingerprint of its
+//! sources, so a job that finds nothing changed asks the model nothing.
+//!
+//! The per-owner profile (see [`crate::profile`]) is rebuilt by the same
+//! jobs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -25,6 +36,8 @@ use serde_json::{json, Map, Value};
 
 use crate::engine::Hippo;
 use crate::error::{Error, Result};
+use crate::extract::{grounding, Cost, MIN_GROUNDING};
+use crate::llm::parse::json_value;
 use crate::jobs::NewJob;
 use crate::model::{
     content_hash, millis, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope, Status,
@@ -47,6 +60,54 @@ const MAX_SOURCES: usize = 500;
 const MAX_SESSION: usize = 5000;
 /// Longest quoted line, in characters.
 const MAX_LINE_CHARS: usize = 200;
+/// Most conversation text shown to the model for one summary, in bytes
+/// (the latest lines are kept).
+const MAX_PROMPT_BYTES: usize = 12_000;
+/// Longest summary used, in characters.
+const MAX_SUMMARY_CHARS: usize = 2_000;
+/// Least mentions of a name for an LLM topic summary of its timeline.
+pub const MIN_TOPIC_MENTIONS: usize = 3;
+/// Metadata key of a digest's source fingerprint.
+pub const FINGERPRINT_KEY: &str = "fingerprint";
+
+const SESSION_PROMPT: &str = "You maintain long-term memory for an assistant. Summarise the \
+conversation below in at most five sentences: who took part, what happened, what they shared, decided \
+or planned, keeping names, places and dates. Use only what the conversation says. Answer with JSON only: \
+{\"summary\": \"...\"}.";
+
+const TOPIC_PROMPT: &str = "You maintain long-term memory for an assistant. Summarise in at most \
+three sentences what the dated lines below say about the name given, oldest first, keeping dates. Use \
+only what the lines say. Answer with JSON only: {\"summary\": \"...\"}.";
+
+/// True for memories that consolidation writes (digests, timelines, the
+/// profile): they are rebuilt from their sources, never sources themselves.
+pub fn is_digest(m: &Memory) -> bool {
+    m.metadata.contains_key(DIGEST_KEY)
+}
+
+/// A fingerprint of the memories a digest is built from: what they say,
+/// who said it and when.
+pub(crate) fn fingerprint(ms: &[Memory]) -> String {
+    let mut text = String::new();
+    for m in ms {
+        text.push_str(&format!(
+            "{}|{}|{:?}|{:?}\n",
+            m.id,
+            m.content_hash,
+            m.event_time.map(|t| t.timestamp_millis()),
+            m.actor.name
+        ));
+    }
+    content_hash(&text)
+}
+
+/// Reads `{"summary": "..."}` (or `{"profile": ...}`) from a model answer;
+/// `None` when missing, empty or too long.
+pub(crate) fn read_summary(answer: &str, field: &str) -> Option<String> {
+    let v = json_value(answer)?;
+    let text = v.get(field)?.as_str()?.trim();
+    (!text.is_empty() && text.chars().count() <= MAX_SUMMARY_CHARS).then(|| text.to_owned())
+}
 
 /// What a consolidation job is to rebuild.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,21 +118,27 @@ pub struct Touched {
     /// `(owner, name)` pairs whose timeline is stale.
     #[serde(default)]
     pub entities: BTreeSet<(Scope, String)>,
+    /// Owners whose profile is stale.
+    #[serde(default)]
+    pub profiles: BTreeSet<Scope>,
 }
 
 impl Touched {
-    /// What a change to memories `ms` makes stale. Derived memories
-    /// (summaries) touch nothing.
+    /// What a change to memories `ms` makes stale. Summaries and digests
+    /// touch nothing.
     pub fn by(ms: &[&Memory]) -> Touched {
         let mut t = Touched::default();
         for m in ms {
-            if m.kind == MemoryKind::Summary {
+            if m.kind == MemoryKind::Summary || is_digest(m) {
                 continue;
             }
             if m.kind == MemoryKind::Message && m.scope.session_id.is_some() {
                 t.sessions.insert(m.scope.clone());
             }
             let owner = crate::engine::owner_of(&m.scope);
+            if m.kind == MemoryKind::Profile {
+                t.profiles.insert(owner.clone());
+            }
             for name in crate::text::entities(&m.content) {
                 t.entities.insert((owner.clone(), name));
             }
@@ -81,7 +148,7 @@ impl Touched {
 
     /// True when there is nothing to rebuild.
     pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty() && self.entities.is_empty()
+        self.sessions.is_empty() && self.entities.is_empty() && self.profiles.is_empty()
     }
 
     /// The job that rebuilds it, if anything (`None` when empty).
@@ -94,6 +161,7 @@ impl Touched {
             .iter()
             .next()
             .or(self.entities.iter().next().map(|(o, _)| o))
+            .or(self.profiles.iter().next())
             .cloned()
             .unwrap_or_default();
         let payload = match serde_json::to_value(self) {
@@ -116,36 +184,81 @@ pub struct ConsolidationReport {
     pub sessions: usize,
     /// Entity timelines written or changed.
     pub entities: usize,
+    /// Profiles written or changed.
+    pub profiles: usize,
 }
 
 impl Hippo {
     /// Rebuilds the digests `touched` names (see the module docs).
     pub fn consolidate(&self, touched: &Touched) -> Result<ConsolidationReport> {
+        self.consolidate_counting(touched, &mut Cost::default())
+    }
+
+    /// [`Hippo::consolidate`], adding what the LLM cost to `cost`.
+    fn consolidate_counting(
+        &self,
+        touched: &Touched,
+        cost: &mut Cost,
+    ) -> Result<ConsolidationReport> {
         let mut report = ConsolidationReport::default();
         for scope in &touched.sessions {
-            if self.rebuild_session(scope)? {
+            if self.rebuild_session(scope, cost)? {
                 report.sessions += 1;
             }
         }
         for (owner, name) in &touched.entities {
-            if self.rebuild_entity(owner, name)? {
+            if self.rebuild_entity(owner, name, cost)? {
                 report.entities += 1;
+            }
+        }
+        for owner in &touched.profiles {
+            if self.rebuild_profile(owner, cost)? {
+                report.profiles += 1;
             }
         }
         Ok(report)
     }
 
     /// Runs a consolidation job's payload.
-    pub(crate) fn run_consolidate(&self, payload: &Map<String, Value>) -> Result<()> {
+    pub(crate) fn run_consolidate(&self, payload: &Map<String, Value>, cost: &mut Cost) -> Result<()> {
         let touched: Touched = serde_json::from_value(Value::Object(payload.clone()))
             .map_err(|e| Error::invalid(format!("bad consolidation job: {e}")))?;
-        self.consolidate(&touched)?;
+        self.consolidate_counting(&touched, cost)?;
         Ok(())
+    }
+
+    /// The model's summary of `lines` (`SESSION_PROMPT` or `TOPIC_PROMPT`),
+    /// when an LLM is configured and its answer is readable and grounded in
+    /// `sources`.
+    fn llm_summary(
+        &self,
+        system: &str,
+        lines: String,
+        sources: &[Memory],
+        cost: &mut Cost,
+    ) -> Result<Option<String>> {
+        let Some(llm) = self.llm() else {
+            return Ok(None);
+        };
+        let answer = self.ask(llm.as_ref(), "summary", system, lines, cost)?;
+        match read_summary(&answer, "summary") {
+            Some(text) if grounding(&text, sources) >= MIN_GROUNDING => Ok(Some(text)),
+            Some(_) => {
+                cost.ungrounded_facts += 1;
+                self.llm_meter().unusable("summary");
+                Ok(None)
+            }
+            None => {
+                cost.unreadable_answers += 1;
+                self.llm_meter().unusable("summary");
+                Ok(None)
+            }
+        }
     }
 
     /// The active, currently valid memories in `scope` of `kinds`, oldest
     /// first, up to `max`.
-    fn current(&self, scope: &Scope, kinds: &[MemoryKind], max: usize) -> Result<Vec<Memory>> {
+    pub(crate) fn current(&self, scope: &Scope, kinds: &[MemoryKind], max: usize) -> Result<Vec<Memory>> {
         let filter = self.resolve(&Filter {
             kinds: kinds.to_vec(),
             ..Filter::default()
@@ -169,7 +282,7 @@ impl Hippo {
         Ok(out)
     }
 
-    fn rebuild_session(&self, scope: &Scope) -> Result<bool> {
+    fn rebuild_session(&self, scope: &Scope, cost: &mut Cost) -> Result<bool> {
         let messages: Vec<Memory> = self
             .current(scope, &[MemoryKind::Message], MAX_SESSION)?
             .into_iter()
@@ -179,13 +292,11 @@ impl Hippo {
         if messages.len() < 3 {
             return self.retire_digest(scope, &key);
         }
+        let print = fingerprint(&messages);
+        if self.up_to_date(scope, &key, &print)? {
+            return Ok(false);
+        }
         let ids: Vec<MemoryId> = messages.iter().map(|m| m.id).collect();
-        let vectors = self.store().vectors(&ids)?;
-        let lines = central_lines(
-            &messages,
-            &vectors,
-            MAX_KEY_LINES.min(messages.len() / 4 + 1),
-        );
         let mut speakers: Vec<&str> = Vec::new();
         let mut names: HashMap<String, usize> = HashMap::new();
         for m in &messages {
@@ -221,14 +332,42 @@ impl Hippo {
             let named: Vec<&str> = top.iter().take(8).map(|(n, _)| n.as_str()).collect();
             text.push_str(&format!(" Mentioned: {}.", named.join(", ")));
         }
-        for i in lines {
-            text.push_str(&format!(" {}", quote(&messages[i])));
-        }
+        let summary = self.llm_summary(
+            SESSION_PROMPT,
+            crate::extract::conversation_text(tail(&messages, MAX_PROMPT_BYTES)),
+            &messages,
+            cost,
+        )?;
+        let method = match summary {
+            Some(summary) => {
+                text.push(' ');
+                text.push_str(&summary);
+                "llm"
+            }
+            None => {
+                let vectors = self.store().vectors(&ids)?;
+                let k = MAX_KEY_LINES.min(messages.len() / 4 + 1);
+                for i in central_lines(&messages, &vectors, k) {
+                    text.push_str(&format!(" {}", quote(&messages[i])));
+                }
+                "extractive"
+            }
+        };
         let last_time = messages.iter().filter_map(|m| m.event_time).max();
-        self.put_digest(scope, key, text, &ids, last_time)
+        let meta = digest_metadata(&key, &print, method);
+        self.put_digest(scope, meta, text, &ids, last_time)
     }
 
-    fn rebuild_entity(&self, owner: &Scope, name: &str) -> Result<bool> {
+    /// True when the active digest of `scope` with `key` was built from
+    /// sources with fingerprint `print`.
+    fn up_to_date(&self, scope: &Scope, key: &Value, print: &str) -> Result<bool> {
+        Ok(self.find_digest(scope, key)?.is_some_and(|m| {
+            m.status == Status::Active
+                && m.metadata.get(FINGERPRINT_KEY).and_then(Value::as_str) == Some(print)
+        }))
+    }
+
+    fn rebuild_entity(&self, owner: &Scope, name: &str, cost: &mut Cost) -> Result<bool> {
         let key = json!({DIGEST_KEY: "entity", "entity": name});
         let filter = self.resolve(&Filter {
             kinds: vec![
@@ -280,25 +419,52 @@ impl Hippo {
             return self.retire_digest(owner, &key);
         }
         mentions.sort_by_key(|m| (m.event_time.unwrap_or(m.recorded_at), m.id));
-        let shown = &mentions[mentions.len().saturating_sub(MAX_TIMELINE)..];
-        let mut text = format!("Timeline of {name} ({} mentions):", mentions.len());
-        for m in shown {
-            let day = m.event_time.unwrap_or(m.recorded_at).date_naive();
-            text.push_str(&format!(" {day}: {}", quote(m)));
+        let print = fingerprint(&mentions);
+        if self.up_to_date(owner, &key, &print)? {
+            return Ok(false);
         }
+        let shown = &mentions[mentions.len().saturating_sub(MAX_TIMELINE)..];
+        let dated: Vec<String> = shown
+            .iter()
+            .map(|m| {
+                let day = m.event_time.unwrap_or(m.recorded_at).date_naive();
+                format!("{day}: {}", quote(m))
+            })
+            .collect();
+        let lines: String = dated.iter().map(|l| format!(" {l}")).collect();
+        let summary = if mentions.len() >= MIN_TOPIC_MENTIONS {
+            let prompt = format!("Name: {name}\nLines:\n{}\n", dated.join("\n"));
+            self.llm_summary(TOPIC_PROMPT, prompt, shown, cost)?
+        } else {
+            None
+        };
+        let mut text = format!("Timeline of {name} ({} mentions):", mentions.len());
+        if let Some(s) = &summary {
+            text.push_str(&format!(" {s}"));
+        }
+        text.push_str(&lines);
         let ids: Vec<MemoryId> = mentions.iter().map(|m| m.id).collect();
         let last_time = mentions.iter().filter_map(|m| m.event_time).max();
-        self.put_digest(owner, key, text, &ids, last_time)
+        let method = if summary.is_some() { "llm" } else { "extractive" };
+        let meta = digest_metadata(&key, &print, method);
+        self.put_digest(owner, meta, text, &ids, last_time)
     }
 
     /// The stored digest of `scope` with metadata `key`, if any.
-    fn find_digest(&self, scope: &Scope, key: &Value) -> Result<Option<Memory>> {
+    pub(crate) fn find_digest(&self, scope: &Scope, key: &Value) -> Result<Option<Memory>> {
+        let kind = if key[DIGEST_KEY] == crate::profile::PROFILE_DIGEST {
+            MemoryKind::Profile
+        } else {
+            MemoryKind::Summary
+        };
         let mut filter = self.resolve(&Filter {
-            kinds: vec![MemoryKind::Summary],
+            kinds: vec![kind],
             ..Filter::default()
         });
         filter.statuses = vec![Status::Active, Status::Archived];
         filter.metadata = key.as_object().cloned().unwrap_or_default();
+        filter.metadata.remove(FINGERPRINT_KEY);
+        filter.metadata.remove("method");
         let page = self.store().list(&ListQuery {
             scope: Some(scope),
             filter: &filter,
@@ -310,7 +476,8 @@ impl Hippo {
     }
 
     /// Writes a digest, or changes the stored one in place (digests are
-    /// rebuilt, not revised: no versions). Returns whether anything changed.
+    /// rebuilt, not revised: no versions). `key` is its metadata (the
+    /// digest key with its fingerprint). Returns whether anything changed.
     fn put_digest(
         &self,
         scope: &Scope,
@@ -321,17 +488,24 @@ impl Hippo {
     ) -> Result<bool> {
         let derived_from = sources[sources.len().saturating_sub(MAX_SOURCES)..].to_vec();
         let existing = self.find_digest(scope, &key)?;
-        if existing
-            .as_ref()
-            .is_some_and(|m| m.content == content && m.status == Status::Active)
+        let metadata: Map<String, Value> = key.as_object().cloned().unwrap_or_default();
+        if let Some(mut m) = existing
+            .clone()
+            .filter(|m| m.content == content && m.status == Status::Active)
         {
-            return Ok(false);
+            if m.metadata == metadata {
+                return Ok(false);
+            }
+            m.metadata = metadata;
+            m.updated_at = millis(self.now());
+            self.store().update(Update::in_place(m, None))?;
+            return Ok(true);
         }
         let vector = self.embedder().embed(&content)?;
         let now = millis(self.now());
-        let metadata: Map<String, Value> = key.as_object().cloned().unwrap_or_default();
         match existing {
             Some(mut m) => {
+                m.metadata = metadata;
                 m.content_hash = content_hash(&content);
                 m.content = content;
                 m.provenance.derived_from = derived_from;
@@ -391,6 +565,28 @@ impl Hippo {
             _ => Ok(false),
         }
     }
+}
+
+/// A digest's metadata: its key, source fingerprint and method.
+pub(crate) fn digest_metadata(key: &Value, print: &str, method: &str) -> Value {
+    let mut meta = key.clone();
+    meta[FINGERPRINT_KEY] = Value::String(print.to_owned());
+    meta["method"] = Value::String(method.to_owned());
+    meta
+}
+
+/// The latest messages whose text fits `max_bytes` (at least one).
+fn tail(messages: &[Memory], max_bytes: usize) -> &[Memory] {
+    let mut total = 0;
+    let mut start = messages.len();
+    while start > 0 {
+        total += messages[start - 1].content.len() + 20;
+        if total > max_bytes && start < messages.len() {
+            break;
+        }
+        start -= 1;
+    }
+    &messages[start..]
 }
 
 /// `speaker: text`, cut to [`MAX_LINE_CHARS`].

@@ -380,6 +380,7 @@ pub struct HippoBuilder {
     llm: Option<Arc<dyn crate::llm::ChatModel>>,
     policies: Policies,
     no_consolidation: bool,
+    consolidation_delay: chrono::Duration,
 }
 
 impl HippoBuilder {
@@ -387,6 +388,14 @@ impl HippoBuilder {
     /// timelines; see [`crate::consolidate`]). Default: on.
     pub fn consolidation(mut self, on: bool) -> Self {
         self.no_consolidation = !on;
+        self
+    }
+    /// How long a consolidation job waits before it runs (default: none).
+    /// With an LLM writing summaries, a delay lets a burst of writes to
+    /// one session share one summary instead of paying a call per write:
+    /// a job that finds its digest already up to date asks nothing.
+    pub fn consolidation_delay(mut self, delay: std::time::Duration) -> Self {
+        self.consolidation_delay = chrono::Duration::from_std(delay).unwrap_or_default();
         self
     }
     /// Per-kind policies for admission, ranking and forgetting (default:
@@ -451,6 +460,8 @@ impl HippoBuilder {
             llm: self.llm,
             policies: self.policies,
             consolidation: !self.no_consolidation,
+            consolidation_delay: self.consolidation_delay,
+            llm_meter: Default::default(),
             query_cache: Mutex::new(HashMap::new()),
         })
     }
@@ -480,7 +491,21 @@ pub struct Hippo {
     llm: Option<Arc<dyn crate::llm::ChatModel>>,
     policies: Policies,
     consolidation: bool,
+    consolidation_delay: chrono::Duration,
+    llm_meter: crate::llm::LlmMeter,
     query_cache: Mutex<HashMap<String, Arc<Vec<f32>>>>,
+}
+
+/// A memory derived from others, to store (see [`Hippo::add_derived`]).
+pub(crate) struct Derived<'a> {
+    /// Its id, when chosen in advance (so a job re-run writes the same one).
+    pub id: Option<MemoryId>,
+    pub scope: &'a Scope,
+    pub kind: MemoryKind,
+    pub content: &'a str,
+    pub metadata: Map<String, Value>,
+    pub derived_from: Vec<MemoryId>,
+    pub event_time: Option<DateTime<Utc>>,
 }
 
 /// A memory being prepared, before embedding.
@@ -564,6 +589,16 @@ impl Hippo {
         self.llm.as_ref()
     }
 
+    /// Calls and tokens spent on the LLM since this engine was built, per
+    /// operation.
+    pub fn llm_usage(&self) -> Vec<(&'static str, crate::llm::LlmTotals)> {
+        self.llm_meter.totals()
+    }
+
+    pub(crate) fn llm_meter(&self) -> &crate::llm::LlmMeter {
+        &self.llm_meter
+    }
+
     /// The consolidation job for a change to `ms`, when consolidation is on
     /// and the change touches a digest.
     pub(crate) fn consolidation_jobs(&self, ms: &[&Memory]) -> Vec<crate::jobs::NewJob> {
@@ -571,7 +606,7 @@ impl Hippo {
             return Vec::new();
         }
         crate::consolidate::Touched::by(ms)
-            .job(millis(self.clock.now()))
+            .job(millis(self.clock.now()) + self.consolidation_delay)
             .into_iter()
             .collect()
     }
@@ -1761,22 +1796,31 @@ impl Hippo {
     /// identical memory it duplicates.
     pub(crate) fn add_derived(
         &self,
-        scope: &Scope,
-        kind: MemoryKind,
-        content: &str,
-        derived_from: Vec<MemoryId>,
-        event_time: Option<DateTime<Utc>>,
+        derived: Derived<'_>,
         step: Option<crate::jobs::JobStep>,
     ) -> Result<std::result::Result<Memory, MemoryId>> {
+        let Derived {
+            id,
+            scope,
+            kind,
+            content,
+            metadata,
+            derived_from,
+            event_time,
+        } = derived;
         let mut item = AddItem::text(scope.clone(), content);
         item.kind = Some(kind);
         item.event_time = event_time;
+        item.metadata = metadata;
         self.validate_item(&item)?;
         let (mut drafts, _) = self.draft(vec![item], Uuid::now_v7())?;
         if drafts.len() != 1 {
             return Err(Error::invalid("a derived memory must fit one chunk"));
         }
         let mut d = drafts.remove(0);
+        if let Some(id) = id {
+            d.memory.id = id;
+        }
         d.memory.provenance.derived_from = derived_from;
         // Extraction searched for this very text just before: its vector
         // is usually in the query cache.

@@ -14,12 +14,13 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::engine::{Hippo, MemoryPatch};
+use crate::engine::{Derived, Hippo, MemoryPatch};
 use crate::error::{Error, ErrorKind, Result};
 use crate::jobs::{Job, JobState, JobStep, JobUpdate};
 use crate::llm::parse::json_value;
 use crate::llm::{ChatMessage, ChatModel};
 use crate::model::{Filter, Memory, MemoryId, MemoryKind, Status};
+use crate::notes::{Evolution, Note};
 use crate::store::InsertBatch;
 
 /// The job kind of an extraction.
@@ -42,20 +43,26 @@ below, extract the facts worth remembering about the people in it: who they are,
 their preferences, relationships, possessions, places and dates. Each fact is one short, self-contained \
 sentence that names the person (never \"I\" or \"you\") and keeps any date that was given. Skip greetings \
 and small talk. Use kind \"profile\" for lasting traits (name, job, home, family), \"procedure\" for how \
-to do something or a lesson learnt, \"fact\" otherwise. Answer with JSON only: \
-{\"facts\": [{\"text\": \"...\", \"kind\": \"fact\"}]} (an empty list when there is nothing to remember).";
+to do something or a lesson learnt, \"fact\" otherwise. Give each fact up to five keywords, up to three \
+lower-case tags (topics such as \"family\" or \"travel\"), and a short context placing it in the person's \
+life. Answer with JSON only: {\"facts\": [{\"text\": \"...\", \"kind\": \"fact\", \"keywords\": [\"...\"], \
+\"tags\": [\"...\"], \"context\": \"...\"}]} (an empty list when there is nothing to remember).";
 
 const DECIDE_PROMPT: &str = "You maintain long-term memory for an assistant. Compare a new fact with \
 the existing memories and decide one operation: ADD (new information), UPDATE (the new fact replaces an \
 existing memory that is now outdated or less complete; give that memory's index and the updated text), \
 DELETE (the new fact says an existing memory is no longer true; give its index), NOOP (the fact is already \
-known). Answer with JSON only: {\"event\": \"ADD\", \"index\": null, \"text\": \"...\", \"reason\": \"...\"}.";
+known). Also give \"links\": the indexes of existing memories about the same person, topic or event as the \
+new fact, and \"evolve\": for linked memories whose tags or context should change in the light of the new \
+fact, their index with new \"tags\" and/or \"context\". Answer with JSON only: {\"event\": \"ADD\", \
+\"index\": null, \"text\": \"...\", \"reason\": \"...\", \"links\": [], \"evolve\": []}.";
 
 /// One decided operation of an extraction plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlannedOp {
-    /// `add`, `update`, `delete`, `noop`, or `reject` (not admitted, see
-    /// [`grounding`]).
+    /// `add`, `update`, `delete`, `noop`, `reject` (not admitted, see
+    /// [`grounding`]), or `evolve` (change the note of `target`, linking it
+    /// to `link_to`; see [`crate::notes`]).
     pub op: String,
     /// The fact (for `add`/`update`: the text to store).
     pub text: String,
@@ -67,6 +74,35 @@ pub struct PlannedOp {
     /// The model's reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For `add`: the new memory's id, chosen when planning so that notes
+    /// evolved by later steps can link to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<MemoryId>,
+    /// For `add`/`update`: the note to store with the fact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<Note>,
+    /// For `evolve`: what changes on the target's note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evolution: Option<Evolution>,
+    /// For `evolve`: the memory the target is to link to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_to: Option<MemoryId>,
+}
+
+impl PlannedOp {
+    fn new(op: &str, fact: &Fact, target: Option<MemoryId>, reason: impl Into<String>) -> Self {
+        PlannedOp {
+            op: op.into(),
+            text: fact.text.clone(),
+            kind: fact.kind,
+            target,
+            reason: Some(reason.into()),
+            id: None,
+            note: None,
+            evolution: None,
+            link_to: None,
+        }
+    }
 }
 
 /// Tokens and calls spent by a job.
@@ -102,6 +138,8 @@ impl Cost {
 struct Fact {
     text: String,
     kind: MemoryKind,
+    /// Keywords, tags and context (links come with the decision).
+    note: Note,
 }
 
 /// Reads the extraction answer: `{"facts": [...]}` (or a bare list), each
@@ -115,14 +153,15 @@ fn read_facts(answer: &str) -> Option<Vec<Fact>> {
     };
     let mut out = Vec::new();
     for item in list {
-        let (text, kind) = match item {
-            Value::String(s) => (s.as_str(), None),
+        let (text, kind, note) = match item {
+            Value::String(s) => (s.as_str(), None, Note::default()),
             Value::Object(o) => (
                 o.get("text")
                     .or_else(|| o.get("fact"))
                     .and_then(Value::as_str)
                     .unwrap_or(""),
                 o.get("kind").and_then(Value::as_str),
+                Note::read(o),
             ),
             _ => continue,
         };
@@ -139,6 +178,7 @@ fn read_facts(answer: &str) -> Option<Vec<Fact>> {
             out.push(Fact {
                 text: text.to_owned(),
                 kind,
+                note,
             });
         }
         if out.len() == MAX_FACTS {
@@ -148,10 +188,12 @@ fn read_facts(answer: &str) -> Option<Vec<Fact>> {
     Some(out)
 }
 
-/// Reads a decision about `fact` given the related memories (by index).
-/// An unreadable decision, or one naming no valid index, falls back to ADD
-/// (the verbatim fact, kept as new information, loses nothing).
-fn read_decision(answer: &str, fact: &Fact, related: &[Memory]) -> Option<PlannedOp> {
+/// Reads a decision about `fact` given the related memories (by index):
+/// the operation, then one `evolve` step per linked memory whose note is to
+/// change. The fact's note links to the memories the answer names as
+/// related (indexes that name nothing are ignored). `None` when the answer
+/// is unreadable or names no valid target for UPDATE/DELETE.
+fn read_decision(answer: &str, fact: &Fact, related: &[Memory]) -> Option<Vec<PlannedOp>> {
     let v = json_value(answer)?;
     let o = v.as_object()?;
     let event = o
@@ -160,14 +202,7 @@ fn read_decision(answer: &str, fact: &Fact, related: &[Memory]) -> Option<Planne
         .and_then(Value::as_str)?
         .trim()
         .to_uppercase();
-    let index = o
-        .get("index")
-        .or_else(|| o.get("id"))
-        .and_then(|i| match i {
-            Value::Number(n) => n.as_u64().map(|n| n as usize),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        });
+    let index = o.get("index").or_else(|| o.get("id")).and_then(read_index);
     let target = index.and_then(|i| related.get(i)).map(|m| m.id);
     let text = o
         .get("text")
@@ -187,13 +222,89 @@ fn read_decision(answer: &str, fact: &Fact, related: &[Memory]) -> Option<Planne
         ("ADD", _) => "add",
         _ => return None,
     };
-    Some(PlannedOp {
+    let target = if op == "add" { None } else { target };
+    // A new fact gets its id now, so linked notes can link back to it; an
+    // update keeps the target's id.
+    let id = (op == "add").then(MemoryId::now_v7);
+    // Linked memories: those named in `links` and those to evolve. Each
+    // gets an `evolve` step (its note links back; tags or context change
+    // when the answer says so).
+    let mut evolutions: Vec<(usize, Evolution)> = Vec::new();
+    for i in o
+        .get("links")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(read_index)
+    {
+        evolutions.push((i, Evolution::default()));
+    }
+    for e in o
+        .get("evolve")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object)
+    {
+        let Some(i) = e.get("index").and_then(read_index) else {
+            continue;
+        };
+        let tags = crate::notes::terms(e.get("tags"), true);
+        let evolution = Evolution {
+            tags: (!tags.is_empty()).then_some(tags),
+            context: crate::notes::context(e.get("context")),
+        };
+        match evolutions.iter_mut().find(|(j, _)| *j == i) {
+            Some((_, ev)) => *ev = evolution,
+            None => evolutions.push((i, evolution)),
+        }
+    }
+    let mut note = fact.note.clone();
+    let mut evolve_ops = Vec::new();
+    if matches!(op, "add" | "update") {
+        for (i, evolution) in evolutions {
+            let Some(m) = related.get(i).filter(|m| Some(m.id) != target) else {
+                continue;
+            };
+            if note.links.contains(&m.id) {
+                continue;
+            }
+            note.link(m.id);
+            evolve_ops.push(PlannedOp {
+                op: "evolve".into(),
+                text: m.content.clone(),
+                kind: m.kind,
+                target: Some(m.id),
+                reason: Some("linked to a new memory".into()),
+                id: None,
+                note: None,
+                evolution: Some(evolution),
+                link_to: id.or(target),
+            });
+        }
+    }
+    let mut ops = vec![PlannedOp {
         op: op.into(),
         text,
         kind: fact.kind,
-        target: if op == "add" { None } else { target },
+        target,
         reason,
-    })
+        id,
+        note: Some(note),
+        evolution: None,
+        link_to: None,
+    }];
+    ops.extend(evolve_ops);
+    Some(ops)
+}
+
+/// An index given as a number or a numeric string.
+fn read_index(v: &Value) -> Option<usize> {
+    match v {
+        Value::Number(n) => n.as_u64().map(|n| n as usize),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
 }
 
 /// True when two words are the same word up to its ending ("plays" /
@@ -233,7 +344,9 @@ pub fn grounding(fact: &str, sources: &[Memory]) -> f32 {
     found as f32 / words.len() as f32
 }
 
-fn conversation_text(messages: &[Memory]) -> String {
+/// The lines of a conversation as shown to the model: a date line, then
+/// `speaker: text` per message.
+pub(crate) fn conversation_text(messages: &[Memory]) -> String {
     let mut out = String::new();
     if let Some(t) = messages.iter().find_map(|m| m.event_time) {
         out.push_str(&format!("Date: {}\n", t.format("%Y-%m-%d")));
@@ -251,9 +364,12 @@ fn conversation_text(messages: &[Memory]) -> String {
 }
 
 impl Hippo {
-    fn ask(
+    /// One completion for operation `op`, counted in the job's `cost` and
+    /// the engine's meter.
+    pub(crate) fn ask(
         &self,
         llm: &dyn ChatModel,
+        op: &'static str,
         system: &str,
         user: String,
         cost: &mut Cost,
@@ -262,6 +378,7 @@ impl Hippo {
             &[ChatMessage::system(system), ChatMessage::user(user)],
             MAX_ANSWER_TOKENS,
         )?;
+        self.llm_meter().record(op, &c);
         cost.llm_calls += 1;
         cost.prompt_tokens += c.prompt_tokens;
         cost.completion_tokens += c.completion_tokens;
@@ -278,11 +395,13 @@ impl Hippo {
             kinds: vec![MemoryKind::Fact, MemoryKind::Profile, MemoryKind::Procedure],
             ..Default::default()
         };
+        // Digests (the profile) are rebuilt from facts, never decided on.
         Ok(self
             .search(&req)?
             .hits
             .into_iter()
             .map(|h| h.memory)
+            .filter(|m| !crate::consolidate::is_digest(m))
             .collect())
     }
 
@@ -297,9 +416,10 @@ impl Hippo {
         if sources.is_empty() {
             return Ok(Vec::new());
         }
-        let answer = self.ask(llm, EXTRACT_PROMPT, conversation_text(sources), cost)?;
+        let answer = self.ask(llm, "extract", EXTRACT_PROMPT, conversation_text(sources), cost)?;
         let Some(facts) = read_facts(&answer) else {
             cost.unreadable_answers += 1;
+            self.llm_meter().unusable("extract");
             return Err(Error::unavailable(
                 "the model's extraction answer could not be read",
                 answer.chars().take(200).collect::<String>(),
@@ -310,38 +430,35 @@ impl Hippo {
             let g = grounding(&fact.text, sources);
             if g < MIN_GROUNDING {
                 cost.ungrounded_facts += 1;
-                plan.push(PlannedOp {
-                    op: "reject".into(),
-                    reason: Some(format!(
+                self.llm_meter().unusable("extract");
+                plan.push(PlannedOp::new(
+                    "reject",
+                    &fact,
+                    None,
+                    format!(
                         "not supported by the conversation: {:.0}% of its words were said",
                         g * 100.0
-                    )),
-                    text: fact.text,
-                    kind: fact.kind,
-                    target: None,
-                });
+                    ),
+                ));
                 continue;
             }
             let related = self.related(job, &fact)?;
             // Without related memories there is nothing to decide; an exact
             // repeat is known already. Neither needs a call.
             if let Some(same) = related.iter().find(|m| m.content.trim() == fact.text) {
-                plan.push(PlannedOp {
-                    op: "noop".into(),
-                    text: fact.text,
-                    kind: fact.kind,
-                    target: Some(same.id),
-                    reason: Some("already remembered word for word".into()),
-                });
+                plan.push(PlannedOp::new(
+                    "noop",
+                    &fact,
+                    Some(same.id),
+                    "already remembered word for word",
+                ));
                 continue;
             }
             if related.is_empty() {
                 plan.push(PlannedOp {
-                    op: "add".into(),
-                    text: fact.text,
-                    kind: fact.kind,
-                    target: None,
-                    reason: Some("nothing related is remembered".into()),
+                    id: Some(MemoryId::now_v7()),
+                    note: Some(fact.note.clone()),
+                    ..PlannedOp::new("add", &fact, None, "nothing related is remembered")
                 });
                 continue;
             }
@@ -350,17 +467,21 @@ impl Hippo {
                 prompt.push_str(&format!("[{i}] {}\n", m.content));
             }
             prompt.push_str(&format!("New fact: {}\n", fact.text));
-            let answer = self.ask(llm, DECIDE_PROMPT, prompt, cost)?;
+            let answer = self.ask(llm, "decide", DECIDE_PROMPT, prompt, cost)?;
             match read_decision(&answer, &fact, &related) {
-                Some(op) => plan.push(op),
+                Some(ops) => plan.extend(ops),
                 None => {
                     cost.unreadable_answers += 1;
+                    self.llm_meter().unusable("decide");
                     plan.push(PlannedOp {
-                        op: "add".into(),
-                        text: fact.text,
-                        kind: fact.kind,
-                        target: None,
-                        reason: Some("the decision could not be read; kept as new".into()),
+                        id: Some(MemoryId::now_v7()),
+                        note: Some(fact.note.clone()),
+                        ..PlannedOp::new(
+                            "add",
+                            &fact,
+                            None,
+                            "the decision could not be read; kept as new",
+                        )
                     });
                 }
             }
@@ -382,17 +503,41 @@ impl Hippo {
             job: job.id,
             step: n,
         });
+        let note = op.note.clone().unwrap_or_default();
         let written = match (op.op.as_str(), op.target) {
             ("add", _) => {
                 // The step is recorded with the insert, duplicate or not.
-                let _stored_or_duplicate =
-                    self.add_derived(&job.scope, op.kind, &op.text, sources.to_vec(), when, step)?;
+                let _stored_or_duplicate = self.add_derived(
+                    Derived {
+                        id: op.id,
+                        scope: &job.scope,
+                        kind: op.kind,
+                        content: &op.text,
+                        metadata: note.put(&Map::new()),
+                        derived_from: sources.to_vec(),
+                        event_time: when,
+                    },
+                    step,
+                )?;
                 true
             }
             ("update", Some(target)) => {
                 let before = self.get(target, Some(&job.scope))?;
+                // The new version keeps the links the old one had.
+                let mut merged = Note::of(&before.metadata);
+                for l in &note.links {
+                    merged.link(*l);
+                }
+                if !note.keywords.is_empty() {
+                    merged.keywords = note.keywords;
+                }
+                if !note.tags.is_empty() {
+                    merged.tags = note.tags;
+                }
+                merged.context = note.context.or(merged.context);
                 let patch = MemoryPatch {
                     content: Some(op.text.clone()),
+                    metadata: Some(merged.put(&before.metadata)),
                     valid_from: when.filter(|w| *w >= before.valid_since()),
                     reason: op.reason.clone(),
                     ..Default::default()
@@ -419,6 +564,12 @@ impl Hippo {
                     step,
                 )?;
                 after.valid_to != before.valid_to
+            }
+            ("evolve", Some(target)) => {
+                let evolution = op.evolution.clone().unwrap_or_default();
+                // `evolve` records the step whether or not it changed anything.
+                self.evolve(&job.scope, target, &evolution, op.link_to, step)?;
+                true
             }
             _ => false,
         };
@@ -506,7 +657,7 @@ impl Hippo {
         let result = match (job.kind.as_str(), self.llm()) {
             (EXTRACT_JOB, Some(llm)) => self.run_extract(llm.as_ref(), &job, &mut cost),
             (EXTRACT_JOB, None) => Err(Error::unavailable("no LLM is configured", "extract job")),
-            (crate::consolidate::CONSOLIDATE_JOB, _) => self.run_consolidate(&job.payload),
+            (crate::consolidate::CONSOLIDATE_JOB, _) => self.run_consolidate(&job.payload, &mut cost),
             (other, _) => Err(Error::new(
                 ErrorKind::Internal,
                 format!("unknown job kind {other:?}"),
@@ -549,6 +700,7 @@ mod tests {
         Fact {
             text: t.into(),
             kind: MemoryKind::Fact,
+            note: Note::default(),
         }
     }
 
@@ -604,35 +756,66 @@ mod tests {
         let m = decision_memory;
         let related = vec![m("Ana lives in Boston")];
         let f = fact("Ana lives in Denver");
-        let op = read_decision(
+        let one = |answer: &str| read_decision(answer, &f, &related).map(|mut ops| ops.remove(0));
+        let op = one(
             r#"{"event": "UPDATE", "index": 0, "text": "Ana lives in Denver", "reason": "moved"}"#,
-            &f,
-            &related,
         )
         .unwrap();
         assert_eq!((op.op.as_str(), op.target), ("update", Some(related[0].id)));
         assert_eq!(op.reason.as_deref(), Some("moved"));
-        let op = read_decision(r#"{"event": "update", "index": "0"}"#, &f, &related).unwrap();
+        assert_eq!(op.id, None, "an update keeps the target's id");
+        let op = one(r#"{"event": "update", "index": "0"}"#).unwrap();
         assert_eq!(op.text, "Ana lives in Denver", "text defaults to the fact");
         assert!(
-            read_decision(r#"{"event": "UPDATE", "index": 7}"#, &f, &related).is_none(),
+            one(r#"{"event": "UPDATE", "index": 7}"#).is_none(),
             "no such memory"
         );
-        assert!(read_decision(r#"{"event": "DELETE"}"#, &f, &related).is_none());
-        assert_eq!(
-            read_decision(r#"{"event": "ADD", "index": 0}"#, &f, &related)
-                .unwrap()
-                .target,
-            None
-        );
-        assert_eq!(
-            read_decision(r#"{"event": "NOOP"}"#, &f, &related)
-                .unwrap()
-                .op,
-            "noop"
-        );
-        assert!(read_decision("garbage", &f, &related).is_none());
-        assert!(read_decision(r#"{"event": "MERGE", "index": 0}"#, &f, &related).is_none());
+        assert!(one(r#"{"event": "DELETE"}"#).is_none());
+        let add = one(r#"{"event": "ADD", "index": 0}"#).unwrap();
+        assert_eq!(add.target, None);
+        assert!(add.id.is_some(), "a new fact's id is chosen when planning");
+        assert_eq!(one(r#"{"event": "NOOP"}"#).unwrap().op, "noop");
+        assert!(one("garbage").is_none());
+        assert!(one(r#"{"event": "MERGE", "index": 0}"#).is_none());
+    }
+
+    #[test]
+    fn decisions_link_and_evolve_related_notes() {
+        let m = decision_memory;
+        let related = vec![m("Ana plays the violin"), m("Ana joined an orchestra")];
+        let mut f = fact("Ana performed her first concert");
+        f.note.tags = vec!["music".into()];
+        let ops = read_decision(
+            r#"{"event": "ADD", "links": [0, 1, 5, "x"],
+                "evolve": [{"index": 1, "tags": ["music", "performing"], "context": "Ana now performs"},
+                           {"index": 9, "tags": ["x"]}, "junk"]}"#,
+            &f,
+            &related,
+        )
+        .unwrap();
+        assert_eq!(ops.len(), 3, "{ops:?}");
+        let add = &ops[0];
+        let note = add.note.as_ref().unwrap();
+        assert_eq!(note.links, vec![related[0].id, related[1].id]);
+        assert_eq!(note.tags, vec!["music"], "the extraction's note is kept");
+        assert_eq!(ops[1].op, "evolve");
+        assert_eq!(ops[1].target, Some(related[0].id));
+        assert_eq!(ops[1].evolution, Some(Evolution::default()), "link only");
+        assert_eq!(ops[1].link_to, add.id);
+        let e = ops[2].evolution.as_ref().unwrap();
+        assert_eq!(e.tags.as_deref(), Some(&["music".to_owned(), "performing".to_owned()][..]));
+        assert_eq!(e.context.as_deref(), Some("Ana now performs"));
+        // An update never links its own target; a NOOP evolves nothing.
+        let ops = read_decision(
+            r#"{"event": "UPDATE", "index": 0, "links": [0, 1]}"#,
+            &f,
+            &related,
+        )
+        .unwrap();
+        assert_eq!(ops[0].note.as_ref().unwrap().links, vec![related[1].id]);
+        assert_eq!(ops[1].link_to, Some(related[0].id));
+        let ops = read_decision(r#"{"event": "NOOP", "links": [0]}"#, &f, &related).unwrap();
+        assert_eq!(ops.len(), 1);
     }
 
     #[test]

@@ -374,11 +374,14 @@ pub enum EventKind {
     Feedback,
     /// Its expiry time changed (`detail.expires_at`, absent when cleared).
     Expiry,
+    /// Its note (see [`crate::notes`]) changed in the light of a linked new
+    /// memory (`detail.before`, `detail.after`, `detail.linked`).
+    Evolved,
 }
 
 impl EventKind {
     /// All kinds, in declaration order.
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Revised,
         EventKind::Invalidated,
         EventKind::Deleted,
@@ -387,6 +390,7 @@ impl EventKind {
         EventKind::Merged,
         EventKind::Feedback,
         EventKind::Expiry,
+        EventKind::Evolved,
     ];
 
     /// The stable lower-case name used in storage and APIs.
@@ -400,6 +404,7 @@ impl EventKind {
             EventKind::Merged => "merged",
             EventKind::Feedback => "feedback",
             EventKind::Expiry => "expiry",
+            EventKind::Evolved => "evolved",
         }
     }
 

@@ -6,6 +6,8 @@
 
 pub mod parse;
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -49,6 +51,51 @@ pub struct Completion {
     pub prompt_tokens: u64,
     /// Tokens of the answer (likewise).
     pub completion_tokens: u64,
+}
+
+/// Calls and tokens spent on one kind of LLM operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LlmTotals {
+    /// Completions asked for.
+    pub calls: u64,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Answer tokens.
+    pub completion_tokens: u64,
+    /// Answers that could not be used (unreadable or not grounded).
+    pub unusable: u64,
+}
+
+/// Running totals per operation (`extract`, `decide`, `summary`,
+/// `profile`) since the engine was built; read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct LlmMeter(Mutex<BTreeMap<&'static str, LlmTotals>>);
+
+impl LlmMeter {
+    fn with(&self, op: &'static str, f: impl FnOnce(&mut LlmTotals)) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f(m.entry(op).or_default());
+    }
+
+    /// Counts a completion made for `op`.
+    pub fn record(&self, op: &'static str, c: &Completion) {
+        self.with(op, |t| {
+            t.calls += 1;
+            t.prompt_tokens += c.prompt_tokens;
+            t.completion_tokens += c.completion_tokens;
+        });
+    }
+
+    /// Counts an answer for `op` that could not be used.
+    pub fn unusable(&self, op: &'static str) {
+        self.with(op, |t| t.unusable += 1);
+    }
+
+    /// The totals, by operation name.
+    pub fn totals(&self) -> Vec<(&'static str, LlmTotals)> {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter().map(|(k, v)| (*k, *v)).collect()
+    }
 }
 
 /// A chat model. Implementations must be safe to call from several
