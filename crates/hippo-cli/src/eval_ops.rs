@@ -287,6 +287,8 @@ fn evaluate(settings: &Settings, data: &Dataset, db: &std::path::Path) -> Result
             )?
             .memories
             .into_iter()
+            // The profile is built from the facts; the facts are scored.
+            .filter(|m| !hippo::consolidate::is_digest(m))
             .map(|m| m.content)
             .collect();
         for p in &sc.expect.current {
@@ -306,7 +308,7 @@ fn evaluate(settings: &Settings, data: &Dataset, db: &std::path::Path) -> Result
         }
         for q in &sc.expect.as_of {
             let mut req = SearchRequest::new(scope.clone(), q.query.clone());
-            req.top_k = 1;
+            req.top_k = 5;
             req.context = hippo::Context::NONE;
             req.filter = Filter {
                 kinds: FACT_KINDS.to_vec(),
@@ -317,7 +319,7 @@ fn evaluate(settings: &Settings, data: &Dataset, db: &std::path::Path) -> Result
                 .search(&req)?
                 .hits
                 .into_iter()
-                .next()
+                .find(|h| !hippo::consolidate::is_digest(&h.memory))
                 .map(|h| h.memory.content);
             let ok = top.as_deref().is_some_and(|t| has(t, &q.answer));
             as_of.add(ok);

@@ -862,7 +862,11 @@ async fn get_profile(
     let hippo = state.hippo.clone();
     let profile = blocking(move || hippo.profile(&owner)).await?;
     let m = profile.ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no profile has been built yet")
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no profile has been built yet",
+        )
     })?;
     Ok(Json(MemoryView::with_strength(m, &state.hippo)))
 }

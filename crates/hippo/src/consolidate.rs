@@ -37,8 +37,8 @@ use serde_json::{json, Map, Value};
 use crate::engine::Hippo;
 use crate::error::{Error, Result};
 use crate::extract::{grounding, Cost, MIN_GROUNDING};
-use crate::llm::parse::json_value;
 use crate::jobs::NewJob;
+use crate::llm::parse::json_value;
 use crate::model::{
     content_hash, millis, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope, Status,
 };
@@ -220,7 +220,11 @@ impl Hippo {
     }
 
     /// Runs a consolidation job's payload.
-    pub(crate) fn run_consolidate(&self, payload: &Map<String, Value>, cost: &mut Cost) -> Result<()> {
+    pub(crate) fn run_consolidate(
+        &self,
+        payload: &Map<String, Value>,
+        cost: &mut Cost,
+    ) -> Result<()> {
         let touched: Touched = serde_json::from_value(Value::Object(payload.clone()))
             .map_err(|e| Error::invalid(format!("bad consolidation job: {e}")))?;
         self.consolidate_counting(&touched, cost)?;
@@ -258,7 +262,12 @@ impl Hippo {
 
     /// The active, currently valid memories in `scope` of `kinds`, oldest
     /// first, up to `max`.
-    pub(crate) fn current(&self, scope: &Scope, kinds: &[MemoryKind], max: usize) -> Result<Vec<Memory>> {
+    pub(crate) fn current(
+        &self,
+        scope: &Scope,
+        kinds: &[MemoryKind],
+        max: usize,
+    ) -> Result<Vec<Memory>> {
         let filter = self.resolve(&Filter {
             kinds: kinds.to_vec(),
             ..Filter::default()
@@ -445,7 +454,11 @@ impl Hippo {
         text.push_str(&lines);
         let ids: Vec<MemoryId> = mentions.iter().map(|m| m.id).collect();
         let last_time = mentions.iter().filter_map(|m| m.event_time).max();
-        let method = if summary.is_some() { "llm" } else { "extractive" };
+        let method = if summary.is_some() {
+            "llm"
+        } else {
+            "extractive"
+        };
         let meta = digest_metadata(&key, &print, method);
         self.put_digest(owner, meta, text, &ids, last_time)
     }

@@ -416,7 +416,13 @@ impl Hippo {
         if sources.is_empty() {
             return Ok(Vec::new());
         }
-        let answer = self.ask(llm, "extract", EXTRACT_PROMPT, conversation_text(sources), cost)?;
+        let answer = self.ask(
+            llm,
+            "extract",
+            EXTRACT_PROMPT,
+            conversation_text(sources),
+            cost,
+        )?;
         let Some(facts) = read_facts(&answer) else {
             cost.unreadable_answers += 1;
             self.llm_meter().unusable("extract");
@@ -657,7 +663,9 @@ impl Hippo {
         let result = match (job.kind.as_str(), self.llm()) {
             (EXTRACT_JOB, Some(llm)) => self.run_extract(llm.as_ref(), &job, &mut cost),
             (EXTRACT_JOB, None) => Err(Error::unavailable("no LLM is configured", "extract job")),
-            (crate::consolidate::CONSOLIDATE_JOB, _) => self.run_consolidate(&job.payload, &mut cost),
+            (crate::consolidate::CONSOLIDATE_JOB, _) => {
+                self.run_consolidate(&job.payload, &mut cost)
+            }
             (other, _) => Err(Error::new(
                 ErrorKind::Internal,
                 format!("unknown job kind {other:?}"),
@@ -803,7 +811,10 @@ mod tests {
         assert_eq!(ops[1].evolution, Some(Evolution::default()), "link only");
         assert_eq!(ops[1].link_to, add.id);
         let e = ops[2].evolution.as_ref().unwrap();
-        assert_eq!(e.tags.as_deref(), Some(&["music".to_owned(), "performing".to_owned()][..]));
+        assert_eq!(
+            e.tags.as_deref(),
+            Some(&["music".to_owned(), "performing".to_owned()][..])
+        );
         assert_eq!(e.context.as_deref(), Some("Ana now performs"));
         // An update never links its own target; a NOOP evolves nothing.
         let ops = read_decision(

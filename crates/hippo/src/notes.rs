@@ -116,7 +116,11 @@ pub(crate) fn terms(v: Option<&Value>, lower: bool) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for t in items {
         let t = t.trim().trim_start_matches('#').trim();
-        let t = if lower { t.to_lowercase() } else { t.to_owned() };
+        let t = if lower {
+            t.to_lowercase()
+        } else {
+            t.to_owned()
+        };
         if t.is_empty() || t.chars().count() > MAX_TERM_CHARS || out.contains(&t) {
             continue;
         }
@@ -229,7 +233,11 @@ mod tests {
         assert_eq!(n.keywords, vec!["Denver"]);
         assert_eq!(n.tags, vec!["home", "moving"]);
         assert_eq!(n.context.as_deref(), Some("Ana relocated for work."));
-        let n = Note::read(json!({"keywords": 3, "context": ["no"]}).as_object().unwrap());
+        let n = Note::read(
+            json!({"keywords": 3, "context": ["no"]})
+                .as_object()
+                .unwrap(),
+        );
         assert!(n.is_empty());
         let many: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
         assert_eq!(terms(Some(&json!(many)), false).len(), MAX_TERMS);

@@ -19,9 +19,7 @@ use crate::consolidate::{digest_metadata, fingerprint, is_digest, read_summary, 
 use crate::engine::{Hippo, MemoryPatch};
 use crate::error::Result;
 use crate::extract::{grounding, Cost, MIN_GROUNDING};
-use crate::model::{
-    content_hash, millis, Memory, MemoryId, MemoryKind, Provenance, Scope, Status,
-};
+use crate::model::{content_hash, millis, Memory, MemoryId, MemoryKind, Provenance, Scope, Status};
 use crate::store::{InsertBatch, NewMemory, Update};
 
 /// The `digest` metadata value of a profile.

@@ -328,3 +328,30 @@ fn update_history_as_of_delete_restore() {
         Some(1)
     );
 }
+
+#[test]
+fn profile_command_builds_and_shows_the_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("p.db");
+    let out = hippo(&db).args(["profile"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "an owner is required");
+    let out = hippo(&db)
+        .args(["profile", "--user", "ana"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no profile"));
+    for text in ["Ana lives in Lisbon", "Ana is a beekeeper"] {
+        ok(hippo(&db)
+            .args(["add", "--user", "ana", "--kind", "profile", text])
+            .output()
+            .unwrap());
+    }
+    let p: serde_json::Value = serde_json::from_str(&ok(hippo(&db)
+        .args(["profile", "--user", "ana"])
+        .output()
+        .unwrap()))
+    .unwrap();
+    assert_eq!(p["memory"], "Ana lives in Lisbon. Ana is a beekeeper.");
+    assert_eq!(p["kind"], "profile");
+}

@@ -233,3 +233,107 @@ fn consolidation_can_be_turned_off() {
     assert_eq!(drain(&h), 0);
     assert!(digests(&h, &Scope::user("ana")).is_empty());
 }
+
+fn trait_of(scope: &Scope, text: &str, day: u32) -> AddItem {
+    let mut item = AddItem::text(scope.clone(), text);
+    item.kind = Some(MemoryKind::Profile);
+    item.event_time = Some(at(day, 0));
+    item
+}
+
+/// Without an LLM the profile lists the owner's current traits; it is
+/// revised (keeping versions) when a trait changes, reflects only current
+/// traits, is isolated per owner, and is archived when no trait is left.
+#[test]
+fn the_profile_follows_the_current_traits_with_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = engine(dir.path(), minilm());
+    let ana = Scope::user("ana");
+    assert!(h.profile(&ana).unwrap().is_none());
+    let home = h
+        .add(vec![trait_of(&ana, "Ana lives in Boston", 1)])
+        .unwrap()
+        .remove(0);
+    let job_trait = trait_of(&ana, "Ana works as a nurse at the city hospital.", 2);
+    // A trait stated within a session counts for its user's profile.
+    let mut in_session = job_trait.clone();
+    in_session.scope.session_id = Some("s1".into());
+    h.add(vec![in_session]).unwrap();
+    h.add(vec![trait_of(&Scope::user("ben"), "Ben is a pilot.", 2)])
+        .unwrap();
+    drain(&h);
+    let p = h.profile(&ana).unwrap().expect("built");
+    assert_eq!(
+        p.content,
+        "Ana lives in Boston. Ana works as a nurse at the city hospital."
+    );
+    assert_eq!(p.kind, MemoryKind::Profile);
+    assert_eq!(p.scope, ana);
+    assert_eq!(p.metadata["method"], "extractive");
+    assert_eq!(p.provenance.derived_from.len(), 2);
+    assert!(p.provenance.derived_from.contains(&home.id));
+    assert_eq!(
+        h.profile(&Scope::user("ben")).unwrap().unwrap().content,
+        "Ben is a pilot."
+    );
+    // A session scope names its user's profile.
+    let mut s1 = ana.clone();
+    s1.session_id = Some("s1".into());
+    assert_eq!(h.profile(&s1).unwrap().unwrap().id, p.id);
+    assert_eq!(drain(&h), 0, "building the profile queued nothing more");
+
+    // A trait changes: the profile is revised, the old text kept.
+    h.update(
+        home.id,
+        None,
+        hippo::MemoryPatch {
+            content: Some("Ana lives in Denver".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    drain(&h);
+    let p2 = h.profile(&ana).unwrap().unwrap();
+    assert_eq!(p2.id, p.id);
+    assert!(p2.content.contains("Denver") && !p2.content.contains("Boston"));
+    let history = h.history(p.id, None).unwrap();
+    assert_eq!(history.versions.len(), 2);
+    assert!(history.versions[0].content.contains("Boston"));
+    assert_eq!(history.events[0].origin, "consolidation");
+
+    // The profile is found by search like any memory, and is not itself a
+    // source: a re-run changes nothing.
+    let mut req = SearchRequest::new(ana.clone(), "What does Ana do for a living?");
+    req.filter.kinds = vec![MemoryKind::Profile];
+    let hits = h.search(&req).unwrap().hits;
+    assert!(hits.iter().any(|x| x.memory.id == p.id));
+    h.consolidate(&hippo::consolidate::Touched {
+        profiles: [ana.clone()].into(),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(h.history(p.id, None).unwrap().versions.len(), 2);
+
+    // No traits left: the profile is archived.
+    for m in h
+        .list(
+            Some(&ana),
+            &Filter {
+                kinds: vec![MemoryKind::Profile],
+                ..Filter::default()
+            },
+            None,
+            100,
+            Order::Ascending,
+        )
+        .unwrap()
+        .memories
+        .into_iter()
+        .filter(|m| !hippo::consolidate::is_digest(m))
+    {
+        h.delete(m.id, None).unwrap();
+    }
+    drain(&h);
+    assert!(h.profile(&ana).unwrap().is_none());
+    assert_eq!(h.get(p.id, None).unwrap().status, Status::Archived);
+}
