@@ -20,9 +20,9 @@
 //! With an LLM the session digest's quoted lines are replaced by the model's
 //! summary of the session, and a timeline of a name mentioned at least
 //! [`MIN_TOPIC_MENTIONS`] times opens with the model's summary of what is
-//! known about it. A summary whose words were mostly not said (see
-//! [`crate::extract::grounding`]) or that cannot be read is not used: the
-//! extractive digest stands. Each digest records a fingerprint of its
+//! known about it. Only the summary's sentences grounded in what was said
+//! are kept, and a summary mostly invented or unreadable is not used (see
+//! [`crate::extract::grounded_summary`]): the extractive digest stands. Each digest records a fingerprint of its
 //! sources, so a job that finds nothing changed asks the model nothing.
 //!
 //! The per-owner profile (see [`crate::profile`]) is rebuilt by the same
@@ -36,7 +36,7 @@ use serde_json::{json, Map, Value};
 
 use crate::engine::Hippo;
 use crate::error::{Error, Result};
-use crate::extract::{grounding, Cost, MIN_GROUNDING};
+use crate::extract::{grounded_summary, Cost};
 use crate::jobs::NewJob;
 use crate::llm::parse::json_value;
 use crate::model::{
@@ -246,12 +246,14 @@ impl Hippo {
         };
         let answer = self.ask(llm.as_ref(), "summary", system, lines, cost)?;
         match read_summary(&answer, "summary") {
-            Some(text) if grounding(&text, sources) >= MIN_GROUNDING => Ok(Some(text)),
-            Some(_) => {
-                cost.ungrounded_facts += 1;
-                self.llm_meter().unusable("summary");
-                Ok(None)
-            }
+            Some(text) => match grounded_summary(&text, sources) {
+                Some(text) => Ok(Some(text)),
+                None => {
+                    cost.ungrounded_facts += 1;
+                    self.llm_meter().unusable("summary");
+                    Ok(None)
+                }
+            },
             None => {
                 cost.unreadable_answers += 1;
                 self.llm_meter().unusable("summary");

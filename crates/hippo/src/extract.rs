@@ -344,6 +344,34 @@ pub fn grounding(fact: &str, sources: &[Memory]) -> f32 {
     found as f32 / words.len() as f32
 }
 
+/// Least grounding of each sentence of a model-written summary: a summary
+/// restates what was said, so it is held to more than an extracted fact.
+pub const SUMMARY_GROUNDING: f32 = 0.7;
+
+/// The sentences of model-written `text` that are grounded in `sources`
+/// (each at least [`SUMMARY_GROUNDING`]), in order; `None` when fewer than
+/// half of its sentences are (a text mostly invented is not used at all).
+pub fn grounded_summary(text: &str, sources: &[Memory]) -> Option<String> {
+    let mut sentences: Vec<&str> = Vec::new();
+    let mut start = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let at_end = chars.peek().is_none_or(|(_, n)| n.is_whitespace());
+        if matches!(c, '.' | '!' | '?') && at_end {
+            sentences.push(text[start..i + c.len_utf8()].trim());
+            start = i + c.len_utf8();
+        }
+    }
+    sentences.push(text[start..].trim());
+    sentences.retain(|s| !s.is_empty());
+    let kept: Vec<&str> = sentences
+        .iter()
+        .copied()
+        .filter(|s| grounding(s, sources) >= SUMMARY_GROUNDING)
+        .collect();
+    (!kept.is_empty() && kept.len() * 2 >= sentences.len()).then(|| kept.join(" "))
+}
+
 /// The lines of a conversation as shown to the model: a date line, then
 /// `speaker: text` per message.
 pub(crate) fn conversation_text(messages: &[Memory]) -> String {
@@ -861,6 +889,56 @@ mod tests {
         );
         assert_eq!(grounding("", &said), 0.0);
         assert_eq!(grounding("我喜欢猫", &[turn("Li", "我喜欢猫和狗")]), 1.0);
+    }
+
+    #[test]
+    fn summaries_keep_only_grounded_sentences() {
+        let turn = |name: &str, text: &str| Memory {
+            actor: crate::model::Actor {
+                role: Some("user".into()),
+                name: Some(name.into()),
+            },
+            content: text.into(),
+            ..decision_memory("")
+        };
+        let said = [
+            turn(
+                "Maya",
+                "I planted the vegetable garden behind our house in Leeds.",
+            ),
+            turn("Maya", "Tomatoes and sunflowers for my daughter Iris."),
+        ];
+        assert_eq!(
+            grounded_summary(
+                "Maya planted a vegetable garden in Leeds. It was a beautiful sunny day! \
+                 She grew tomatoes and sunflowers for her daughter Iris.",
+                &said
+            )
+            .as_deref(),
+            Some(
+                "Maya planted a vegetable garden in Leeds. \
+                 She grew tomatoes and sunflowers for her daughter Iris."
+            )
+        );
+        assert_eq!(
+            grounded_summary(
+                "Zed sailed to Oslo. The banker lied. Maya planted a garden.",
+                &said
+            ),
+            None,
+            "mostly invented"
+        );
+        assert_eq!(grounded_summary("", &said), None);
+        assert_eq!(
+            grounded_summary("Maya planted sunflowers in Leeds", &said).as_deref(),
+            Some("Maya planted sunflowers in Leeds"),
+            "no final stop"
+        );
+        assert_eq!(
+            grounded_summary("Iris is 3.5 years old. Iris got 2.5 m sunflowers.", &said),
+            None,
+            "decimals do not split sentences"
+        );
     }
 
     #[test]

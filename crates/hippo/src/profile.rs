@@ -11,14 +11,15 @@
 //!
 //! Without an LLM the profile lists the traits, oldest first; with one, the
 //! model writes a short paragraph from them (newer traits winning over
-//! older ones). A paragraph that says much the traits do not is not used.
+//! older ones); its sentences that the traits do not support are dropped,
+//! and a paragraph mostly unsupported is not used.
 
 use serde_json::json;
 
 use crate::consolidate::{digest_metadata, fingerprint, is_digest, read_summary, DIGEST_KEY};
 use crate::engine::{Hippo, MemoryPatch};
 use crate::error::Result;
-use crate::extract::{grounding, Cost, MIN_GROUNDING};
+use crate::extract::{grounded_summary, Cost};
 use crate::model::{content_hash, millis, Memory, MemoryId, MemoryKind, Provenance, Scope, Status};
 use crate::store::{InsertBatch, NewMemory, Update};
 
@@ -177,7 +178,7 @@ impl Hippo {
         let answer = self.ask(llm.as_ref(), "profile", PROFILE_PROMPT, prompt, cost)?;
         let usable = read_summary(&answer, "profile")
             .or_else(|| read_summary(&answer, "summary"))
-            .filter(|t| grounding(t, traits) >= MIN_GROUNDING);
+            .and_then(|t| grounded_summary(&t, traits));
         if usable.is_none() {
             cost.unreadable_answers += 1;
             self.llm_meter().unusable("profile");
