@@ -2,6 +2,7 @@
 //! command is a thin adapter over `hippo::Hippo`.
 
 mod api;
+mod auth;
 mod bench;
 mod config;
 mod eval_ops;
@@ -10,6 +11,7 @@ mod loadtest;
 mod metrics;
 mod server;
 mod synth;
+mod tenants;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,15 +37,77 @@ struct Cli {
     command: Command,
 }
 
+/// `hippo tenant ...`.
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Register a tenant (1-64 of a-z, 0-9, '_', '-').
+    Create {
+        /// Tenant id.
+        id: String,
+    },
+    /// List tenants, one per line.
+    List,
+    /// Erase a tenant: delete its keys and its store files, for good. Stop a server using it
+    /// first: its keys stop working at once, but it holds the files open until it stops.
+    Erase {
+        /// Tenant id.
+        id: String,
+    },
+}
+
+/// `hippo key ...`.
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create a key; prints it once (only its hash is kept).
+    Create {
+        /// The tenant it opens.
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// `read`, `write` (includes read) or `admin` (includes write; erase, maintenance, metrics).
+        #[arg(long, default_value = "write")]
+        access: String,
+        /// A label.
+        #[arg(long)]
+        name: Option<String>,
+        /// Expire after this many days.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List keys as JSON lines (never their secrets).
+    List {
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a key at once.
+    Revoke {
+        /// Key id (the part after `hk_`).
+        id: String,
+    },
+    /// Replace a key: prints a new one with the same tenant and access; the old one keeps
+    /// working for the grace period.
+    Rotate {
+        /// Key id.
+        id: String,
+        /// Seconds the old key stays valid.
+        #[arg(long, default_value_t = 86_400)]
+        grace_secs: u32,
+    },
+}
+
 /// Options shared by every command.
 #[derive(Args, Clone)]
 struct Global {
     /// Config file (TOML); default ~/.config/hippo/config.toml if present.
     #[arg(long, global = true, env = "HIPPO_CONFIG")]
     config: Option<PathBuf>,
-    /// Database file; default ~/.local/share/hippo/hippo.db.
+    /// Database file (the default tenant's store; other tenants' stores and the control database
+    /// of tenants and keys sit next to it); default ~/.local/share/hippo/hippo.db.
     #[arg(long, global = true, env = "HIPPO_DB")]
     db: Option<PathBuf>,
+    /// Tenant whose store one-shot commands use (default: `default`, the --db file).
+    #[arg(long, global = true, env = "HIPPO_TENANT")]
+    tenant: Option<String>,
     /// Directory of the local all-MiniLM-L6-v2 model; default ~/.cache/hippo/models/all-MiniLM-L6-v2,
     /// else downloaded from the Hugging Face Hub.
     #[arg(long, global = true, env = "HIPPO_MODEL_DIR")]
@@ -168,6 +232,12 @@ enum Command {
         #[arg(long)]
         agent: Option<String>,
     },
+    /// Manage tenants (organisations; each has a store of its own).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage API keys (once a key exists, `serve` requires one on every request).
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Show one memory as JSON.
     Get {
         /// Memory id.
@@ -341,7 +411,10 @@ impl OptScopeArgs {
 
 /// Resolved settings.
 pub struct Settings {
+    /// The store of the selected tenant.
     db: PathBuf,
+    /// The `--db` file (the default tenant's store).
+    base_db: PathBuf,
     model_dir: Option<PathBuf>,
     embedder_url: Option<String>,
     embedder_model: Option<String>,
@@ -351,17 +424,35 @@ pub struct Settings {
     llm_api_key: Option<String>,
     fast_commits: bool,
     file: FileConfig,
+    /// The embedder, loaded once and shared by every tenant's engine.
+    embedder: std::sync::OnceLock<Arc<dyn Embedder>>,
 }
 
 impl Settings {
     fn resolve(g: &Global) -> Result<Self> {
         let file = FileConfig::load(g.config.as_deref())?;
-        Ok(Settings {
-            db: g
-                .db
-                .clone()
+        let base_db =
+            g.db.clone()
                 .or_else(|| file.db.clone())
-                .unwrap_or_else(config::default_db_path),
+                .unwrap_or_else(config::default_db_path);
+        let db = match g.tenant.as_deref() {
+            None | Some(auth::DEFAULT_TENANT) => base_db.clone(),
+            Some(t) => {
+                auth::validate_tenant(t).map_err(|e| io::InputError(e.to_string()))?;
+                let control = auth::Control::open(&auth::control_db(&base_db))?;
+                if !control.tenant_exists(t)? {
+                    return Err(io::InputError(format!(
+                        "no tenant {t:?}: create it first (hippo tenant create {t})"
+                    ))
+                    .into());
+                }
+                auth::tenant_db(&base_db, t)
+            }
+        };
+        Ok(Settings {
+            db,
+            base_db,
+            embedder: std::sync::OnceLock::new(),
             model_dir: g.model_dir.clone().or_else(|| file.model_dir.clone()),
             embedder_url: g.embedder_url.clone().or_else(|| file.embedder_url.clone()),
             embedder_model: g
@@ -380,8 +471,16 @@ impl Settings {
         })
     }
 
-    /// The configured embedder.
+    /// The configured embedder (loaded on first use, then shared).
     pub fn embedder(&self) -> Result<Arc<dyn Embedder>> {
+        if let Some(e) = self.embedder.get() {
+            return Ok(e.clone());
+        }
+        let e = self.load_embedder()?;
+        Ok(self.embedder.get_or_init(|| e).clone())
+    }
+
+    fn load_embedder(&self) -> Result<Arc<dyn Embedder>> {
         if let Some(url) = &self.embedder_url {
             let config = OpenAiEmbedderConfig {
                 base_url: url.clone(),
@@ -431,8 +530,8 @@ impl Settings {
     /// The engine for `serve`: as [`Self::open`], and with an LLM its
     /// consolidation jobs wait `consolidation_delay_secs` (default 30) so a
     /// burst of turns shares one summary call.
-    pub fn open_for_serving(&self) -> Result<Hippo> {
-        let mut builder = self.builder(&self.db, hippo::FusionWeights::default())?;
+    pub fn open_for_serving(&self, db: &std::path::Path) -> Result<Hippo> {
+        let mut builder = self.builder(db, hippo::FusionWeights::default())?;
         let delay = self
             .file
             .consolidation_delay_secs
@@ -535,22 +634,42 @@ fn run(cli: Cli) -> Result<()> {
                     hippo::MAX_CONTEXT_TURNS
                 );
             }
-            let hippo = Arc::new(settings.open_for_serving()?);
-            // Without an LLM one worker runs consolidation jobs.
-            let workers = if hippo.llm().is_some() {
-                settings.file.llm_workers.unwrap_or(2).max(1)
-            } else {
-                usize::from(hippo.consolidates())
-            };
-            let lease = chrono::Duration::seconds(i64::from(job_lease_secs.max(1)));
-            let _workers = server::JobWorkers::start(hippo.clone(), workers, lease);
+            if settings.db != settings.base_db {
+                bail!("serve serves every tenant; leave out --tenant");
+            }
+            let control = auth::Control::open(&auth::control_db(&settings.base_db))?;
+            // Keys are required once one exists.
+            let control = control.has_keys()?.then(|| Arc::new(control));
             let interval = maintenance_interval_secs
                 .or(settings.file.maintenance_interval_secs)
                 .unwrap_or(3600);
+            let llm_workers = settings.file.llm_workers;
+            let settings = Arc::new(settings);
+            let opener = settings.clone();
+            let tenants = Arc::new(tenants::Tenants::new(
+                settings.base_db.clone(),
+                Box::new(move |db| opener.open_for_serving(db)),
+            ));
+            // Open every tenant now: their queued jobs run after a restart.
+            let default = tenants.get(auth::DEFAULT_TENANT)?;
+            if let Some(control) = &control {
+                for t in control.tenants()? {
+                    tenants.get(&t)?;
+                }
+            }
+            // Without an LLM one worker runs consolidation jobs.
+            let workers = if default.llm().is_some() {
+                llm_workers.unwrap_or(2).max(1)
+            } else {
+                usize::from(default.consolidates())
+            };
+            let lease = chrono::Duration::seconds(i64::from(job_lease_secs.max(1)));
+            let _workers = server::JobWorkers::start(tenants.clone(), workers, lease);
             let _maintainer = (interval > 0).then(|| {
-                server::Maintainer::start(hippo.clone(), std::time::Duration::from_secs(interval))
+                server::Maintainer::start(tenants.clone(), std::time::Duration::from_secs(interval))
             });
-            serve(hippo, &listen, max_body, context)
+            let model = default.embedder().model_id().to_owned();
+            serve(tenants, control, model, &listen, max_body, context)
         }
         Command::Add {
             scope,
@@ -637,6 +756,8 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Tenant(cmd) => tenant_command(&settings, cmd),
+        Command::Key(cmd) => key_command(&settings, cmd),
         Command::Profile { user, agent } => {
             let owner = Scope {
                 user_id: user,
@@ -870,8 +991,89 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+fn tenant_command(settings: &Settings, cmd: TenantCommand) -> Result<()> {
+    let control = auth::Control::open(&auth::control_db(&settings.base_db))?;
+    let invalid = |e: anyhow::Error| anyhow::Error::from(io::InputError(e.to_string()));
+    match cmd {
+        TenantCommand::Create { id } => {
+            control.create_tenant(&id, Utc::now()).map_err(invalid)?;
+            println!("{id}");
+        }
+        TenantCommand::List => {
+            for t in control.tenants()? {
+                println!("{t}");
+            }
+        }
+        TenantCommand::Erase { id } => {
+            control.remove_tenant(&id).map_err(invalid)?;
+            let db = auth::tenant_db(&settings.base_db, &id);
+            for suffix in ["", "-wal", "-shm"] {
+                let mut f = db.clone().into_os_string();
+                f.push(suffix);
+                match std::fs::remove_file(&f) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("cannot remove {f:?}"));
+                    }
+                }
+            }
+            println!("erased tenant {id}");
+        }
+    }
+    Ok(())
+}
+
+fn key_command(settings: &Settings, cmd: KeyCommand) -> Result<()> {
+    let control = auth::Control::open(&auth::control_db(&settings.base_db))?;
+    let invalid = |e: anyhow::Error| anyhow::Error::from(io::InputError(e.to_string()));
+    let now = Utc::now();
+    match cmd {
+        KeyCommand::Create {
+            tenant,
+            access,
+            name,
+            expires_in_days,
+        } => {
+            let access = auth::Access::parse(&access).map_err(invalid)?;
+            let expires = expires_in_days.map(|d| now + chrono::Duration::days(i64::from(d)));
+            let (info, key) = control
+                .create_key(&tenant, access, name, expires, now)
+                .map_err(invalid)?;
+            eprintln!(
+                "key {} for tenant {} ({}); shown once, keep it safe:",
+                info.id,
+                info.tenant,
+                info.access.as_str()
+            );
+            println!("{key}");
+        }
+        KeyCommand::List { tenant } => {
+            for k in control.keys(tenant.as_deref())? {
+                println!("{}", serde_json::to_string(&k)?);
+            }
+        }
+        KeyCommand::Revoke { id } => {
+            control.revoke(&id, now).map_err(invalid)?;
+            println!("revoked {id}");
+        }
+        KeyCommand::Rotate { id, grace_secs } => {
+            let grace = chrono::Duration::seconds(i64::from(grace_secs));
+            let (info, key) = control.rotate(&id, grace, now).map_err(invalid)?;
+            eprintln!(
+                "key {} replaces {id} (valid {grace_secs} s more); shown once:",
+                info.id
+            );
+            println!("{key}");
+        }
+    }
+    Ok(())
+}
+
 fn serve(
-    hippo: Arc<Hippo>,
+    tenants: Arc<tenants::Tenants>,
+    control: Option<Arc<auth::Control>>,
+    model: String,
     listen: &str,
     max_body_bytes: usize,
     context: hippo::Context,
@@ -879,17 +1081,25 @@ fn serve(
     let addr: std::net::SocketAddr = listen
         .parse()
         .with_context(|| format!("invalid listen address {listen:?}"))?;
-    if !addr.ip().is_loopback() {
-        bail!("refusing to listen on {addr}: this version has no authentication, so it serves loopback only");
+    if !addr.ip().is_loopback() && control.is_none() {
+        bail!(
+            "refusing to listen on {addr} without authentication: create an API key first \
+             (hippo key create --access admin), then every request needs one"
+        );
+    }
+    if control.is_some() {
+        tracing::info!("API keys required");
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
         let state = server::AppState {
-            hippo,
+            tenants,
+            control,
             metrics: Arc::new(metrics::Metrics::new()),
             context,
+            model,
         };
         let app = server::router(state, max_body_bytes);
         let listener = tokio::net::TcpListener::bind(addr)

@@ -34,6 +34,13 @@ pub struct LlmLabels {
     pub operation: String,
 }
 
+/// Labels of an authentication failure.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    /// `missing`, `malformed`, `invalid`, `revoked`, `expired` or `forbidden`.
+    pub reason: String,
+}
+
 /// The server's metrics.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -43,6 +50,8 @@ pub struct Metrics {
     pub latency: Family<RouteLabels, Histogram>,
     /// Memories written.
     pub memories_written: Counter,
+    /// Requests refused by authentication (401) or access (403), by reason.
+    pub auth_failures: Family<AuthLabels, Counter>,
     /// Resident memory of this process, refreshed at every scrape.
     resident_bytes: Gauge,
     /// LLM calls, tokens and unusable answers per operation, caught up
@@ -115,7 +124,14 @@ impl Metrics {
             "LLM answers that could not be used (unreadable or ungrounded) by operation",
             llm_unusable.clone(),
         );
+        let auth_failures = Family::<AuthLabels, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Requests refused by authentication or access, by reason",
+            auth_failures.clone(),
+        );
         Metrics {
+            auth_failures,
             llm_calls,
             llm_prompt_tokens,
             llm_completion_tokens,

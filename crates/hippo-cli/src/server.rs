@@ -21,17 +21,53 @@ use hippo::{
 };
 
 use crate::api::*;
+use crate::auth::{Access, Control, DEFAULT_TENANT};
 use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+use crate::tenants::Tenants;
 
 /// Shared state of the server.
 #[derive(Clone)]
 pub struct AppState {
-    /// The engine.
+    /// The tenants' engines.
+    pub tenants: Arc<Tenants>,
+    /// Tenants and keys; `None` serves the default tenant without keys
+    /// (loopback only, no key created yet).
+    pub control: Option<Arc<Control>>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Context around each search hit when a request does not say.
+    pub context: hippo::Context,
+    /// The embedding model (reported by `/healthz`).
+    pub model: String,
+}
+
+/// What a request is bound to once authenticated: its tenant's engine and
+/// the key's access. Handlers get it from the request, never choose it.
+#[derive(Clone)]
+pub struct Bound {
+    /// The tenant's engine.
     pub hippo: Arc<Hippo>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Context around each search hit when a request does not say.
     pub context: hippo::Context,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Bound {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Bound>().cloned().ok_or_else(|| {
+            tracing::error!("a handler ran without authentication");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        })
+    }
 }
 
 /// Background threads running jobs (LLM extraction) until dropped.
@@ -46,24 +82,32 @@ const JOB_ATTEMPTS: u32 = 5;
 impl JobWorkers {
     /// Starts `n` workers (none when `n` is 0), each holding a job for at
     /// most `lease` before another may take it over.
-    pub fn start(hippo: Arc<Hippo>, n: usize, lease: chrono::Duration) -> JobWorkers {
+    pub fn start(tenants: Arc<Tenants>, n: usize, lease: chrono::Duration) -> JobWorkers {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let threads = (0..n)
             .map(|i| {
-                let (hippo, stop) = (hippo.clone(), stop.clone());
+                let (tenants, stop) = (tenants.clone(), stop.clone());
                 std::thread::Builder::new()
                     .name(format!("hippo-job-{i}"))
                     .spawn(move || {
                         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                            match hippo.run_one_job(lease, JOB_ATTEMPTS) {
-                                Ok(true) => {}
-                                Ok(false) => {
-                                    std::thread::sleep(std::time::Duration::from_millis(200))
+                            // One job per open tenant per round, so a busy
+                            // tenant cannot starve the others.
+                            let mut ran = false;
+                            let mut failed = false;
+                            for (tenant, hippo) in tenants.open() {
+                                match hippo.run_one_job(lease, JOB_ATTEMPTS) {
+                                    Ok(r) => ran |= r,
+                                    Err(e) => {
+                                        tracing::error!(tenant, error = %e.detail(), "job worker");
+                                        failed = true;
+                                    }
                                 }
-                                Err(e) => {
-                                    tracing::error!(error = %e.detail(), "job worker");
-                                    std::thread::sleep(std::time::Duration::from_secs(1));
-                                }
+                            }
+                            if failed {
+                                std::thread::sleep(std::time::Duration::from_secs(1));
+                            } else if !ran {
+                                std::thread::sleep(std::time::Duration::from_millis(200));
                             }
                         }
                     })
@@ -86,7 +130,7 @@ pub struct Maintainer {
 
 impl Maintainer {
     /// Starts it (the first pass runs after one interval).
-    pub fn start(hippo: Arc<Hippo>, interval: std::time::Duration) -> Maintainer {
+    pub fn start(tenants: Arc<Tenants>, interval: std::time::Duration) -> Maintainer {
         let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -101,14 +145,17 @@ impl Maintainer {
                     return;
                 }
                 drop(stopped);
-                match hippo.maintain() {
-                    Ok(r) => tracing::info!(
-                        expired = r.expired.len(),
-                        faded = r.faded.len(),
-                        checked = r.checked,
-                        "maintenance pass"
-                    ),
-                    Err(e) => tracing::error!(error = %e.detail(), "maintenance pass"),
+                for (tenant, hippo) in tenants.open() {
+                    match hippo.maintain() {
+                        Ok(r) => tracing::info!(
+                            tenant,
+                            expired = r.expired.len(),
+                            faded = r.faded.len(),
+                            checked = r.checked,
+                            "maintenance pass"
+                        ),
+                        Err(e) => tracing::error!(tenant, error = %e.detail(), "maintenance pass"),
+                    }
                 }
             })
             .expect("spawn the maintenance thread");
@@ -349,6 +396,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -395,10 +443,7 @@ fn scope_of(
     }
 }
 
-async fn add_items(
-    state: AppState,
-    items: Vec<AddItemBody>,
-) -> Result<Json<AddResponse>, ApiError> {
+async fn add_items(state: Bound, items: Vec<AddItemBody>) -> Result<Json<AddResponse>, ApiError> {
     let items = items
         .into_iter()
         .enumerate()
@@ -440,7 +485,7 @@ async fn add_items(
 #[utoipa::path(post, path = "/v1/memories", request_body = AddItemBody,
     responses((status = 200, body = AddResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
 async fn add_memory(
-    State(state): State<AppState>,
+    state: Bound,
     ApiJson(body): ApiJson<AddItemBody>,
 ) -> Result<Json<AddResponse>, ApiError> {
     add_items(state, vec![body]).await
@@ -450,7 +495,7 @@ async fn add_memory(
 #[utoipa::path(post, path = "/v1/memories/batch", request_body = BatchBody,
     responses((status = 200, body = AddResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
 async fn add_batch(
-    State(state): State<AppState>,
+    state: Bound,
     ApiJson(body): ApiJson<BatchBody>,
 ) -> Result<Json<AddResponse>, ApiError> {
     add_items(state, body.items).await
@@ -460,7 +505,7 @@ async fn add_batch(
 #[utoipa::path(post, path = "/v1/search", request_body = SearchBody,
     responses((status = 200, body = SearchResponseView), (status = 400, body = ErrorBody)))]
 async fn search(
-    State(state): State<AppState>,
+    state: Bound,
     ApiJson(body): ApiJson<SearchBody>,
 ) -> Result<Json<SearchResponseView>, ApiError> {
     let context = body.context(state.context);
@@ -519,7 +564,7 @@ pub struct ListParams {
 #[utoipa::path(get, path = "/v1/memories", params(ListParams),
     responses((status = 200, body = ListResponse), (status = 400, body = ErrorBody)))]
 async fn list_memories(
-    State(state): State<AppState>,
+    state: Bound,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<ListResponse>, ApiError> {
     let scope = scope_of(p.user_id, p.agent_id, p.session_id);
@@ -588,7 +633,7 @@ impl ScopeParams {
 #[utoipa::path(delete, path = "/v1/memories", params(ScopeParams),
     responses((status = 200, body = DeletedResponse), (status = 400, body = ErrorBody)))]
 async fn erase_scope(
-    State(state): State<AppState>,
+    state: Bound,
     ApiQuery(p): ApiQuery<ScopeParams>,
 ) -> Result<Json<DeletedResponse>, ApiError> {
     let scope = p.scope().ok_or_else(|| {
@@ -607,7 +652,7 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 #[utoipa::path(get, path = "/v1/memories/{id}", params(("id" = Uuid, Path, description = "Memory id"), ScopeParams),
     responses((status = 200, body = MemoryView), (status = 404, body = ErrorBody)))]
 async fn get_memory(
-    State(state): State<AppState>,
+    state: Bound,
     Path(id): Path<String>,
     ApiQuery(p): ApiQuery<ScopeParams>,
 ) -> Result<Json<MemoryView>, ApiError> {
@@ -623,7 +668,7 @@ async fn get_memory(
 #[utoipa::path(patch, path = "/v1/memories/{id}", params(("id" = Uuid, Path, description = "Memory id"), ScopeParams), request_body = PatchBody,
     responses((status = 200, body = MemoryView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn patch_memory(
-    State(state): State<AppState>,
+    state: Bound,
     Path(id): Path<String>,
     ApiQuery(p): ApiQuery<ScopeParams>,
     ApiJson(body): ApiJson<PatchBody>,
@@ -681,7 +726,7 @@ pub struct DeleteParams {
 #[utoipa::path(delete, path = "/v1/memories/{id}", params(("id" = Uuid, Path, description = "Memory id"), DeleteParams),
     responses((status = 200, body = DeletedResponse), (status = 404, body = ErrorBody)))]
 async fn delete_memory(
-    State(state): State<AppState>,
+    state: Bound,
     Path(id): Path<String>,
     ApiQuery(p): ApiQuery<DeleteParams>,
 ) -> Result<Json<DeletedResponse>, ApiError> {
@@ -705,7 +750,7 @@ async fn delete_memory(
 #[utoipa::path(post, path = "/v1/memories/{id}/restore", params(("id" = Uuid, Path, description = "Memory id"), ScopeParams),
     responses((status = 200, body = MemoryView), (status = 404, body = ErrorBody)))]
 async fn restore_memory(
-    State(state): State<AppState>,
+    state: Bound,
     Path(id): Path<String>,
     ApiQuery(p): ApiQuery<ScopeParams>,
 ) -> Result<Json<MemoryView>, ApiError> {
@@ -722,7 +767,7 @@ async fn restore_memory(
     request_body = InvalidateBody,
     responses((status = 200, body = MemoryView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn invalidate_memory(
-    State(state): State<AppState>,
+    state: Bound,
     Path(id): Path<String>,
     ApiQuery(p): ApiQuery<ScopeParams>,
     ApiJson(body): ApiJson<InvalidateBody>,
@@ -740,7 +785,7 @@ async fn invalidate_memory(
 #[utoipa::path(get, path = "/v1/memories/{id}/history", params(("id" = Uuid, Path, description = "Memory id"), ScopeParams),
     responses((status = 200, body = HistoryView), (status = 404, body = ErrorBody)))]
 async fn memory_history(
-    State(state): State<AppState>,
+    state: Bound,
     Path(id): Path<String>,
     ApiQuery(p): ApiQuery<ScopeParams>,
 ) -> Result<Json<HistoryView>, ApiError> {
@@ -757,7 +802,7 @@ async fn memory_history(
     request_body = FeedbackBody,
     responses((status = 200, body = MemoryView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn feedback(
-    State(state): State<AppState>,
+    state: Bound,
     Path(id): Path<String>,
     ApiQuery(p): ApiQuery<ScopeParams>,
     ApiJson(body): ApiJson<FeedbackBody>,
@@ -776,7 +821,7 @@ async fn feedback(
     request_body = ArchiveBody,
     responses((status = 200, body = MemoryView), (status = 404, body = ErrorBody)))]
 async fn archive_memory(
-    State(state): State<AppState>,
+    state: Bound,
     Path(id): Path<String>,
     ApiQuery(p): ApiQuery<ScopeParams>,
     ApiJson(body): ApiJson<ArchiveBody>,
@@ -792,7 +837,7 @@ async fn archive_memory(
 /// strength fell below their kind's threshold. Each archive is logged with
 /// its numbers in the memory's history.
 #[utoipa::path(post, path = "/v1/maintenance", responses((status = 200, body = MaintenanceView)))]
-async fn maintenance(State(state): State<AppState>) -> Result<Json<MaintenanceView>, ApiError> {
+async fn maintenance(state: Bound) -> Result<Json<MaintenanceView>, ApiError> {
     let hippo = state.hippo.clone();
     let report = blocking(move || hippo.maintain()).await?;
     Ok(Json(report.into()))
@@ -820,7 +865,7 @@ pub struct RejectionParams {
 #[utoipa::path(get, path = "/v1/rejections", params(RejectionParams),
     responses((status = 200, body = RejectionsResponse), (status = 400, body = ErrorBody)))]
 async fn rejections(
-    State(state): State<AppState>,
+    state: Bound,
     ApiQuery(p): ApiQuery<RejectionParams>,
 ) -> Result<Json<RejectionsResponse>, ApiError> {
     let scope = scope_of(p.user_id, p.agent_id, p.session_id);
@@ -852,7 +897,7 @@ pub struct ProfileParams {
 #[utoipa::path(get, path = "/v1/profile", params(ProfileParams),
     responses((status = 200, body = MemoryView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_profile(
-    State(state): State<AppState>,
+    state: Bound,
     ApiQuery(p): ApiQuery<ProfileParams>,
 ) -> Result<Json<MemoryView>, ApiError> {
     let owner = scope_of(p.user_id, p.agent_id, None);
@@ -874,7 +919,7 @@ async fn get_profile(
 /// Background jobs per state (LLM extraction runs after the write is
 /// acknowledged).
 #[utoipa::path(get, path = "/v1/jobs", responses((status = 200, body = JobCountsView)))]
-async fn job_counts(State(state): State<AppState>) -> Result<Json<JobCountsView>, ApiError> {
+async fn job_counts(state: Bound) -> Result<Json<JobCountsView>, ApiError> {
     let hippo = state.hippo.clone();
     let c = blocking(move || hippo.store().job_counts()).await?;
     Ok(Json(JobCountsView {
@@ -889,10 +934,7 @@ async fn job_counts(State(state): State<AppState>) -> Result<Json<JobCountsView>
 /// One background job: its state, attempts, last error, decided plan and cost.
 #[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = i64, Path, description = "Job id")),
     responses((status = 200, body = JobView), (status = 404, body = ErrorBody)))]
-async fn get_job(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<JobView>, ApiError> {
+async fn get_job(state: Bound, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::invalid(format!("{id:?} is not a job id")))?;
@@ -908,7 +950,7 @@ async fn get_job(
 async fn healthz(State(state): State<AppState>) -> Json<Health> {
     Json(Health {
         status: "ok".into(),
-        model: state.hippo.embedder().model_id().to_owned(),
+        model: state.model.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
     })
 }
@@ -918,8 +960,159 @@ async fn healthz(State(state): State<AppState>) -> Json<Health> {
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.encode(&state.hippo.llm_usage()),
+        state.metrics.encode(&llm_usage(&state.tenants)),
     )
+}
+
+/// LLM usage summed over the open tenants.
+fn llm_usage(tenants: &Tenants) -> Vec<(&'static str, hippo::llm::LlmTotals)> {
+    let mut sum: std::collections::BTreeMap<&'static str, hippo::llm::LlmTotals> =
+        Default::default();
+    for (_, h) in tenants.open() {
+        for (op, t) in h.llm_usage() {
+            let s = sum.entry(op).or_default();
+            s.calls += t.calls;
+            s.prompt_tokens += t.prompt_tokens;
+            s.completion_tokens += t.completion_tokens;
+            s.unusable += t.unusable;
+        }
+    }
+    sum.into_iter().collect()
+}
+
+/// The access a request needs: reads (and search) need `read`; erasing
+/// (a scope, or a memory with `hard=true`) and maintenance need `admin`;
+/// other writes need `write`; metrics need `admin` (they span tenants).
+pub fn required_access(method: &axum::http::Method, route: &str, query: Option<&str>) -> Access {
+    use axum::http::Method;
+    let hard = query.is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv.eq_ignore_ascii_case("hard=true") || kv == "hard=1")
+    });
+    match (method, route) {
+        (_, "/metrics") => Access::Admin,
+        (&Method::GET | &Method::HEAD, _) => Access::Read,
+        (&Method::POST, "/v1/search") => Access::Read,
+        (&Method::DELETE, "/v1/memories") => Access::Admin,
+        (&Method::DELETE, "/v1/memories/{id}") if hard => Access::Admin,
+        (&Method::POST, "/v1/maintenance") => Access::Admin,
+        _ => Access::Write,
+    }
+}
+
+/// Binds a request to a tenant: with keys required, by its API key
+/// (`Authorization: Bearer hk_…` or `X-API-Key`), refusing a missing or
+/// invalid key (401) and too little access (403); without, to the default
+/// tenant. `/healthz` and `/openapi.json` need no key.
+async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("", |p| p.as_str())
+        .to_owned();
+    if route == "/healthz" || route == "/openapi.json" {
+        return next.run(req).await;
+    }
+    let tenant = match &state.control {
+        None => DEFAULT_TENANT.to_owned(),
+        Some(control) => {
+            let presented = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .or_else(|| req.headers().get("x-api-key").and_then(|v| v.to_str().ok()))
+                .map(|k| k.trim().to_owned());
+            let Some(presented) = presented else {
+                return unauthorized(
+                    &state,
+                    "missing",
+                    "an API key is required (Authorization: Bearer hk_…)",
+                );
+            };
+            let control = control.clone();
+            let now = Utc::now();
+            let key =
+                tokio::task::spawn_blocking(move || control.authenticate(&presented, now)).await;
+            match key {
+                Ok(Ok(key)) => {
+                    let needed = required_access(req.method(), &route, req.uri().query());
+                    if key.access < needed {
+                        state
+                            .metrics
+                            .auth_failures
+                            .get_or_create(&crate::metrics::AuthLabels {
+                                reason: "forbidden".into(),
+                            })
+                            .inc();
+                        tracing::warn!(key = key.id, tenant = key.tenant, %route, "access denied");
+                        return ApiError::new(
+                            StatusCode::FORBIDDEN,
+                            "forbidden",
+                            format!(
+                                "this key has {} access; {} needs {}",
+                                key.access.as_str(),
+                                route,
+                                needed.as_str()
+                            ),
+                        )
+                        .into_response();
+                    }
+                    key.tenant
+                }
+                Ok(Err(refusal)) => {
+                    return unauthorized(&state, refusal.reason(), refusal.message());
+                }
+                Err(_) => {
+                    return ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "internal error",
+                    )
+                    .into_response();
+                }
+            }
+        }
+    };
+    let tenants = state.tenants.clone();
+    let t = tenant.clone();
+    let hippo = match tokio::task::spawn_blocking(move || tenants.get(&t)).await {
+        Ok(Ok(h)) => h,
+        other => {
+            if let Ok(Err(e)) = other {
+                tracing::error!(tenant, error = %e, "opening a tenant store");
+            }
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the tenant's store cannot be opened",
+            )
+            .into_response();
+        }
+    };
+    req.extensions_mut().insert(Bound {
+        hippo,
+        metrics: state.metrics.clone(),
+        context: state.context,
+    });
+    next.run(req).await
+}
+
+fn unauthorized(state: &AppState, reason: &str, message: &str) -> Response {
+    state
+        .metrics
+        .auth_failures
+        .get_or_create(&crate::metrics::AuthLabels {
+            reason: reason.into(),
+        })
+        .inc();
+    tracing::warn!(reason, "authentication failed");
+    let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    resp
 }
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {

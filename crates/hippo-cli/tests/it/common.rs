@@ -60,10 +60,24 @@ impl Server {
     }
 
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_as(None, method, path, body)
+    }
+
+    /// [`Server::call`] with an API key (`Authorization: Bearer`).
+    pub fn call_as(
+        &self,
+        key: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let agent = ureq::AgentBuilder::new()
             .timeout(std::time::Duration::from_secs(60))
             .build();
-        let req = agent.request(method, &format!("{}{}", self.base, path));
+        let mut req = agent.request(method, &format!("{}{}", self.base, path));
+        if let Some(k) = key {
+            req = req.set("Authorization", &format!("Bearer {k}"));
+        }
         let resp = match body {
             Some(b) => req.send_json(b),
             None => req.call(),

@@ -9,3 +9,4 @@ mod crash;
 mod external;
 mod extract;
 mod fakes;
+mod tenancy;

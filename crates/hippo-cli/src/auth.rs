@@ -1,0 +1,506 @@
+//! Tenants and API keys: the control plane of `hippo serve`.
+//!
+//! A tenant (an organisation) is a store of its own: the `default` tenant is
+//! the `--db` file, every other tenant a file of its own next to it (see
+//! [`tenant_db`]). Isolation is therefore physical: a request is bound to
+//! one tenant's engine before any handler runs, and no query, by id or
+//! otherwise, can reach another tenant's file. Erasing a tenant deletes
+//! its files.
+//!
+//! Keys live in the control database (`<db stem>.control.db`): each has an
+//! id, a tenant, an access level (read < write < admin), an optional expiry
+//! and revocation time, and the SHA-256 of its secret (never the secret).
+//! A key reads `hk_<id>_<secret>`; it is shown once, when created. Keys are
+//! random (244 bits), so a fast hash is enough: there is nothing to
+//! brute-force.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Duration, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// The tenant of the `--db` file.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// What a key may do; each level includes the ones below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    /// Search, list, get, history, profile, jobs.
+    Read,
+    /// Read, and add, update, delete, restore, invalidate, feedback, archive.
+    Write,
+    /// Write, and erase (memories, scopes), maintenance.
+    Admin,
+}
+
+impl Access {
+    /// The stable lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+            Access::Admin => "admin",
+        }
+    }
+
+    /// Parses `read`, `write` or `admin`.
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "read" => Access::Read,
+            "write" => Access::Write,
+            "admin" => Access::Admin,
+            other => bail!("unknown access {other:?}: use read, write or admin"),
+        })
+    }
+}
+
+/// A key as stored (without its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyInfo {
+    /// Public id (the part after `hk_`).
+    pub id: String,
+    /// The tenant it opens.
+    pub tenant: String,
+    /// What it may do.
+    pub access: Access,
+    /// A label for people.
+    pub name: Option<String>,
+    /// When created.
+    pub created_at: DateTime<Utc>,
+    /// Not valid from this time on.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Revoked at this time.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Why a presented key was refused (all map to HTTP 401).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not of the form `hk_<id>_<secret>`.
+    Malformed,
+    /// No such key, or the secret does not match.
+    Unknown,
+    /// Revoked.
+    Revoked,
+    /// Past its expiry.
+    Expired,
+}
+
+impl Refusal {
+    /// A short label (metrics).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::Malformed => "malformed",
+            Refusal::Unknown => "invalid",
+            Refusal::Revoked => "revoked",
+            Refusal::Expired => "expired",
+        }
+    }
+
+    /// A message that says what is wrong without saying what exists.
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::Malformed => "malformed API key",
+            Refusal::Unknown => "invalid API key",
+            Refusal::Revoked => "API key revoked",
+            Refusal::Expired => "API key expired",
+        }
+    }
+}
+
+/// The store file of `tenant`, given the `--db` file.
+pub fn tenant_db(db: &Path, tenant: &str) -> PathBuf {
+    if tenant == DEFAULT_TENANT {
+        return db.to_path_buf();
+    }
+    sibling(db, "tenants").join(format!("{tenant}.db"))
+}
+
+/// The control database, given the `--db` file.
+pub fn control_db(db: &Path) -> PathBuf {
+    sibling(db, "control.db")
+}
+
+/// `<dir>/<db stem>.<suffix>`.
+fn sibling(db: &Path, suffix: &str) -> PathBuf {
+    let stem = db
+        .file_stem()
+        .map_or_else(|| "hippo".into(), |s| s.to_string_lossy().into_owned());
+    db.with_file_name(format!("{stem}.{suffix}"))
+}
+
+/// Checks a tenant id: 1 to 64 of `a-z 0-9 _ -`, starting with a letter or
+/// digit (it names a file).
+pub fn validate_tenant(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id.as_bytes()[0].is_ascii_alphanumeric()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !ok {
+        bail!("invalid tenant id {id:?}: use 1-64 of a-z, 0-9, '_' and '-', starting with a letter or digit");
+    }
+    Ok(())
+}
+
+fn hash(secret: &str) -> String {
+    let digest = Sha256::digest(secret.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Equal strings, in time independent of where they differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn time(ms: Option<i64>) -> Option<DateTime<Utc>> {
+    ms.and_then(DateTime::from_timestamp_millis)
+}
+
+/// The control database: tenants and keys.
+pub struct Control {
+    conn: Mutex<Connection>,
+}
+
+impl Control {
+    /// Opens (creating if needed) the control database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open the control database {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             CREATE TABLE IF NOT EXISTS tenants (
+                 id         TEXT PRIMARY KEY,
+                 created_at INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS api_keys (
+                 id          TEXT PRIMARY KEY,
+                 tenant      TEXT NOT NULL,
+                 access      TEXT NOT NULL,
+                 name        TEXT,
+                 secret_hash TEXT NOT NULL,
+                 created_at  INTEGER NOT NULL,
+                 expires_at  INTEGER,
+                 revoked_at  INTEGER
+             );
+             CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys(tenant);",
+        )?;
+        Ok(Control {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a tenant (the default tenant always exists).
+    pub fn create_tenant(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
+        validate_tenant(id)?;
+        if id == DEFAULT_TENANT || self.tenant_exists(id)? {
+            bail!("tenant {id:?} exists already");
+        }
+        self.conn().execute(
+            "INSERT INTO tenants (id, created_at) VALUES (?1, ?2)",
+            params![id, ms(now)],
+        )?;
+        Ok(())
+    }
+
+    /// Whether `id` is a tenant.
+    pub fn tenant_exists(&self, id: &str) -> Result<bool> {
+        if id == DEFAULT_TENANT {
+            return Ok(true);
+        }
+        Ok(self
+            .conn()
+            .query_row("SELECT 1 FROM tenants WHERE id = ?1", [id], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Every tenant, the default one first.
+    pub fn tenants(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id FROM tenants ORDER BY id")?;
+        let mut out = vec![DEFAULT_TENANT.to_owned()];
+        for id in stmt.query_map([], |r| r.get::<_, String>(0))? {
+            out.push(id?);
+        }
+        Ok(out)
+    }
+
+    /// Forgets a tenant and deletes its keys (the caller removes its
+    /// files). The default tenant cannot be removed.
+    pub fn remove_tenant(&self, id: &str) -> Result<()> {
+        if id == DEFAULT_TENANT {
+            bail!("the default tenant cannot be removed; erase its memories instead");
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute("DELETE FROM tenants WHERE id = ?1", [id])?;
+        if n == 0 {
+            bail!("no tenant {id:?}");
+        }
+        tx.execute("DELETE FROM api_keys WHERE tenant = ?1", [id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Creates a key; returns it with the full key text (shown only now).
+    pub fn create_key(
+        &self,
+        tenant: &str,
+        access: Access,
+        name: Option<String>,
+        expires_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<(KeyInfo, String)> {
+        if !self.tenant_exists(tenant)? {
+            bail!("no tenant {tenant:?}: create it first (hippo tenant create)");
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
+        let secret = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        self.conn().execute(
+            "INSERT INTO api_keys (id, tenant, access, name, secret_hash, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                id,
+                tenant,
+                access.as_str(),
+                name,
+                hash(&secret),
+                ms(now),
+                expires_at.map(ms)
+            ],
+        )?;
+        let info = KeyInfo {
+            id: id.clone(),
+            tenant: tenant.to_owned(),
+            access,
+            name,
+            created_at: DateTime::from_timestamp_millis(ms(now)).unwrap_or(now),
+            expires_at,
+            revoked_at: None,
+        };
+        Ok((info, format!("hk_{id}_{secret}")))
+    }
+
+    fn read_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<(KeyInfo, String)> {
+        let access: String = r.get(2)?;
+        Ok((
+            KeyInfo {
+                id: r.get(0)?,
+                tenant: r.get(1)?,
+                access: Access::parse(&access).unwrap_or(Access::Read),
+                name: r.get(3)?,
+                created_at: time(Some(r.get(5)?)).unwrap_or_default(),
+                expires_at: time(r.get(6)?),
+                revoked_at: time(r.get(7)?),
+            },
+            r.get(4)?,
+        ))
+    }
+
+    /// Keys (of one tenant, when given), oldest first.
+    pub fn keys(&self, tenant: Option<&str>) -> Result<Vec<KeyInfo>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, tenant, access, name, secret_hash, created_at, expires_at, revoked_at
+             FROM api_keys WHERE ?1 IS NULL OR tenant = ?1 ORDER BY created_at, id",
+        )?;
+        let rows = stmt.query_map([tenant], Self::read_key)?;
+        Ok(rows.map(|r| r.map(|(k, _)| k)).collect::<Result<_, _>>()?)
+    }
+
+    /// Whether any key exists (then `serve` requires keys).
+    pub fn has_keys(&self) -> Result<bool> {
+        Ok(self
+            .conn()
+            .query_row("SELECT 1 FROM api_keys LIMIT 1", [], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Revokes key `id` from `now` on.
+    pub fn revoke(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
+        let n = self.conn().execute(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+            params![id, ms(now)],
+        )?;
+        if n == 0 {
+            bail!("no key {id:?}");
+        }
+        Ok(())
+    }
+
+    /// Rotates key `id`: a new key with the same tenant, access and name,
+    /// while the old one stays valid for `grace` (so clients can switch).
+    pub fn rotate(
+        &self,
+        id: &str,
+        grace: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<(KeyInfo, String)> {
+        let old = self
+            .keys(None)?
+            .into_iter()
+            .find(|k| k.id == id)
+            .with_context(|| format!("no key {id:?}"))?;
+        if old.revoked_at.is_some() {
+            bail!("key {id:?} is revoked");
+        }
+        let created = self.create_key(
+            &old.tenant,
+            old.access,
+            old.name.clone(),
+            old.expires_at,
+            now,
+        )?;
+        let until = now + grace;
+        self.conn().execute(
+            "UPDATE api_keys SET expires_at = MIN(COALESCE(expires_at, ?2), ?2) WHERE id = ?1",
+            params![id, ms(until)],
+        )?;
+        Ok(created)
+    }
+
+    /// The key `presented` names, if it is valid at `now`.
+    pub fn authenticate(&self, presented: &str, now: DateTime<Utc>) -> Result<KeyInfo, Refusal> {
+        let rest = presented.strip_prefix("hk_").ok_or(Refusal::Malformed)?;
+        let (id, secret) = rest.split_once('_').ok_or(Refusal::Malformed)?;
+        if id.len() != 16 || secret.len() != 64 {
+            return Err(Refusal::Malformed);
+        }
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT id, tenant, access, name, secret_hash, created_at, expires_at, revoked_at
+                 FROM api_keys WHERE id = ?1",
+                [id],
+                Self::read_key,
+            )
+            .optional()
+            .map_err(|e| {
+                tracing::error!(error = %e, "reading API keys");
+                Refusal::Unknown
+            })?;
+        let (key, stored) = row.ok_or(Refusal::Unknown)?;
+        if !same(&hash(secret), &stored) {
+            return Err(Refusal::Unknown);
+        }
+        if key.revoked_at.is_some_and(|t| t <= now) {
+            return Err(Refusal::Revoked);
+        }
+        if key.expires_at.is_some_and(|t| t <= now) {
+            return Err(Refusal::Expired);
+        }
+        Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn control() -> (tempfile::TempDir, Control) {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Control::open(&control_db(&dir.path().join("h.db"))).unwrap();
+        (dir, c)
+    }
+
+    #[test]
+    fn paths_sit_next_to_the_db_file() {
+        let db = Path::new("/data/h.db");
+        assert_eq!(tenant_db(db, DEFAULT_TENANT), db);
+        assert_eq!(tenant_db(db, "acme"), Path::new("/data/h.tenants/acme.db"));
+        assert_eq!(control_db(db), Path::new("/data/h.control.db"));
+    }
+
+    #[test]
+    fn tenant_ids_name_files_safely() {
+        for ok in ["acme", "a", "team-7_x", &"a".repeat(64)] {
+            validate_tenant(ok).unwrap();
+        }
+        for bad in ["", "Acme", "-x", "../x", "a/b", "a.b", &"a".repeat(65), "é"] {
+            assert!(validate_tenant(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn keys_authenticate_until_revoked_or_expired() {
+        let (_d, c) = control();
+        let now = Utc::now();
+        assert!(!c.has_keys().unwrap());
+        assert!(
+            c.create_key("acme", Access::Read, None, None, now).is_err(),
+            "no tenant"
+        );
+        c.create_tenant("acme", now).unwrap();
+        assert!(c.create_tenant("acme", now).is_err());
+        assert!(c.create_tenant(DEFAULT_TENANT, now).is_err());
+        let (info, key) = c
+            .create_key("acme", Access::Write, Some("ci".into()), None, now)
+            .unwrap();
+        assert!(c.has_keys().unwrap());
+        assert_eq!(c.authenticate(&key, now).unwrap(), info);
+        // A wrong secret of the right shape, a malformed key, an unknown id.
+        let mut wrong = key.clone();
+        wrong.replace_range(key.len() - 1.., if key.ends_with('0') { "1" } else { "0" });
+        assert_eq!(c.authenticate(&wrong, now), Err(Refusal::Unknown));
+        assert_eq!(c.authenticate("Bearer x", now), Err(Refusal::Malformed));
+        assert_eq!(
+            c.authenticate(&format!("hk_{}_{}", "0".repeat(16), "0".repeat(64)), now),
+            Err(Refusal::Unknown)
+        );
+        // Rotation: both work during the grace period, then only the new.
+        let (_, new) = c.rotate(&info.id, Duration::hours(1), now).unwrap();
+        assert!(c.authenticate(&key, now).is_ok());
+        assert!(c.authenticate(&new, now).is_ok());
+        let later = now + Duration::hours(2);
+        assert_eq!(c.authenticate(&key, later), Err(Refusal::Expired));
+        assert!(c.authenticate(&new, later).is_ok());
+        c.revoke(&info.id, now).unwrap();
+        assert_eq!(c.authenticate(&key, now), Err(Refusal::Revoked));
+        assert!(c.revoke("nope", now).is_err());
+        assert_eq!(c.keys(Some("acme")).unwrap().len(), 2);
+        assert_eq!(c.tenants().unwrap(), vec!["default", "acme"]);
+        // Removing a tenant removes its keys.
+        c.remove_tenant("acme").unwrap();
+        assert_eq!(c.authenticate(&new, now), Err(Refusal::Unknown));
+        assert!(c.remove_tenant(DEFAULT_TENANT).is_err());
+    }
+
+    #[test]
+    fn access_levels_are_ordered() {
+        assert!(Access::Read < Access::Write && Access::Write < Access::Admin);
+        for a in [Access::Read, Access::Write, Access::Admin] {
+            assert_eq!(Access::parse(a.as_str()).unwrap(), a);
+        }
+        assert!(Access::parse("root").is_err());
+    }
+}

@@ -1,0 +1,183 @@
+//! Tenants and API keys over a real socket: once a key exists every
+//! request needs one; a key opens its own tenant's store only (by id too);
+//! access levels are enforced; revocation takes effect at once; the server
+//! refuses to listen off loopback without keys; erasing a tenant deletes
+//! its files.
+
+use serde_json::{json, Value};
+
+use super::common::{hippo, Server};
+
+fn run(db: &std::path::Path, args: &[&str]) -> String {
+    let out = hippo(db).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn key(db: &std::path::Path, tenant: &str, access: &str) -> String {
+    run(
+        db,
+        &["key", "create", "--tenant", tenant, "--access", access],
+    )
+}
+
+fn add(s: &Server, key: &str, user: &str, text: &str) -> (u16, Value) {
+    s.call_as(
+        Some(key),
+        "POST",
+        "/v1/memories",
+        Some(json!({"user_id": user, "messages": [{"role": "user", "content": text}]})),
+    )
+}
+
+#[test]
+fn keys_bind_requests_to_their_tenant_and_access() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    assert_eq!(run(&db, &["tenant", "create", "acme"]), "acme");
+    let out = hippo(&db)
+        .args(["tenant", "create", "Bad/Id"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(run(&db, &["tenant", "list"]), "default\nacme");
+    let acme_write = key(&db, "acme", "write");
+    let acme_admin = key(&db, "acme", "admin");
+    let default_read = key(&db, "default", "read");
+    let default_write = key(&db, "default", "write");
+    assert!(acme_write.starts_with("hk_"));
+    let listed = run(&db, &["key", "list", "--tenant", "acme"]);
+    assert_eq!(listed.lines().count(), 2);
+    assert!(
+        !listed.contains(&acme_write[20..]),
+        "secrets are never listed"
+    );
+
+    let s = Server::start(&db, &[]);
+    // No key, a malformed key, a wrong key: 401 with a challenge.
+    let (st, body) = s.call(
+        "POST",
+        "/v1/search",
+        Some(json!({"user_id": "ana", "query": "x"})),
+    );
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    assert_eq!(s.call_as(Some("nope"), "GET", "/v1/jobs", None).0, 401);
+    let mut wrong = acme_write.clone();
+    wrong.pop();
+    wrong.push(if acme_write.ends_with('a') { 'b' } else { 'a' });
+    assert_eq!(s.call_as(Some(&wrong), "GET", "/v1/jobs", None).0, 401);
+    assert_eq!(
+        s.call("GET", "/healthz", None).0,
+        200,
+        "health needs no key"
+    );
+
+    // acme writes; the default tenant's keys cannot see it, by search or by id.
+    let (st, body) = add(&s, &acme_write, "ana", "Our launch code name is Bluefin.");
+    assert_eq!(st, 200, "{body}");
+    let id = body["results"][0]["id"].as_str().unwrap().to_owned();
+    let search = json!({"user_id": "ana", "query": "launch code name"});
+    let (_, found) = s.call_as(
+        Some(&acme_write),
+        "POST",
+        "/v1/search",
+        Some(search.clone()),
+    );
+    assert_eq!(found["results"].as_array().unwrap().len(), 1, "{found}");
+    let (_, other) = s.call_as(Some(&default_read), "POST", "/v1/search", Some(search));
+    assert!(other["results"].as_array().unwrap().is_empty(), "{other}");
+    for (method, path) in [
+        ("GET", format!("/v1/memories/{id}")),
+        ("GET", format!("/v1/memories/{id}/history")),
+        ("DELETE", format!("/v1/memories/{id}")),
+        ("PATCH", format!("/v1/memories/{id}")),
+    ] {
+        let body = (method == "PATCH").then(|| json!({"content": "hijacked"}));
+        let (st, _) = s.call_as(Some(&default_write), method, &path, body);
+        assert_eq!(st, 404, "{method} {path} from another tenant");
+    }
+    let (_, m) = s.call_as(
+        Some(&acme_write),
+        "GET",
+        &format!("/v1/memories/{id}"),
+        None,
+    );
+    assert_eq!(m["memory"], "Our launch code name is Bluefin.");
+
+    // Access levels: read cannot write; write cannot erase; admin can.
+    let (st, body) = add(&s, &default_read, "ana", "hello there");
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
+    let hard = format!("/v1/memories/{id}?hard=true");
+    assert_eq!(s.call_as(Some(&acme_write), "DELETE", &hard, None).0, 403);
+    assert_eq!(
+        s.call_as(
+            Some(&acme_write),
+            "DELETE",
+            "/v1/memories?user_id=ana",
+            None
+        )
+        .0,
+        403
+    );
+    assert_eq!(s.call_as(Some(&acme_write), "GET", "/metrics", None).0, 403);
+    assert_eq!(s.call_as(Some(&acme_admin), "DELETE", &hard, None).0, 200);
+    let (st, metrics) = s.call_as(Some(&acme_admin), "GET", "/metrics", None);
+    assert_eq!(st, 200);
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains("hippo_auth_failures_total{reason=\"forbidden\"} 4"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("hippo_auth_failures_total{reason=\"missing\"} 1"));
+
+    // Revocation takes effect on the next request; the key's id is public.
+    let key_id = acme_write.split('_').nth(1).unwrap();
+    run(&db, &["key", "revoke", key_id]);
+    let (st, body) = s.call_as(Some(&acme_write), "GET", "/v1/jobs", None);
+    assert_eq!(st, 401, "{body}");
+    assert_eq!(body["error"]["message"], "API key revoked");
+
+    // One-shot commands reach a tenant's store with --tenant.
+    let out = run(&db, &["--tenant", "acme", "stats"]);
+    assert!(out.contains("memories"), "{out}");
+    let out = hippo(&db)
+        .args(["--tenant", "nope", "stats"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    drop(s);
+
+    // Erasing a tenant deletes its keys and its files.
+    let store = dir.path().join("t.tenants").join("acme.db");
+    assert!(store.exists());
+    run(&db, &["tenant", "erase", "acme"]);
+    assert!(!store.exists());
+    assert_eq!(run(&db, &["tenant", "list"]), "default");
+    assert!(!run(&db, &["key", "list"]).contains("\"acme\""));
+}
+
+#[test]
+fn off_loopback_needs_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("o.db");
+    let out = hippo(&db)
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("without authentication"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
