@@ -42,6 +42,9 @@ pub struct FileConfig {
     /// burst of writes shares one LLM summary (default 30 with an LLM, 0
     /// without).
     pub consolidation_delay_secs: Option<u64>,
+    /// Host names `serve` answers to and browser origins it accepts (default: loopback names when
+    /// listening on loopback, any otherwise; `["*"]`: any). Guards against DNS rebinding.
+    pub allowed_hosts: Option<Vec<String>>,
     /// Seconds between maintenance passes of `serve` (default 3600; 0: off).
     pub maintenance_interval_secs: Option<u64>,
     /// Per-kind policies (`[policies.fact]` with `half_life_days`,

@@ -669,7 +669,8 @@ fn run(cli: Cli) -> Result<()> {
                 server::Maintainer::start(tenants.clone(), std::time::Duration::from_secs(interval))
             });
             let model = default.embedder().model_id().to_owned();
-            serve(tenants, control, model, &listen, max_body, context)
+            let hosts = settings.file.allowed_hosts.clone();
+            serve(tenants, control, model, hosts, &listen, max_body, context)
         }
         Command::Add {
             scope,
@@ -1074,6 +1075,7 @@ fn serve(
     tenants: Arc<tenants::Tenants>,
     control: Option<Arc<auth::Control>>,
     model: String,
+    allowed_hosts: Option<Vec<String>>,
     listen: &str,
     max_body_bytes: usize,
     context: hippo::Context,
@@ -1090,6 +1092,19 @@ fn serve(
     if control.is_some() {
         tracing::info!("API keys required");
     }
+    // A loopback server answers to loopback names only unless told
+    // otherwise; `"*"` allows any.
+    let allowed_hosts = match allowed_hosts {
+        Some(h) if h.iter().any(|x| x == "*") => None,
+        Some(h) => Some(h.iter().map(|x| x.to_ascii_lowercase()).collect()),
+        None if addr.ip().is_loopback() => Some(
+            server::LOOPBACK_HOSTS
+                .iter()
+                .map(|h| (*h).to_owned())
+                .collect(),
+        ),
+        None => None,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -1100,6 +1115,7 @@ fn serve(
             metrics: Arc::new(metrics::Metrics::new()),
             context,
             model,
+            allowed_hosts: allowed_hosts.map(Arc::new),
         };
         let app = server::router(state, max_body_bytes);
         let listener = tokio::net::TcpListener::bind(addr)

@@ -39,6 +39,61 @@ pub struct AppState {
     pub context: hippo::Context,
     /// The embedding model (reported by `/healthz`).
     pub model: String,
+    /// Host names requests may address (`Host` header, port aside) and
+    /// browser origins may come from; `None` allows any.
+    pub allowed_hosts: Option<Arc<Vec<String>>>,
+}
+
+/// The hosts a loopback server answers to by default: a page on another
+/// site that rebinds its name to 127.0.0.1 still sends its own name.
+pub const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// The host of a `Host` header or origin, without port or brackets,
+/// lower-cased.
+fn host_part(authority: &str) -> String {
+    let a = authority.trim().to_ascii_lowercase();
+    let a = a.rsplit('@').next().unwrap_or(&a).to_owned();
+    if let Some(rest) = a.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("").to_owned();
+    }
+    a.split(':').next().unwrap_or("").to_owned()
+}
+
+/// Refuses requests whose `Host` is not an allowed name (DNS rebinding)
+/// and browser requests whose `Origin` is not one (cross-site use).
+async fn guard_host(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(allowed) = &state.allowed_hosts {
+        let ok = |h: &str| allowed.iter().any(|a| a == h);
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(host_part);
+        if !host.as_deref().is_some_and(ok) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden_host",
+                "this server does not answer to that host name",
+            )
+            .into_response();
+        }
+        if let Some(origin) = req.headers().get(header::ORIGIN) {
+            let origin_host = origin
+                .to_str()
+                .ok()
+                .and_then(|o| o.split_once("://"))
+                .map(|(_, rest)| host_part(rest.split('/').next().unwrap_or("")));
+            if !origin_host.as_deref().is_some_and(ok) {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden_origin",
+                    "cross-origin requests are not allowed",
+                )
+                .into_response();
+            }
+        }
+    }
+    next.run(req).await
 }
 
 /// What a request is bound to once authenticated: its tenant's engine and
@@ -399,6 +454,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(middleware::from_fn_with_state(state.clone(), guard_host))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
@@ -1117,4 +1173,42 @@ fn unauthorized(state: &AppState, reason: &str, message: &str) -> Response {
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_parts_drop_ports_brackets_and_case() {
+        assert_eq!(host_part("LocalHost:8080"), "localhost");
+        assert_eq!(host_part("127.0.0.1"), "127.0.0.1");
+        assert_eq!(host_part("[::1]:80"), "::1");
+        assert_eq!(host_part("evil.example:80"), "evil.example");
+        assert_eq!(host_part("user@127.0.0.1:1"), "127.0.0.1");
+    }
+
+    #[test]
+    fn erasing_and_maintenance_need_admin_reads_need_read() {
+        use axum::http::Method;
+        let a = |m: Method, r: &str, q: Option<&str>| required_access(&m, r, q);
+        assert_eq!(a(Method::GET, "/v1/memories/{id}", None), Access::Read);
+        assert_eq!(a(Method::POST, "/v1/search", None), Access::Read);
+        assert_eq!(a(Method::POST, "/v1/memories", None), Access::Write);
+        assert_eq!(a(Method::DELETE, "/v1/memories/{id}", None), Access::Write);
+        assert_eq!(
+            a(
+                Method::DELETE,
+                "/v1/memories/{id}",
+                Some("user_id=a&hard=true")
+            ),
+            Access::Admin
+        );
+        assert_eq!(
+            a(Method::DELETE, "/v1/memories", Some("user_id=a")),
+            Access::Admin
+        );
+        assert_eq!(a(Method::POST, "/v1/maintenance", None), Access::Admin);
+        assert_eq!(a(Method::GET, "/metrics", None), Access::Admin);
+    }
 }

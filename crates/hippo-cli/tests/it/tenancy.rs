@@ -181,3 +181,38 @@ fn off_loopback_needs_keys() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// One raw HTTP/1.1 GET with these extra header lines; returns the status.
+fn raw_get(base: &str, path: &str, headers: &str) -> u16 {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    conn.read_to_string(&mut out).unwrap();
+    out.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A loopback server answers to loopback names only (DNS rebinding: a page
+/// on another site that points its name at 127.0.0.1 still sends its own
+/// name) and refuses browser requests from other origins.
+#[test]
+fn loopback_servers_refuse_foreign_hosts_and_origins() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("h.db"), &[]);
+    let port = s.base.rsplit(':').next().unwrap().to_owned();
+    let ok = format!("Host: 127.0.0.1:{port}\r\n");
+    assert_eq!(raw_get(&s.base, "/healthz", &ok), 200);
+    assert_eq!(raw_get(&s.base, "/healthz", "Host: localhost\r\n"), 200);
+    assert_eq!(raw_get(&s.base, "/healthz", "Host: [::1]:80\r\n"), 200);
+    assert_eq!(raw_get(&s.base, "/v1/jobs", "Host: evil.example\r\n"), 403);
+    assert_eq!(raw_get(&s.base, "/v1/jobs", ""), 403, "no Host at all");
+    let foreign = format!("{ok}Origin: http://evil.example\r\n");
+    assert_eq!(raw_get(&s.base, "/v1/jobs", &foreign), 403);
+    let local = format!("{ok}Origin: http://localhost:3000\r\n");
+    assert_eq!(raw_get(&s.base, "/v1/jobs", &local), 200);
+}
