@@ -45,6 +45,14 @@ pub struct FileConfig {
     /// Host names `serve` answers to and browser origins it accepts (default: loopback names when
     /// listening on loopback, any otherwise; `["*"]`: any). Guards against DNS rebinding.
     pub allowed_hosts: Option<Vec<String>>,
+    /// Sustained requests per second per API key (default 100; 429 beyond).
+    pub rate_limit_per_sec: Option<f64>,
+    /// Requests a key may make at once after being idle (default 200).
+    pub rate_limit_burst: Option<f64>,
+    /// Requests served at once; more get 503 at once (default 256).
+    pub max_in_flight: Option<usize>,
+    /// Seconds before a request is answered 503 (default 30).
+    pub request_timeout_secs: Option<u64>,
     /// Seconds between maintenance passes of `serve` (default 3600; 0: off).
     pub maintenance_interval_secs: Option<u64>,
     /// Per-kind policies (`[policies.fact]` with `half_life_days`,
@@ -54,6 +62,26 @@ pub struct FileConfig {
 }
 
 impl FileConfig {
+    /// The request limits, defaults filled in.
+    pub fn limits(&self) -> Result<crate::limits::Limits> {
+        let d = crate::limits::Limits::default();
+        let l = crate::limits::Limits {
+            rate_limit_per_sec: self.rate_limit_per_sec.unwrap_or(d.rate_limit_per_sec),
+            rate_limit_burst: self.rate_limit_burst.unwrap_or(d.rate_limit_burst),
+            max_in_flight: self.max_in_flight.unwrap_or(d.max_in_flight),
+            request_timeout: self
+                .request_timeout_secs
+                .map_or(d.request_timeout, std::time::Duration::from_secs),
+        };
+        if !(l.rate_limit_per_sec > 0.0 && l.rate_limit_burst >= 1.0) {
+            anyhow::bail!("rate_limit_per_sec must be > 0 and rate_limit_burst >= 1");
+        }
+        if l.max_in_flight == 0 || l.request_timeout.is_zero() {
+            anyhow::bail!("max_in_flight and request_timeout_secs must be at least 1");
+        }
+        Ok(l)
+    }
+
     /// hippo's default policies with the file's `[policies.<kind>]` keys
     /// laid over them (a key left out keeps that kind's default).
     pub fn policies(&self) -> Result<hippo::Policies> {

@@ -7,6 +7,7 @@ mod bench;
 mod config;
 mod eval_ops;
 mod io;
+mod limits;
 mod loadtest;
 mod metrics;
 mod server;
@@ -669,8 +670,11 @@ fn run(cli: Cli) -> Result<()> {
                 server::Maintainer::start(tenants.clone(), std::time::Duration::from_secs(interval))
             });
             let model = default.embedder().model_id().to_owned();
-            let hosts = settings.file.allowed_hosts.clone();
-            serve(tenants, control, model, hosts, &listen, max_body, context)
+            let guards = Guards {
+                allowed_hosts: settings.file.allowed_hosts.clone(),
+                limits: settings.file.limits()?,
+            };
+            serve(tenants, control, model, guards, &listen, max_body, context)
         }
         Command::Add {
             scope,
@@ -1071,11 +1075,17 @@ fn key_command(settings: &Settings, cmd: KeyCommand) -> Result<()> {
     Ok(())
 }
 
+/// What `serve` guards with, from the config file.
+struct Guards {
+    allowed_hosts: Option<Vec<String>>,
+    limits: limits::Limits,
+}
+
 fn serve(
     tenants: Arc<tenants::Tenants>,
     control: Option<Arc<auth::Control>>,
     model: String,
-    allowed_hosts: Option<Vec<String>>,
+    guards: Guards,
     listen: &str,
     max_body_bytes: usize,
     context: hippo::Context,
@@ -1094,7 +1104,7 @@ fn serve(
     }
     // A loopback server answers to loopback names only unless told
     // otherwise; `"*"` allows any.
-    let allowed_hosts = match allowed_hosts {
+    let allowed_hosts = match guards.allowed_hosts {
         Some(h) if h.iter().any(|x| x == "*") => None,
         Some(h) => Some(h.iter().map(|x| x.to_ascii_lowercase()).collect()),
         None if addr.ip().is_loopback() => Some(
@@ -1116,6 +1126,12 @@ fn serve(
             context,
             model,
             allowed_hosts: allowed_hosts.map(Arc::new),
+            rate_limiter: Arc::new(limits::RateLimiter::new(
+                guards.limits.rate_limit_per_sec,
+                guards.limits.rate_limit_burst,
+            )),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(guards.limits.max_in_flight)),
+            request_timeout: guards.limits.request_timeout,
         };
         let app = server::router(state, max_body_bytes);
         let listener = tokio::net::TcpListener::bind(addr)

@@ -41,6 +41,13 @@ pub struct AuthLabels {
     pub reason: String,
 }
 
+/// Labels of a request refused to protect the server.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShedLabels {
+    /// `rate_limited` (429), `overload` or `timeout` (503).
+    pub reason: String,
+}
+
 /// The server's metrics.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -52,6 +59,8 @@ pub struct Metrics {
     pub memories_written: Counter,
     /// Requests refused by authentication (401) or access (403), by reason.
     pub auth_failures: Family<AuthLabels, Counter>,
+    /// Requests refused to protect the server, by reason.
+    pub shed: Family<ShedLabels, Counter>,
     /// Resident memory of this process, refreshed at every scrape.
     resident_bytes: Gauge,
     /// LLM calls, tokens and unusable answers per operation, caught up
@@ -130,7 +139,14 @@ impl Metrics {
             "Requests refused by authentication or access, by reason",
             auth_failures.clone(),
         );
+        let shed = Family::<ShedLabels, Counter>::default();
+        registry.register(
+            "shed_requests",
+            "Requests refused by rate limits, the in-flight cap or the deadline, by reason",
+            shed.clone(),
+        );
         Metrics {
+            shed,
             auth_failures,
             llm_calls,
             llm_prompt_tokens,

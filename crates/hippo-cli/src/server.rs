@@ -22,7 +22,8 @@ use hippo::{
 
 use crate::api::*;
 use crate::auth::{Access, Control, DEFAULT_TENANT};
-use crate::metrics::{Metrics, RequestLabels, RouteLabels};
+use crate::limits::RateLimiter;
+use crate::metrics::{Metrics, RequestLabels, RouteLabels, ShedLabels};
 use crate::tenants::Tenants;
 
 /// Shared state of the server.
@@ -42,6 +43,64 @@ pub struct AppState {
     /// Host names requests may address (`Host` header, port aside) and
     /// browser origins may come from; `None` allows any.
     pub allowed_hosts: Option<Arc<Vec<String>>>,
+    /// Per-key rate limits (with keys only).
+    pub rate_limiter: Arc<RateLimiter>,
+    /// Permits for requests in flight.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Deadline of a request.
+    pub request_timeout: std::time::Duration,
+}
+
+/// Answers 503 at once when `max_in_flight` requests are being served, and
+/// 503 when a request passes its deadline (`/healthz` is exempt: a busy
+/// server is alive).
+async fn shed_load(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let Ok(_permit) = state.in_flight.clone().try_acquire_owned() else {
+        state
+            .metrics
+            .shed
+            .get_or_create(&ShedLabels {
+                reason: "overload".into(),
+            })
+            .inc();
+        return retry_after(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "the server is at its limit of requests in flight; retry shortly",
+            1,
+        );
+    };
+    match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            state
+                .metrics
+                .shed
+                .get_or_create(&ShedLabels {
+                    reason: "timeout".into(),
+                })
+                .inc();
+            retry_after(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "the request did not finish in time",
+                1,
+            )
+        }
+    }
+}
+
+/// An error response with `Retry-After` (whole seconds, at least 1).
+fn retry_after(status: StatusCode, code: &'static str, message: &str, secs: u64) -> Response {
+    let mut resp = ApiError::new(status, code, message).into_response();
+    resp.headers_mut().insert(
+        header::RETRY_AFTER,
+        axum::http::HeaderValue::from(secs.max(1)),
+    );
+    resp
 }
 
 /// The hosts a loopback server answers to by default: a page on another
@@ -453,6 +512,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/openapi.json", get(openapi))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(middleware::from_fn_with_state(state.clone(), shed_load))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(middleware::from_fn_with_state(state.clone(), guard_host))
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -1113,6 +1173,21 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
                             ),
                         )
                         .into_response();
+                    }
+                    if let Err(wait) = state.rate_limiter.take(&key.id, Instant::now()) {
+                        state
+                            .metrics
+                            .shed
+                            .get_or_create(&ShedLabels {
+                                reason: "rate_limited".into(),
+                            })
+                            .inc();
+                        return retry_after(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "rate_limited",
+                            "too many requests with this key; retry after the time given",
+                            wait.as_secs_f64().ceil() as u64,
+                        );
                     }
                     key.tenant
                 }

@@ -216,3 +216,61 @@ fn loopback_servers_refuse_foreign_hosts_and_origins() {
     let local = format!("{ok}Origin: http://localhost:3000\r\n");
     assert_eq!(raw_get(&s.base, "/v1/jobs", &local), 200);
 }
+
+/// Per-key rate limits answer 429 with `Retry-After`; past the cap on
+/// requests in flight the server answers 503 at once instead of queueing.
+#[test]
+fn rate_limits_and_overload_answer_quickly_with_retry_after() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("l.db");
+    let config = dir.path().join("hippo.toml");
+    std::fs::write(
+        &config,
+        "rate_limit_per_sec = 0.5\nrate_limit_burst = 2\nmax_in_flight = 1\n",
+    )
+    .unwrap();
+    let a = key(&db, "default", "read");
+    let b = key(&db, "default", "read");
+    let s = Server::start(&db, &["--config", config.to_str().unwrap()]);
+    assert_eq!(s.call_as(Some(&a), "GET", "/v1/jobs", None).0, 200);
+    assert_eq!(s.call_as(Some(&a), "GET", "/v1/jobs", None).0, 200);
+    let (st, body) = s.call_as(Some(&a), "GET", "/v1/jobs", None);
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    assert_eq!(
+        s.call_as(Some(&b), "GET", "/v1/jobs", None).0,
+        200,
+        "per key"
+    );
+
+    // A request whose body is still arriving holds the one permit.
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        slow,
+        "POST /v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {b}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"query\""
+    )
+    .unwrap();
+    slow.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut other = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        other,
+        "GET /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    other.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+    assert!(out.to_ascii_lowercase().contains("retry-after: 1"), "{out}");
+    assert_eq!(
+        raw_get(&s.base, "/healthz", "Host: 127.0.0.1\r\n"),
+        200,
+        "health is exempt"
+    );
+    drop(slow);
+}
