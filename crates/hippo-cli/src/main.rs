@@ -349,6 +349,9 @@ enum Command {
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
+    /// Rewrite the store without free space and empty its log (erased data is then in no file,
+    /// even in stores written before secure deletion was on).
+    Compact,
     /// Show store counts.
     Stats,
     /// Embed memories lacking a vector of the current model (after switching models).
@@ -759,6 +762,11 @@ fn run(cli: Cli) -> Result<()> {
                 "{}",
                 serde_json::to_string_pretty(&api::MaintenanceView::from(report))?
             );
+            Ok(())
+        }
+        Command::Compact => {
+            settings.open()?.compact()?;
+            println!("compacted {}", settings.db.display());
             Ok(())
         }
         Command::Tenant(cmd) => tenant_command(&settings, cmd),

@@ -146,6 +146,26 @@ impl Touched {
         t
     }
 
+    /// Adds what must be rebuilt when digest `m` itself goes (erased with
+    /// a memory it quoted): its session, its name's timeline, its owner's
+    /// profile. Not a digest: nothing.
+    pub fn rebuild(&mut self, m: &Memory) {
+        match m.metadata.get(DIGEST_KEY).and_then(Value::as_str) {
+            Some("session") => {
+                self.sessions.insert(m.scope.clone());
+            }
+            Some("entity") => {
+                if let Some(name) = m.metadata.get("entity").and_then(Value::as_str) {
+                    self.entities.insert((m.scope.clone(), name.to_owned()));
+                }
+            }
+            Some(crate::profile::PROFILE_DIGEST) => {
+                self.profiles.insert(m.scope.clone());
+            }
+            _ => {}
+        }
+    }
+
     /// True when there is nothing to rebuild.
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty() && self.entities.is_empty() && self.profiles.is_empty()

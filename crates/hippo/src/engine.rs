@@ -1852,23 +1852,65 @@ impl Hippo {
         })
     }
 
-    /// Removes a memory for good, with its earlier versions and history.
+    /// Removes a memory for good, with its earlier versions and history,
+    /// and everything derived from it (facts extracted from it, digests
+    /// and profiles quoting it, transitively; a chunk takes its whole input
+    /// with it). Digests it fed are rebuilt without it by a job. Nothing of
+    /// it stays in the store's files once [`Hippo::compact`] has run (the
+    /// log is checkpointed at once; compaction also rewrites free space).
     pub fn erase(&self, id: MemoryId, scope: Option<&Scope>) -> Result<()> {
         let m = self.get(id, scope)?;
         let id = m.version_of.unwrap_or(m.id);
         let current = self.get(id, None)?;
-        if self.store.delete(&[id])? == 0 {
-            return Err(Error::not_found(format!("memory {id} not found")));
+        self.erase_with_derived(vec![current])
+    }
+
+    /// Erases `roots` (current versions) and what was derived from them.
+    fn erase_with_derived(&self, roots: Vec<Memory>) -> Result<()> {
+        let mut seen: std::collections::HashSet<MemoryId> = roots.iter().map(|m| m.id).collect();
+        let mut all = roots;
+        let mut frontier: Vec<MemoryId> = all.iter().map(|m| m.id).collect();
+        while !frontier.is_empty() {
+            let derived: Vec<MemoryId> = self
+                .store
+                .derived_from_any(&frontier)?
+                .into_iter()
+                .filter(|d| seen.insert(*d))
+                .collect();
+            let rows = self.store.get_many(&derived)?;
+            // An earlier version is erased with its memory.
+            frontier = rows.iter().map(|m| m.version_of.unwrap_or(m.id)).collect();
+            for r in rows {
+                let root = r.version_of.unwrap_or(r.id);
+                if r.version_of.is_some() && !seen.insert(root) {
+                    continue;
+                }
+                all.extend(self.store.get_many(&[root])?);
+            }
         }
-        // Digests that quoted it are rebuilt without it.
-        let jobs = self.consolidation_jobs(&[&current]);
-        if !jobs.is_empty() {
-            self.store.insert(InsertBatch {
-                jobs,
-                ..Default::default()
-            })?;
+        let mut touched = crate::consolidate::Touched::by(&all.iter().collect::<Vec<_>>());
+        for m in &all {
+            touched.rebuild(m);
+        }
+        let ids: Vec<MemoryId> = all.iter().map(|m| m.id).collect();
+        if self.store.delete(&ids)? == 0 {
+            return Err(Error::not_found("memory not found"));
+        }
+        if self.consolidation {
+            if let Some(job) = touched.job(millis(self.clock.now()) + self.consolidation_delay) {
+                self.store.insert(InsertBatch {
+                    jobs: vec![job],
+                    ..Default::default()
+                })?;
+            }
         }
         Ok(())
+    }
+
+    /// Rewrites the store so that erased data is in none of its files (see
+    /// [`Store::compact`]).
+    pub fn compact(&self) -> Result<()> {
+        self.store.compact()
     }
 
     /// A memory's versions (oldest first, the current one last) and its
@@ -1884,10 +1926,53 @@ impl Hippo {
         })
     }
 
-    /// Deletes every memory in `scope`; returns how many.
+    /// Erases every memory in `scope` (all versions and statuses, with
+    /// their history, jobs and rejection records) and what other scopes
+    /// derived from them (see [`Hippo::erase`]); returns how many memories
+    /// of the scope there were.
     pub fn delete_scope(&self, scope: &Scope) -> Result<u64> {
         scope.validate()?;
-        self.store.delete_scope(scope)
+        // Every row: all statuses and versions, expired or not (no `now`).
+        let filter = Filter {
+            statuses: Status::ALL.to_vec(),
+            all_versions: true,
+            ..Filter::default()
+        };
+        let mut inside: Vec<MemoryId> = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.store.list(&ListQuery {
+                scope: Some(scope),
+                filter: &filter,
+                cursor: cursor.as_deref(),
+                limit: 1000,
+                order: Order::Ascending,
+            })?;
+            inside.extend(page.memories.iter().map(|m| m.id));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let set: std::collections::HashSet<MemoryId> = inside.iter().copied().collect();
+        let outside: Vec<Memory> = self
+            .store
+            .get_many(&self.store.derived_from_any(&inside)?)?
+            .into_iter()
+            .filter(|m| !set.contains(&m.id) && !scope.matches(&m.scope))
+            .map(|m| m.version_of.unwrap_or(m.id))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|id| self.store.get_many(&[id]))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        let n = self.store.delete_scope(scope)?;
+        if !outside.is_empty() {
+            self.erase_with_derived(outside)?;
+        }
+        Ok(n)
     }
 
     /// Embeds memories that lack a vector of the active model (after a model

@@ -703,6 +703,9 @@ impl Hippo {
             Ok(()) => JobUpdate {
                 state: Some(JobState::Done),
                 cost: Some(cost.to_map()),
+                // A consolidation job's payload names entities, words of
+                // memories that may be erased later: a done job keeps none.
+                payload: (job.kind == crate::consolidate::CONSOLIDATE_JOB).then(Map::new),
                 ..Default::default()
             },
             Err(e) => {

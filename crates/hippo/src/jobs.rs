@@ -122,6 +122,9 @@ pub struct JobUpdate {
     pub run_after: Option<DateTime<Utc>>,
     /// Replace the cost record.
     pub cost: Option<Map<String, Value>>,
+    /// Replace the payload (a finished job whose input named things that
+    /// may be erased later drops it).
+    pub payload: Option<Map<String, Value>>,
 }
 
 /// Marks a write as step `step` (1-based) of job `job`: the store applies

@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod common;
 mod crash;
+mod erasure;
 mod external;
 mod extract;
 mod fakes;

@@ -5,7 +5,9 @@
 use chrono::{TimeZone, Utc};
 use serde_json::json;
 
-use super::{InsertBatch, KeywordQuery, ListQuery, NewMemory, Order, Store, Update, VectorQuery};
+use super::{
+    InsertBatch, KeywordQuery, ListQuery, NewMemory, Order, Source, Store, Update, VectorQuery,
+};
 use crate::model::{content_hash, Actor, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope};
 use crate::text::query_terms;
 
@@ -777,6 +779,58 @@ pub fn forgetting(store: &dyn Store) {
     assert_eq!(store.usage(&[c.id]).unwrap(), vec![Usage::default()]);
 }
 
+/// Erasure: `derived_from_any` finds what was derived (versions too);
+/// deleting a chunk deletes its whole input and stored text; `compact`
+/// leaves the store readable.
+pub fn erasure(store: &dyn Store) {
+    let s = Scope::user("u");
+    let turn = memory(s.clone(), "a turn", None);
+    let mut fact = memory(s.clone(), "a fact", None);
+    fact.kind = MemoryKind::Fact;
+    fact.provenance.derived_from = vec![turn.id];
+    let other = memory(s.clone(), "unrelated", None);
+    let source = Source {
+        id: MemoryId::now_v7(),
+        scope: s.clone(),
+        content: "part one part two".into(),
+    };
+    let chunks: Vec<Memory> = ["part one", "part two"]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut c = memory(s.clone(), t, None);
+            c.kind = MemoryKind::Chunk;
+            c.provenance.source_id = Some(source.id);
+            c.provenance.chunk_index = Some(i as u32);
+            c.provenance.chunk_count = Some(2);
+            c
+        })
+        .collect();
+    store
+        .insert(InsertBatch {
+            memories: [&turn, &fact, &other, &chunks[0], &chunks[1]]
+                .into_iter()
+                .map(|m| NewMemory {
+                    memory: m.clone(),
+                    vector: Some(vector(0)),
+                })
+                .collect(),
+            sources: vec![source.clone()],
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(store.derived_from_any(&[turn.id]).unwrap(), vec![fact.id]);
+    assert!(store.derived_from_any(&[other.id]).unwrap().is_empty());
+    assert_eq!(store.delete(&[chunks[1].id]).unwrap(), 2, "the whole input");
+    assert!(store.source(source.id).unwrap().is_none());
+    assert!(store.get_many(&[chunks[0].id]).unwrap().is_empty());
+    assert_eq!(store.delete(&[turn.id, fact.id]).unwrap(), 2);
+    store.compact().unwrap();
+    assert_eq!(store.get_many(&[other.id]).unwrap().len(), 1);
+    assert_eq!(keyword(store, &s, "unrelated"), vec![other.id]);
+    assert!(keyword(store, &s, "part").is_empty());
+}
+
 /// Runs every check, each on a fresh store from `make`.
 pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     round_trip(make().as_ref());
@@ -789,6 +843,7 @@ pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     lifecycle(make().as_ref());
     jobs(make().as_ref());
     forgetting(make().as_ref());
+    erasure(make().as_ref());
 }
 
 #[cfg(test)]

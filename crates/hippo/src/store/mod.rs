@@ -239,10 +239,18 @@ pub trait Store: Send + Sync {
     /// log in order. Empty when it does not exist.
     fn history(&self, id: MemoryId) -> Result<(Vec<Memory>, Vec<MemoryEvent>)>;
     /// Deletes these memories for good (with their earlier versions, events,
-    /// keyword entries and vectors); returns how many existed.
+    /// keyword entries and vectors; a chunk with the rest of its input and
+    /// the stored whole text; finished jobs that worked on them), leaving
+    /// no copy in the store's files; returns how many existed.
     fn delete(&self, ids: &[MemoryId]) -> Result<u64>;
     /// Deletes every memory and source in `scope`; returns how many memories.
     fn delete_scope(&self, scope: &Scope) -> Result<u64>;
+    /// The memories (current or earlier versions) whose `derived_from`
+    /// names any of `ids`.
+    fn derived_from_any(&self, ids: &[MemoryId]) -> Result<Vec<MemoryId>>;
+    /// Rewrites the store without the free space erased content left and
+    /// empties its logs, so erased data is in no file any more.
+    fn compact(&self) -> Result<()>;
     /// Keyword candidates, best first.
     fn keyword_candidates(&self, query: &KeywordQuery<'_>) -> Result<Vec<Candidate>>;
     /// Vector candidates (exact top-k within scope and filter), best first.

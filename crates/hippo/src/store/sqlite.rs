@@ -582,6 +582,15 @@ fn blob_vector(b: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// Copies the write-ahead log into the database and truncates it, so
+/// erased content leaves the log file. Best effort: a reader in the middle
+/// of a read can hold it up (the next erase or compaction retries).
+fn checkpoint(conn: &Connection) {
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+        tracing::warn!(error = %e, "checkpoint after erase");
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating and migrating if needed) the database and loads the
     /// vectors of the active model into memory.
@@ -607,8 +616,17 @@ impl SqliteStore {
             },
         )?;
         writer.pragma_update(None, "foreign_keys", true)?;
+        // Deleted content is overwritten, not left in free pages: erasure
+        // must leave nothing in the file (see `compact` for the log).
+        writer.pragma_update(None, "secure_delete", true)?;
         schema::migrate(&mut writer)?;
         fts::install_tokenizer(&writer)?;
+        // FTS5 keeps a deleted row's tokens in its index segments until they
+        // merge, unless told to remove them at once (SQLite >= 3.44).
+        writer.execute(
+            "INSERT INTO memory_fts(memory_fts, rank) VALUES('secure-delete', 1)",
+            [],
+        )?;
         Self::upgrade_keyword_format(&mut writer)?;
         let mut readers = Vec::new();
         let mut tokenizers = Vec::new();
@@ -1430,8 +1448,43 @@ impl Store for SqliteStore {
     fn delete(&self, ids: &[MemoryId]) -> Result<u64> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction()?;
+        // A chunk goes with its whole input: the other chunks and the
+        // stored whole text.
+        let mut ids = ids.to_vec();
+        let mut sources: BTreeSet<String> = BTreeSet::new();
+        for id in ids.clone() {
+            let source: Option<Option<String>> = tx
+                .prepare_cached("SELECT source_id FROM memories WHERE id = ?1")?
+                .query_row([id.to_string()], |r| r.get(0))
+                .optional()?;
+            if let Some(Some(s)) = source {
+                sources.insert(s);
+            }
+        }
+        for s in &sources {
+            let mut stmt = tx.prepare_cached(
+                "SELECT id FROM memories WHERE source_id = ?1 AND version_of IS NULL",
+            )?;
+            for id in stmt.query_map([s], |r| parse_uuid(&r.get::<_, String>(0)?))? {
+                let id = id?;
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+            tx.prepare_cached("DELETE FROM sources WHERE id = ?1")?
+                .execute([s])?;
+        }
+        let ids = &ids[..];
         let mut rowids = Self::rowids_of(&tx, ids)?;
         let n = rowids.len() as u64;
+        // Finished jobs that worked on them (their plans quote what was
+        // extracted) go too; pending ones find them gone when they run.
+        for id in ids {
+            tx.prepare_cached(
+                "DELETE FROM jobs WHERE state IN ('done', 'failed') AND payload LIKE ?1",
+            )?
+            .execute([format!("%{id}%")])?;
+        }
         // Earlier versions and the event log go with the memory.
         for id in ids {
             let mut stmt =
@@ -1451,6 +1504,10 @@ impl Store for SqliteStore {
         }
         let keywords = Self::keyword_changes(&tx, &touched)?;
         tx.commit()?;
+        // Old page images of what was erased stay in the write-ahead log
+        // until a checkpoint copies the log back and truncates it.
+        checkpoint(&conn);
+        drop(conn);
         let mut index = self.vectors_write();
         for (_, r) in &rowids {
             index.remove(*r);
@@ -1462,6 +1519,33 @@ impl Store for SqliteStore {
             usage.remove(id);
         }
         Ok(n)
+    }
+
+    fn derived_from_any(&self, ids: &[MemoryId]) -> Result<Vec<MemoryId>> {
+        let wanted: HashSet<MemoryId> = ids.iter().copied().collect();
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, derived_from FROM memories WHERE derived_from IS NOT NULL",
+        )?;
+        let mut out = BTreeSet::new();
+        for row in stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+        })? {
+            let (id, from) = row?;
+            if parse_ids(from)?.iter().any(|d| wanted.contains(d)) {
+                out.insert(parse_uuid(&id)?);
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    fn compact(&self) -> Result<()> {
+        let conn = lock(&self.writer);
+        // Merging the keyword index's segments drops tokens of rows deleted
+        // before secure-delete was on (older files).
+        conn.execute_batch("INSERT INTO memory_fts(memory_fts) VALUES('optimize'); VACUUM")?;
+        checkpoint(&conn);
+        Ok(())
     }
 
     fn delete_scope(&self, scope: &Scope) -> Result<u64> {
@@ -1513,6 +1597,8 @@ impl Store for SqliteStore {
             )?;
         }
         tx.commit()?;
+        checkpoint(&conn);
+        drop(conn);
         let mut index = self.vectors_write();
         for r in &rowids {
             index.remove(*r);
@@ -1670,7 +1756,8 @@ impl Store for SqliteStore {
                 "UPDATE jobs SET state = coalesce(?2, state), plan = coalesce(plan, ?3),
                  last_error = coalesce(?4, last_error), run_after = coalesce(?5, run_after),
                  cost = coalesce(?6, cost), updated_at = ?7,
-                 lease_until = CASE WHEN coalesce(?2, state) = 'running' THEN lease_until END
+                 lease_until = CASE WHEN coalesce(?2, state) = 'running' THEN lease_until END,
+                 payload = coalesce(?8, payload)
                  WHERE id = ?1",
             )?
             .execute(params![
@@ -1681,6 +1768,7 @@ impl Store for SqliteStore {
                 u.run_after.map(ms),
                 u.cost.map(|c| Value::Object(c).to_string()),
                 ms(now),
+                u.payload.map(|p| Value::Object(p).to_string()),
             ])?;
         if n == 0 {
             return Err(Error::not_found(format!("job {id} not found")));
