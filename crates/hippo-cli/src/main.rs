@@ -38,6 +38,23 @@ struct Cli {
     command: Command,
 }
 
+/// `hippo audit ...`.
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain: prints the result as JSON; exit code 1 when an entry was changed,
+    /// removed or inserted.
+    Verify,
+    /// Print entries as JSON lines, oldest first.
+    List {
+        /// Only entries after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// Most entries.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
 /// `hippo tenant ...`.
 #[derive(Subcommand)]
 enum TenantCommand {
@@ -233,6 +250,9 @@ enum Command {
         #[arg(long)]
         agent: Option<String>,
     },
+    /// The store's audit log: every write, change, delete and erase, hash-chained.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Manage tenants (organisations; each has a store of its own).
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -767,6 +787,24 @@ fn run(cli: Cli) -> Result<()> {
         Command::Compact => {
             settings.open()?.compact()?;
             println!("compacted {}", settings.db.display());
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Verify) => {
+            let check = settings.open()?.store().verify_audit()?;
+            println!("{}", serde_json::to_string_pretty(&check)?);
+            if !check.ok {
+                bail!(
+                    "the audit log of {} was tampered with: {}",
+                    settings.db.display(),
+                    check.problem.unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        Command::Audit(AuditCommand::List { after, limit }) => {
+            for e in settings.open()?.store().audit(after, limit)? {
+                println!("{}", serde_json::to_string(&e)?);
+            }
             Ok(())
         }
         Command::Tenant(cmd) => tenant_command(&settings, cmd),

@@ -161,6 +161,8 @@ async fn guard_host(State(state): State<AppState>, req: Request, next: Next) -> 
 pub struct Bound {
     /// The tenant's engine.
     pub hippo: Arc<Hippo>,
+    /// Who writes (the key id; `local` without keys), for the audit log.
+    pub actor: Arc<str>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Context around each search hit when a request does not say.
@@ -260,7 +262,7 @@ impl Maintainer {
                 }
                 drop(stopped);
                 for (tenant, hippo) in tenants.open() {
-                    match hippo.maintain() {
+                    match hippo::audit::as_actor("maintenance", || hippo.maintain()) {
                         Ok(r) => tracing::info!(
                             tenant,
                             expired = r.expired.len(),
@@ -398,6 +400,18 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestP
         Ok(ApiQuery(
             Query::<T>::from_request_parts(parts, state).await?.0,
         ))
+    }
+}
+
+impl Bound {
+    /// Runs an engine call on the blocking pool, its writes attributed to
+    /// this request's key in the audit log.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> hippo::Result<T> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let actor = self.actor.clone();
+        blocking(move || hippo::audit::as_actor(&actor, f)).await
     }
 }
 
@@ -569,7 +583,7 @@ async fn add_items(state: Bound, items: Vec<AddItemBody>) -> Result<Json<AddResp
         })
         .collect::<Result<Vec<_>, _>>()?;
     let hippo = state.hippo.clone();
-    let outcome = blocking(move || hippo.add_reporting(items)).await?;
+    let outcome = state.blocking(move || hippo.add_reporting(items)).await?;
     state
         .metrics
         .memories_written
@@ -639,7 +653,7 @@ async fn search(
     };
     let hippo = state.hippo.clone();
     let t = Instant::now();
-    let resp = blocking(move || hippo.search(&req)).await?;
+    let resp = state.blocking(move || hippo.search(&req)).await?;
     Ok(Json(SearchResponseView {
         results: resp.hits.into_iter().map(Into::into).collect(),
         took_ms: t.elapsed().as_secs_f64() * 1e3,
@@ -716,9 +730,9 @@ async fn list_memories(
         ..Default::default()
     };
     let hippo = state.hippo.clone();
-    let page =
-        blocking(move || hippo.list(Some(&scope), &filter, p.cursor.as_deref(), limit, order))
-            .await?;
+    let page = state
+        .blocking(move || hippo.list(Some(&scope), &filter, p.cursor.as_deref(), limit, order))
+        .await?;
     Ok(Json(ListResponse {
         results: page.memories.into_iter().map(Into::into).collect(),
         next_cursor: page.next_cursor,
@@ -756,7 +770,7 @@ async fn erase_scope(
         ApiError::invalid("at least one of user_id, agent_id or session_id is required")
     })?;
     let hippo = state.hippo.clone();
-    let deleted = blocking(move || hippo.delete_scope(&scope)).await?;
+    let deleted = state.blocking(move || hippo.delete_scope(&scope)).await?;
     Ok(Json(DeletedResponse { deleted }))
 }
 
@@ -774,7 +788,9 @@ async fn get_memory(
 ) -> Result<Json<MemoryView>, ApiError> {
     let id = parse_id(&id)?;
     let hippo = state.hippo.clone();
-    let m = blocking(move || hippo.get(id, p.scope().as_ref())).await?;
+    let m = state
+        .blocking(move || hippo.get(id, p.scope().as_ref()))
+        .await?;
     Ok(Json(MemoryView::with_strength(m, &state.hippo)))
 }
 
@@ -805,19 +821,20 @@ async fn patch_memory(
     };
     let hippo = state.hippo.clone();
     let expiry = body.expires_at;
-    let m = blocking(move || {
-        let scope = p.scope();
-        let mut m = if revises {
-            hippo.update(id, scope.as_ref(), patch)?
-        } else {
-            hippo.get(id, scope.as_ref())?
-        };
-        if let Some(expires_at) = expiry {
-            m = hippo.set_expiry(id, scope.as_ref(), expires_at)?;
-        }
-        Ok(m)
-    })
-    .await?;
+    let m = state
+        .blocking(move || {
+            let scope = p.scope();
+            let mut m = if revises {
+                hippo.update(id, scope.as_ref(), patch)?
+            } else {
+                hippo.get(id, scope.as_ref())?
+            };
+            if let Some(expires_at) = expiry {
+                m = hippo.set_expiry(id, scope.as_ref(), expires_at)?;
+            }
+            Ok(m)
+        })
+        .await?;
     Ok(Json(m.into()))
 }
 
@@ -855,9 +872,13 @@ async fn delete_memory(
     .scope();
     let hippo = state.hippo.clone();
     if p.hard.unwrap_or(false) {
-        blocking(move || hippo.erase(id, scope.as_ref())).await?;
+        state
+            .blocking(move || hippo.erase(id, scope.as_ref()))
+            .await?;
     } else {
-        blocking(move || hippo.delete(id, scope.as_ref())).await?;
+        state
+            .blocking(move || hippo.delete(id, scope.as_ref()))
+            .await?;
     }
     Ok(Json(DeletedResponse { deleted: 1 }))
 }
@@ -872,7 +893,9 @@ async fn restore_memory(
 ) -> Result<Json<MemoryView>, ApiError> {
     let id = parse_id(&id)?;
     let hippo = state.hippo.clone();
-    let m = blocking(move || hippo.restore(id, p.scope().as_ref())).await?;
+    let m = state
+        .blocking(move || hippo.restore(id, p.scope().as_ref()))
+        .await?;
     Ok(Json(m.into()))
 }
 
@@ -890,7 +913,8 @@ async fn invalidate_memory(
 ) -> Result<Json<MemoryView>, ApiError> {
     let id = parse_id(&id)?;
     let hippo = state.hippo.clone();
-    let m = blocking(move || hippo.invalidate(id, p.scope().as_ref(), body.valid_to, body.reason))
+    let m = state
+        .blocking(move || hippo.invalidate(id, p.scope().as_ref(), body.valid_to, body.reason))
         .await?;
     Ok(Json(m.into()))
 }
@@ -907,7 +931,9 @@ async fn memory_history(
 ) -> Result<Json<HistoryView>, ApiError> {
     let id = parse_id(&id)?;
     let hippo = state.hippo.clone();
-    let h = blocking(move || hippo.history(id, p.scope().as_ref())).await?;
+    let h = state
+        .blocking(move || hippo.history(id, p.scope().as_ref()))
+        .await?;
     Ok(Json(h.into()))
 }
 
@@ -925,8 +951,9 @@ async fn feedback(
 ) -> Result<Json<MemoryView>, ApiError> {
     let id = parse_id(&id)?;
     let hippo = state.hippo.clone();
-    let m =
-        blocking(move || hippo.feedback(id, p.scope().as_ref(), body.signal, body.note)).await?;
+    let m = state
+        .blocking(move || hippo.feedback(id, p.scope().as_ref(), body.signal, body.note))
+        .await?;
     Ok(Json(MemoryView::with_strength(m, &state.hippo)))
 }
 
@@ -944,7 +971,9 @@ async fn archive_memory(
 ) -> Result<Json<MemoryView>, ApiError> {
     let id = parse_id(&id)?;
     let hippo = state.hippo.clone();
-    let m = blocking(move || hippo.archive(id, p.scope().as_ref(), body.reason)).await?;
+    let m = state
+        .blocking(move || hippo.archive(id, p.scope().as_ref(), body.reason))
+        .await?;
     Ok(Json(m.into()))
 }
 
@@ -955,7 +984,7 @@ async fn archive_memory(
 #[utoipa::path(post, path = "/v1/maintenance", responses((status = 200, body = MaintenanceView)))]
 async fn maintenance(state: Bound) -> Result<Json<MaintenanceView>, ApiError> {
     let hippo = state.hippo.clone();
-    let report = blocking(move || hippo.maintain()).await?;
+    let report = state.blocking(move || hippo.maintain()).await?;
     Ok(Json(report.into()))
 }
 
@@ -987,10 +1016,11 @@ async fn rejections(
     let scope = scope_of(p.user_id, p.agent_id, p.session_id);
     let scope = (scope != Scope::default()).then_some(scope);
     let hippo = state.hippo.clone();
-    let page = blocking(move || {
-        hippo.rejections(scope.as_ref(), p.after.unwrap_or(0), p.limit.unwrap_or(100))
-    })
-    .await?;
+    let page = state
+        .blocking(move || {
+            hippo.rejections(scope.as_ref(), p.after.unwrap_or(0), p.limit.unwrap_or(100))
+        })
+        .await?;
     Ok(Json(RejectionsResponse {
         results: page.into_iter().map(Into::into).collect(),
     }))
@@ -1021,7 +1051,7 @@ async fn get_profile(
         return Err(ApiError::invalid("user_id or agent_id is required"));
     }
     let hippo = state.hippo.clone();
-    let profile = blocking(move || hippo.profile(&owner)).await?;
+    let profile = state.blocking(move || hippo.profile(&owner)).await?;
     let m = profile.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -1037,7 +1067,7 @@ async fn get_profile(
 #[utoipa::path(get, path = "/v1/jobs", responses((status = 200, body = JobCountsView)))]
 async fn job_counts(state: Bound) -> Result<Json<JobCountsView>, ApiError> {
     let hippo = state.hippo.clone();
-    let c = blocking(move || hippo.store().job_counts()).await?;
+    let c = state.blocking(move || hippo.store().job_counts()).await?;
     Ok(Json(JobCountsView {
         pending: c.pending,
         running: c.running,
@@ -1055,7 +1085,8 @@ async fn get_job(state: Bound, Path(id): Path<String>) -> Result<Json<JobView>, 
         .parse()
         .map_err(|_| ApiError::invalid(format!("{id:?} is not a job id")))?;
     let hippo = state.hippo.clone();
-    let job = blocking(move || hippo.store().job(id))
+    let job = state
+        .blocking(move || hippo.store().job(id))
         .await?
         .ok_or_else(|| ApiError::from(Error::not_found(format!("job {id} not found"))))?;
     Ok(Json(job.into()))
@@ -1129,8 +1160,8 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
     if route == "/healthz" || route == "/openapi.json" {
         return next.run(req).await;
     }
-    let tenant = match &state.control {
-        None => DEFAULT_TENANT.to_owned(),
+    let (tenant, actor) = match &state.control {
+        None => (DEFAULT_TENANT.to_owned(), "local".to_owned()),
         Some(control) => {
             let presented = req
                 .headers()
@@ -1189,7 +1220,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
                             wait.as_secs_f64().ceil() as u64,
                         );
                     }
-                    key.tenant
+                    (key.tenant, format!("key:{}", key.id))
                 }
                 Ok(Err(refusal)) => {
                     return unauthorized(&state, refusal.reason(), refusal.message());
@@ -1223,6 +1254,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
     };
     req.extensions_mut().insert(Bound {
         hippo,
+        actor: actor.into(),
         metrics: state.metrics.clone(),
         context: state.context,
     });

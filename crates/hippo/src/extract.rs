@@ -688,7 +688,8 @@ impl Hippo {
             return Ok(false);
         };
         let mut cost = Cost::from_map(&job.cost);
-        let result = match (job.kind.as_str(), self.llm()) {
+        let actor = format!("job:{}", job.id);
+        let result = crate::audit::as_actor(&actor, || match (job.kind.as_str(), self.llm()) {
             (EXTRACT_JOB, Some(llm)) => self.run_extract(llm.as_ref(), &job, &mut cost),
             (EXTRACT_JOB, None) => Err(Error::unavailable("no LLM is configured", "extract job")),
             (crate::consolidate::CONSOLIDATE_JOB, _) => {
@@ -698,7 +699,7 @@ impl Hippo {
                 ErrorKind::Internal,
                 format!("unknown job kind {other:?}"),
             )),
-        };
+        });
         let update = match result {
             Ok(()) => JobUpdate {
                 state: Some(JobState::Done),

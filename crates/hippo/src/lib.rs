@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod audit;
 pub mod chunk;
 pub mod clock;
 pub mod consolidate;

@@ -274,3 +274,90 @@ fn rate_limits_and_overload_answer_quickly_with_retry_after() {
     );
     drop(slow);
 }
+
+/// Every write is in the store's audit log with who made it (the key over
+/// REST); `hippo audit verify` passes on an intact log and detects any
+/// single changed or removed entry, the last one included.
+#[test]
+fn the_audit_log_names_the_writer_and_detects_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("a.db");
+    let k = key(&db, "default", "admin");
+    let key_id = k.split('_').nth(1).unwrap().to_owned();
+    let s = Server::start(&db, &[]);
+    let (_, body) = add(&s, &k, "ana", "The boiler is serviced every October.");
+    let id = body["results"][0]["id"].as_str().unwrap().to_owned();
+    let (st, _) = s.call_as(
+        Some(&k),
+        "PATCH",
+        &format!("/v1/memories/{id}"),
+        Some(json!({"content": "The boiler is serviced every November."})),
+    );
+    assert_eq!(st, 200);
+    assert_eq!(
+        s.call_as(
+            Some(&k),
+            "DELETE",
+            &format!("/v1/memories/{id}?hard=true"),
+            None
+        )
+        .0,
+        200
+    );
+    drop(s);
+    run(&db, &["add", "--user", "ana", "Local note."]);
+    let entries: Vec<Value> = run(&db, &["audit", "list"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let by_key: Vec<(&str, &str)> = entries
+        .iter()
+        .filter(|e| e["target"] == id.as_str())
+        .map(|e| (e["action"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+        .collect();
+    let actor = format!("key:{key_id}");
+    assert_eq!(
+        by_key,
+        vec![
+            ("add", actor.as_str()),
+            ("revised", actor.as_str()),
+            ("erase", actor.as_str())
+        ]
+    );
+    assert!(
+        !entries.iter().any(|e| e.to_string().contains("boiler")),
+        "the log holds no content"
+    );
+    assert_eq!(entries.last().unwrap()["actor"], "local");
+    let verify = || hippo(&db).args(["audit", "verify"]).output().unwrap();
+    assert!(verify().status.success());
+
+    let n = entries.len() as i64;
+    let tamper = |sql: &str| {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        // Everything in the file itself, so the copy is the whole store.
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        let backup = std::fs::read(&db).unwrap();
+        conn.execute_batch(sql).unwrap();
+        drop(conn);
+        let out = verify();
+        assert!(
+            !out.status.success(),
+            "{sql} went unnoticed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("tampered"));
+        // Put the file back.
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        drop(conn);
+        std::fs::write(&db, backup).unwrap();
+        assert!(verify().status.success(), "restored");
+    };
+    tamper("UPDATE audit_log SET actor = 'someone-else' WHERE seq = 2");
+    tamper("UPDATE audit_log SET target = '' WHERE seq = 1");
+    tamper("DELETE FROM audit_log WHERE seq = 2");
+    tamper(&format!("DELETE FROM audit_log WHERE seq = {n}"));
+}

@@ -826,6 +826,18 @@ pub fn erasure(store: &dyn Store) {
     assert!(store.get_many(&[chunks[0].id]).unwrap().is_empty());
     assert_eq!(store.delete(&[turn.id, fact.id]).unwrap(), 2);
     store.compact().unwrap();
+    // Every write was audited, by id, and the chain holds.
+    let log = store.audit(0, 100).unwrap();
+    let actions: Vec<(&str, String)> = log
+        .iter()
+        .map(|e| (e.action.as_str(), e.target.clone()))
+        .collect();
+    assert!(actions.contains(&("add", turn.id.to_string())));
+    assert!(actions.contains(&("erase", chunks[0].id.to_string())));
+    assert!(actions.contains(&("erase", fact.id.to_string())));
+    assert!(log.windows(2).all(|w| w[1].seq == w[0].seq + 1 && w[1].prev_hash == w[0].hash));
+    assert!(store.verify_audit().unwrap().ok);
+    assert_eq!(store.audit(log.len() as i64, 10).unwrap().len(), 0);
     assert_eq!(store.get_many(&[other.id]).unwrap().len(), 1);
     assert_eq!(keyword(store, &s, "unrelated"), vec![other.id]);
     assert!(keyword(store, &s, "part").is_empty());

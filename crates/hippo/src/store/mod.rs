@@ -248,6 +248,10 @@ pub trait Store: Send + Sync {
     /// The memories (current or earlier versions) whose `derived_from`
     /// names any of `ids`.
     fn derived_from_any(&self, ids: &[MemoryId]) -> Result<Vec<MemoryId>>;
+    /// Audit entries after `after` (a `seq`), oldest first, at most `limit`.
+    fn audit(&self, after: i64, limit: usize) -> Result<Vec<crate::audit::AuditEntry>>;
+    /// Checks the audit log's hash chain and head (see [`crate::audit`]).
+    fn verify_audit(&self) -> Result<crate::audit::AuditCheck>;
     /// Rewrites the store without the free space erased content left and
     /// empties its logs, so erased data is in no file any more.
     fn compact(&self) -> Result<()>;

@@ -144,6 +144,20 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX rejections_user ON rejections(user_id, seq);
     "#,
+    // v7: the hash-chained audit log (see audit.rs); its head (last seq and
+    // hash) is kept in store_meta under `audit_head`.
+    r#"
+    CREATE TABLE audit_log (
+        seq       INTEGER PRIMARY KEY,
+        at        INTEGER NOT NULL,
+        actor     TEXT NOT NULL,
+        action    TEXT NOT NULL,
+        target    TEXT NOT NULL,
+        detail    TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash      TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this code writes.

@@ -23,7 +23,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{
     params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row, Transaction,
 };
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::fts;
 use super::keywords::{KeywordDoc, KeywordIndex};
@@ -384,6 +384,73 @@ fn job_row(r: &Row<'_>) -> rusqlite::Result<Job> {
         created_at: from_ms(r.get(14)?)?,
         updated_at: from_ms(r.get(15)?)?,
     })
+}
+
+/// One audit entry to append: action, target, detail (see `audit.rs`).
+type AuditItem = (String, String, Map<String, Value>);
+
+/// Appends entries to the audit log, chained to its head, in `tx`.
+fn append_audit(tx: &Transaction<'_>, items: Vec<AuditItem>) -> Result<()> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let head: Option<String> = tx
+        .prepare_cached("SELECT value FROM store_meta WHERE key = 'audit_head'")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    let (mut seq, mut prev) = match head.as_deref().and_then(|h| h.split_once(':')) {
+        Some((s, h)) => (s.parse::<i64>().unwrap_or(0), h.to_owned()),
+        None => (0, String::new()),
+    };
+    let actor = crate::audit::current_actor();
+    let at = ms(Utc::now());
+    for (action, target, detail) in items {
+        seq += 1;
+        let detail = Value::Object(detail).to_string();
+        let hash = crate::audit::entry_hash(&prev, seq, at, &actor, &action, &target, &detail);
+        tx.prepare_cached(
+            "INSERT INTO audit_log (seq, at, actor, action, target, detail, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![seq, at, actor, action, target, detail, prev, hash])?;
+        prev = hash;
+    }
+    tx.prepare_cached(
+        "INSERT INTO store_meta (key, value) VALUES ('audit_head', ?1)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([format!("{seq}:{prev}")])?;
+    Ok(())
+}
+
+/// The audit entries of events (their kind, memory and origin).
+fn event_audit(events: &[MemoryEvent]) -> Vec<AuditItem> {
+    events
+        .iter()
+        .map(|e| {
+            let mut d = Map::new();
+            d.insert("origin".into(), Value::String(e.origin.clone()));
+            if let Some(r) = e.request_id {
+                d.insert("request_id".into(), Value::String(r.to_string()));
+            }
+            (e.kind.as_str().to_owned(), e.memory_id.to_string(), d)
+        })
+        .collect()
+}
+
+/// Scope fields of an audit detail.
+fn scope_detail(scope: &Scope) -> Map<String, Value> {
+    let mut d = Map::new();
+    for (k, v) in [
+        ("user_id", &scope.user_id),
+        ("agent_id", &scope.agent_id),
+        ("session_id", &scope.session_id),
+    ] {
+        if let Some(v) = v {
+            d.insert(k.into(), Value::String(v.clone()));
+        }
+    }
+    d
 }
 
 fn insert_rejections(tx: &Transaction<'_>, rejections: &[Rejection]) -> Result<()> {
@@ -1174,6 +1241,28 @@ impl Store for SqliteStore {
         enqueue(&tx, &batch.jobs)?;
         insert_events(&tx, &batch.events)?;
         insert_rejections(&tx, &batch.rejections)?;
+        let mut audit: Vec<AuditItem> = batch
+            .memories
+            .iter()
+            .zip(&rowids)
+            .filter(|(_, r)| r.is_some())
+            .map(|(nm, _)| {
+                let m = &nm.memory;
+                let mut d = scope_detail(&m.scope);
+                d.insert("kind".into(), Value::String(m.kind.as_str().into()));
+                if let Some(r) = m.provenance.request_id {
+                    d.insert("request_id".into(), Value::String(r.to_string()));
+                }
+                ("add".to_owned(), m.id.to_string(), d)
+            })
+            .collect();
+        audit.extend(event_audit(&batch.events));
+        audit.extend(batch.rejections.iter().map(|r| {
+            let mut d = scope_detail(&r.scope);
+            d.insert("kind".into(), Value::String(r.kind.as_str().into()));
+            ("reject".to_owned(), String::new(), d)
+        }));
+        append_audit(&tx, audit)?;
         let keywords = Self::keyword_changes(&tx, &touched)?;
         tx.commit()?;
         // Publish to the derived indexes while still holding the writer lock,
@@ -1413,6 +1502,12 @@ impl Store for SqliteStore {
             Self::refresh_context(&tx, n, &mut touched)?;
         }
         insert_events(&tx, &events)?;
+        let audit = if events.is_empty() {
+            vec![("update".to_owned(), m.id.to_string(), Map::new())]
+        } else {
+            event_audit(&events)
+        };
+        append_audit(&tx, audit)?;
         enqueue(&tx, &jobs)?;
         // The vectors' slot fields (kind, time, status, validity) may have
         // changed too.
@@ -1503,6 +1598,13 @@ impl Store for SqliteStore {
             Self::delete_one(&tx, *r, &mut touched)?;
         }
         let keywords = Self::keyword_changes(&tx, &touched)?;
+        append_audit(
+            &tx,
+            rowids
+                .iter()
+                .map(|(id, _)| ("erase".to_owned(), id.to_string(), Map::new()))
+                .collect(),
+        )?;
         tx.commit()?;
         // Old page images of what was erased stay in the write-ahead log
         // until a checkpoint copies the log back and truncates it.
@@ -1537,6 +1639,58 @@ impl Store for SqliteStore {
             }
         }
         Ok(out.into_iter().collect())
+    }
+
+    fn audit(&self, after: i64, limit: usize) -> Result<Vec<crate::audit::AuditEntry>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit_log
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after, limit as i64], |r| {
+            let detail: String = r.get(5)?;
+            Ok(crate::audit::AuditEntry {
+                seq: r.get(0)?,
+                at: from_ms(r.get(1)?)?,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                target: r.get(4)?,
+                detail: serde_json::from_str(&detail).unwrap_or_default(),
+                prev_hash: r.get(6)?,
+                hash: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn verify_audit(&self) -> Result<crate::audit::AuditCheck> {
+        let conn = self.reader();
+        let head: Option<String> = conn
+            .prepare_cached("SELECT value FROM store_meta WHERE key = 'audit_head'")?
+            .query_row([], |r| r.get(0))
+            .optional()?;
+        let head = head.as_deref().and_then(|h| {
+            let (s, h) = h.split_once(':')?;
+            Some((s.parse().ok()?, h.to_owned()))
+        });
+        let mut stmt = conn.prepare(
+            "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit_log ORDER BY seq",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(crate::audit::verify(rows, head))
     }
 
     fn compact(&self) -> Result<()> {
@@ -1588,6 +1742,14 @@ impl Store for SqliteStore {
         tx.execute(
             &format!("DELETE FROM sources WHERE {src_where}"),
             params_from_iter(c.params.iter()),
+        )?;
+        append_audit(
+            &tx,
+            vec![("erase_scope".to_owned(), String::new(), {
+                let mut d = scope_detail(scope);
+                d.insert("memories".into(), Value::from(rowids.len()));
+                d
+            })],
         )?;
         // Work on the scope's data, and what it was refused, go with it.
         for table in ["jobs", "rejections"] {

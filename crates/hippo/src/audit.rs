@@ -1,0 +1,231 @@
+//! The audit log: every write to a store (add, change, delete, erase,
+//! rejection) appends an entry in the same transaction, naming who did it,
+//! what, and to which memory — ids and kinds only, never content, so the
+//! log survives erasure without keeping what was erased.
+//!
+//! Entries are hash-chained: each entry's hash covers its fields and the
+//! previous entry's hash, and the store keeps the last entry's number and
+//! hash apart from the log, so changing, removing or inserting any single
+//! entry (the last one included) is detected by [`verify`].
+//!
+//! Who did it is ambient, like a tracing span: the server runs each
+//! request's engine call inside [`as_actor`] with the API key's id; jobs run
+//! as `job:<id>`; anything else is `local`.
+
+use std::cell::RefCell;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+thread_local! {
+    static ACTOR: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with writes attributed to `actor`.
+pub fn as_actor<T>(actor: &str, f: impl FnOnce() -> T) -> T {
+    let before = ACTOR.with(|a| a.replace(Some(actor.to_owned())));
+    // Restored even if `f` panics.
+    struct Restore(Option<String>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let before = self.0.take();
+            ACTOR.with(|a| *a.borrow_mut() = before);
+        }
+    }
+    let _restore = Restore(before);
+    f()
+}
+
+/// Who writes now (see [`as_actor`]); `local` by default.
+pub fn current_actor() -> String {
+    ACTOR.with(|a| a.borrow().clone().unwrap_or_else(|| "local".to_owned()))
+}
+
+/// One entry of the log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEntry {
+    /// Position, from 1, without gaps.
+    pub seq: i64,
+    /// When it was written.
+    pub at: DateTime<Utc>,
+    /// Who (an API key id, `job:<id>`, `local`).
+    pub actor: String,
+    /// What: `add`, an event kind (`revised`, `deleted`, ...), `update`,
+    /// `erase`, `erase_scope`, `reject`.
+    pub action: String,
+    /// The memory id (or scope) concerned.
+    pub target: String,
+    /// Non-content facts (kind, scope, origin, request id).
+    pub detail: Map<String, Value>,
+    /// The previous entry's hash (empty for the first).
+    pub prev_hash: String,
+    /// This entry's hash.
+    pub hash: String,
+}
+
+/// The hash of an entry with these fields.
+pub fn entry_hash(
+    prev_hash: &str,
+    seq: i64,
+    at_ms: i64,
+    actor: &str,
+    action: &str,
+    target: &str,
+    detail: &str,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        prev_hash,
+        &seq.to_string(),
+        &at_ms.to_string(),
+        actor,
+        action,
+        target,
+        detail,
+    ] {
+        // Length-prefixed, so no two field splits hash alike.
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditCheck {
+    /// Entries read.
+    pub entries: u64,
+    /// True when the chain is intact.
+    pub ok: bool,
+    /// The first entry found wrong (or where one is missing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_bad: Option<i64>,
+    /// What is wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// Checks a log (in `seq` order, as stored: `(seq, at_ms, actor, action,
+/// target, detail_json, prev_hash, hash)`) against the head kept apart
+/// (`(seq, hash)` of the last entry, `None` when the log is empty).
+pub fn verify(
+    rows: impl IntoIterator<Item = (i64, i64, String, String, String, String, String, String)>,
+    head: Option<(i64, String)>,
+) -> AuditCheck {
+    let mut prev = String::new();
+    let mut expected = 1i64;
+    let mut n = 0u64;
+    let bad = |seq: i64, n: u64, what: String| AuditCheck {
+        entries: n,
+        ok: false,
+        first_bad: Some(seq),
+        problem: Some(what),
+    };
+    for (seq, at, actor, action, target, detail, prev_hash, hash) in rows {
+        n += 1;
+        if seq != expected {
+            return bad(expected, n, format!("entry {expected} is missing"));
+        }
+        if prev_hash != prev {
+            return bad(
+                seq,
+                n,
+                format!("entry {seq} does not follow entry {}", seq - 1),
+            );
+        }
+        if entry_hash(&prev_hash, seq, at, &actor, &action, &target, &detail) != hash {
+            return bad(seq, n, format!("entry {seq} was changed"));
+        }
+        prev = hash;
+        expected += 1;
+    }
+    let last = (expected > 1).then(|| (expected - 1, prev.clone()));
+    if last != head {
+        let at = head.as_ref().map_or(expected, |(s, _)| *s);
+        return bad(
+            at,
+            n,
+            "the log's last entry does not match the recorded head (entries removed at the end?)"
+                .into(),
+        );
+    }
+    AuditCheck {
+        entries: n,
+        ok: true,
+        first_bad: None,
+        problem: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Row = (i64, i64, String, String, String, String, String, String);
+
+    fn chain(n: i64) -> Vec<Row> {
+        let mut prev = String::new();
+        (1..=n)
+            .map(|seq| {
+                let (actor, action, target, detail) = ("k1", "add", format!("m{seq}"), "{}");
+                let hash = entry_hash(&prev, seq, 1000 + seq, actor, action, &target, detail);
+                let row = (
+                    seq,
+                    1000 + seq,
+                    actor.to_owned(),
+                    action.to_owned(),
+                    target,
+                    detail.to_owned(),
+                    prev.clone(),
+                    hash.clone(),
+                );
+                prev = hash;
+                row
+            })
+            .collect()
+    }
+
+    fn head(rows: &[Row]) -> Option<(i64, String)> {
+        rows.last().map(|r| (r.0, r.7.clone()))
+    }
+
+    #[test]
+    fn an_intact_chain_verifies() {
+        let rows = chain(5);
+        let h = head(&rows);
+        assert!(verify(rows, h).ok);
+        assert!(verify(Vec::<Row>::new(), None).ok);
+    }
+
+    #[test]
+    fn any_single_change_or_removal_is_detected() {
+        let rows = chain(6);
+        let h = head(&rows);
+        for i in 0..rows.len() {
+            let mut changed = rows.clone();
+            changed[i].3 = "erase".into();
+            let c = verify(changed, h.clone());
+            assert!(
+                !c.ok && c.first_bad == Some(i as i64 + 1),
+                "change {i}: {c:?}"
+            );
+            let mut removed = rows.clone();
+            removed.remove(i);
+            assert!(!verify(removed, h.clone()).ok, "removal {i}");
+        }
+        // Everything removed, head kept: detected.
+        assert!(!verify(Vec::<Row>::new(), h).ok);
+    }
+
+    #[test]
+    fn actors_are_scoped_to_the_call() {
+        assert_eq!(current_actor(), "local");
+        let inner = as_actor("key1", || {
+            as_actor("job:7", current_actor) + "," + &current_actor()
+        });
+        assert_eq!(inner, "job:7,key1");
+        assert_eq!(current_actor(), "local");
+    }
+}
