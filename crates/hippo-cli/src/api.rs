@@ -454,6 +454,9 @@ pub struct MaintenanceView {
     pub checked: usize,
     /// Finished background jobs older than a week that were deleted.
     pub pruned_jobs: u64,
+    /// Whether the store was compacted (something was erased since the
+    /// last compaction: afterwards no file holds erased data).
+    pub compacted: bool,
 }
 
 impl From<hippo::MaintenanceReport> for MaintenanceView {
@@ -463,6 +466,7 @@ impl From<hippo::MaintenanceReport> for MaintenanceView {
             faded: r.faded,
             checked: r.checked,
             pruned_jobs: r.pruned_jobs,
+            compacted: r.compacted,
         }
     }
 }

@@ -34,6 +34,9 @@ pub struct MaintenanceReport {
     pub checked: usize,
     /// Finished jobs older than a week that were deleted.
     pub pruned_jobs: u64,
+    /// Whether the store was compacted because something was erased since
+    /// the last compaction (see [`Hippo::compact`]).
+    pub compacted: bool,
 }
 
 impl Hippo {
@@ -147,7 +150,8 @@ impl Hippo {
 
     /// One maintenance pass: archives active memories that expired, then
     /// current memories of kinds with an `archive_below` threshold whose
-    /// strength fell below it. Each archive is logged with its numbers.
+    /// strength fell below it. Each archive is logged with its numbers. When
+    /// something was erased since the last compaction, compacts the store.
     /// Safe to run at any time and from several processes (each archive is
     /// its own transaction and archiving twice changes nothing).
     pub fn maintain(&self) -> Result<MaintenanceReport> {
@@ -156,6 +160,10 @@ impl Hippo {
         report.pruned_jobs = self
             .store()
             .prune_jobs(now - chrono::Duration::days(KEEP_DONE_JOBS_DAYS))?;
+        if self.store().erased_since_compaction()? {
+            self.store().compact()?;
+            report.compacted = true;
+        }
         loop {
             let due = self.store().expired(now, PAGE)?;
             if due.is_empty() {

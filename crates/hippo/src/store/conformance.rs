@@ -835,7 +835,9 @@ pub fn erasure(store: &dyn Store) {
     assert!(actions.contains(&("add", turn.id.to_string())));
     assert!(actions.contains(&("erase", chunks[0].id.to_string())));
     assert!(actions.contains(&("erase", fact.id.to_string())));
-    assert!(log.windows(2).all(|w| w[1].seq == w[0].seq + 1 && w[1].prev_hash == w[0].hash));
+    assert!(log
+        .windows(2)
+        .all(|w| w[1].seq == w[0].seq + 1 && w[1].prev_hash == w[0].hash));
     assert!(store.verify_audit().unwrap().ok);
     assert_eq!(store.audit(log.len() as i64, 10).unwrap().len(), 0);
     assert_eq!(store.get_many(&[other.id]).unwrap().len(), 1);

@@ -255,6 +255,8 @@ pub trait Store: Send + Sync {
     /// Rewrites the store without the free space erased content left and
     /// empties its logs, so erased data is in no file any more.
     fn compact(&self) -> Result<()>;
+    /// Whether anything was erased since the last [`Store::compact`].
+    fn erased_since_compaction(&self) -> Result<bool>;
     /// Keyword candidates, best first.
     fn keyword_candidates(&self, query: &KeywordQuery<'_>) -> Result<Vec<Candidate>>;
     /// Vector candidates (exact top-k within scope and filter), best first.

@@ -124,6 +124,10 @@ impl RowFields {
 /// With each document goes its row's `prev_rowid` (the message chain).
 type KeywordChanges = Vec<(i64, Option<(RowFields, Option<i64>, KeywordDoc)>)>;
 
+/// What a delete transaction removed: how many of the listed memories, every
+/// row (with versions), and the keyword changes to publish.
+type Deleted = (u64, Vec<(MemoryId, i64)>, KeywordChanges);
+
 /// The newest message of an exact scope (served by index `memories_chain`).
 const LAST_MESSAGE_SQL: &str =
     "SELECT rowid FROM memories WHERE kind = 'message' AND version_of IS NULL
@@ -649,6 +653,27 @@ fn blob_vector(b: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// Turns FTS5's secure-delete on or off (its own transaction: FTS5 reads
+/// its configuration when a transaction starts).
+fn fts_secure_delete(conn: &Connection, on: bool) -> Result<()> {
+    conn.execute(
+        "INSERT INTO memory_fts(memory_fts, rank) VALUES('secure-delete', ?1)",
+        [i64::from(on)],
+    )?;
+    Ok(())
+}
+
+/// Marks that something was erased since the last compaction (maintenance
+/// compacts then).
+fn mark_erased(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute(
+        "INSERT INTO store_meta (key, value) VALUES ('erased_since_compact', '1')
+         ON CONFLICT(key) DO UPDATE SET value = '1'",
+        [],
+    )?;
+    Ok(())
+}
+
 /// Copies the write-ahead log into the database and truncates it, so
 /// erased content leaves the log file. Best effort: a reader in the middle
 /// of a read can hold it up (the next erase or compaction retries).
@@ -689,11 +714,11 @@ impl SqliteStore {
         schema::migrate(&mut writer)?;
         fts::install_tokenizer(&writer)?;
         // FTS5 keeps a deleted row's tokens in its index segments until they
-        // merge, unless told to remove them at once (SQLite >= 3.44).
-        writer.execute(
-            "INSERT INTO memory_fts(memory_fts, rank) VALUES('secure-delete', 1)",
-            [],
-        )?;
+        // merge, unless told to remove them at once (SQLite >= 3.44). That
+        // costs every write (each add rewrites its neighbours' context
+        // entries), so it is on only while erasing (`erasing`); `compact`
+        // merges away what ordinary writes left.
+        fts_secure_delete(&writer, false)?;
         Self::upgrade_keyword_format(&mut writer)?;
         let mut readers = Vec::new();
         let mut tokenizers = Vec::new();
@@ -911,6 +936,138 @@ impl SqliteStore {
 
     fn vectors_write(&self) -> std::sync::RwLockWriteGuard<'_, VectorIndex> {
         self.vectors.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The transaction of [`Store::delete`]: returns the deleted rows and the
+    /// keyword changes to publish.
+    fn delete_tx(conn: &mut Connection, ids: &[MemoryId]) -> Result<Deleted> {
+        let tx = conn.transaction()?;
+        // A chunk goes with its whole input: the other chunks and the
+        // stored whole text.
+        let mut ids = ids.to_vec();
+        let mut sources: BTreeSet<String> = BTreeSet::new();
+        for id in ids.clone() {
+            let source: Option<Option<String>> = tx
+                .prepare_cached("SELECT source_id FROM memories WHERE id = ?1")?
+                .query_row([id.to_string()], |r| r.get(0))
+                .optional()?;
+            if let Some(Some(s)) = source {
+                sources.insert(s);
+            }
+        }
+        for s in &sources {
+            let mut stmt = tx.prepare_cached(
+                "SELECT id FROM memories WHERE source_id = ?1 AND version_of IS NULL",
+            )?;
+            for id in stmt.query_map([s], |r| parse_uuid(&r.get::<_, String>(0)?))? {
+                let id = id?;
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+            tx.prepare_cached("DELETE FROM sources WHERE id = ?1")?
+                .execute([s])?;
+        }
+        let ids = &ids[..];
+        let mut rowids = Self::rowids_of(&tx, ids)?;
+        let n = rowids.len() as u64;
+        // Finished jobs that worked on them (their plans quote what was
+        // extracted) go too; pending ones find them gone when they run.
+        for id in ids {
+            tx.prepare_cached(
+                "DELETE FROM jobs WHERE state IN ('done', 'failed') AND payload LIKE ?1",
+            )?
+            .execute([format!("%{id}%")])?;
+        }
+        // Earlier versions and the event log go with the memory.
+        for id in ids {
+            let mut stmt =
+                tx.prepare_cached("SELECT id, rowid FROM memories WHERE version_of = ?1")?;
+            let versions = stmt.query_map([id.to_string()], |r| {
+                Ok((parse_uuid(&r.get::<_, String>(0)?)?, r.get::<_, i64>(1)?))
+            })?;
+            for v in versions {
+                rowids.push(v?);
+            }
+            tx.prepare_cached("DELETE FROM memory_events WHERE memory_id = ?1")?
+                .execute([id.to_string()])?;
+        }
+        let mut touched = BTreeSet::new();
+        for (_, r) in &rowids {
+            Self::delete_one(&tx, *r, &mut touched)?;
+        }
+        let keywords = Self::keyword_changes(&tx, &touched)?;
+        append_audit(
+            &tx,
+            rowids
+                .iter()
+                .map(|(id, _)| ("erase".to_owned(), id.to_string(), Map::new()))
+                .collect(),
+        )?;
+        mark_erased(&tx)?;
+        tx.commit()?;
+        Ok((n, rowids, keywords))
+    }
+
+    /// The transaction of [`Store::delete_scope`]: returns the deleted rows
+    /// and ids.
+    fn delete_scope_tx(conn: &mut Connection, scope: &Scope) -> Result<(Vec<i64>, Vec<MemoryId>)> {
+        let mut c = Conditions::default();
+        c.scope(scope);
+        let tx = conn.transaction()?;
+        let (rowids, ids): (Vec<i64>, Vec<MemoryId>) = {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT m.rowid, m.id FROM memories m WHERE {}",
+                c.where_clause()
+            ))?;
+            let rows = stmt.query_map(params_from_iter(c.params.iter()), |r| {
+                Ok((r.get::<_, i64>(0)?, parse_uuid(&r.get::<_, String>(1)?)?))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+                .into_iter()
+                .unzip()
+        };
+        // Message chains live within one exact scope, and a scope filter takes
+        // whole exact scopes, so no surviving memory links to a deleted one.
+        // Versions share their memory's scope, so they go too.
+        tx.execute(
+            &format!(
+                "DELETE FROM memory_events WHERE memory_id IN (SELECT m.id FROM memories m WHERE {})",
+                c.where_clause()
+            ),
+            params_from_iter(c.params.iter()),
+        )?;
+        for r in &rowids {
+            tx.prepare_cached("DELETE FROM memory_fts WHERE rowid = ?1")?
+                .execute([r])?;
+            tx.prepare_cached("DELETE FROM memory_vectors WHERE rowid = ?1")?
+                .execute([r])?;
+            tx.prepare_cached("DELETE FROM memories WHERE rowid = ?1")?
+                .execute([r])?;
+        }
+        let src_where = c.where_clause().replace("m.", "");
+        tx.execute(
+            &format!("DELETE FROM sources WHERE {src_where}"),
+            params_from_iter(c.params.iter()),
+        )?;
+        append_audit(
+            &tx,
+            vec![("erase_scope".to_owned(), String::new(), {
+                let mut d = scope_detail(scope);
+                d.insert("memories".into(), Value::from(rowids.len()));
+                d
+            })],
+        )?;
+        // Work on the scope's data, and what it was refused, go with it.
+        for table in ["jobs", "rejections"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE {src_where}"),
+                params_from_iter(c.params.iter()),
+            )?;
+        }
+        mark_erased(&tx)?;
+        tx.commit()?;
+        Ok((rowids, ids))
     }
 
     fn rowids_of(conn: &Connection, ids: &[MemoryId]) -> Result<Vec<(MemoryId, i64)>> {
@@ -1542,70 +1699,10 @@ impl Store for SqliteStore {
 
     fn delete(&self, ids: &[MemoryId]) -> Result<u64> {
         let mut conn = lock(&self.writer);
-        let tx = conn.transaction()?;
-        // A chunk goes with its whole input: the other chunks and the
-        // stored whole text.
-        let mut ids = ids.to_vec();
-        let mut sources: BTreeSet<String> = BTreeSet::new();
-        for id in ids.clone() {
-            let source: Option<Option<String>> = tx
-                .prepare_cached("SELECT source_id FROM memories WHERE id = ?1")?
-                .query_row([id.to_string()], |r| r.get(0))
-                .optional()?;
-            if let Some(Some(s)) = source {
-                sources.insert(s);
-            }
-        }
-        for s in &sources {
-            let mut stmt = tx.prepare_cached(
-                "SELECT id FROM memories WHERE source_id = ?1 AND version_of IS NULL",
-            )?;
-            for id in stmt.query_map([s], |r| parse_uuid(&r.get::<_, String>(0)?))? {
-                let id = id?;
-                if !ids.contains(&id) {
-                    ids.push(id);
-                }
-            }
-            tx.prepare_cached("DELETE FROM sources WHERE id = ?1")?
-                .execute([s])?;
-        }
-        let ids = &ids[..];
-        let mut rowids = Self::rowids_of(&tx, ids)?;
-        let n = rowids.len() as u64;
-        // Finished jobs that worked on them (their plans quote what was
-        // extracted) go too; pending ones find them gone when they run.
-        for id in ids {
-            tx.prepare_cached(
-                "DELETE FROM jobs WHERE state IN ('done', 'failed') AND payload LIKE ?1",
-            )?
-            .execute([format!("%{id}%")])?;
-        }
-        // Earlier versions and the event log go with the memory.
-        for id in ids {
-            let mut stmt =
-                tx.prepare_cached("SELECT id, rowid FROM memories WHERE version_of = ?1")?;
-            let versions = stmt.query_map([id.to_string()], |r| {
-                Ok((parse_uuid(&r.get::<_, String>(0)?)?, r.get::<_, i64>(1)?))
-            })?;
-            for v in versions {
-                rowids.push(v?);
-            }
-            tx.prepare_cached("DELETE FROM memory_events WHERE memory_id = ?1")?
-                .execute([id.to_string()])?;
-        }
-        let mut touched = BTreeSet::new();
-        for (_, r) in &rowids {
-            Self::delete_one(&tx, *r, &mut touched)?;
-        }
-        let keywords = Self::keyword_changes(&tx, &touched)?;
-        append_audit(
-            &tx,
-            rowids
-                .iter()
-                .map(|(id, _)| ("erase".to_owned(), id.to_string(), Map::new()))
-                .collect(),
-        )?;
-        tx.commit()?;
+        fts_secure_delete(&conn, true)?;
+        let result = Self::delete_tx(&mut conn, ids);
+        fts_secure_delete(&conn, false)?;
+        let (n, rowids, keywords) = result?;
         // Old page images of what was erased stay in the write-ahead log
         // until a checkpoint copies the log back and truncates it.
         checkpoint(&conn);
@@ -1621,6 +1718,29 @@ impl Store for SqliteStore {
             usage.remove(id);
         }
         Ok(n)
+    }
+
+    fn delete_scope(&self, scope: &Scope) -> Result<u64> {
+        scope.validate()?;
+        let mut conn = lock(&self.writer);
+        fts_secure_delete(&conn, true)?;
+        let result = Self::delete_scope_tx(&mut conn, scope);
+        fts_secure_delete(&conn, false)?;
+        let (rowids, ids) = result?;
+        checkpoint(&conn);
+        drop(conn);
+        let mut index = self.vectors_write();
+        for r in &rowids {
+            index.remove(*r);
+        }
+        drop(index);
+        // Whole exact scopes go, so no surviving keyword document changes.
+        self.apply_keywords(rowids.iter().map(|&r| (r, None)).collect());
+        let mut usage = self.usage.write().unwrap_or_else(|e| e.into_inner());
+        for id in &ids {
+            usage.remove(id);
+        }
+        Ok(rowids.len() as u64)
     }
 
     fn derived_from_any(&self, ids: &[MemoryId]) -> Result<Vec<MemoryId>> {
@@ -1695,84 +1815,25 @@ impl Store for SqliteStore {
 
     fn compact(&self) -> Result<()> {
         let conn = lock(&self.writer);
-        // Merging the keyword index's segments drops tokens of rows deleted
-        // before secure-delete was on (older files).
-        conn.execute_batch("INSERT INTO memory_fts(memory_fts) VALUES('optimize'); VACUUM")?;
+        // Rebuilding the keyword index from its rows drops every token of
+        // deleted rows that ordinary writes (secure-delete off) left in its
+        // segments; merging them ('optimize') is not enough.
+        conn.execute_batch(
+            "INSERT INTO memory_fts(memory_fts) VALUES('rebuild');
+             DELETE FROM store_meta WHERE key = 'erased_since_compact';
+             VACUUM",
+        )?;
         checkpoint(&conn);
         Ok(())
     }
 
-    fn delete_scope(&self, scope: &Scope) -> Result<u64> {
-        scope.validate()?;
-        let mut c = Conditions::default();
-        c.scope(scope);
-        let mut conn = lock(&self.writer);
-        let tx = conn.transaction()?;
-        let (rowids, ids): (Vec<i64>, Vec<MemoryId>) = {
-            let mut stmt = tx.prepare(&format!(
-                "SELECT m.rowid, m.id FROM memories m WHERE {}",
-                c.where_clause()
-            ))?;
-            let rows = stmt.query_map(params_from_iter(c.params.iter()), |r| {
-                Ok((r.get::<_, i64>(0)?, parse_uuid(&r.get::<_, String>(1)?)?))
-            })?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()?
-                .into_iter()
-                .unzip()
-        };
-        // Message chains live within one exact scope, and a scope filter takes
-        // whole exact scopes, so no surviving memory links to a deleted one.
-        // Versions share their memory's scope, so they go too.
-        tx.execute(
-            &format!(
-                "DELETE FROM memory_events WHERE memory_id IN (SELECT m.id FROM memories m WHERE {})",
-                c.where_clause()
-            ),
-            params_from_iter(c.params.iter()),
-        )?;
-        for r in &rowids {
-            tx.prepare_cached("DELETE FROM memory_fts WHERE rowid = ?1")?
-                .execute([r])?;
-            tx.prepare_cached("DELETE FROM memory_vectors WHERE rowid = ?1")?
-                .execute([r])?;
-            tx.prepare_cached("DELETE FROM memories WHERE rowid = ?1")?
-                .execute([r])?;
-        }
-        let src_where = c.where_clause().replace("m.", "");
-        tx.execute(
-            &format!("DELETE FROM sources WHERE {src_where}"),
-            params_from_iter(c.params.iter()),
-        )?;
-        append_audit(
-            &tx,
-            vec![("erase_scope".to_owned(), String::new(), {
-                let mut d = scope_detail(scope);
-                d.insert("memories".into(), Value::from(rowids.len()));
-                d
-            })],
-        )?;
-        // Work on the scope's data, and what it was refused, go with it.
-        for table in ["jobs", "rejections"] {
-            tx.execute(
-                &format!("DELETE FROM {table} WHERE {src_where}"),
-                params_from_iter(c.params.iter()),
-            )?;
-        }
-        tx.commit()?;
-        checkpoint(&conn);
-        drop(conn);
-        let mut index = self.vectors_write();
-        for r in &rowids {
-            index.remove(*r);
-        }
-        drop(index);
-        // Whole exact scopes go, so no surviving keyword document changes.
-        self.apply_keywords(rowids.iter().map(|&r| (r, None)).collect());
-        let mut usage = self.usage.write().unwrap_or_else(|e| e.into_inner());
-        for id in &ids {
-            usage.remove(id);
-        }
-        Ok(rowids.len() as u64)
+    fn erased_since_compaction(&self) -> Result<bool> {
+        let conn = self.reader();
+        let found = conn
+            .prepare_cached("SELECT 1 FROM store_meta WHERE key = 'erased_since_compact'")?
+            .query_row([], |_| Ok(()))
+            .optional()?;
+        Ok(found.is_some())
     }
 
     fn keyword_candidates(&self, q: &KeywordQuery<'_>) -> Result<Vec<Candidate>> {
