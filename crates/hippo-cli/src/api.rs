@@ -190,8 +190,13 @@ pub struct MemoryView {
     /// On an earlier version: the memory it is a version of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_of: Option<Uuid>,
-    /// `active`, `archived` or `deleted`.
+    /// `active`, `archived`, `deleted` or `quarantined` (it looked like
+    /// instructions to an agent: out of search until approved).
     pub status: String,
+    /// Why it was quarantined (detector families; `approved` once a person
+    /// let it in); absent when never flagged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
     /// When it expires; absent: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
@@ -260,6 +265,7 @@ impl From<Memory> for MemoryView {
             valid_to: m.valid_to,
             version_of: m.version_of,
             status: m.status.as_str().to_owned(),
+            flags: m.flags,
             expires_at: m.expires_at,
             usage: (!m.usage.is_unused()).then_some(UsageView {
                 used: m.usage.used,

@@ -5,6 +5,7 @@ mod api;
 mod auth;
 mod bench;
 mod config;
+mod eval_injection;
 mod eval_ops;
 mod io;
 mod limits;
@@ -300,6 +301,11 @@ enum Command {
         /// Memory id.
         id: Uuid,
     },
+    /// Let a quarantined memory (it looked like instructions to an agent) into retrieval.
+    Approve {
+        /// Memory id.
+        id: Uuid,
+    },
     /// Record that a memory stopped holding (no successor).
     Invalidate {
         /// Memory id.
@@ -380,6 +386,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Operation-level evaluation of LLM extraction and update decisions on a labelled set (needs --llm-url).
     EvalOps(eval_ops::EvalOpsArgs),
+    /// Detection rate of the injection detector on an attack set, and its false-positive rate on
+    /// benign chat (LoCoMo format).
+    EvalInjection(eval_injection::EvalInjectionArgs),
     /// Load test of a running server over HTTP on generated chat (ingest and search).
     Loadtest(loadtest::LoadtestArgs),
     /// Download the default model from the Hugging Face Hub into its cache and print the directory.
@@ -907,6 +916,14 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Approve { id } => {
+            let m = settings.open()?.approve(id, None)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&api::MemoryView::from(m))?
+            );
+            Ok(())
+        }
         Command::Restore { id } => {
             let m = settings.open()?.restore(id, None)?;
             println!(
@@ -1034,6 +1051,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Bench(args) => bench::run(&settings, args),
         Command::EvalOps(args) => eval_ops::run(&settings, args).map(|_| ()),
+        Command::EvalInjection(args) => eval_injection::run(&settings, args).map(|_| ()),
         Command::Loadtest(args) => loadtest::run(&settings, args),
         Command::FetchModel => {
             println!("{}", MiniLmEmbedder::download_from_hub()?.display());

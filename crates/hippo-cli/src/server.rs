@@ -448,6 +448,7 @@ async fn blocking<T: Send + 'static>(
         patch_memory,
         delete_memory,
         restore_memory,
+        approve_memory,
         invalidate_memory,
         memory_history,
         feedback,
@@ -512,6 +513,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/v1/memories/{id}/history", get(memory_history))
         .route("/v1/memories/{id}/restore", post(restore_memory))
+        .route("/v1/memories/{id}/approve", post(approve_memory))
         .route("/v1/memories/{id}/invalidate", post(invalidate_memory))
         .route("/v1/memories/{id}/feedback", post(feedback))
         .route("/v1/memories/{id}/archive", post(archive_memory))
@@ -883,6 +885,24 @@ async fn delete_memory(
     Ok(Json(DeletedResponse { deleted: 1 }))
 }
 
+/// Let a quarantined memory into retrieval (admin): a person judged that
+/// what the injection detector flagged is not an instruction to obey. The
+/// flags stay, marked `approved`; the event log records it.
+#[utoipa::path(post, path = "/v1/memories/{id}/approve", params(("id" = Uuid, Path, description = "Memory id"), ScopeParams),
+    responses((status = 200, body = MemoryView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn approve_memory(
+    state: Bound,
+    Path(id): Path<String>,
+    ApiQuery(p): ApiQuery<ScopeParams>,
+) -> Result<Json<MemoryView>, ApiError> {
+    let id = parse_id(&id)?;
+    let hippo = state.hippo.clone();
+    let m = state
+        .blocking(move || hippo.approve(id, p.scope().as_ref()))
+        .await?;
+    Ok(Json(m.into()))
+}
+
 /// Undo a soft delete (or an archive).
 #[utoipa::path(post, path = "/v1/memories/{id}/restore", params(("id" = Uuid, Path, description = "Memory id"), ScopeParams),
     responses((status = 200, body = MemoryView), (status = 404, body = ErrorBody)))]
@@ -1143,6 +1163,7 @@ pub fn required_access(method: &axum::http::Method, route: &str, query: Option<&
         (&Method::DELETE, "/v1/memories") => Access::Admin,
         (&Method::DELETE, "/v1/memories/{id}") if hard => Access::Admin,
         (&Method::POST, "/v1/maintenance") => Access::Admin,
+        (&Method::POST, "/v1/memories/{id}/approve") => Access::Admin,
         _ => Access::Write,
     }
 }

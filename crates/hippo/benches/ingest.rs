@@ -45,6 +45,7 @@ fn batch(n: usize, seed: usize) -> InsertBatch {
                     dedup_key: None,
                     expires_at: None,
                     usage: Default::default(),
+                    flags: Vec::new(),
                 },
                 vector: Some(v),
             }

@@ -164,6 +164,7 @@ fn store_candidates(c: &mut Criterion) {
                         dedup_key: None,
                         expires_at: None,
                         usage: Default::default(),
+                        flags: Vec::new(),
                     },
                     vector: Some(rng.unit()),
                 }

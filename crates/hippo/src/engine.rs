@@ -381,6 +381,24 @@ pub struct HippoBuilder {
     policies: Policies,
     no_consolidation: bool,
     consolidation_delay: chrono::Duration,
+    no_injection_check: bool,
+}
+
+/// The injection check of writes: phrasing rules, and the semantic detector
+/// when the embedder is the model it was measured for.
+struct InjectionCheck {
+    semantic: Option<crate::injection::SemanticDetector>,
+}
+
+impl InjectionCheck {
+    /// The detector families `text` (embedded as `vector`) is flagged for.
+    fn judge(&self, text: &str, vector: Option<&[f32]>) -> Vec<String> {
+        let flags = match (&self.semantic, vector) {
+            (Some(s), Some(v)) => s.judge(text, v),
+            _ => crate::injection::scan(text),
+        };
+        flags.into_iter().map(String::from).collect()
+    }
 }
 
 impl HippoBuilder {
@@ -388,6 +406,12 @@ impl HippoBuilder {
     /// timelines; see [`crate::consolidate`]). Default: on.
     pub fn consolidation(mut self, on: bool) -> Self {
         self.no_consolidation = !on;
+        self
+    }
+    /// Whether writes that look like instructions to an agent are
+    /// quarantined (see [`crate::injection`]). Default: on.
+    pub fn injection_check(mut self, on: bool) -> Self {
+        self.no_injection_check = !on;
         self
     }
     /// How long a consolidation job waits before it runs (default: none).
@@ -451,6 +475,13 @@ impl HippoBuilder {
             )));
         }
         self.policies.validate()?;
+        let injection = if self.no_injection_check {
+            None
+        } else {
+            Some(InjectionCheck {
+                semantic: crate::injection::SemanticDetector::for_embedder(embedder.as_ref())?,
+            })
+        };
         Ok(Hippo {
             store,
             embedder,
@@ -462,6 +493,7 @@ impl HippoBuilder {
             consolidation: !self.no_consolidation,
             consolidation_delay: self.consolidation_delay,
             llm_meter: Default::default(),
+            injection,
             query_cache: Mutex::new(HashMap::new()),
         })
     }
@@ -493,8 +525,14 @@ pub struct Hippo {
     consolidation: bool,
     consolidation_delay: chrono::Duration,
     llm_meter: crate::llm::LlmMeter,
+    /// Flags writes that look like instructions to an agent (`None`: off).
+    injection: Option<InjectionCheck>,
     query_cache: Mutex<HashMap<String, Arc<Vec<f32>>>>,
 }
+
+/// The flag an approved memory keeps next to the detector's (see
+/// [`Hippo::approve`]).
+pub const APPROVED: &str = "approved";
 
 /// A memory derived from others, to store (see [`Hippo::add_derived`]).
 pub(crate) struct Derived<'a> {
@@ -746,6 +784,7 @@ impl Hippo {
                             dedup_key: None,
                             expires_at: item.expires_at.map(millis),
                             usage: Default::default(),
+                            flags: Vec::new(),
                         },
                         embed_text,
                         infer_item,
@@ -809,7 +848,7 @@ impl Hippo {
                 .map_err(|e| Error::new(e.kind(), format!("item {i}: {}", e.message())))?;
         }
         let request_id = Uuid::now_v7();
-        let (drafts, sources) = self.draft(items, request_id)?;
+        let (mut drafts, sources) = self.draft(items, request_id)?;
         // Known duplicates are not embedded; the store decides for good
         // inside its write transaction (and logs the merge).
         let keys: Vec<String> = drafts
@@ -874,6 +913,19 @@ impl Hippo {
             };
             fates.push(fate);
             fresh_vectors.push(v);
+        }
+        // What looks like instructions to an agent is stored but held out
+        // of retrieval until approved.
+        if let Some(check) = &self.injection {
+            for ((d, fate), v) in drafts.iter_mut().zip(&fates).zip(&fresh_vectors) {
+                if *fate == Fate::Store {
+                    let flags = check.judge(&d.memory.content, v.as_deref());
+                    if !flags.is_empty() {
+                        d.memory.status = Status::Quarantined;
+                        d.memory.flags = flags;
+                    }
+                }
+            }
         }
         // Items that ask for extraction get a job in the same transaction
         // (when an LLM is configured; otherwise they are stored verbatim).
@@ -1741,9 +1793,39 @@ impl Hippo {
         self.set_status(id, scope, Status::Deleted, EventKind::Deleted, "api", None)
     }
 
-    /// Makes a deleted or archived memory active again.
+    /// Makes a deleted or archived memory active again (a quarantined one
+    /// that was never approved goes back to quarantine).
     pub fn restore(&self, id: MemoryId, scope: Option<&Scope>) -> Result<Memory> {
-        self.set_status(id, scope, Status::Active, EventKind::Restored, "api", None)
+        let m = self.changeable(id, scope)?;
+        if m.status == Status::Quarantined {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("memory {id} is quarantined; approve it instead"),
+            ));
+        }
+        let to = if m.flags.is_empty() || m.flags.iter().any(|f| f == APPROVED) {
+            Status::Active
+        } else {
+            Status::Quarantined
+        };
+        self.change_status(m, to, EventKind::Restored, "api", None, Map::new())
+    }
+
+    /// Lets a quarantined memory into retrieval: a person judged that what
+    /// the detector flagged is not an instruction to obey. Logged with the
+    /// flags; the flags stay on the memory, marked approved.
+    pub fn approve(&self, id: MemoryId, scope: Option<&Scope>) -> Result<Memory> {
+        let mut m = self.changeable(id, scope)?;
+        if m.status != Status::Quarantined {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("memory {id} is not quarantined"),
+            ));
+        }
+        let mut detail = Map::new();
+        detail.insert("flags".into(), serde_json::json!(m.flags));
+        m.flags.push(APPROVED.to_owned());
+        self.change_status(m, Status::Active, EventKind::Approved, "api", None, detail)
     }
 
     /// Records that a memory stopped holding at `at` (default now) without
@@ -1825,6 +1907,14 @@ impl Hippo {
         // Extraction searched for this very text just before: its vector
         // is usually in the query cache.
         let vector = self.query_vector(&d.embed_text)?.0.as_ref().clone();
+        // A model can be talked into writing instructions too.
+        if let Some(check) = &self.injection {
+            let flags = check.judge(content, Some(&vector));
+            if !flags.is_empty() {
+                d.memory.status = Status::Quarantined;
+                d.memory.flags = flags;
+            }
+        }
         if let Some(merge) = self.policies.of(kind).merge_above {
             if let Some((existing, cos)) = self.nearest_current(scope, kind, &vector)? {
                 if cos >= merge && crate::text::same_particulars(&existing.content, content) {

@@ -788,6 +788,7 @@ mod tests {
             dedup_key: None,
             expires_at: None,
             usage: Default::default(),
+            flags: Vec::new(),
         }
     }
 

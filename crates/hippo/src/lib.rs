@@ -28,6 +28,7 @@ pub mod engine;
 pub mod error;
 pub mod extract;
 pub mod forgetting;
+pub mod injection;
 pub mod jobs;
 pub mod llm;
 pub mod model;

@@ -186,11 +186,20 @@ pub enum Status {
     /// Deleted by a client (soft): hidden everywhere except history and
     /// listings that ask for it; restorable until erased.
     Deleted,
+    /// Written, but it looks like instructions to an agent (see
+    /// [`crate::injection`] and [`Memory::flags`]): out of retrieval until a
+    /// person approves it.
+    Quarantined,
 }
 
 impl Status {
     /// All statuses, in declaration order.
-    pub const ALL: [Status; 3] = [Status::Active, Status::Archived, Status::Deleted];
+    pub const ALL: [Status; 4] = [
+        Status::Active,
+        Status::Archived,
+        Status::Deleted,
+        Status::Quarantined,
+    ];
 
     /// The stable lower-case name used in storage and APIs.
     pub fn as_str(self) -> &'static str {
@@ -198,6 +207,7 @@ impl Status {
             Status::Active => "active",
             Status::Archived => "archived",
             Status::Deleted => "deleted",
+            Status::Quarantined => "quarantined",
         }
     }
 
@@ -276,6 +286,10 @@ pub struct Memory {
     /// [`crate::policy::strength`]).
     #[serde(default, skip_serializing_if = "Usage::is_unused")]
     pub usage: Usage,
+    /// Why it was quarantined: the detector's rule families (see
+    /// [`crate::injection`]); kept after approval as a record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
 }
 
 /// What clients reported about a memory after it was retrieved (the
@@ -377,11 +391,13 @@ pub enum EventKind {
     /// Its note (see [`crate::notes`]) changed in the light of a linked new
     /// memory (`detail.before`, `detail.after`, `detail.linked`).
     Evolved,
+    /// A person let it out of quarantine (`detail.flags`: why it was held).
+    Approved,
 }
 
 impl EventKind {
     /// All kinds, in declaration order.
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::Revised,
         EventKind::Invalidated,
         EventKind::Deleted,
@@ -391,6 +407,7 @@ impl EventKind {
         EventKind::Feedback,
         EventKind::Expiry,
         EventKind::Evolved,
+        EventKind::Approved,
     ];
 
     /// The stable lower-case name used in storage and APIs.
@@ -405,6 +422,7 @@ impl EventKind {
             EventKind::Feedback => "feedback",
             EventKind::Expiry => "expiry",
             EventKind::Evolved => "evolved",
+            EventKind::Approved => "approved",
         }
     }
 

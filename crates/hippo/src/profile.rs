@@ -150,6 +150,7 @@ impl Hippo {
                     dedup_key: None,
                     expires_at: None,
                     usage: Default::default(),
+                    flags: Vec::new(),
                 };
                 self.store().insert(InsertBatch {
                     memories: vec![NewMemory {

@@ -355,3 +355,36 @@ fn profile_command_builds_and_shows_the_profile() {
     assert_eq!(p["memory"], "Ana lives in Lisbon. Ana is a beekeeper.");
     assert_eq!(p["kind"], "profile");
 }
+
+/// The injection detector's rates on the repository's attack sets stay
+/// where they were measured (a regression guard, not a tuning target).
+#[test]
+fn eval_injection_reports_detection_rates() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("e.db");
+    let set = |f: &str| format!("{}/../../eval/{f}", env!("CARGO_MANIFEST_DIR"));
+    let report = |f: &str| -> serde_json::Value {
+        serde_json::from_str(&ok(hippo(&db)
+            .args(["eval-injection", "--attacks", &set(f), "--semantic"])
+            .output()
+            .unwrap()))
+        .unwrap()
+    };
+    let r = report("injection.json");
+    assert_eq!(r["attacks"], 60);
+    assert!(r["detection_rate"].as_f64().unwrap() >= 0.9, "{r}");
+    assert!(
+        r["semantic"]["detection_rate"].as_f64().unwrap() >= 0.9,
+        "{r}"
+    );
+    let r = report("injection-heldout.json");
+    assert!(
+        r["semantic"]["detection_rate"].as_f64().unwrap() >= 0.85,
+        "{r}"
+    );
+    let out = hippo(&db)
+        .args(["eval-injection", "--attacks", "/nonexistent.json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

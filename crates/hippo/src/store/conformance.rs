@@ -36,6 +36,7 @@ fn memory(scope: Scope, content: &str, name: Option<&str>) -> Memory {
         dedup_key: None,
         expires_at: None,
         usage: Default::default(),
+        flags: Vec::new(),
     }
 }
 

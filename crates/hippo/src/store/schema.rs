@@ -158,6 +158,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         hash      TEXT NOT NULL
     );
     "#,
+    // v8: why a memory was quarantined (JSON list of detector families).
+    r#"
+    ALTER TABLE memories ADD COLUMN flags TEXT;
+    "#,
 ];
 
 /// The schema version this code writes.

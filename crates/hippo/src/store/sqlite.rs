@@ -190,6 +190,10 @@ fn parse_ids(s: Option<String>) -> rusqlite::Result<Vec<MemoryId>> {
     }
 }
 
+fn flags_json(flags: &[String]) -> Option<String> {
+    (!flags.is_empty()).then(|| serde_json::to_string(flags).unwrap_or_default())
+}
+
 fn ids_json(ids: &[MemoryId]) -> Option<String> {
     (!ids.is_empty()).then(|| serde_json::to_string(ids).unwrap_or_default())
 }
@@ -199,8 +203,8 @@ const MEMORY_COLUMNS: &str = "m.id, m.user_id, m.agent_id, m.session_id, m.kind,
      m.metadata, m.event_time, m.recorded_at, m.updated_at, m.request_id, m.source_id, m.chunk_index, \
      m.chunk_count, m.content_hash, m.embedding_model, m.valid_from, m.valid_to, m.version_of, m.status, \
      m.derived_from, m.dedup_key, m.expires_at, m.used_count, m.helpful_count, m.wrong_count, \
-     m.reinforced_at";
-const MEMORY_COUNT: usize = 29;
+     m.reinforced_at, m.flags";
+const MEMORY_COUNT: usize = 30;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a connection leaves it usable: SQLite rolls back
@@ -287,6 +291,10 @@ fn row_to_memory(r: &Row<'_>) -> rusqlite::Result<Memory> {
             wrong: r.get(27)?,
             reinforced_at: r.get::<_, Option<i64>>(28)?.map(from_ms).transpose()?,
         },
+        flags: r
+            .get::<_, Option<String>>(29)?
+            .and_then(|f| serde_json::from_str(&f).ok())
+            .unwrap_or_default(),
     })
 }
 
@@ -1162,9 +1170,10 @@ impl SqliteStore {
                     "INSERT INTO memories (id, user_id, agent_id, session_id, kind, content, role, name, metadata,
                      event_time, recorded_at, updated_at, request_id, source_id, chunk_index, chunk_count,
                      content_hash, embedding_model, prev_rowid, valid_from, valid_to, version_of, status,
-                     derived_from, dedup_key, expires_at, used_count, helpful_count, wrong_count, reinforced_at)
+                     derived_from, dedup_key, expires_at, used_count, helpful_count, wrong_count, reinforced_at,
+                     flags)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-                     ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)",
+                     ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
                 )?
                 .execute(params![
                     m.id.to_string(),
@@ -1197,6 +1206,7 @@ impl SqliteStore {
                     m.usage.helpful,
                     m.usage.wrong,
                     m.usage.reinforced_at.map(ms),
+                    flags_json(&m.flags),
                 ]);
             match inserted {
                 Err(rusqlite::Error::SqliteFailure(e, _))
@@ -1407,6 +1417,9 @@ impl Store for SqliteStore {
                 let m = &nm.memory;
                 let mut d = scope_detail(&m.scope);
                 d.insert("kind".into(), Value::String(m.kind.as_str().into()));
+                if !m.flags.is_empty() {
+                    d.insert("quarantined".into(), serde_json::json!(m.flags));
+                }
                 if let Some(r) = m.provenance.request_id {
                     d.insert("request_id".into(), Value::String(r.to_string()));
                 }
@@ -1603,7 +1616,8 @@ impl Store for SqliteStore {
                 "UPDATE memories SET kind = ?1, content = ?2, role = ?3, name = ?4, metadata = ?5, event_time = ?6,
                  updated_at = ?7, content_hash = ?8, embedding_model = ?9, request_id = ?10, derived_from = ?11,
                  valid_from = ?12, valid_to = ?13, status = ?14, dedup_key = ?15, expires_at = ?16,
-                 used_count = ?17, helpful_count = ?18, wrong_count = ?19, reinforced_at = ?20 WHERE rowid = ?21",
+                 used_count = ?17, helpful_count = ?18, wrong_count = ?19, reinforced_at = ?20, flags = ?22
+                 WHERE rowid = ?21",
             )?
             .execute(params![
                 m.kind.as_str(),
@@ -1627,6 +1641,7 @@ impl Store for SqliteStore {
                 m.usage.wrong,
                 m.usage.reinforced_at.map(ms),
                 rowid,
+                flags_json(&m.flags),
             ]);
         match updated {
             Err(rusqlite::Error::SqliteFailure(e, _))
@@ -2133,6 +2148,7 @@ mod tests {
                 dedup_key: None,
                 expires_at: None,
                 usage: Default::default(),
+                flags: Vec::new(),
             },
             vector: None,
         }

@@ -5,6 +5,7 @@ mod consolidate;
 mod engine;
 mod forgetting;
 mod golden;
+mod injection;
 mod isolation;
 mod lifecycle;
 mod minilm;
