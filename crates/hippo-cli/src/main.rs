@@ -8,6 +8,8 @@ mod config;
 mod eval_injection;
 mod eval_ops;
 mod io;
+#[cfg(test)]
+mod isolation_props;
 mod limits;
 mod loadtest;
 mod metrics;

@@ -46,7 +46,11 @@ impl Tenants {
             return Ok(h.clone());
         }
         crate::auth::validate_tenant(tenant)?;
-        let hippo = Arc::new((self.open)(&crate::auth::tenant_db(&self.db, tenant))?);
+        let db = crate::auth::tenant_db(&self.db, tenant);
+        if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let hippo = Arc::new((self.open)(&db)?);
         engines.insert(tenant.to_owned(), hippo.clone());
         tracing::info!(tenant, "tenant store opened");
         Ok(hippo)
