@@ -197,6 +197,13 @@ pub struct MemoryView {
     /// let it in); absent when never flagged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<String>,
+    /// Where it came from: `user_stated`, `assistant`, `tool`, `document`,
+    /// `llm_extraction`, `consolidation` or `unattributed`.
+    #[serde(default)]
+    pub source: String,
+    /// How far that source is trusted (0..=1; config `[trust]`).
+    #[serde(default)]
+    pub trust: f32,
     /// When it expires; absent: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
@@ -245,7 +252,9 @@ impl MemoryView {
     pub fn with_strength(m: Memory, hippo: &hippo::Hippo) -> Self {
         let s = hippo.strength(&m);
         let archive_below = hippo.policies().of(m.kind).archive_below;
+        let trust = hippo.trust_of(&m).1;
         let mut v = MemoryView::from(m);
+        v.trust = trust;
         v.strength = Some(StrengthView {
             value: s.value,
             retention: s.retention,
@@ -265,6 +274,8 @@ impl From<Memory> for MemoryView {
             valid_to: m.valid_to,
             version_of: m.version_of,
             status: m.status.as_str().to_owned(),
+            source: hippo::trust::SourceKind::of(&m).as_str().to_owned(),
+            trust: hippo::trust::Trust::default().of(hippo::trust::SourceKind::of(&m)),
             flags: m.flags,
             expires_at: m.expires_at,
             usage: (!m.usage.is_unused()).then_some(UsageView {

@@ -55,6 +55,9 @@ pub struct FileConfig {
     pub request_timeout_secs: Option<u64>,
     /// Seconds between maintenance passes of `serve` (default 3600; 0: off).
     pub maintenance_interval_secs: Option<u64>,
+    /// Trust levels by source (`[trust]` with `user_stated`, `assistant`, `tool`, `document`,
+    /// `llm_extraction`, `consolidation`, `unattributed`; 0..=1).
+    pub trust: Option<hippo::trust::Trust>,
     /// Per-kind policies (`[policies.fact]` with `half_life_days`,
     /// `archive_below`, `utility`, `admit_at_least`, `merge_above`,
     /// `retrieval_weight`); unset keys keep hippo's defaults.

@@ -592,7 +592,8 @@ impl Settings {
             .store(Arc::new(store))
             .embedder(embedder)
             .weights(weights)
-            .policies(self.file.policies()?);
+            .policies(self.file.policies()?)
+            .trust(self.file.trust.unwrap_or_default());
         if let Some(url) = &self.llm_url {
             builder = builder.llm(Arc::new(hippo::llm::OpenAiChat::new(
                 hippo::llm::OpenAiChatConfig {

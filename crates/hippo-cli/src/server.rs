@@ -657,7 +657,16 @@ async fn search(
     let t = Instant::now();
     let resp = state.blocking(move || hippo.search(&req)).await?;
     Ok(Json(SearchResponseView {
-        results: resp.hits.into_iter().map(Into::into).collect(),
+        results: resp
+            .hits
+            .into_iter()
+            .map(|h| {
+                let trust = state.hippo.trust_of(&h.memory).1;
+                let mut v = SearchResultView::from(h);
+                v.memory.trust = trust;
+                v
+            })
+            .collect(),
         took_ms: t.elapsed().as_secs_f64() * 1e3,
         embed_ms: resp.embed_ms,
         retrieve_ms: resp.retrieve_ms,
@@ -736,7 +745,16 @@ async fn list_memories(
         .blocking(move || hippo.list(Some(&scope), &filter, p.cursor.as_deref(), limit, order))
         .await?;
     Ok(Json(ListResponse {
-        results: page.memories.into_iter().map(Into::into).collect(),
+        results: page
+            .memories
+            .into_iter()
+            .map(|m| {
+                let trust = state.hippo.trust_of(&m).1;
+                let mut v = MemoryView::from(m);
+                v.trust = trust;
+                v
+            })
+            .collect(),
         next_cursor: page.next_cursor,
     }))
 }

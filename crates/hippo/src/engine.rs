@@ -382,6 +382,7 @@ pub struct HippoBuilder {
     no_consolidation: bool,
     consolidation_delay: chrono::Duration,
     no_injection_check: bool,
+    trust: crate::trust::Trust,
 }
 
 /// The injection check of writes: phrasing rules, and the semantic detector
@@ -406,6 +407,11 @@ impl HippoBuilder {
     /// timelines; see [`crate::consolidate`]). Default: on.
     pub fn consolidation(mut self, on: bool) -> Self {
         self.no_consolidation = !on;
+        self
+    }
+    /// Trust levels by source (default: [`crate::trust::Trust::default`]).
+    pub fn trust(mut self, trust: crate::trust::Trust) -> Self {
+        self.trust = trust;
         self
     }
     /// Whether writes that look like instructions to an agent are
@@ -475,6 +481,7 @@ impl HippoBuilder {
             )));
         }
         self.policies.validate()?;
+        self.trust.validate()?;
         let injection = if self.no_injection_check {
             None
         } else {
@@ -494,6 +501,7 @@ impl HippoBuilder {
             consolidation_delay: self.consolidation_delay,
             llm_meter: Default::default(),
             injection,
+            trust: self.trust,
             query_cache: Mutex::new(HashMap::new()),
         })
     }
@@ -527,6 +535,7 @@ pub struct Hippo {
     llm_meter: crate::llm::LlmMeter,
     /// Flags writes that look like instructions to an agent (`None`: off).
     injection: Option<InjectionCheck>,
+    trust: crate::trust::Trust,
     query_cache: Mutex<HashMap<String, Arc<Vec<f32>>>>,
 }
 
@@ -625,6 +634,12 @@ impl Hippo {
     /// The chat model, when one is configured.
     pub fn llm(&self) -> Option<&Arc<dyn crate::llm::ChatModel>> {
         self.llm.as_ref()
+    }
+
+    /// Where `m` came from and how far that source is trusted.
+    pub fn trust_of(&self, m: &Memory) -> (crate::trust::SourceKind, f32) {
+        let s = crate::trust::SourceKind::of(m);
+        (s, self.trust.of(s))
     }
 
     /// Calls and tokens spent on the LLM since this engine was built, per

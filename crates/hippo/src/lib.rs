@@ -40,6 +40,7 @@ pub mod retrieve;
 pub mod store;
 pub mod temporal;
 pub mod text;
+pub mod trust;
 
 pub use embed::{Embedder, MiniLmEmbedder, OpenAiEmbedder, OpenAiEmbedderConfig};
 pub use engine::{

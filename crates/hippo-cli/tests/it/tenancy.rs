@@ -444,3 +444,62 @@ fn injected_instructions_are_quarantined_until_an_admin_approves() {
         .iter()
         .any(|e| e["kind"] == "approved"));
 }
+
+/// Results say where a memory came from and how far that is trusted, with
+/// the levels of the config file.
+#[test]
+fn results_carry_source_and_configured_trust() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let config = dir.path().join("hippo.toml");
+    std::fs::write(&config, "[trust]\nuser_stated = 0.9\ntool = 0.2\n").unwrap();
+    let s = Server::start(&db, &["--config", config.to_str().unwrap()]);
+    for (role, text) in [
+        ("user", "I keep my bike in the shed."),
+        ("tool", "Weather API: rain expected in the afternoon."),
+    ] {
+        let (st, _) = s.call(
+            "POST",
+            "/v1/memories",
+            Some(json!({"user_id": "ana", "messages": [{"role": role, "content": text}]})),
+        );
+        assert_eq!(st, 200);
+    }
+    let (_, list) = s.call("GET", "/v1/memories?user_id=ana", None);
+    let got: Vec<(String, f64)> = list["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["source"].as_str().unwrap().to_owned(),
+                m["trust"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), 2);
+    assert!(
+        (got[0].1 - 0.9).abs() < 1e-6 && got[0].0 == "user_stated",
+        "{got:?}"
+    );
+    assert!(
+        (got[1].1 - 0.2).abs() < 1e-6 && got[1].0 == "tool",
+        "{got:?}"
+    );
+    let (_, r) = s.call(
+        "POST",
+        "/v1/search",
+        Some(json!({"user_id": "ana", "query": "bike shed", "context_turns": 0})),
+    );
+    assert!(
+        (r["results"][0]["trust"].as_f64().unwrap() - 0.9).abs() < 1e-6,
+        "{r}"
+    );
+    // Bad levels are refused at start.
+    std::fs::write(&config, "[trust]\ntool = 2.0\n").unwrap();
+    let out = hippo(&db)
+        .args(["--config", config.to_str().unwrap(), "stats"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
