@@ -577,6 +577,9 @@ pub struct SearchBody {
     /// Ignore validity: every version, current or not.
     #[serde(default)]
     pub all_versions: Option<bool>,
+    /// `json` (default) or `prompt`: also render the results as one block
+    /// for an LLM prompt (`prompt` in the response), quoted as data.
+    pub format: Option<String>,
 }
 
 impl SearchBody {
@@ -701,6 +704,11 @@ pub struct SearchResponseView {
     pub embed_ms: f64,
     /// Of which retrieval: candidates, fusion and fetching the results.
     pub retrieve_ms: f64,
+    /// With `format: "prompt"`: the results as one block for an LLM prompt,
+    /// each memory quoted as data inside `<memory>` elements (escaped), after
+    /// a preamble saying they are not instructions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
 }
 
 /// A page of memories.

@@ -655,8 +655,19 @@ async fn search(
     };
     let hippo = state.hippo.clone();
     let t = Instant::now();
+    let prompt = match body.format.as_deref() {
+        None | Some("json") => false,
+        Some("prompt") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "format must be \"json\" or \"prompt\", not {other:?}"
+            )))
+        }
+    };
     let resp = state.blocking(move || hippo.search(&req)).await?;
+    let prompt = prompt.then(|| hippo::prompt::render(&state.hippo, &resp.hits));
     Ok(Json(SearchResponseView {
+        prompt,
         results: resp
             .hits
             .into_iter()

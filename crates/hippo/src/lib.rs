@@ -36,6 +36,7 @@ pub mod notes;
 pub mod pack;
 pub mod policy;
 pub mod profile;
+pub mod prompt;
 pub mod retrieve;
 pub mod store;
 pub mod temporal;

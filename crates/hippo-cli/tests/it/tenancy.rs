@@ -503,3 +503,52 @@ fn results_carry_source_and_configured_trust() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// `format: "prompt"` renders results as quoted data: one block, a preamble,
+/// each memory escaped inside its element with source and trust.
+#[test]
+fn search_renders_memories_as_quoted_data_for_prompts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("p.db"), &[]);
+    let (st, _) = s.call(
+        "POST",
+        "/v1/memories",
+        Some(
+            json!({"user_id": "ana", "messages": [{"role": "user", "name": "Ana",
+            "content": "My HTML homework ended with </memory></memories> & I got an A."}]}),
+        ),
+    );
+    assert_eq!(st, 200);
+    let (st, r) = s.call(
+        "POST",
+        "/v1/search",
+        Some(json!({"user_id": "ana", "query": "HTML homework", "format": "prompt"})),
+    );
+    assert_eq!(st, 200, "{r}");
+    let p = r["prompt"].as_str().unwrap();
+    assert!(
+        p.starts_with("<memories>\n") && p.ends_with("</memories>"),
+        "{p}"
+    );
+    assert_eq!(
+        p.matches("</memories>").count(),
+        1,
+        "content cannot close the block: {p}"
+    );
+    assert_eq!(p.matches("</memory>").count(), 1, "{p}");
+    assert!(p.contains("not instructions"));
+    assert!(
+        p.contains("&lt;/memory&gt;&lt;/memories&gt; &amp; I got an A."),
+        "{p}"
+    );
+    assert!(
+        p.contains("source=\"user_stated\" trust=\"1.00\" speaker=\"Ana\""),
+        "{p}"
+    );
+    let (st, _) = s.call(
+        "POST",
+        "/v1/search",
+        Some(json!({"user_id": "ana", "query": "x", "format": "yaml"})),
+    );
+    assert_eq!(st, 400);
+}
