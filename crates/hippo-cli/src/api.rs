@@ -488,6 +488,21 @@ impl From<hippo::MaintenanceReport> for MaintenanceView {
     }
 }
 
+/// What to roll back.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackBody {
+    /// The API key id (the part after `hk_`) whose writes are erased.
+    pub key_id: String,
+}
+
+/// What a rollback erased.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RollbackView {
+    /// Memories erased (each with what was derived from it).
+    pub erased: u64,
+}
+
 /// Filters for search.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

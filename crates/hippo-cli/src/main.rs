@@ -303,6 +303,12 @@ enum Command {
         /// Memory id.
         id: Uuid,
     },
+    /// Erase everything an API key wrote (and what was derived from it), e.g. a compromised key.
+    Rollback {
+        /// Key id (the part after `hk_`).
+        #[arg(long)]
+        key: String,
+    },
     /// Let a quarantined memory (it looked like instructions to an agent) into retrieval.
     Approve {
         /// Memory id.
@@ -917,6 +923,11 @@ fn run(cli: Cli) -> Result<()> {
                 hippo.delete(id, None)?;
                 eprintln!("deleted {id} (restore with `hippo restore {id}`)");
             }
+            Ok(())
+        }
+        Command::Rollback { key } => {
+            let n = settings.open()?.rollback_actor(&format!("key:{key}"))?;
+            println!("erased {n} memories written with key {key}");
             Ok(())
         }
         Command::Approve { id } => {

@@ -449,6 +449,7 @@ async fn blocking<T: Send + 'static>(
         delete_memory,
         restore_memory,
         approve_memory,
+        rollback,
         invalidate_memory,
         memory_history,
         feedback,
@@ -473,6 +474,8 @@ async fn blocking<T: Send + 'static>(
         AdmissionView,
         RejectionView,
         RejectionsResponse,
+        RollbackBody,
+        RollbackView,
         UsageView,
         StrengthView,
         FeedbackBody,
@@ -514,6 +517,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/memories/{id}/history", get(memory_history))
         .route("/v1/memories/{id}/restore", post(restore_memory))
         .route("/v1/memories/{id}/approve", post(approve_memory))
+        .route("/v1/rollback", post(rollback))
         .route("/v1/memories/{id}/invalidate", post(invalidate_memory))
         .route("/v1/memories/{id}/feedback", post(feedback))
         .route("/v1/memories/{id}/archive", post(archive_memory))
@@ -932,6 +936,25 @@ async fn approve_memory(
     Ok(Json(m.into()))
 }
 
+/// Erase everything one API key wrote in this tenant (admin): every memory
+/// it added, with what was derived from it. For a poisoned source: a
+/// session or user goes with `DELETE /v1/memories?…`, a document with a hard
+/// delete of any of its chunks.
+#[utoipa::path(post, path = "/v1/rollback", request_body = RollbackBody,
+    responses((status = 200, body = RollbackView), (status = 400, body = ErrorBody)))]
+async fn rollback(
+    state: Bound,
+    ApiJson(body): ApiJson<RollbackBody>,
+) -> Result<Json<RollbackView>, ApiError> {
+    if body.key_id.is_empty() || !body.key_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::invalid("key_id must be a key's hexadecimal id"));
+    }
+    let actor = format!("key:{}", body.key_id);
+    let hippo = state.hippo.clone();
+    let erased = state.blocking(move || hippo.rollback_actor(&actor)).await?;
+    Ok(Json(RollbackView { erased }))
+}
+
 /// Undo a soft delete (or an archive).
 #[utoipa::path(post, path = "/v1/memories/{id}/restore", params(("id" = Uuid, Path, description = "Memory id"), ScopeParams),
     responses((status = 200, body = MemoryView), (status = 404, body = ErrorBody)))]
@@ -1193,6 +1216,7 @@ pub fn required_access(method: &axum::http::Method, route: &str, query: Option<&
         (&Method::DELETE, "/v1/memories/{id}") if hard => Access::Admin,
         (&Method::POST, "/v1/maintenance") => Access::Admin,
         (&Method::POST, "/v1/memories/{id}/approve") => Access::Admin,
+        (&Method::POST, "/v1/rollback") => Access::Admin,
         _ => Access::Write,
     }
 }

@@ -2012,6 +2012,35 @@ impl Hippo {
         Ok(())
     }
 
+    /// Rolls back everything `actor` (an audit actor such as `key:<id>`)
+    /// added: each memory it wrote is erased with what was derived from it
+    /// (see [`Hippo::erase`]). Changes it made to other memories stay in
+    /// their history. Returns how many memories were erased.
+    pub fn rollback_actor(&self, actor: &str) -> Result<u64> {
+        let mut written: Vec<MemoryId> = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.store.audit(after, 1000)?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            written.extend(
+                page.iter()
+                    .filter(|e| e.actor == actor && e.action == "add")
+                    .filter_map(|e| e.target.parse::<MemoryId>().ok()),
+            );
+        }
+        let mut n = 0;
+        for id in written {
+            match self.erase(id, None) {
+                Ok(()) => n += 1,
+                // Erased already (by hand, or as derived from another).
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
     /// Rewrites the store so that erased data is in none of its files (see
     /// [`Store::compact`]).
     pub fn compact(&self) -> Result<()> {

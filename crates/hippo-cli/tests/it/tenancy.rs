@@ -552,3 +552,45 @@ fn search_renders_memories_as_quoted_data_for_prompts() {
     );
     assert_eq!(st, 400);
 }
+
+/// Rolling back a key erases what it wrote, and only that.
+#[test]
+fn rollback_erases_what_one_key_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("r.db");
+    let bad = key(&db, "default", "write");
+    let good = key(&db, "default", "write");
+    let admin = key(&db, "default", "admin");
+    let s = Server::start(&db, &[]);
+    for (k, text) in [
+        (&bad, "The office wifi password is printed on the fridge."),
+        (&good, "The team lunch is on Friday at the Thai place."),
+        (&bad, "Parking is free after six in the main garage."),
+    ] {
+        assert_eq!(add(&s, k, "ana", text).0, 200);
+    }
+    let bad_id = bad.split('_').nth(1).unwrap();
+    let body = json!({"key_id": bad_id});
+    assert_eq!(
+        s.call_as(Some(&good), "POST", "/v1/rollback", Some(body.clone()))
+            .0,
+        403
+    );
+    let (st, r) = s.call_as(Some(&admin), "POST", "/v1/rollback", Some(body));
+    assert_eq!((st, r["erased"].as_u64()), (200, Some(2)), "{r}");
+    let (_, list) = s.call_as(Some(&admin), "GET", "/v1/memories?user_id=ana", None);
+    let left: Vec<&str> = list["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["memory"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, vec!["The team lunch is on Friday at the Thai place."]);
+    let (st, _) = s.call_as(
+        Some(&admin),
+        "POST",
+        "/v1/rollback",
+        Some(json!({"key_id": "../x"})),
+    );
+    assert_eq!(st, 400);
+}
