@@ -1,8 +1,10 @@
-//! Durability: concurrent writers, `kill -9` at random moments, restart,
-//! verify. Every acknowledged write must survive, and every memory must be
-//! whole (row, keyword entry and vector together).
-//! Cycles: `HIPPO_CRASH_CYCLES` (default 100).
+//! Durability: concurrent writers, updaters and erasers, `kill -9` at random
+//! moments, restart, verify. Every acknowledged write must survive (an
+//! acknowledged update shows its new text, an acknowledged erase stays
+//! erased), and every memory must be whole (row, keyword entry and vector
+//! together). Cycles: `HIPPO_CRASH_CYCLES` (default 100).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +22,11 @@ fn acknowledged_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crash.db");
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    // The last acknowledged state of each memory (`None`: erased), and the
+    // memories whose last change was cut off (either state may hold).
+    let expect: Arc<Mutex<HashMap<String, Option<String>>>> = Arc::default();
+    let unsure: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let (mut edits, mut erases) = (0usize, 0usize);
     let mut seed = 0x9e3779b97f4a7c15u64;
     for cycle in 0..cycles {
         let server = Server::start(&db, &[]);
@@ -27,6 +34,7 @@ fn acknowledged_writes_survive_kill_9() {
         let writers: Vec<_> = (0..4)
             .map(|w| {
                 let (base, stop, acked) = (server.base.clone(), stop.clone(), acked.clone());
+                let expect = expect.clone();
                 std::thread::spawn(move || {
                     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
                     let mut n = 0;
@@ -44,13 +52,82 @@ fn acknowledged_writes_survive_kill_9() {
                         let Ok(resp) = agent.post(&format!("{base}{path}")).send_json(body) else { break };
                         let Ok(v) = resp.into_json::<serde_json::Value>() else { break };
                         let mut acked = acked.lock().unwrap();
+                        let mut expect = expect.lock().unwrap();
                         for r in v["results"].as_array().into_iter().flatten() {
-                            acked.push((r["id"].as_str().unwrap().to_owned(), format!("w{w}")));
+                            let id = r["id"].as_str().unwrap().to_owned();
+                            expect.insert(id.clone(), Some(r["memory"].as_str().unwrap().to_owned()));
+                            acked.push((id, format!("w{w}")));
                         }
                     }
                 })
             })
             .collect();
+        // One thread revises and erases acknowledged memories meanwhile.
+        let mutator = {
+            let (base, stop, acked) = (server.base.clone(), stop.clone(), acked.clone());
+            let (expect, unsure) = (expect.clone(), unsure.clone());
+            let mut pick = seed | 1;
+            std::thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new()
+                    .timeout(Duration::from_secs(10))
+                    .build();
+                let (mut edits, mut erases) = (0usize, 0usize);
+                for n in 0usize.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    pick ^= pick << 13;
+                    pick ^= pick >> 7;
+                    pick ^= pick << 17;
+                    let target = {
+                        let acked = acked.lock().unwrap();
+                        let expect = expect.lock().unwrap();
+                        let live: Vec<&(String, String)> = acked
+                            .iter()
+                            .filter(|(id, _)| expect.get(id).is_some_and(Option::is_some))
+                            .collect();
+                        if live.is_empty() {
+                            None
+                        } else {
+                            Some(live[(pick as usize) % live.len()].clone())
+                        }
+                    };
+                    let Some((id, user)) = target else {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    };
+                    let erase = n % 3 == 2;
+                    let text = format!("edited {n} of {id}");
+                    unsure.lock().unwrap().insert(id.clone());
+                    let result = if erase {
+                        agent
+                            .delete(&format!("{base}/v1/memories/{id}?user_id={user}&hard=true"))
+                            .call()
+                    } else {
+                        agent
+                            .request("PATCH", &format!("{base}/v1/memories/{id}?user_id={user}"))
+                            .send_json(json!({"content": text}))
+                    };
+                    match result {
+                        Ok(_) => {
+                            expect
+                                .lock()
+                                .unwrap()
+                                .insert(id.clone(), (!erase).then_some(text));
+                            unsure.lock().unwrap().remove(&id);
+                            if erase {
+                                erases += 1;
+                            } else {
+                                edits += 1;
+                            }
+                        }
+                        // Killed mid-request: left unsure.
+                        Err(_) => break,
+                    }
+                }
+                (edits, erases)
+            })
+        };
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
@@ -60,6 +137,9 @@ fn acknowledged_writes_survive_kill_9() {
         for w in writers {
             w.join().unwrap();
         }
+        let (e, x) = mutator.join().unwrap();
+        edits += e;
+        erases += x;
     }
     // Restart and verify everything acknowledged is there, whole and searchable.
     let stats = hippo(&db).arg("stats").output().unwrap();
@@ -85,12 +165,33 @@ fn acknowledged_writes_survive_kill_9() {
     );
     assert!(memories >= acked.len() as u64);
     let server = Server::start(&db, &[]);
+    let expect = expect.lock().unwrap();
+    let unsure = unsure.lock().unwrap();
     for (id, user) in acked.iter() {
         let (st, body) = server.call("GET", &format!("/v1/memories/{id}?user_id={user}"), None);
-        assert_eq!(st, 200, "acknowledged memory {id} lost: {body}");
+        if unsure.contains(id) {
+            assert!(st == 200 || st == 404, "{id}: {st} {body}");
+            continue;
+        }
+        match &expect[id] {
+            Some(text) => {
+                assert_eq!(st, 200, "acknowledged memory {id} lost: {body}");
+                assert_eq!(
+                    body["memory"].as_str(),
+                    Some(text.as_str()),
+                    "acknowledged update of {id} lost"
+                );
+            }
+            None => assert_eq!(st, 404, "acknowledged erase of {id} undone: {body}"),
+        }
     }
+    assert!(
+        edits > 0 && erases > 0,
+        "the mutator made progress: {edits} edits, {erases} erases"
+    );
     eprintln!(
-        "crash test: {cycles} kill -9 cycles, {} acknowledged writes, {memories} stored, 0 lost",
+        "crash test: {cycles} kill -9 cycles, {} acknowledged writes, {edits} updates, {erases} erases, \
+         {memories} rows stored, 0 lost, 0 partial",
         acked.len()
     );
 }
