@@ -46,9 +46,16 @@ struct Cli {
 enum AuditCommand {
     /// Check the hash chain: prints the result as JSON; exit code 1 when an entry was changed,
     /// removed or inserted.
-    Verify,
+    Verify {
+        /// The control plane's log (tenants, keys, authentication failures) instead of the store's.
+        #[arg(long)]
+        control: bool,
+    },
     /// Print entries as JSON lines, oldest first.
     List {
+        /// The control plane's log instead of the store's.
+        #[arg(long)]
+        control: bool,
         /// Only entries after this sequence number.
         #[arg(long, default_value_t = 0)]
         after: i64,
@@ -807,21 +814,40 @@ fn run(cli: Cli) -> Result<()> {
             println!("compacted {}", settings.db.display());
             Ok(())
         }
-        Command::Audit(AuditCommand::Verify) => {
-            let check = settings.open()?.store().verify_audit()?;
+        Command::Audit(AuditCommand::Verify { control }) => {
+            let (check, path) = if control {
+                let path = auth::control_db(&settings.base_db);
+                (auth::Control::open(&path)?.verify_audit()?, path)
+            } else {
+                (
+                    settings.open()?.store().verify_audit()?,
+                    settings.db.clone(),
+                )
+            };
             println!("{}", serde_json::to_string_pretty(&check)?);
             if !check.ok {
                 bail!(
                     "the audit log of {} was tampered with: {}",
-                    settings.db.display(),
+                    path.display(),
                     check.problem.unwrap_or_default()
                 );
             }
             Ok(())
         }
-        Command::Audit(AuditCommand::List { after, limit }) => {
-            for e in settings.open()?.store().audit(after, limit)? {
-                println!("{}", serde_json::to_string(&e)?);
+        Command::Audit(AuditCommand::List {
+            control,
+            after,
+            limit,
+        }) => {
+            if control {
+                let c = auth::Control::open(&auth::control_db(&settings.base_db))?;
+                for e in c.audit_entries(after, limit)? {
+                    println!("{e}");
+                }
+            } else {
+                for e in settings.open()?.store().audit(after, limit)? {
+                    println!("{}", serde_json::to_string(&e)?);
+                }
             }
             Ok(())
         }

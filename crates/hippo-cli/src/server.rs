@@ -1259,6 +1259,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
                 Ok(Ok(key)) => {
                     let needed = required_access(req.method(), &route, req.uri().query());
                     if key.access < needed {
+                        record_refusal(&state, "forbidden", Some(&key.id));
                         state
                             .metrics
                             .auth_failures
@@ -1335,7 +1336,45 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
     next.run(req).await
 }
 
+/// Most refused requests written to the audit log per second; beyond it a
+/// flood is only counted (in metrics, and as `suppressed` on the next entry)
+/// so that bad keys cannot make the server write without bound.
+const REFUSALS_AUDITED_PER_SEC: u64 = 10;
+
+/// Records a refused request in the control plane's audit log, off the
+/// request path.
+fn record_refusal(state: &AppState, reason: &str, key: Option<&str>) {
+    static GATE: std::sync::Mutex<(u64, u64, u64)> = std::sync::Mutex::new((0, 0, 0));
+    let Some(control) = state.control.clone() else {
+        return;
+    };
+    let suppressed = {
+        let mut g = GATE.lock().unwrap_or_else(|e| e.into_inner());
+        let second = Utc::now().timestamp() as u64;
+        if g.0 != second {
+            *g = (second, 0, g.2);
+        }
+        if g.1 >= REFUSALS_AUDITED_PER_SEC {
+            g.2 += 1;
+            return;
+        }
+        g.1 += 1;
+        std::mem::take(&mut g.2)
+    };
+    let reason = reason.to_owned();
+    let actor = key.map_or("anonymous".to_owned(), |k| format!("key:{k}"));
+    tokio::task::spawn_blocking(move || {
+        hippo::audit::as_actor(&actor, || {
+            let detail = serde_json::json!({"reason": reason, "suppressed_before": suppressed});
+            if let Err(e) = control.audit("auth_failure", "", detail) {
+                tracing::warn!(error = %e, "auditing a refused request");
+            }
+        })
+    });
+}
+
 fn unauthorized(state: &AppState, reason: &str, message: &str) -> Response {
+    record_refusal(state, reason, None);
     state
         .metrics
         .auth_failures
