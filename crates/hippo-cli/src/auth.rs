@@ -233,32 +233,16 @@ impl Control {
     /// (see [`hippo::audit`]). The actor is the ambient one
     /// ([`hippo::audit::as_actor`]).
     pub fn audit(&self, action: &str, target: &str, detail: serde_json::Value) -> Result<()> {
+        let detail = match detail {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let head: Option<String> = tx
-            .query_row(
-                "SELECT value FROM control_meta WHERE key = 'audit_head'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let (seq, prev) = match head.as_deref().and_then(|h| h.split_once(':')) {
-            Some((s, h)) => (s.parse::<i64>().unwrap_or(0) + 1, h.to_owned()),
-            None => (1, String::new()),
-        };
-        let actor = hippo::audit::current_actor();
-        let at = ms(Utc::now());
-        let detail = detail.to_string();
-        let hash = hippo::audit::entry_hash(&prev, seq, at, &actor, action, target, &detail);
-        tx.execute(
-            "INSERT INTO audit_log (seq, at, actor, action, target, detail, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![seq, at, actor, action, target, detail, prev, hash],
-        )?;
-        tx.execute(
-            "INSERT INTO control_meta (key, value) VALUES ('audit_head', ?1)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [format!("{seq}:{hash}")],
+        hippo::audit::sql::append(
+            &tx,
+            "control_meta",
+            vec![(action.into(), target.into(), detail)],
         )?;
         tx.commit()?;
         Ok(())
@@ -266,56 +250,12 @@ impl Control {
 
     /// Checks the control plane's audit chain.
     pub fn verify_audit(&self) -> Result<hippo::audit::AuditCheck> {
-        let conn = self.conn();
-        let head: Option<String> = conn
-            .query_row(
-                "SELECT value FROM control_meta WHERE key = 'audit_head'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let head = head.as_deref().and_then(|h| {
-            let (s, h) = h.split_once(':')?;
-            Some((s.parse().ok()?, h.to_owned()))
-        });
-        let mut stmt = conn.prepare(
-            "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit_log ORDER BY seq",
-        )?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(hippo::audit::verify(rows, head))
+        Ok(hippo::audit::sql::check(&self.conn(), "control_meta")?)
     }
 
     /// The control plane's audit entries after `after`, oldest first.
-    pub fn audit_entries(&self, after: i64, limit: usize) -> Result<Vec<serde_json::Value>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT seq, at, actor, action, target, detail FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![after, limit as i64], |r| {
-            let detail: String = r.get(5)?;
-            Ok(serde_json::json!({
-                "seq": r.get::<_, i64>(0)?,
-                "at": time(Some(r.get(1)?)),
-                "actor": r.get::<_, String>(2)?,
-                "action": r.get::<_, String>(3)?,
-                "target": r.get::<_, String>(4)?,
-                "detail": serde_json::from_str::<serde_json::Value>(&detail).unwrap_or_default(),
-            }))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    pub fn audit_entries(&self, after: i64, limit: usize) -> Result<Vec<hippo::audit::AuditEntry>> {
+        Ok(hippo::audit::sql::entries(&self.conn(), after, limit)?)
     }
 
     /// Registers a tenant (the default tenant always exists).

@@ -842,7 +842,7 @@ fn run(cli: Cli) -> Result<()> {
             if control {
                 let c = auth::Control::open(&auth::control_db(&settings.base_db))?;
                 for e in c.audit_entries(after, limit)? {
-                    println!("{e}");
+                    println!("{}", serde_json::to_string(&e)?);
                 }
             } else {
                 for e in settings.open()?.store().audit(after, limit)? {

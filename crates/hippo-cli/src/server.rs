@@ -1311,9 +1311,15 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
             }
         }
     };
+    // Opening a store touches the disk; an open one is a map lookup.
+    let open = state.tenants.get_open(&tenant);
     let tenants = state.tenants.clone();
     let t = tenant.clone();
-    let hippo = match tokio::task::spawn_blocking(move || tenants.get(&t)).await {
+    let hippo = match open {
+        Some(h) => Ok(Ok(h)),
+        None => tokio::task::spawn_blocking(move || tenants.get(&t)).await,
+    };
+    let hippo = match hippo {
         Ok(Ok(h)) => h,
         other => {
             if let Ok(Err(e)) = other {

@@ -33,13 +33,8 @@ impl Tenants {
     /// The engine of `tenant`, opening its store (created if absent) on
     /// first use. The caller has checked that the tenant exists.
     pub fn get(&self, tenant: &str) -> Result<Arc<Hippo>> {
-        if let Some(h) = self
-            .engines
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(tenant)
-        {
-            return Ok(h.clone());
+        if let Some(h) = self.get_open(tenant) {
+            return Ok(h);
         }
         let mut engines = self.engines.write().unwrap_or_else(|e| e.into_inner());
         if let Some(h) = engines.get(tenant) {
@@ -54,6 +49,15 @@ impl Tenants {
         engines.insert(tenant.to_owned(), hippo.clone());
         tracing::info!(tenant, "tenant store opened");
         Ok(hippo)
+    }
+
+    /// The engine of `tenant` if it is open (no disk access).
+    pub fn get_open(&self, tenant: &str) -> Option<Arc<Hippo>> {
+        self.engines
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tenant)
+            .cloned()
     }
 
     /// The open engines, by tenant.

@@ -159,6 +159,112 @@ pub fn verify(
     }
 }
 
+/// The SQL of a log kept in an `audit_log` table, its head under key
+/// `audit_head` in a `key`/`value` table (`store_meta` in stores,
+/// `control_meta` in the control database). Shared by both.
+pub mod sql {
+    use rusqlite::{params, Connection, OptionalExtension};
+    use serde_json::{Map, Value};
+
+    use super::{entry_hash, verify, AuditCheck, AuditEntry};
+
+    fn head(conn: &Connection, meta: &str) -> rusqlite::Result<Option<(i64, String)>> {
+        let h: Option<String> = conn
+            .prepare_cached(&format!(
+                "SELECT value FROM {meta} WHERE key = 'audit_head'"
+            ))?
+            .query_row([], |r| r.get(0))
+            .optional()?;
+        Ok(h.as_deref().and_then(|h| {
+            let (s, h) = h.split_once(':')?;
+            Some((s.parse().ok()?, h.to_owned()))
+        }))
+    }
+
+    /// Appends `(action, target, detail)` entries by the current actor,
+    /// chained to the head, on `conn` (inside the caller's transaction).
+    pub fn append(
+        conn: &Connection,
+        meta: &str,
+        items: Vec<(String, String, Map<String, Value>)>,
+    ) -> rusqlite::Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let (mut seq, mut prev) = head(conn, meta)?.unwrap_or((0, String::new()));
+        let actor = super::current_actor();
+        let at = chrono::Utc::now().timestamp_millis();
+        for (action, target, detail) in items {
+            seq += 1;
+            let detail = Value::Object(detail).to_string();
+            let hash = entry_hash(&prev, seq, at, &actor, &action, &target, &detail);
+            conn.prepare_cached(
+                "INSERT INTO audit_log (seq, at, actor, action, target, detail, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![seq, at, actor, action, target, detail, prev, hash])?;
+            prev = hash;
+        }
+        conn.prepare_cached(&format!(
+            "INSERT INTO {meta} (key, value) VALUES ('audit_head', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+        ))?
+        .execute([format!("{seq}:{prev}")])?;
+        Ok(())
+    }
+
+    /// Entries after `after`, oldest first, at most `limit`.
+    pub fn entries(
+        conn: &Connection,
+        after: i64,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<AuditEntry>> {
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit_log
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after, limit as i64], |r| {
+            let at: i64 = r.get(1)?;
+            let detail: String = r.get(5)?;
+            Ok(AuditEntry {
+                seq: r.get(0)?,
+                at: chrono::DateTime::from_timestamp_millis(at)
+                    .ok_or(rusqlite::Error::IntegralValueOutOfRange(1, at))?,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                target: r.get(4)?,
+                detail: serde_json::from_str(&detail).unwrap_or_default(),
+                prev_hash: r.get(6)?,
+                hash: r.get(7)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// Checks the whole log against its head.
+    pub fn check(conn: &Connection, meta: &str) -> rusqlite::Result<AuditCheck> {
+        let head = head(conn, meta)?;
+        let mut stmt = conn.prepare(
+            "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit_log ORDER BY seq",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(verify(rows, head))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -550,47 +550,70 @@ impl Hippo {
                 m.embedding_model = Some(self.embedder().model_id().to_owned());
                 self.store().update(Update::in_place(m, Some(vector)))?;
             }
-            None => {
-                let memory = Memory {
-                    id: MemoryId::now_v7(),
-                    scope: scope.clone(),
-                    kind: MemoryKind::Summary,
-                    content_hash: content_hash(&content),
-                    content,
-                    actor: Default::default(),
-                    metadata,
-                    event_time: event_time.map(millis),
-                    recorded_at: now,
-                    updated_at: now,
-                    provenance: Provenance {
-                        derived_from,
-                        ..Provenance::default()
-                    },
-                    embedding_model: Some(self.embedder().model_id().to_owned()),
-                    valid_from: None,
-                    valid_to: None,
-                    version_of: None,
-                    status: Status::Active,
-                    dedup_key: None,
-                    expires_at: None,
-                    usage: Default::default(),
-                    flags: Vec::new(),
-                };
-                self.store().insert(InsertBatch {
-                    memories: vec![NewMemory {
-                        memory,
-                        vector: Some(vector),
-                    }],
-                    ..Default::default()
-                })?;
-            }
+            None => self.insert_digest(
+                scope,
+                MemoryKind::Summary,
+                content,
+                metadata,
+                derived_from,
+                event_time,
+                vector,
+            )?,
         }
         Ok(true)
     }
 
+    /// Stores a new digest (a summary or profile written by consolidation).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn insert_digest(
+        &self,
+        scope: &Scope,
+        kind: MemoryKind,
+        content: String,
+        metadata: Map<String, Value>,
+        derived_from: Vec<MemoryId>,
+        event_time: Option<DateTime<Utc>>,
+        vector: Vec<f32>,
+    ) -> Result<()> {
+        let now = millis(self.now());
+        let memory = Memory {
+            id: MemoryId::now_v7(),
+            scope: scope.clone(),
+            kind,
+            content_hash: content_hash(&content),
+            content,
+            actor: Default::default(),
+            metadata,
+            event_time: event_time.map(millis),
+            recorded_at: now,
+            updated_at: now,
+            provenance: Provenance {
+                derived_from,
+                ..Provenance::default()
+            },
+            embedding_model: Some(self.embedder().model_id().to_owned()),
+            valid_from: None,
+            valid_to: None,
+            version_of: None,
+            status: Status::Active,
+            dedup_key: None,
+            expires_at: None,
+            usage: Default::default(),
+            flags: Vec::new(),
+        };
+        self.store().insert(InsertBatch {
+            memories: vec![NewMemory {
+                memory,
+                vector: Some(vector),
+            }],
+            ..Default::default()
+        })?;
+        Ok(())
+    }
+
     /// Archives the digest of `scope` with `key` when too little is left
     /// to summarise; returns whether anything changed.
-    fn retire_digest(&self, scope: &Scope, key: &Value) -> Result<bool> {
+    pub(crate) fn retire_digest(&self, scope: &Scope, key: &Value) -> Result<bool> {
         match self.find_digest(scope, key)? {
             Some(mut m) if m.status == Status::Active => {
                 m.status = Status::Archived;

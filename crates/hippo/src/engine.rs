@@ -1970,28 +1970,38 @@ impl Hippo {
         self.erase_with_derived(vec![current])
     }
 
+    /// The current memories of `ids`, an earlier version standing for its
+    /// memory, each once.
+    fn current_of(&self, ids: &[MemoryId]) -> Result<Vec<Memory>> {
+        let rows = self.store.get_many(ids)?;
+        let roots: std::collections::BTreeSet<MemoryId> =
+            rows.iter().map(|m| m.version_of.unwrap_or(m.id)).collect();
+        let (current, _): (Vec<Memory>, Vec<Memory>) =
+            rows.into_iter().partition(|m| m.version_of.is_none());
+        let missing: Vec<MemoryId> = roots
+            .iter()
+            .filter(|r| !current.iter().any(|m| m.id == **r))
+            .copied()
+            .collect();
+        let mut out = current;
+        out.extend(self.store.get_many(&missing)?);
+        Ok(out)
+    }
+
     /// Erases `roots` (current versions) and what was derived from them.
     fn erase_with_derived(&self, roots: Vec<Memory>) -> Result<()> {
         let mut seen: std::collections::HashSet<MemoryId> = roots.iter().map(|m| m.id).collect();
         let mut all = roots;
         let mut frontier: Vec<MemoryId> = all.iter().map(|m| m.id).collect();
         while !frontier.is_empty() {
-            let derived: Vec<MemoryId> = self
-                .store
-                .derived_from_any(&frontier)?
+            let derived = self.store.derived_from_any(&frontier)?;
+            let new: Vec<Memory> = self
+                .current_of(&derived)?
                 .into_iter()
-                .filter(|d| seen.insert(*d))
+                .filter(|m| seen.insert(m.id))
                 .collect();
-            let rows = self.store.get_many(&derived)?;
-            // An earlier version is erased with its memory.
-            frontier = rows.iter().map(|m| m.version_of.unwrap_or(m.id)).collect();
-            for r in rows {
-                let root = r.version_of.unwrap_or(r.id);
-                if r.version_of.is_some() && !seen.insert(root) {
-                    continue;
-                }
-                all.extend(self.store.get_many(&[root])?);
-            }
+            frontier = new.iter().map(|m| m.id).collect();
+            all.extend(new);
         }
         let mut touched = crate::consolidate::Touched::by(&all.iter().collect::<Vec<_>>());
         for m in &all {
@@ -2088,19 +2098,12 @@ impl Hippo {
                 None => break,
             }
         }
-        let set: std::collections::HashSet<MemoryId> = inside.iter().copied().collect();
+        // Versions share their memory's scope, so scope alone tells inside
+        // from outside.
         let outside: Vec<Memory> = self
-            .store
-            .get_many(&self.store.derived_from_any(&inside)?)?
+            .current_of(&self.store.derived_from_any(&inside)?)?
             .into_iter()
-            .filter(|m| !set.contains(&m.id) && !scope.matches(&m.scope))
-            .map(|m| m.version_of.unwrap_or(m.id))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .map(|id| self.store.get_many(&[id]))
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .flatten()
+            .filter(|m| !scope.matches(&m.scope))
             .collect();
         let n = self.store.delete_scope(scope)?;
         if !outside.is_empty() {

@@ -20,8 +20,8 @@ use crate::consolidate::{digest_metadata, fingerprint, is_digest, read_summary, 
 use crate::engine::{Hippo, MemoryPatch};
 use crate::error::Result;
 use crate::extract::{grounded_summary, Cost};
-use crate::model::{content_hash, millis, Memory, MemoryId, MemoryKind, Provenance, Scope, Status};
-use crate::store::{InsertBatch, NewMemory, Update};
+use crate::model::{millis, Memory, MemoryId, MemoryKind, Scope, Status};
+use crate::store::Update;
 
 /// The `digest` metadata value of a profile.
 pub const PROFILE_DIGEST: &str = "profile";
@@ -57,18 +57,10 @@ impl Hippo {
             .collect();
         traits.sort_by_key(|m| (m.event_time.unwrap_or(m.recorded_at), m.id));
         let traits = &traits[traits.len().saturating_sub(MAX_TRAITS)..];
-        let existing = self.find_digest(owner, &key)?;
         if traits.is_empty() {
-            return match existing {
-                Some(mut m) if m.status == Status::Active => {
-                    m.status = Status::Archived;
-                    m.updated_at = millis(self.now());
-                    self.store().update(Update::in_place(m, None))?;
-                    Ok(true)
-                }
-                _ => Ok(false),
-            };
+            return self.retire_digest(owner, &key);
         }
+        let existing = self.find_digest(owner, &key)?;
         let print = fingerprint(traits);
         if existing.as_ref().is_some_and(|m| {
             m.status == Status::Active
@@ -126,39 +118,15 @@ impl Hippo {
             }
             None => {
                 let vector = self.embedder().embed(&text)?;
-                let now = millis(self.now());
-                let memory = Memory {
-                    id: MemoryId::now_v7(),
-                    scope: owner.clone(),
-                    kind: MemoryKind::Profile,
-                    content_hash: content_hash(&text),
-                    content: text,
-                    actor: Default::default(),
+                self.insert_digest(
+                    owner,
+                    MemoryKind::Profile,
+                    text,
                     metadata,
-                    event_time: event_time.map(millis),
-                    recorded_at: now,
-                    updated_at: now,
-                    provenance: Provenance {
-                        derived_from: sources,
-                        ..Provenance::default()
-                    },
-                    embedding_model: Some(self.embedder().model_id().to_owned()),
-                    valid_from: None,
-                    valid_to: None,
-                    version_of: None,
-                    status: Status::Active,
-                    dedup_key: None,
-                    expires_at: None,
-                    usage: Default::default(),
-                    flags: Vec::new(),
-                };
-                self.store().insert(InsertBatch {
-                    memories: vec![NewMemory {
-                        memory,
-                        vector: Some(vector),
-                    }],
-                    ..Default::default()
-                })?;
+                    sources,
+                    event_time,
+                    vector,
+                )?;
             }
         }
         Ok(true)

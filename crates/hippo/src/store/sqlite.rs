@@ -401,38 +401,9 @@ fn job_row(r: &Row<'_>) -> rusqlite::Result<Job> {
 /// One audit entry to append: action, target, detail (see `audit.rs`).
 type AuditItem = (String, String, Map<String, Value>);
 
-/// Appends entries to the audit log, chained to its head, in `tx`.
+/// Appends entries to the store's audit log in `tx`.
 fn append_audit(tx: &Transaction<'_>, items: Vec<AuditItem>) -> Result<()> {
-    if items.is_empty() {
-        return Ok(());
-    }
-    let head: Option<String> = tx
-        .prepare_cached("SELECT value FROM store_meta WHERE key = 'audit_head'")?
-        .query_row([], |r| r.get(0))
-        .optional()?;
-    let (mut seq, mut prev) = match head.as_deref().and_then(|h| h.split_once(':')) {
-        Some((s, h)) => (s.parse::<i64>().unwrap_or(0), h.to_owned()),
-        None => (0, String::new()),
-    };
-    let actor = crate::audit::current_actor();
-    let at = ms(Utc::now());
-    for (action, target, detail) in items {
-        seq += 1;
-        let detail = Value::Object(detail).to_string();
-        let hash = crate::audit::entry_hash(&prev, seq, at, &actor, &action, &target, &detail);
-        tx.prepare_cached(
-            "INSERT INTO audit_log (seq, at, actor, action, target, detail, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![seq, at, actor, action, target, detail, prev, hash])?;
-        prev = hash;
-    }
-    tx.prepare_cached(
-        "INSERT INTO store_meta (key, value) VALUES ('audit_head', ?1)
-         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute([format!("{seq}:{prev}")])?;
-    Ok(())
+    Ok(crate::audit::sql::append(tx, "store_meta", items)?)
 }
 
 /// The audit entries of events (their kind, memory and origin).
@@ -1777,55 +1748,11 @@ impl Store for SqliteStore {
     }
 
     fn audit(&self, after: i64, limit: usize) -> Result<Vec<crate::audit::AuditEntry>> {
-        let conn = self.reader();
-        let mut stmt = conn.prepare_cached(
-            "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit_log
-             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![after, limit as i64], |r| {
-            let detail: String = r.get(5)?;
-            Ok(crate::audit::AuditEntry {
-                seq: r.get(0)?,
-                at: from_ms(r.get(1)?)?,
-                actor: r.get(2)?,
-                action: r.get(3)?,
-                target: r.get(4)?,
-                detail: serde_json::from_str(&detail).unwrap_or_default(),
-                prev_hash: r.get(6)?,
-                hash: r.get(7)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        Ok(crate::audit::sql::entries(&self.reader(), after, limit)?)
     }
 
     fn verify_audit(&self) -> Result<crate::audit::AuditCheck> {
-        let conn = self.reader();
-        let head: Option<String> = conn
-            .prepare_cached("SELECT value FROM store_meta WHERE key = 'audit_head'")?
-            .query_row([], |r| r.get(0))
-            .optional()?;
-        let head = head.as_deref().and_then(|h| {
-            let (s, h) = h.split_once(':')?;
-            Some((s.parse().ok()?, h.to_owned()))
-        });
-        let mut stmt = conn.prepare(
-            "SELECT seq, at, actor, action, target, detail, prev_hash, hash FROM audit_log ORDER BY seq",
-        )?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(crate::audit::verify(rows, head))
+        Ok(crate::audit::sql::check(&self.reader(), "store_meta")?)
     }
 
     fn compact(&self) -> Result<()> {
