@@ -8,7 +8,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use hippo::{
-    AddItem, Content, Filter, Memory, MemoryEvent, MemoryKind, Message, Scope, SearchHit, Status,
+    AddItem, Content, Filter, Memory, MemoryEvent, MemoryKind, Message, Order, Scope, SearchHit,
+    Status,
 };
 
 /// A conversation message to remember.
@@ -146,6 +147,11 @@ pub struct ProvenanceView {
     /// For derived memories (facts, summaries): the memories they came from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub derived_from: Vec<Uuid>,
+    /// Who wrote this version: `key:<id>` (the API key), `job:<id>` (a
+    /// background job such as LLM extraction), `maintenance` or `local`.
+    /// Absent on memories written before provenance was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_by: Option<String>,
 }
 
 /// A stored memory.
@@ -303,6 +309,7 @@ impl From<Memory> for MemoryView {
                 chunk_index: m.provenance.chunk_index,
                 chunk_count: m.provenance.chunk_count,
                 derived_from: m.provenance.derived_from,
+                written_by: m.provenance.written_by,
             },
             content_hash: m.content_hash,
             embedding_model: m.embedding_model,
@@ -541,6 +548,74 @@ impl From<FiltersBody> for Filter {
     }
 }
 
+/// Scope and paging parameters of list and erase.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Scope user.
+    pub user_id: Option<String>,
+    /// Scope agent.
+    pub agent_id: Option<String>,
+    /// Scope session (`run_id` accepted).
+    #[serde(alias = "run_id")]
+    pub session_id: Option<String>,
+    /// Cursor from the previous page.
+    pub cursor: Option<String>,
+    /// Page size (1..=1000, default 100).
+    pub limit: Option<usize>,
+    /// `asc` (oldest first, default) or `desc`.
+    pub order: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only these statuses, comma-separated: `active` (default),
+    /// `archived`, `deleted`.
+    pub status: Option<String>,
+    /// Only what held at this instant (RFC 3339). Default: what holds now.
+    pub as_of: Option<DateTime<Utc>>,
+    /// Every version, current or not.
+    pub all_versions: Option<bool>,
+}
+
+impl ListParams {
+    /// The filter, order and page size these parameters ask for (the
+    /// `kind`/`status` syntax: one kind; statuses comma-separated).
+    pub fn listing(&self) -> Result<(Filter, Order, usize), hippo::Error> {
+        let order = match self.order.as_deref() {
+            None | Some("asc") => Order::Ascending,
+            Some("desc") => Order::Descending,
+            Some(o) => {
+                return Err(hippo::Error::invalid(format!(
+                    "order must be asc or desc, not {o:?}"
+                )))
+            }
+        };
+        let limit = self.limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(hippo::Error::invalid("limit must be 1..=1000"));
+        }
+        let filter = Filter {
+            kinds: self
+                .kind
+                .as_deref()
+                .map(MemoryKind::parse)
+                .transpose()?
+                .into_iter()
+                .collect(),
+            statuses: self
+                .status
+                .as_deref()
+                .map(|s| s.split(',').map(|x| Status::parse(x.trim())).collect())
+                .transpose()?
+                .unwrap_or_default(),
+            as_of: self.as_of,
+            all_versions: self.all_versions.unwrap_or(false),
+            ..Default::default()
+        };
+        filter.validate()?;
+        Ok((filter, order, limit))
+    }
+}
+
 /// A search.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -595,6 +670,11 @@ pub struct SearchBody {
     /// `json` (default) or `prompt`: also render the results as one block
     /// for an LLM prompt (`prompt` in the response), quoted as data.
     pub format: Option<String>,
+    /// Include memories other users and agents share with this user or
+    /// agent through grants in force (default true); such results carry
+    /// `shared_via`.
+    #[serde(default)]
+    pub include_shared: Option<bool>,
 }
 
 impl SearchBody {
@@ -667,6 +747,10 @@ pub struct SearchResultView {
     /// The messages of the excerpt, oldest first (present with context).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sources: Option<Vec<SourceView>>,
+    /// When the memory is another user's or agent's, shared with the
+    /// searcher: the grant that shares it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_via: Option<Uuid>,
 }
 
 impl From<SearchHit> for SearchResultView {
@@ -691,6 +775,7 @@ impl From<SearchHit> for SearchResultView {
         memory.memory = text;
         SearchResultView {
             sources,
+            shared_via: h.shared_via,
             memory,
             score: h.score,
             scores: ScoresView {
@@ -835,6 +920,106 @@ impl From<hippo::engine::History> for HistoryView {
             events: h.events.into_iter().map(Into::into).collect(),
         }
     }
+}
+
+/// Who may read what is shared: exactly one of the two.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GranteeBody {
+    /// A user of the same tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// An agent of the same tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+}
+
+/// The scope shared by a scope grant: the memories whose scope has these
+/// values (at least one given).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeBody {
+    /// User.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// Session (`run_id` accepted).
+    #[serde(default, alias = "run_id", skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+/// Share one memory (all its versions) or a scope, read only.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantBody {
+    /// The memory to share...
+    #[serde(default)]
+    pub memory_id: Option<Uuid>,
+    /// ...or the scope to share: everything in it, now and later (exactly
+    /// one of the two).
+    #[serde(default)]
+    pub scope: Option<ScopeBody>,
+    /// Who may read it.
+    pub grantee: GranteeBody,
+    /// When the grant stops working (RFC 3339, in the future); none: until
+    /// revoked.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A read grant.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GrantView {
+    /// Grant id.
+    pub id: Uuid,
+    /// The memory shared (memory grants).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_id: Option<Uuid>,
+    /// The scope shared (scope grants), or the shared memory's owner scope.
+    pub scope: ScopeBody,
+    /// Who may read.
+    pub grantee: GranteeBody,
+    /// When given.
+    pub created_at: DateTime<Utc>,
+    /// Who gave it (`key:<id>`, `local`).
+    pub created_by: String,
+    /// When it stops working.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<hippo::sharing::Grant> for GrantView {
+    fn from(g: hippo::sharing::Grant) -> Self {
+        GrantView {
+            id: g.id,
+            memory_id: g.memory_id,
+            scope: ScopeBody {
+                user_id: g.scope.user_id,
+                agent_id: g.scope.agent_id,
+                session_id: g.scope.session_id,
+            },
+            grantee: GranteeBody {
+                user_id: g.grantee.user_id,
+                agent_id: g.grantee.agent_id,
+            },
+            created_at: g.created_at,
+            created_by: g.created_by,
+            expires_at: g.expires_at,
+            revoked_at: g.revoked_at,
+        }
+    }
+}
+
+/// Grants.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GrantsResponse {
+    /// Oldest first.
+    pub results: Vec<GrantView>,
 }
 
 /// Result of a scope erase.

@@ -76,6 +76,58 @@ pub struct KeyInfo {
     pub expires_at: Option<DateTime<Utc>>,
     /// Revoked at this time.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The user (and/or agent) the key acts for: its requests are confined
+    /// to that user's (agent's) memories and what is shared with them.
+    /// Neither: a service key for the whole tenant.
+    #[serde(flatten)]
+    pub acts_for: ActsFor,
+}
+
+/// Whom a key acts for (see [`KeyInfo::acts_for`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ActsFor {
+    /// The user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// The agent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+}
+
+impl ActsFor {
+    /// Whether the key is bound to a user or agent.
+    pub fn is_bound(&self) -> bool {
+        self.user_id.is_some() || self.agent_id.is_some()
+    }
+}
+
+/// What to create a key with.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    /// The tenant it opens.
+    pub tenant: String,
+    /// What it may do.
+    pub access: Access,
+    /// A label for people.
+    pub name: Option<String>,
+    /// Not valid from this time on.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Whom it acts for.
+    pub acts_for: ActsFor,
+}
+
+impl NewKey {
+    /// A tenant-wide key without a name or expiry.
+    #[cfg(test)]
+    pub fn new(tenant: &str, access: Access) -> Self {
+        NewKey {
+            tenant: tenant.to_owned(),
+            access,
+            name: None,
+            expires_at: None,
+            acts_for: ActsFor::default(),
+        }
+    }
 }
 
 /// Why a presented key was refused (all map to HTTP 401).
@@ -219,6 +271,21 @@ impl Control {
                  value TEXT NOT NULL
              );",
         )?;
+        // Keys bound to a user or agent came later: add the columns to an
+        // older control database.
+        let bound: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('api_keys') WHERE name = 'user_id'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)?;
+        if !bound {
+            conn.execute_batch(
+                "ALTER TABLE api_keys ADD COLUMN user_id TEXT;
+                 ALTER TABLE api_keys ADD COLUMN agent_id TEXT;",
+            )?;
+        }
         Ok(Control {
             conn: Mutex::new(conn),
         })
@@ -315,16 +382,24 @@ impl Control {
     }
 
     /// Creates a key; returns it with the full key text (shown only now).
-    pub fn create_key(
-        &self,
-        tenant: &str,
-        access: Access,
-        name: Option<String>,
-        expires_at: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-    ) -> Result<(KeyInfo, String)> {
-        if !self.tenant_exists(tenant)? {
+    pub fn create_key(&self, new: NewKey, now: DateTime<Utc>) -> Result<(KeyInfo, String)> {
+        let NewKey {
+            tenant,
+            access,
+            name,
+            expires_at,
+            acts_for,
+        } = new;
+        if !self.tenant_exists(&tenant)? {
             bail!("no tenant {tenant:?}: create it first (hippo tenant create)");
+        }
+        if acts_for.is_bound() {
+            let scope = hippo::Scope {
+                user_id: acts_for.user_id.clone(),
+                agent_id: acts_for.agent_id.clone(),
+                session_id: None,
+            };
+            scope.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
         let secret = format!(
@@ -333,8 +408,8 @@ impl Control {
             uuid::Uuid::new_v4().simple()
         );
         self.conn().execute(
-            "INSERT INTO api_keys (id, tenant, access, name, secret_hash, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO api_keys (id, tenant, access, name, secret_hash, created_at, expires_at, user_id, agent_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 id,
                 tenant,
@@ -342,22 +417,26 @@ impl Control {
                 name,
                 hash(&secret),
                 ms(now),
-                expires_at.map(ms)
+                expires_at.map(ms),
+                acts_for.user_id,
+                acts_for.agent_id,
             ],
         )?;
         self.audit(
             "key_create",
             &id,
-            serde_json::json!({"tenant": tenant, "access": access.as_str()}),
+            serde_json::json!({"tenant": tenant, "access": access.as_str(),
+                "user_id": acts_for.user_id, "agent_id": acts_for.agent_id}),
         )?;
         let info = KeyInfo {
             id: id.clone(),
-            tenant: tenant.to_owned(),
+            tenant,
             access,
             name,
             created_at: DateTime::from_timestamp_millis(ms(now)).unwrap_or(now),
             expires_at,
             revoked_at: None,
+            acts_for,
         };
         Ok((info, format!("hk_{id}_{secret}")))
     }
@@ -373,6 +452,10 @@ impl Control {
                 created_at: time(Some(r.get(5)?)).unwrap_or_default(),
                 expires_at: time(r.get(6)?),
                 revoked_at: time(r.get(7)?),
+                acts_for: ActsFor {
+                    user_id: r.get(8)?,
+                    agent_id: r.get(9)?,
+                },
             },
             r.get(4)?,
         ))
@@ -382,7 +465,7 @@ impl Control {
     pub fn keys(&self, tenant: Option<&str>) -> Result<Vec<KeyInfo>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT id, tenant, access, name, secret_hash, created_at, expires_at, revoked_at
+            "SELECT id, tenant, access, name, secret_hash, created_at, expires_at, revoked_at, user_id, agent_id
              FROM api_keys WHERE ?1 IS NULL OR tenant = ?1 ORDER BY created_at, id",
         )?;
         let rows = stmt.query_map([tenant], Self::read_key)?;
@@ -428,10 +511,13 @@ impl Control {
             bail!("key {id:?} is revoked");
         }
         let created = self.create_key(
-            &old.tenant,
-            old.access,
-            old.name.clone(),
-            old.expires_at,
+            NewKey {
+                tenant: old.tenant.clone(),
+                access: old.access,
+                name: old.name.clone(),
+                expires_at: old.expires_at,
+                acts_for: old.acts_for.clone(),
+            },
             now,
         )?;
         self.audit(
@@ -457,7 +543,7 @@ impl Control {
         let row = self
             .conn()
             .query_row(
-                "SELECT id, tenant, access, name, secret_hash, created_at, expires_at, revoked_at
+                "SELECT id, tenant, access, name, secret_hash, created_at, expires_at, revoked_at, user_id, agent_id
                  FROM api_keys WHERE id = ?1",
                 [id],
                 Self::read_key,
@@ -515,14 +601,21 @@ mod tests {
         let now = Utc::now();
         assert!(!c.has_keys().unwrap());
         assert!(
-            c.create_key("acme", Access::Read, None, None, now).is_err(),
+            c.create_key(NewKey::new("acme", Access::Read), now)
+                .is_err(),
             "no tenant"
         );
         c.create_tenant("acme", now).unwrap();
         assert!(c.create_tenant("acme", now).is_err());
         assert!(c.create_tenant(DEFAULT_TENANT, now).is_err());
         let (info, key) = c
-            .create_key("acme", Access::Write, Some("ci".into()), None, now)
+            .create_key(
+                NewKey {
+                    name: Some("ci".into()),
+                    ..NewKey::new("acme", Access::Write)
+                },
+                now,
+            )
             .unwrap();
         assert!(c.has_keys().unwrap());
         assert_eq!(c.authenticate(&key, now).unwrap(), info);

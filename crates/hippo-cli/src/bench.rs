@@ -160,6 +160,7 @@ pub fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
                 },
                 diversity: args.diversity,
                 budget_tokens: args.budget_tokens,
+                shared: false,
             };
             let t = Instant::now();
             let resp = hippo.search(&req)?;

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use hippo::{AddItem, Content, Filter, Hippo, Memory, Message, Order, Scope, Source};
 
-use crate::api::AddItemBody;
+use hippo_cli::api::AddItemBody;
 
 /// Bad input in an imported file (exit code 2).
 #[derive(Debug)]

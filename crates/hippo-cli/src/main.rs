@@ -1,7 +1,6 @@
 //! `hippo`: the memory server and command-line tool. Glue only: every
 //! command is a thin adapter over `hippo::Hippo`.
 
-mod api;
 mod auth;
 mod bench;
 mod config;
@@ -28,6 +27,7 @@ use hippo::{
     AddItem, Embedder, Filter, Hippo, MemoryKind, MiniLmEmbedder, OpenAiEmbedder,
     OpenAiEmbedderConfig, Scope, SearchRequest, SqliteStore, SqliteStoreOptions,
 };
+use hippo_cli::api;
 use uuid::Uuid;
 
 use config::FileConfig;
@@ -100,6 +100,13 @@ enum KeyCommand {
         /// Expire after this many days.
         #[arg(long)]
         expires_in_days: Option<u32>,
+        /// Bind the key to this user: its requests only reach that user's
+        /// memories and what is shared with the user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Bind the key to this agent (likewise).
+        #[arg(long)]
+        agent: Option<String>,
     },
     /// List keys as JSON lines (never their secrets).
     List {
@@ -1036,6 +1043,7 @@ fn run(cli: Cli) -> Result<()> {
                 },
                 diversity,
                 budget_tokens,
+                shared: true,
             })?;
             for hit in resp.hits {
                 if json {
@@ -1143,12 +1151,22 @@ fn key_command(settings: &Settings, cmd: KeyCommand) -> Result<()> {
             access,
             name,
             expires_in_days,
+            user,
+            agent,
         } => {
             let access = auth::Access::parse(&access).map_err(invalid)?;
             let expires = expires_in_days.map(|d| now + chrono::Duration::days(i64::from(d)));
-            let (info, key) = control
-                .create_key(&tenant, access, name, expires, now)
-                .map_err(invalid)?;
+            let new = auth::NewKey {
+                tenant,
+                access,
+                name,
+                expires_at: expires,
+                acts_for: auth::ActsFor {
+                    user_id: user,
+                    agent_id: agent,
+                },
+            };
+            let (info, key) = control.create_key(new, now).map_err(invalid)?;
             eprintln!(
                 "key {} for tenant {} ({}); shown once, keep it safe:",
                 info.id,

@@ -15,16 +15,14 @@ use serde::Deserialize;
 use utoipa::OpenApi;
 use uuid::Uuid;
 
-use chrono::{DateTime, Utc};
-use hippo::{
-    Error, ErrorKind, Filter, Hippo, MemoryKind, MemoryPatch, Order, Scope, SearchRequest, Status,
-};
+use chrono::Utc;
+use hippo::{Error, ErrorKind, Filter, Hippo, MemoryPatch, Scope, SearchRequest};
 
-use crate::api::*;
 use crate::auth::{Access, Control, DEFAULT_TENANT};
 use crate::limits::RateLimiter;
 use crate::metrics::{Metrics, RequestLabels, RouteLabels, ShedLabels};
 use crate::tenants::Tenants;
+use hippo_cli::api::*;
 
 /// Shared state of the server.
 #[derive(Clone)]
@@ -167,6 +165,8 @@ pub struct Bound {
     pub metrics: Arc<Metrics>,
     /// Context around each search hit when a request does not say.
     pub context: hippo::Context,
+    /// The user/agent the key acts for (none: a tenant-wide key).
+    pub acts_for: crate::auth::ActsFor,
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Bound {
@@ -404,6 +404,41 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestP
 }
 
 impl Bound {
+    /// The scope a request works in: the one it names, confined to the user
+    /// and agent its key acts for (filled in where the request leaves them
+    /// out). A key bound to a user or agent that names another is refused.
+    /// `None`: the request names no scope and its key is tenant-wide.
+    fn confine(&self, asked: Option<Scope>) -> Result<Option<Scope>, ApiError> {
+        let bound = &self.acts_for;
+        if !bound.is_bound() {
+            return Ok(asked);
+        }
+        let mut scope = asked.unwrap_or_default();
+        for (field, own, name) in [
+            (&mut scope.user_id, &bound.user_id, "user"),
+            (&mut scope.agent_id, &bound.agent_id, "agent"),
+        ] {
+            match (field.as_ref(), own) {
+                (_, None) => {}
+                (None, Some(own)) => *field = Some(own.clone()),
+                (Some(asked), Some(own)) if asked == own => {}
+                (Some(_), Some(own)) => {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        format!("this key acts for {name} {own:?} only"),
+                    ))
+                }
+            }
+        }
+        Ok(Some(scope))
+    }
+
+    /// [`Bound::confine`] for requests that need a scope.
+    fn confine_required(&self, asked: Scope) -> Result<Scope, ApiError> {
+        Ok(self.confine(Some(asked))?.unwrap_or_default())
+    }
+
     /// Runs an engine call on the blocking pool, its writes attributed to
     /// this request's key in the audit log.
     async fn blocking<T: Send + 'static>(
@@ -457,6 +492,9 @@ async fn blocking<T: Send + 'static>(
         maintenance,
         rejections,
         get_profile,
+        create_grant,
+        list_grants,
+        revoke_grant,
         job_counts,
         get_job,
         healthz,
@@ -495,6 +533,11 @@ async fn blocking<T: Send + 'static>(
         ListResponse,
         PatchBody,
         DeletedResponse,
+        GranteeBody,
+        ScopeBody,
+        GrantBody,
+        GrantView,
+        GrantsResponse,
         ErrorBody,
         ErrorDetail,
         Health
@@ -524,6 +567,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/maintenance", post(maintenance))
         .route("/v1/rejections", get(rejections))
         .route("/v1/profile", get(get_profile))
+        .route("/v1/grants", post(create_grant).get(list_grants))
+        .route("/v1/grants/{id}", axum::routing::delete(revoke_grant))
         .route("/v1/jobs", get(job_counts))
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/search", post(search))
@@ -584,10 +629,13 @@ async fn add_items(state: Bound, items: Vec<AddItemBody>) -> Result<Json<AddResp
         .into_iter()
         .enumerate()
         .map(|(i, b)| {
-            b.into_item(state.hippo.now())
-                .map_err(|e| ApiError::invalid(format!("item {i}: {e}")))
+            let mut item = b
+                .into_item(state.hippo.now())
+                .map_err(|e| ApiError::invalid(format!("item {i}: {e}")))?;
+            item.scope = state.confine_required(item.scope)?;
+            Ok(item)
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, ApiError>>()?;
     let hippo = state.hippo.clone();
     let outcome = state.blocking(move || hippo.add_reporting(items)).await?;
     state
@@ -649,13 +697,14 @@ async fn search(
     filter.as_of = body.as_of;
     filter.all_versions = body.all_versions.unwrap_or(false);
     let req = SearchRequest {
-        scope: scope_of(body.user_id, body.agent_id, body.session_id),
+        scope: state.confine_required(scope_of(body.user_id, body.agent_id, body.session_id))?,
         query: body.query,
         top_k: body.top_k.unwrap_or(10),
         filter,
         context,
         diversity: body.diversity.unwrap_or(hippo::DEFAULT_DIVERSITY),
         budget_tokens: body.budget_tokens,
+        shared: body.include_shared.unwrap_or(true),
     };
     let hippo = state.hippo.clone();
     let t = Instant::now();
@@ -688,34 +737,6 @@ async fn search(
     }))
 }
 
-/// Scope and paging parameters of list and erase.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ListParams {
-    /// Scope user.
-    user_id: Option<String>,
-    /// Scope agent.
-    agent_id: Option<String>,
-    /// Scope session (`run_id` accepted).
-    #[serde(alias = "run_id")]
-    session_id: Option<String>,
-    /// Cursor from the previous page.
-    cursor: Option<String>,
-    /// Page size (1..=1000, default 100).
-    limit: Option<usize>,
-    /// `asc` (oldest first, default) or `desc`.
-    order: Option<String>,
-    /// Only this kind.
-    kind: Option<String>,
-    /// Only these statuses, comma-separated: `active` (default),
-    /// `archived`, `deleted`.
-    status: Option<String>,
-    /// Only what held at this instant (RFC 3339). Default: what holds now.
-    as_of: Option<DateTime<Utc>>,
-    /// Every version, current or not.
-    all_versions: Option<bool>,
-}
-
 /// List memories of a scope, oldest first, with a cursor.
 #[utoipa::path(get, path = "/v1/memories", params(ListParams),
     responses((status = 200, body = ListResponse), (status = 400, body = ErrorBody)))]
@@ -723,38 +744,8 @@ async fn list_memories(
     state: Bound,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<ListResponse>, ApiError> {
-    let scope = scope_of(p.user_id, p.agent_id, p.session_id);
-    let order = match p.order.as_deref() {
-        None | Some("asc") => Order::Ascending,
-        Some("desc") => Order::Descending,
-        Some(o) => {
-            return Err(ApiError::invalid(format!(
-                "order must be asc or desc, not {o:?}"
-            )))
-        }
-    };
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid("limit must be 1..=1000"));
-    }
-    let filter = Filter {
-        kinds: p
-            .kind
-            .as_deref()
-            .map(MemoryKind::parse)
-            .transpose()?
-            .into_iter()
-            .collect(),
-        statuses: p
-            .status
-            .as_deref()
-            .map(|s| s.split(',').map(|x| Status::parse(x.trim())).collect())
-            .transpose()?
-            .unwrap_or_default(),
-        as_of: p.as_of,
-        all_versions: p.all_versions.unwrap_or(false),
-        ..Default::default()
-    };
+    let (filter, order, limit) = p.listing().map_err(ApiError::from)?;
+    let scope = state.confine_required(scope_of(p.user_id, p.agent_id, p.session_id))?;
     let hippo = state.hippo.clone();
     let page = state
         .blocking(move || hippo.list(Some(&scope), &filter, p.cursor.as_deref(), limit, order))
@@ -801,7 +792,7 @@ async fn erase_scope(
     state: Bound,
     ApiQuery(p): ApiQuery<ScopeParams>,
 ) -> Result<Json<DeletedResponse>, ApiError> {
-    let scope = p.scope().ok_or_else(|| {
+    let scope = state.confine(p.scope())?.ok_or_else(|| {
         ApiError::invalid("at least one of user_id, agent_id or session_id is required")
     })?;
     let hippo = state.hippo.clone();
@@ -822,9 +813,10 @@ async fn get_memory(
     ApiQuery(p): ApiQuery<ScopeParams>,
 ) -> Result<Json<MemoryView>, ApiError> {
     let id = parse_id(&id)?;
+    let scope = state.confine(p.scope())?;
     let hippo = state.hippo.clone();
     let m = state
-        .blocking(move || hippo.get(id, p.scope().as_ref()))
+        .blocking(move || hippo.read(id, scope.as_ref()))
         .await?;
     Ok(Json(MemoryView::with_strength(m, &state.hippo)))
 }
@@ -854,11 +846,11 @@ async fn patch_memory(
         valid_from: body.valid_from,
         reason: body.reason,
     };
+    let scope = state.confine(p.scope())?;
     let hippo = state.hippo.clone();
     let expiry = body.expires_at;
     let m = state
         .blocking(move || {
-            let scope = p.scope();
             let mut m = if revises {
                 hippo.update(id, scope.as_ref(), patch)?
             } else {
@@ -905,6 +897,7 @@ async fn delete_memory(
         session_id: p.session_id,
     }
     .scope();
+    let scope = state.confine(scope)?;
     let hippo = state.hippo.clone();
     if p.hard.unwrap_or(false) {
         state
@@ -929,9 +922,10 @@ async fn approve_memory(
     ApiQuery(p): ApiQuery<ScopeParams>,
 ) -> Result<Json<MemoryView>, ApiError> {
     let id = parse_id(&id)?;
+    let scope = state.confine(p.scope())?;
     let hippo = state.hippo.clone();
     let m = state
-        .blocking(move || hippo.approve(id, p.scope().as_ref()))
+        .blocking(move || hippo.approve(id, scope.as_ref()))
         .await?;
     Ok(Json(m.into()))
 }
@@ -964,9 +958,10 @@ async fn restore_memory(
     ApiQuery(p): ApiQuery<ScopeParams>,
 ) -> Result<Json<MemoryView>, ApiError> {
     let id = parse_id(&id)?;
+    let scope = state.confine(p.scope())?;
     let hippo = state.hippo.clone();
     let m = state
-        .blocking(move || hippo.restore(id, p.scope().as_ref()))
+        .blocking(move || hippo.restore(id, scope.as_ref()))
         .await?;
     Ok(Json(m.into()))
 }
@@ -984,9 +979,10 @@ async fn invalidate_memory(
     ApiJson(body): ApiJson<InvalidateBody>,
 ) -> Result<Json<MemoryView>, ApiError> {
     let id = parse_id(&id)?;
+    let scope = state.confine(p.scope())?;
     let hippo = state.hippo.clone();
     let m = state
-        .blocking(move || hippo.invalidate(id, p.scope().as_ref(), body.valid_to, body.reason))
+        .blocking(move || hippo.invalidate(id, scope.as_ref(), body.valid_to, body.reason))
         .await?;
     Ok(Json(m.into()))
 }
@@ -1002,9 +998,10 @@ async fn memory_history(
     ApiQuery(p): ApiQuery<ScopeParams>,
 ) -> Result<Json<HistoryView>, ApiError> {
     let id = parse_id(&id)?;
+    let scope = state.confine(p.scope())?;
     let hippo = state.hippo.clone();
     let h = state
-        .blocking(move || hippo.history(id, p.scope().as_ref()))
+        .blocking(move || hippo.history(id, scope.as_ref()))
         .await?;
     Ok(Json(h.into()))
 }
@@ -1022,9 +1019,10 @@ async fn feedback(
     ApiJson(body): ApiJson<FeedbackBody>,
 ) -> Result<Json<MemoryView>, ApiError> {
     let id = parse_id(&id)?;
+    let scope = state.confine(p.scope())?;
     let hippo = state.hippo.clone();
     let m = state
-        .blocking(move || hippo.feedback(id, p.scope().as_ref(), body.signal, body.note))
+        .blocking(move || hippo.feedback(id, scope.as_ref(), body.signal, body.note))
         .await?;
     Ok(Json(MemoryView::with_strength(m, &state.hippo)))
 }
@@ -1042,9 +1040,10 @@ async fn archive_memory(
     ApiJson(body): ApiJson<ArchiveBody>,
 ) -> Result<Json<MemoryView>, ApiError> {
     let id = parse_id(&id)?;
+    let scope = state.confine(p.scope())?;
     let hippo = state.hippo.clone();
     let m = state
-        .blocking(move || hippo.archive(id, p.scope().as_ref(), body.reason))
+        .blocking(move || hippo.archive(id, scope.as_ref(), body.reason))
         .await?;
     Ok(Json(m.into()))
 }
@@ -1086,7 +1085,7 @@ async fn rejections(
     ApiQuery(p): ApiQuery<RejectionParams>,
 ) -> Result<Json<RejectionsResponse>, ApiError> {
     let scope = scope_of(p.user_id, p.agent_id, p.session_id);
-    let scope = (scope != Scope::default()).then_some(scope);
+    let scope = state.confine((scope != Scope::default()).then_some(scope))?;
     let hippo = state.hippo.clone();
     let page = state
         .blocking(move || {
@@ -1118,7 +1117,7 @@ async fn get_profile(
     state: Bound,
     ApiQuery(p): ApiQuery<ProfileParams>,
 ) -> Result<Json<MemoryView>, ApiError> {
-    let owner = scope_of(p.user_id, p.agent_id, None);
+    let owner = state.confine_required(scope_of(p.user_id, p.agent_id, None))?;
     if owner == Scope::default() {
         return Err(ApiError::invalid("user_id or agent_id is required"));
     }
@@ -1132,6 +1131,111 @@ async fn get_profile(
         )
     })?;
     Ok(Json(MemoryView::with_strength(m, &state.hippo)))
+}
+
+/// Share a memory (all its versions) or a scope with another user or agent
+/// of the tenant, read only, until revoked or `expires_at`. A key bound to a
+/// user or agent shares only its own memories; a tenant-wide key any.
+#[utoipa::path(post, path = "/v1/grants", request_body = GrantBody,
+    responses((status = 200, body = GrantView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn create_grant(
+    state: Bound,
+    ApiJson(body): ApiJson<GrantBody>,
+) -> Result<Json<GrantView>, ApiError> {
+    let owner = state.confine(None)?;
+    let new = hippo::sharing::NewGrant {
+        memory_id: body.memory_id,
+        scope: body
+            .scope
+            .map(|s| state.confine_required(scope_of(s.user_id, s.agent_id, s.session_id)))
+            .transpose()?,
+        grantee: hippo::sharing::Grantee {
+            user_id: body.grantee.user_id,
+            agent_id: body.grantee.agent_id,
+        },
+        expires_at: body.expires_at,
+    };
+    let hippo = state.hippo.clone();
+    let grant = state
+        .blocking(move || hippo.grant(new, owner.as_ref()))
+        .await?;
+    Ok(Json(grant.into()))
+}
+
+/// Which grants to list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct GrantParams {
+    /// Owner (given) or grantee (received) user.
+    user_id: Option<String>,
+    /// Owner (given) or grantee (received) agent.
+    agent_id: Option<String>,
+    /// Owner session (given only).
+    #[serde(alias = "run_id")]
+    session_id: Option<String>,
+    /// `given` (default): grants of what lies in the scope; `received`:
+    /// grants to the user or agent.
+    direction: Option<String>,
+    /// Revoked grants too (default false). Expired ones are always listed.
+    include_revoked: Option<bool>,
+}
+
+/// List grants given (of a scope's memories) or received (by a user or agent).
+#[utoipa::path(get, path = "/v1/grants", params(GrantParams),
+    responses((status = 200, body = GrantsResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_grants(
+    state: Bound,
+    ApiQuery(p): ApiQuery<GrantParams>,
+) -> Result<Json<GrantsResponse>, ApiError> {
+    let scope = scope_of(p.user_id, p.agent_id, p.session_id);
+    let scope = state.confine((scope != Scope::default()).then_some(scope))?;
+    let received = match p.direction.as_deref() {
+        None | Some("given") => false,
+        Some("received") => true,
+        Some(d) => {
+            return Err(ApiError::invalid(format!(
+                "direction must be given or received, not {d:?}"
+            )))
+        }
+    };
+    if received
+        && scope
+            .as_ref()
+            .is_none_or(|s| s.user_id.is_none() && s.agent_id.is_none())
+    {
+        return Err(ApiError::invalid(
+            "received grants need user_id or agent_id",
+        ));
+    }
+    let include_revoked = p.include_revoked.unwrap_or(false);
+    let hippo = state.hippo.clone();
+    let grants = state
+        .blocking(move || {
+            if received {
+                hippo.grants(None, scope.as_ref(), include_revoked)
+            } else {
+                hippo.grants(scope.as_ref(), None, include_revoked)
+            }
+        })
+        .await?;
+    Ok(Json(GrantsResponse {
+        results: grants.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// Revoke a grant, at once (reads check grants as they run). Only the owner
+/// of what it shares (or a tenant-wide key) may.
+#[utoipa::path(delete, path = "/v1/grants/{id}", params(("id" = Uuid, Path, description = "Grant id")),
+    responses((status = 200, body = GrantView), (status = 404, body = ErrorBody)))]
+async fn revoke_grant(state: Bound, Path(id): Path<String>) -> Result<Json<GrantView>, ApiError> {
+    let id =
+        Uuid::parse_str(&id).map_err(|_| ApiError::invalid(format!("{id:?} is not a grant id")))?;
+    let owner = state.confine(None)?;
+    let hippo = state.hippo.clone();
+    let grant = state
+        .blocking(move || hippo.revoke_grant(id, owner.as_ref()))
+        .await?;
+    Ok(Json(grant.into()))
 }
 
 /// Background jobs per state (LLM extraction runs after the write is
@@ -1234,8 +1338,12 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
     if route == "/healthz" || route == "/openapi.json" {
         return next.run(req).await;
     }
-    let (tenant, actor) = match &state.control {
-        None => (DEFAULT_TENANT.to_owned(), "local".to_owned()),
+    let (tenant, actor, acts_for) = match &state.control {
+        None => (
+            DEFAULT_TENANT.to_owned(),
+            "local".to_owned(),
+            crate::auth::ActsFor::default(),
+        ),
         Some(control) => {
             let presented = req
                 .headers()
@@ -1295,7 +1403,8 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
                             wait.as_secs_f64().ceil() as u64,
                         );
                     }
-                    (key.tenant, format!("key:{}", key.id))
+                    let actor = format!("key:{}", key.id);
+                    (key.tenant, actor, key.acts_for)
                 }
                 Ok(Err(refusal)) => {
                     return unauthorized(&state, refusal.reason(), refusal.message());
@@ -1338,6 +1447,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         actor: actor.into(),
         metrics: state.metrics.clone(),
         context: state.context,
+        acts_for,
     });
     next.run(req).await
 }

@@ -22,6 +22,7 @@ use crate::model::{
 use crate::pack::Packer;
 use crate::policy::Policies;
 use crate::retrieve::{apply_standing, fuse, support, ChannelScores, FusionWeights, Standing};
+use crate::sharing::{Reader, Visible};
 use crate::store::{
     InsertBatch, KeywordQuery, ListQuery, NewMemory, Order, Page, Source, Store, StoreStats,
     Update, VectorQuery,
@@ -161,6 +162,9 @@ pub struct SearchRequest {
     /// together, hits and context; the best hit is returned regardless.
     /// `None`: [`DEFAULT_TOKENS_PER_RESULT`] per requested result.
     pub budget_tokens: Option<usize>,
+    /// Include what other users and agents share with the scope's user or
+    /// agent through grants in force (see [`crate::sharing`]).
+    pub shared: bool,
 }
 
 /// How many messages of the same conversation come with each hit (the
@@ -238,6 +242,7 @@ impl SearchRequest {
             context: Context::default(),
             diversity: DEFAULT_DIVERSITY,
             budget_tokens: None,
+            shared: true,
         }
     }
 }
@@ -257,6 +262,8 @@ pub struct SearchHit {
     pub window: Vec<Memory>,
     /// Ids of the hits in this result, best first (`memory` is the first).
     pub matched: Vec<MemoryId>,
+    /// When the memory is not the reader's own: the grant that shares it.
+    pub shared_via: Option<Uuid>,
 }
 
 impl SearchHit {
@@ -790,6 +797,7 @@ impl Hippo {
                                 chunk_index: source_id.map(|_| i as u32),
                                 chunk_count: count,
                                 derived_from: Vec::new(),
+                                written_by: Some(crate::audit::current_actor()),
                             },
                             embedding_model: Some(self.embedder.model_id().to_owned()),
                             valid_from: None,
@@ -1310,30 +1318,55 @@ impl Hippo {
             &req.query,
             self.clock.now().date_naive(),
         ));
-        // The channels are independent: run them side by side.
-        let ((keyword, keyword_ms), (vector, vector_ms)) = rayon::join(
-            || {
-                timed(|| {
-                    self.store.keyword_candidates(&KeywordQuery {
-                        scope: &req.scope,
-                        filter: &filter,
-                        terms: &terms,
-                        limit: keyword_pool,
-                    })
-                })
+        let reader = Reader {
+            scope: &req.scope,
+            visible: if req.shared {
+                self.visible(&req.scope)?
+            } else {
+                Visible::default()
             },
-            || {
-                timed(|| {
-                    self.store.vector_candidates(&VectorQuery {
-                        scope: &req.scope,
-                        filter: &filter,
-                        vector: &qv,
-                        limit: vector_pool,
+        };
+        let mut keyword = Vec::new();
+        let mut vector = Vec::new();
+        let (mut keyword_ms, mut vector_ms) = (0.0, 0.0);
+        // The reader's own scope, then each shared part: candidates of every
+        // part compete in one ranking (raw scores are comparable: BM25 over
+        // one index, cosines).
+        for (scope, only) in reader.visible.parts(&req.scope) {
+            // The channels are independent: run them side by side.
+            let ((k, k_ms), (v, v_ms)) = rayon::join(
+                || {
+                    timed(|| {
+                        self.store.keyword_candidates(&KeywordQuery {
+                            scope: &scope,
+                            filter: &filter,
+                            terms: &terms,
+                            limit: keyword_pool,
+                        })
                     })
-                })
-            },
-        );
-        let (keyword, vector) = (keyword?, vector?);
+                },
+                || {
+                    timed(|| {
+                        self.store.vector_candidates(&VectorQuery {
+                            scope: &scope,
+                            filter: &filter,
+                            vector: &qv,
+                            limit: vector_pool,
+                        })
+                    })
+                },
+            );
+            let keep =
+                |c: &crate::store::Candidate| only.as_ref().is_none_or(|o| o.contains(&c.id));
+            keyword.extend(k?.into_iter().filter(keep));
+            vector.extend(v?.into_iter().filter(keep));
+            keyword_ms += k_ms;
+            vector_ms += v_ms;
+        }
+        if !reader.visible.grants.is_empty() {
+            crate::sharing::merge_candidates(&mut keyword, keyword_pool);
+            crate::sharing::merge_candidates(&mut vector, vector_pool);
+        }
         // Exact cosines for keyword-only candidates, so every candidate is
         // judged on both channels.
         let known: std::collections::HashSet<MemoryId> = vector.iter().map(|c| c.id).collect();
@@ -1362,7 +1395,7 @@ impl Hippo {
         } else {
             fused
         };
-        let (hits, results_ms) = timed(|| self.results(req, &filter, &fused));
+        let (hits, results_ms) = timed(|| self.results(req, &reader, &filter, &fused));
         let hits = hits?;
         tracing::debug!(
             keyword_ms,
@@ -1467,6 +1500,7 @@ impl Hippo {
     fn results(
         &self,
         req: &SearchRequest,
+        reader: &Reader<'_>,
         filter: &Filter,
         fused: &[crate::retrieve::Fused],
     ) -> Result<Vec<SearchHit>> {
@@ -1494,10 +1528,10 @@ impl Hippo {
             for (id, w) in ids.into_iter().zip(windows) {
                 // Rows only for hits that could be taken (once the excerpts
                 // are all there, only hits next to one can join).
-                if !packer.may_take(id, &w) || !self.load_row(&mut rows, id, &req.scope, filter)? {
+                if !packer.may_take(id, &w) || !self.load_row(&mut rows, id, reader, filter)? {
                     continue; // not wanted, or deleted since ranked
                 }
-                let mut cost = |m| self.message_tokens(&mut rows, m, &req.scope, filter);
+                let mut cost = |m| self.message_tokens(&mut rows, m, reader, filter);
                 packer.offer(id, &w, &mut cost)?;
             }
             if packer.is_full() {
@@ -1506,7 +1540,7 @@ impl Hippo {
         }
         if !req.context.is_none() {
             // Context rows are read as the packer asks: only what it weighs.
-            let mut cost = |m| self.message_tokens(&mut rows, m, &req.scope, filter);
+            let mut cost = |m| self.message_tokens(&mut rows, m, reader, filter);
             packer.add_context((before, after), &mut cost)?;
         }
         Ok(packer
@@ -1520,38 +1554,45 @@ impl Hippo {
                     .iter()
                     .filter_map(|m| rows.get(m).cloned())
                     .collect();
+                let shared_via = if req.scope.matches(&memory.scope) {
+                    None
+                } else {
+                    reader.visible.grant_for(&memory).map(|g| g.id)
+                };
                 Some(SearchHit {
                     memory,
                     score: best.score,
                     scores: best.scores,
                     window: if window.len() > 1 { window } else { Vec::new() },
                     matched: e.hits,
+                    shared_via,
                 })
             })
             .collect())
     }
 
-    /// Tokens message `m` costs in a result (0 if gone or out of `scope`),
-    /// reading its row into `rows` if needed.
+    /// Tokens message `m` costs in a result (0 if gone or not for the
+    /// reader's eyes), reading its row into `rows` if needed.
     fn message_tokens(
         &self,
         rows: &mut HashMap<MemoryId, Memory>,
         m: MemoryId,
-        scope: &Scope,
+        reader: &Reader<'_>,
         filter: &Filter,
     ) -> Result<usize> {
-        self.load_row(rows, m, scope, filter)?;
+        self.load_row(rows, m, reader, filter)?;
         Ok(rows.get(&m).map_or(0, line_tokens))
     }
 
     /// Reads the row of `id` into `rows` unless it is there; false when it
-    /// does not exist (any more), lies outside `scope` or has a status the
-    /// filter does not accept (a deleted message is not shown as context).
+    /// does not exist (any more), the reader may not see it (neither its own
+    /// nor shared with it) or has a status the filter does not accept (a
+    /// deleted message is not shown as context).
     fn load_row(
         &self,
         rows: &mut HashMap<MemoryId, Memory>,
         id: MemoryId,
-        scope: &Scope,
+        reader: &Reader<'_>,
         filter: &Filter,
     ) -> Result<bool> {
         if rows.contains_key(&id) {
@@ -1559,7 +1600,7 @@ impl Hippo {
         }
         match self.store.get_many(&[id])?.pop() {
             Some(m)
-                if scope.matches(&m.scope)
+                if reader.sees(&m)
                     && filter.accepts_status(m.status)
                     && filter.accepts_expiry(m.expires_at) =>
             {
@@ -1724,6 +1765,7 @@ impl Hippo {
         m.valid_to = None;
         m.updated_at = now;
         m.provenance.request_id = Some(request_id);
+        m.provenance.written_by = Some(crate::audit::current_actor());
         if !derived_from.is_empty() {
             m.provenance.derived_from = derived_from;
         }
@@ -2060,7 +2102,7 @@ impl Hippo {
     /// A memory's versions (oldest first, the current one last) and its
     /// event log. `id` may name the memory or any of its earlier versions.
     pub fn history(&self, id: MemoryId, scope: Option<&Scope>) -> Result<History> {
-        let m = self.get(id, scope)?;
+        let m = self.read(id, scope)?;
         let memory_id = m.version_of.unwrap_or(m.id);
         let (versions, events) = self.store.history(memory_id)?;
         Ok(History {

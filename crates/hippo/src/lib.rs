@@ -38,6 +38,7 @@ pub mod policy;
 pub mod profile;
 pub mod prompt;
 pub mod retrieve;
+pub mod sharing;
 pub mod store;
 pub mod temporal;
 pub mod text;

@@ -168,6 +168,13 @@ pub struct Provenance {
     /// were derived from, e.g. the conversation turns a fact was extracted from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub derived_from: Vec<MemoryId>,
+    /// Who wrote this version: `key:<id>` (an API key), `job:<id>` (a
+    /// background job, e.g. LLM extraction), `maintenance` or `local` (the
+    /// embedding program or CLI). Set by the store from the writer in force
+    /// (see [`crate::audit::as_actor`]); `None` on memories written before
+    /// schema v9.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_by: Option<String>,
 }
 
 /// Whether a memory takes part in retrieval. Validity in time (superseded,

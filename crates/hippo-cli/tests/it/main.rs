@@ -10,4 +10,5 @@ mod erasure;
 mod external;
 mod extract;
 mod fakes;
+mod sharing;
 mod tenancy;

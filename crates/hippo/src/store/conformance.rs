@@ -26,7 +26,10 @@ fn memory(scope: Scope, content: &str, name: Option<&str>) -> Memory {
         event_time: Some(now),
         recorded_at: now,
         updated_at: now,
-        provenance: Provenance::default(),
+        provenance: Provenance {
+            written_by: Some("key:conformance".into()),
+            ..Provenance::default()
+        },
         content_hash: content_hash(content),
         embedding_model: None,
         valid_from: None,
@@ -80,12 +83,23 @@ pub fn round_trip(store: &dyn Store) {
     let mut m = memory(Scope::user("u1"), "I adopted a cat named Miso", Some("Ana"));
     m.metadata = json!({"k": "v", "n": 3}).as_object().unwrap().clone();
     m.embedding_model = Some(store.active_model().to_owned());
-    let plain = memory(Scope::user("u1"), "no vector here", None);
-    insert(
-        store,
-        vec![(m.clone(), Some(vector(0))), (plain.clone(), None)],
-    );
+    let mut plain = memory(Scope::user("u1"), "no vector here", None);
+    plain.provenance.written_by = None;
+    crate::audit::as_actor("job:7", || {
+        insert(
+            store,
+            vec![(m.clone(), Some(vector(0))), (plain.clone(), None)],
+        )
+    });
     assert_eq!(store.get_many(&[m.id]).unwrap(), vec![m.clone()]);
+    // A writer left unsaid is the one in force (provenance.written_by).
+    assert_eq!(
+        store.get_many(&[plain.id]).unwrap()[0]
+            .provenance
+            .written_by
+            .as_deref(),
+        Some("job:7")
+    );
     // Vectors come back as stored (unit length already), none for the rest.
     let got = store
         .vectors(&[m.id, plain.id, MemoryId::now_v7()])
@@ -846,6 +860,84 @@ pub fn erasure(store: &dyn Store) {
     assert!(keyword(store, &s, "part").is_empty());
 }
 
+/// Grants: stored and listed to their grantee (user or agent) and of their
+/// owner scope; revocation is recorded once; erasing a memory or a user
+/// takes their grants with it.
+pub fn grants(store: &dyn Store) {
+    use crate::sharing::{Grant, Grantee};
+    use crate::store::GrantQuery;
+    let m = memory(Scope::user("ana"), "shared note", None);
+    insert(store, vec![(m.clone(), None)]);
+    let now = Utc.with_ymd_and_hms(2024, 1, 2, 0, 0, 0).unwrap();
+    let grant = |memory_id, scope: Scope, user: Option<&str>, agent: Option<&str>| Grant {
+        id: uuid::Uuid::now_v7(),
+        memory_id,
+        scope,
+        grantee: Grantee {
+            user_id: user.map(Into::into),
+            agent_id: agent.map(Into::into),
+        },
+        created_at: now,
+        created_by: "local".into(),
+        expires_at: Some(now + chrono::Duration::days(1)),
+        revoked_at: None,
+    };
+    let one = grant(Some(m.id), m.scope.clone(), Some("bo"), None);
+    let all = grant(None, Scope::user("ana"), None, Some("helper"));
+    store.put_grant(&one).unwrap();
+    store.put_grant(&all).unwrap();
+    let q = |to: Option<&Scope>, of: Option<&Scope>, include_revoked| {
+        store
+            .grants(&GrantQuery {
+                id: None,
+                to,
+                of,
+                include_revoked,
+                limit: 100,
+            })
+            .unwrap()
+    };
+    assert_eq!(q(Some(&Scope::user("bo")), None, false), vec![one.clone()]);
+    let helper_for_bo = Scope {
+        user_id: Some("bo".into()),
+        agent_id: Some("helper".into()),
+        session_id: None,
+    };
+    assert_eq!(
+        q(Some(&helper_for_bo), None, false),
+        vec![one.clone(), all.clone()],
+        "a reader is the grantee through its user or its agent"
+    );
+    assert_eq!(q(None, Some(&Scope::user("ana")), false).len(), 2);
+    assert!(q(None, Some(&Scope::user("bo")), false).is_empty());
+    let revoked = store.revoke_grant(one.id, now).unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(now));
+    let later = now + chrono::Duration::hours(1);
+    assert_eq!(
+        store
+            .revoke_grant(one.id, later)
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        Some(now),
+        "revoking twice keeps the first time"
+    );
+    assert!(store
+        .revoke_grant(uuid::Uuid::now_v7(), now)
+        .unwrap()
+        .is_none());
+    assert!(q(Some(&Scope::user("bo")), None, false).is_empty());
+    assert_eq!(q(Some(&Scope::user("bo")), None, true), vec![revoked]);
+    store.delete(&[m.id]).unwrap();
+    assert_eq!(
+        q(None, None, true),
+        vec![all],
+        "the memory's grant went with it"
+    );
+    store.delete_scope(&Scope::user("ana")).unwrap();
+    assert!(q(None, None, true).is_empty(), "the user's grants went too");
+}
+
 /// Runs every check, each on a fresh store from `make`.
 pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     round_trip(make().as_ref());
@@ -859,6 +951,7 @@ pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     jobs(make().as_ref());
     forgetting(make().as_ref());
     erasure(make().as_ref());
+    grants(make().as_ref());
 }
 
 #[cfg(test)]

@@ -164,6 +164,21 @@ pub struct Candidate {
     pub kind: MemoryKind,
 }
 
+/// Which grants to list (conditions combine with AND).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrantQuery<'a> {
+    /// Only this grant.
+    pub id: Option<uuid::Uuid>,
+    /// Only grants whose grantee is this reader's user or agent.
+    pub to: Option<&'a Scope>,
+    /// Only grants of what lies in this owner scope.
+    pub of: Option<&'a Scope>,
+    /// Revoked grants too.
+    pub include_revoked: bool,
+    /// Most grants to return.
+    pub limit: usize,
+}
+
 /// Listing order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Order {
@@ -248,6 +263,18 @@ pub trait Store: Send + Sync {
     /// The memories (current or earlier versions) whose `derived_from`
     /// names any of `ids`.
     fn derived_from_any(&self, ids: &[MemoryId]) -> Result<Vec<MemoryId>>;
+    /// Stores a new read grant, with its audit entry.
+    fn put_grant(&self, grant: &crate::sharing::Grant) -> Result<()>;
+    /// Marks grant `id` revoked at `at` (with its audit entry) and returns
+    /// it; `None` if there is no such grant. Revoking twice keeps the first
+    /// time.
+    fn revoke_grant(
+        &self,
+        id: uuid::Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<Option<crate::sharing::Grant>>;
+    /// Grants matching the query, oldest first.
+    fn grants(&self, query: &GrantQuery<'_>) -> Result<Vec<crate::sharing::Grant>>;
     /// Audit entries after `after` (a `seq`), oldest first, at most `limit`.
     fn audit(&self, after: i64, limit: usize) -> Result<Vec<crate::audit::AuditEntry>>;
     /// Checks the audit log's hash chain and head (see [`crate::audit`]).

@@ -162,6 +162,30 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE memories ADD COLUMN flags TEXT;
     "#,
+    // v9: who wrote each memory (provenance.written_by), filled for older
+    // rows from the audit log's `add` entries; and read grants (sharing).
+    r#"
+    ALTER TABLE memories ADD COLUMN written_by TEXT;
+    UPDATE memories SET written_by =
+        (SELECT a.actor FROM audit_log a WHERE a.target = memories.id AND a.action = 'add'
+         ORDER BY a.seq LIMIT 1);
+    CREATE TABLE grants (
+        id            TEXT PRIMARY KEY,
+        memory_id     TEXT,
+        user_id       TEXT,
+        agent_id      TEXT,
+        session_id    TEXT,
+        grantee_user  TEXT,
+        grantee_agent TEXT,
+        created_at    INTEGER NOT NULL,
+        created_by    TEXT NOT NULL,
+        expires_at    INTEGER,
+        revoked_at    INTEGER
+    );
+    CREATE INDEX grants_user_grantee ON grants(grantee_user) WHERE grantee_user IS NOT NULL;
+    CREATE INDEX grants_agent_grantee ON grants(grantee_agent) WHERE grantee_agent IS NOT NULL;
+    CREATE INDEX grants_memory ON grants(memory_id) WHERE memory_id IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this code writes.

@@ -31,8 +31,8 @@ use super::schema;
 use super::slots::SlotFields;
 use super::vectors::VectorIndex;
 use super::{
-    Candidate, InsertBatch, InsertOutcome, KeywordQuery, ListQuery, Order, Page, Source, Store,
-    StoreStats, Update, VectorQuery,
+    Candidate, GrantQuery, InsertBatch, InsertOutcome, KeywordQuery, ListQuery, Order, Page,
+    Source, Store, StoreStats, Update, VectorQuery,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::jobs::{Job, JobCounts, JobState, JobStep, JobUpdate, NewJob};
@@ -41,6 +41,7 @@ use crate::model::{
     Usage,
 };
 use crate::policy::Rejection;
+use crate::sharing::{Grant, Grantee};
 use crate::text::{keyword_body, keyword_text, KEYWORD_FORMAT};
 
 /// Options for opening a [`SqliteStore`].
@@ -203,8 +204,8 @@ const MEMORY_COLUMNS: &str = "m.id, m.user_id, m.agent_id, m.session_id, m.kind,
      m.metadata, m.event_time, m.recorded_at, m.updated_at, m.request_id, m.source_id, m.chunk_index, \
      m.chunk_count, m.content_hash, m.embedding_model, m.valid_from, m.valid_to, m.version_of, m.status, \
      m.derived_from, m.dedup_key, m.expires_at, m.used_count, m.helpful_count, m.wrong_count, \
-     m.reinforced_at, m.flags";
-const MEMORY_COUNT: usize = 30;
+     m.reinforced_at, m.flags, m.written_by";
+const MEMORY_COUNT: usize = 31;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a connection leaves it usable: SQLite rolls back
@@ -272,6 +273,7 @@ fn row_to_memory(r: &Row<'_>) -> rusqlite::Result<Memory> {
             chunk_index: r.get(14)?,
             chunk_count: r.get(15)?,
             derived_from: parse_ids(r.get(22)?)?,
+            written_by: r.get(30)?,
         },
         content_hash: r.get(16)?,
         embedding_model: r.get(17)?,
@@ -434,6 +436,85 @@ fn scope_detail(scope: &Scope) -> Map<String, Value> {
         }
     }
     d
+}
+
+/// The audit detail of a grant: what, to whom, until when (ids, no content).
+fn grant_detail(g: &Grant) -> Map<String, Value> {
+    let mut d = Map::new();
+    if let Some(m) = g.memory_id {
+        d.insert("memory_id".into(), Value::String(m.to_string()));
+    }
+    d.insert("scope".into(), Value::Object(scope_detail(&g.scope)));
+    if let Ok(v) = serde_json::to_value(&g.grantee) {
+        d.insert("grantee".into(), v);
+    }
+    if let Some(e) = g.expires_at {
+        d.insert("expires_at".into(), Value::String(e.to_rfc3339()));
+    }
+    d
+}
+
+fn select_grants(conn: &Connection, q: &GrantQuery<'_>) -> Result<Vec<Grant>> {
+    let mut c = Conditions::default();
+    if let Some(id) = q.id {
+        c.push("m.id = ?", id.to_string());
+    }
+    if let Some(of) = q.of {
+        c.scope(of);
+    }
+    if let Some(to) = q.to {
+        // The reader is the grantee through its user or its agent.
+        match (&to.user_id, &to.agent_id) {
+            (Some(u), Some(a)) => {
+                let n = c.params.len();
+                c.sql.push(format!(
+                    "(m.grantee_user = ?{} OR m.grantee_agent = ?{})",
+                    n + 1,
+                    n + 2
+                ));
+                c.params.push(u.clone().into());
+                c.params.push(a.clone().into());
+            }
+            (Some(u), None) => c.push("m.grantee_user = ?", u.clone()),
+            (None, Some(a)) => c.push("m.grantee_agent = ?", a.clone()),
+            (None, None) => return Ok(Vec::new()),
+        }
+    }
+    if !q.include_revoked {
+        c.sql.push("m.revoked_at IS NULL".into());
+    }
+    let sql = format!(
+        "SELECT m.id, m.memory_id, m.user_id, m.agent_id, m.session_id, m.grantee_user, m.grantee_agent,
+         m.created_at, m.created_by, m.expires_at, m.revoked_at
+         FROM grants m WHERE {} ORDER BY m.created_at, m.id LIMIT {}",
+        c.where_clause(),
+        q.limit
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(c.params.iter()), |r| {
+        Ok(Grant {
+            id: parse_uuid(&r.get::<_, String>(0)?)?,
+            memory_id: r
+                .get::<_, Option<String>>(1)?
+                .as_deref()
+                .map(parse_uuid)
+                .transpose()?,
+            scope: Scope {
+                user_id: r.get(2)?,
+                agent_id: r.get(3)?,
+                session_id: r.get(4)?,
+            },
+            grantee: Grantee {
+                user_id: r.get(5)?,
+                agent_id: r.get(6)?,
+            },
+            created_at: from_ms(r.get(7)?)?,
+            created_by: r.get(8)?,
+            expires_at: r.get::<_, Option<i64>>(9)?.map(from_ms).transpose()?,
+            revoked_at: r.get::<_, Option<i64>>(10)?.map(from_ms).transpose()?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
 fn insert_rejections(tx: &Transaction<'_>, rejections: &[Rejection]) -> Result<()> {
@@ -970,6 +1051,8 @@ impl SqliteStore {
             }
             tx.prepare_cached("DELETE FROM memory_events WHERE memory_id = ?1")?
                 .execute([id.to_string()])?;
+            tx.prepare_cached("DELETE FROM grants WHERE memory_id = ?1")?
+                .execute([id.to_string()])?;
         }
         let mut touched = BTreeSet::new();
         for (_, r) in &rowids {
@@ -1037,8 +1120,20 @@ impl SqliteStore {
                 d
             })],
         )?;
-        // Work on the scope's data, and what it was refused, go with it.
-        for table in ["jobs", "rejections"] {
+        // Grants of what it held go with it; so do grants to the user or
+        // agent when the scope is exactly that principal.
+        match (&scope.user_id, &scope.agent_id, &scope.session_id) {
+            (Some(u), None, None) => {
+                tx.execute("DELETE FROM grants WHERE grantee_user = ?1", [u])?;
+            }
+            (None, Some(a), None) => {
+                tx.execute("DELETE FROM grants WHERE grantee_agent = ?1", [a])?;
+            }
+            _ => {}
+        }
+        // Work on the scope's data, what it was refused and what it shared
+        // go with it.
+        for table in ["jobs", "rejections", "grants"] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE {src_where}"),
                 params_from_iter(c.params.iter()),
@@ -1142,9 +1237,9 @@ impl SqliteStore {
                      event_time, recorded_at, updated_at, request_id, source_id, chunk_index, chunk_count,
                      content_hash, embedding_model, prev_rowid, valid_from, valid_to, version_of, status,
                      derived_from, dedup_key, expires_at, used_count, helpful_count, wrong_count, reinforced_at,
-                     flags)
+                     flags, written_by)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-                     ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
+                     ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32)",
                 )?
                 .execute(params![
                     m.id.to_string(),
@@ -1178,6 +1273,10 @@ impl SqliteStore {
                     m.usage.wrong,
                     m.usage.reinforced_at.map(ms),
                     flags_json(&m.flags),
+                    m.provenance
+                        .written_by
+                        .clone()
+                        .unwrap_or_else(crate::audit::current_actor),
                 ]);
             match inserted {
                 Err(rusqlite::Error::SqliteFailure(e, _))
@@ -1587,7 +1686,8 @@ impl Store for SqliteStore {
                 "UPDATE memories SET kind = ?1, content = ?2, role = ?3, name = ?4, metadata = ?5, event_time = ?6,
                  updated_at = ?7, content_hash = ?8, embedding_model = ?9, request_id = ?10, derived_from = ?11,
                  valid_from = ?12, valid_to = ?13, status = ?14, dedup_key = ?15, expires_at = ?16,
-                 used_count = ?17, helpful_count = ?18, wrong_count = ?19, reinforced_at = ?20, flags = ?22
+                 used_count = ?17, helpful_count = ?18, wrong_count = ?19, reinforced_at = ?20, flags = ?22,
+                 written_by = COALESCE(?23, written_by)
                  WHERE rowid = ?21",
             )?
             .execute(params![
@@ -1613,6 +1713,7 @@ impl Store for SqliteStore {
                 m.usage.reinforced_at.map(ms),
                 rowid,
                 flags_json(&m.flags),
+                m.provenance.written_by,
             ]);
         match updated {
             Err(rusqlite::Error::SqliteFailure(e, _))
@@ -1745,6 +1846,66 @@ impl Store for SqliteStore {
             }
         }
         Ok(out.into_iter().collect())
+    }
+
+    fn put_grant(&self, g: &Grant) -> Result<()> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO grants (id, memory_id, user_id, agent_id, session_id, grantee_user, grantee_agent,
+             created_at, created_by, expires_at, revoked_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                g.id.to_string(),
+                g.memory_id.map(|u| u.to_string()),
+                g.scope.user_id,
+                g.scope.agent_id,
+                g.scope.session_id,
+                g.grantee.user_id,
+                g.grantee.agent_id,
+                ms(g.created_at),
+                g.created_by,
+                g.expires_at.map(ms),
+                g.revoked_at.map(ms),
+            ],
+        )?;
+        append_audit(
+            &tx,
+            vec![("grant".to_owned(), g.id.to_string(), grant_detail(g))],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn revoke_grant(&self, id: uuid::Uuid, at: DateTime<Utc>) -> Result<Option<Grant>> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE grants SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![id.to_string(), ms(at)],
+        )?;
+        let grant = select_grants(
+            &tx,
+            &GrantQuery {
+                id: Some(id),
+                include_revoked: true,
+                limit: 1,
+                ..Default::default()
+            },
+        )?
+        .pop();
+        if let (1, Some(g)) = (changed, &grant) {
+            append_audit(
+                &tx,
+                vec![("revoke_grant".to_owned(), id.to_string(), grant_detail(g))],
+            )?;
+        }
+        tx.commit()?;
+        Ok(grant)
+    }
+
+    fn grants(&self, query: &GrantQuery<'_>) -> Result<Vec<Grant>> {
+        select_grants(&self.reader(), query)
     }
 
     fn audit(&self, after: i64, limit: usize) -> Result<Vec<crate::audit::AuditEntry>> {
