@@ -13,6 +13,7 @@ mod limits;
 mod loadtest;
 mod metrics;
 mod server;
+mod soak;
 mod synth;
 mod tenants;
 
@@ -402,6 +403,9 @@ enum Command {
     Compact,
     /// Show store counts.
     Stats,
+    /// Check the store: database integrity, keyword index, every memory with its keyword entry
+    /// and vector, the audit chain. Prints the problems; exit 1 if any.
+    Check,
     /// Embed memories lacking a vector of the current model (after switching models).
     Reembed,
     /// Recall and latency on a LoCoMo-format file, through the library.
@@ -413,6 +417,9 @@ enum Command {
     EvalInjection(eval_injection::EvalInjectionArgs),
     /// Load test of a running server over HTTP on generated chat (ingest and search).
     Loadtest(loadtest::LoadtestArgs),
+    /// Open-loop soak of a running server at a fixed offered rate (searches, adds, revisions,
+    /// erasures): throughput, latency, answers by status, resident memory over time.
+    Soak(soak::SoakArgs),
     /// Download the default model from the Hugging Face Hub into its cache and print the directory.
     FetchModel,
 }
@@ -1091,6 +1098,20 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&hippo.stats()?)?);
             Ok(())
         }
+        Command::Check => {
+            let hippo = settings.open()?;
+            let problems = hippo.store().check()?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"ok": problems.is_empty(), "problems": problems})
+                )?
+            );
+            if !problems.is_empty() {
+                bail!("the store has {} problem(s)", problems.len());
+            }
+            Ok(())
+        }
         Command::Reembed => {
             let hippo = settings.open()?;
             let n = hippo.reembed(256, |done| eprint!("\rre-embedded {done}"))?;
@@ -1101,6 +1122,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::EvalOps(args) => eval_ops::run(&settings, args).map(|_| ()),
         Command::EvalInjection(args) => eval_injection::run(&settings, args).map(|_| ()),
         Command::Loadtest(args) => loadtest::run(&settings, args),
+        Command::Soak(args) => soak::run(args),
         Command::FetchModel => {
             println!("{}", MiniLmEmbedder::download_from_hub()?.display());
             Ok(())

@@ -94,7 +94,23 @@ impl Error {
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
-        Error::internal("storage error", e)
+        use rusqlite::ErrorCode as C;
+        // The disk refusing (full, failing, read-only) or the file busy past
+        // its timeout: the write did not happen and a retry may succeed.
+        match e.sqlite_error_code() {
+            Some(
+                C::DiskFull
+                | C::SystemIoFailure
+                | C::ReadOnly
+                | C::CannotOpen
+                | C::DatabaseBusy
+                | C::DatabaseLocked,
+            ) => Error::unavailable(
+                "storage unavailable (disk full, I/O error or busy): nothing was changed; retry later",
+                e,
+            ),
+            _ => Error::internal("storage error", e),
+        }
     }
 }
 

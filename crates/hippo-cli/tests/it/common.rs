@@ -34,9 +34,31 @@ pub struct Server {
 
 impl Server {
     pub fn start(db: &Path, extra: &[&str]) -> Server {
-        let mut child = hippo(db)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
+        let mut cmd = hippo(db);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(extra);
+        Server::spawn(cmd)
+    }
+
+    /// A server whose files may not grow past `limit_kib` KiB each
+    /// (RLIMIT_FSIZE, with SIGXFSZ ignored): writes beyond it fail in the
+    /// kernel with EFBIG, as on a full disk.
+    pub fn start_with_file_limit(db: &Path, limit_kib: u64) -> Server {
+        let env = hippo(db);
+        let mut wrapped = Command::new("bash");
+        wrapped
+            .args(["-c", "trap '' XFSZ; ulimit -f \"$1\"; shift; exec \"$@\""])
+            .arg("fsize")
+            .arg(limit_kib.to_string())
+            .arg(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"]);
+        for (k, v) in env.get_envs().filter_map(|(k, v)| Some((k, v?))) {
+            wrapped.env(k, v);
+        }
+        Server::spawn(wrapped)
+    }
+
+    fn spawn(mut cmd: Command) -> Server {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -10,5 +10,6 @@ mod erasure;
 mod external;
 mod extract;
 mod fakes;
+mod faults;
 mod sharing;
 mod tenancy;

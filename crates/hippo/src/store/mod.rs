@@ -263,6 +263,10 @@ pub trait Store: Send + Sync {
     /// The memories (current or earlier versions) whose `derived_from`
     /// names any of `ids`.
     fn derived_from_any(&self, ids: &[MemoryId]) -> Result<Vec<MemoryId>>;
+    /// Checks the store's files and indexes (integrity of the database, the
+    /// keyword index, every memory with its keyword entry and vector where
+    /// it should have one); returns the problems found, none when sound.
+    fn check(&self) -> Result<Vec<String>>;
     /// Stores a new read grant, with its audit entry.
     fn put_grant(&self, grant: &crate::sharing::Grant) -> Result<()>;
     /// Marks grant `id` revoked at `at` (with its audit entry) and returns

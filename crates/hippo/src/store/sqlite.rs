@@ -1848,6 +1848,59 @@ impl Store for SqliteStore {
         Ok(out.into_iter().collect())
     }
 
+    fn check(&self) -> Result<Vec<String>> {
+        // The writer: FTS5 takes its integrity check as an INSERT.
+        let conn = lock(&self.writer);
+        let mut problems: Vec<String> = Vec::new();
+        let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+        for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
+            let line = row?;
+            if line != "ok" {
+                problems.push(format!("database: {line}"));
+            }
+        }
+        // FTS5 compares its index with the rows it was built from.
+        if let Err(e) = conn.execute(
+            "INSERT INTO memory_fts(memory_fts) VALUES('integrity-check')",
+            [],
+        ) {
+            problems.push(format!("keyword index: {e}"));
+        }
+        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+        let missing_keywords = count(
+            "SELECT count(*) FROM memories m WHERE NOT EXISTS (SELECT 1 FROM memory_fts f WHERE f.rowid = m.rowid)",
+        )?;
+        if missing_keywords > 0 {
+            problems.push(format!(
+                "{missing_keywords} memories without a keyword entry"
+            ));
+        }
+        let stray_keywords = count(
+            "SELECT count(*) FROM memory_fts f WHERE NOT EXISTS (SELECT 1 FROM memories m WHERE m.rowid = f.rowid)",
+        )?;
+        if stray_keywords > 0 {
+            problems.push(format!("{stray_keywords} keyword entries without a memory"));
+        }
+        let missing_vectors = count(
+            "SELECT count(*) FROM memories m WHERE m.embedding_model IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM memory_vectors v WHERE v.rowid = m.rowid)",
+        )?;
+        if missing_vectors > 0 {
+            problems.push(format!("{missing_vectors} memories without their vector"));
+        }
+        let stray_vectors = count(
+            "SELECT count(*) FROM memory_vectors v WHERE NOT EXISTS (SELECT 1 FROM memories m WHERE m.rowid = v.rowid)",
+        )?;
+        if stray_vectors > 0 {
+            problems.push(format!("{stray_vectors} vectors without a memory"));
+        }
+        let audit = crate::audit::sql::check(&conn, "store_meta")?;
+        if !audit.ok {
+            problems.push("audit log: the hash chain does not verify".into());
+        }
+        Ok(problems)
+    }
+
     fn put_grant(&self, g: &Grant) -> Result<()> {
         let mut conn = lock(&self.writer);
         let tx = conn.transaction()?;

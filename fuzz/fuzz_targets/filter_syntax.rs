@@ -1,0 +1,8 @@
+//! The filter syntax: list query strings and search `filters` objects; must
+//! never panic.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    hippo_cli::fuzzing::filter_syntax(data);
+});
