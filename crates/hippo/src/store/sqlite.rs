@@ -83,8 +83,9 @@ pub struct SqliteStore {
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
-    vectors: RwLock<VectorIndex>,
-    keywords: RwLock<KeywordIndex>,
+    // parking_lot: reads take the lock recursively (see `vectors_read`).
+    vectors: parking_lot::RwLock<VectorIndex>,
+    keywords: parking_lot::RwLock<KeywordIndex>,
     /// Feedback of the memories that have any (few): ranking reads it for
     /// every candidate.
     usage: RwLock<HashMap<MemoryId, Usage>>,
@@ -805,8 +806,8 @@ impl SqliteStore {
             writer: Mutex::new(writer),
             readers,
             next_reader: AtomicUsize::new(0),
-            vectors: RwLock::new(vectors),
-            keywords: RwLock::new(keywords),
+            vectors: parking_lot::RwLock::new(vectors),
+            keywords: parking_lot::RwLock::new(keywords),
             usage: RwLock::new(usage),
             tokenizers,
         })
@@ -961,7 +962,7 @@ impl SqliteStore {
 
     /// Applies committed keyword changes to the mirror (writer lock held).
     fn apply_keywords(&self, changes: KeywordChanges) {
-        let mut index = self.keywords.write().unwrap_or_else(|e| e.into_inner());
+        let mut index = self.keywords.write();
         for (rowid, change) in changes {
             match change {
                 Some((f, prev, doc)) => index.upsert(f.slot(rowid), prev, &doc),
@@ -990,12 +991,18 @@ impl SqliteStore {
         lock(&self.readers[i])
     }
 
-    fn vectors_read(&self) -> std::sync::RwLockReadGuard<'_, VectorIndex> {
-        self.vectors.read().unwrap_or_else(|e| e.into_inner())
+    /// A read lock taken even while a writer waits: a search scans vectors in
+    /// parallel (rayon) while holding it, and a rayon thread waiting for that
+    /// scan may steal another search's job that reads again. A
+    /// writer-preferring lock would block that second read behind the
+    /// waiting writer, which waits for the first — a deadlock seen under
+    /// concurrent searches and erasures (`hippo soak`).
+    fn vectors_read(&self) -> parking_lot::RwLockReadGuard<'_, VectorIndex> {
+        self.vectors.read_recursive()
     }
 
-    fn vectors_write(&self) -> std::sync::RwLockWriteGuard<'_, VectorIndex> {
-        self.vectors.write().unwrap_or_else(|e| e.into_inner())
+    fn vectors_write(&self) -> parking_lot::RwLockWriteGuard<'_, VectorIndex> {
+        self.vectors.write()
     }
 
     /// The transaction of [`Store::delete`]: returns the deleted rows and the
@@ -1999,11 +2006,14 @@ impl Store for SqliteStore {
         let tokens = self.query_tokens(q.terms)?;
         // Metadata conditions are resolved in SQL first, so top-k stays exact.
         let allowed = self.allowed_for(q.scope, q.filter)?;
-        let hits = self
-            .keywords
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .search(q.scope, q.filter, allowed.as_ref(), &tokens, q.limit);
+        // Recursive: see `vectors_read`.
+        let hits = self.keywords.read_recursive().search(
+            q.scope,
+            q.filter,
+            allowed.as_ref(),
+            &tokens,
+            q.limit,
+        );
         Ok(hits.into_iter().map(candidate).collect())
     }
 
@@ -2029,7 +2039,8 @@ impl Store for SqliteStore {
     }
 
     fn windows(&self, ids: &[MemoryId], before: usize, after: usize) -> Result<Vec<Vec<MemoryId>>> {
-        let index = self.keywords.read().unwrap_or_else(|e| e.into_inner());
+        // Recursive for the same reason as `vectors_read`.
+        let index = self.keywords.read_recursive();
         Ok(index.windows(ids, before, after))
     }
 
