@@ -59,7 +59,8 @@ pub struct LoadtestArgs {
     top_k: usize,
 }
 
-fn pct(sorted: &[f64], p: f64) -> f64 {
+/// The `p` quantile of sorted milliseconds, to a microsecond (also `soak`).
+pub(crate) fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -189,7 +190,13 @@ fn resident_bytes(agent: &ureq::Agent, base: &str) -> Option<u64> {
         .ok()?
         .into_string()
         .ok()?;
-    text.lines()
+    resident_bytes_in(&text)
+}
+
+/// The server's resident memory from the text of its `/metrics`.
+pub(crate) fn resident_bytes_in(metrics: &str) -> Option<u64> {
+    metrics
+        .lines()
         .find(|l| l.starts_with("hippo_process_resident_memory_bytes "))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse::<f64>().ok())

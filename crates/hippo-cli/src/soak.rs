@@ -18,6 +18,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
 
+use crate::loadtest::{pct, resident_bytes_in};
 use crate::synth::{ChatGenerator, Rng, Turn};
 
 /// Arguments of `hippo soak`.
@@ -125,19 +126,7 @@ fn resident_mb(c: &Client) -> Option<f64> {
         .ok()?
         .into_string()
         .ok()?;
-    text.lines()
-        .find(|l| l.starts_with("hippo_process_resident_memory_bytes "))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|v| (v / 1048576.0 * 10.0).round() / 10.0)
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let v = sorted[((p * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)];
-    (v * 100.0).round() / 100.0
+    resident_bytes_in(&text).map(|b| (b as f64 / 1048576.0 * 10.0).round() / 10.0)
 }
 
 fn turn_text(t: &Turn) -> String {

@@ -26,6 +26,17 @@ pub fn hippo(db: &Path) -> Command {
     c
 }
 
+/// Runs a `hippo` command on `db` that must succeed; its trimmed stdout.
+pub fn run(db: &Path, args: &[&str]) -> String {
+    let out = hippo(db).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// A running server, killed when dropped.
 pub struct Server {
     pub child: Child,

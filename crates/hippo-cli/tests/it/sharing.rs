@@ -6,17 +6,7 @@
 
 use serde_json::{json, Value};
 
-use super::common::{hippo, Server};
-
-fn run(db: &std::path::Path, args: &[&str]) -> String {
-    let out = hippo(db).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
+use super::common::{run, Server};
 
 fn user_key(db: &std::path::Path, user: &str) -> String {
     run(db, &["key", "create", "--access", "write", "--user", user])
