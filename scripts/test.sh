@@ -16,4 +16,11 @@ export HIPPO_MODEL_DIR="${HIPPO_MODEL_DIR:-$(scripts/fetch-model.sh)}"
 echo "== cargo fmt"; cargo fmt --all --check
 echo "== cargo clippy"; cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"; cargo test --locked --workspace 2>&1 | tee /tmp/hippo-test.log
+echo "== python: the wheel, MCP and Mem0 clients, schemathesis"
+PY=$(scripts/python-env.sh)
+rm -rf target/wheels
+# The dev profile shares the workspace's compiled dependencies (already built above).
+(cd python && "$(dirname "$PY")/maturin" build --quiet --profile dev --locked -o ../target/wheels)
+"$PY" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps target/wheels/hippo_memory-*.whl
+HIPPO_BIN="$PWD/target/debug/hippo" "$PY" -m pytest -q python/tests
 echo "== doc"; RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --workspace -q

@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 
 use hippo::{Filter, Scope, SearchRequest};
 
-use crate::io::{locomo_items, locomo_turns, InputError};
 use crate::Settings;
+use hippo_cli::io::{locomo_items, locomo_turns, InputError};
 
 /// Arguments of `hippo bench`.
 #[derive(Args)]
@@ -273,7 +273,7 @@ pub fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
 fn add_distractors(
     hippo: &hippo::Hippo,
     uid: &str,
-    turns: &[crate::io::Turn],
+    turns: &[hippo_cli::io::Turn],
     n: usize,
     seed: u64,
 ) -> Result<()> {

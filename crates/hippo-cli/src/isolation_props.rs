@@ -242,6 +242,7 @@ impl World {
             rate_limiter: Arc::new(crate::limits::RateLimiter::new(1e9, 1e9)),
             in_flight: Arc::new(tokio::sync::Semaphore::new(64)),
             request_timeout: std::time::Duration::from_secs(60),
+            shutdown: Default::default(),
         };
         World {
             rt: tokio::runtime::Builder::new_multi_thread()

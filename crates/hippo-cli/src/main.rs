@@ -1,21 +1,13 @@
 //! `hippo`: the memory server and command-line tool. Glue only: every
 //! command is a thin adapter over `hippo::Hippo`.
 
-mod auth;
 mod bench;
 mod config;
 mod eval_injection;
 mod eval_ops;
-mod io;
-#[cfg(test)]
-mod isolation_props;
-mod limits;
 mod loadtest;
-mod metrics;
-mod server;
 mod soak;
 mod synth;
-mod tenants;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,7 +20,7 @@ use hippo::{
     AddItem, Embedder, Filter, Hippo, MemoryKind, MiniLmEmbedder, OpenAiEmbedder,
     OpenAiEmbedderConfig, Scope, SearchRequest, SqliteStore, SqliteStoreOptions,
 };
-use hippo_cli::api;
+use hippo_cli::{api, auth, io, limits, mcp, metrics, server, tenants};
 use uuid::Uuid;
 
 use config::FileConfig;
@@ -198,6 +190,16 @@ enum Command {
         /// (default 3600, or `maintenance_interval_secs` in the config file).
         #[arg(long, env = "HIPPO_MAINTENANCE_INTERVAL_SECS")]
         maintenance_interval_secs: Option<u64>,
+    },
+    /// Serve MCP (Model Context Protocol) over stdin/stdout, for agents that start `hippo mcp`
+    /// themselves (MCP over HTTP is at `/mcp` in `hippo serve`). Logs go to stderr.
+    Mcp {
+        /// Act for this user only: tools fill it in and refuse others (like a key bound to a user).
+        #[arg(long)]
+        user: Option<String>,
+        /// Act for this agent only.
+        #[arg(long)]
+        agent: Option<String>,
     },
     /// Remember one text.
     Add {
@@ -386,9 +388,13 @@ enum Command {
     Import {
         /// The file.
         file: PathBuf,
-        /// `jsonl`, `locomo`, or `auto` (by extension and content).
+        /// `jsonl` (Hippo's export or add items), `locomo`, `mem0` (a Mem0 export or `get_all`
+        /// answer), `chat` (OpenAI-style `{"messages": [...]}` logs), or `auto` (by content).
         #[arg(long, default_value = "auto")]
         format: String,
+        /// Owner of chat logs (required for them); fills in Mem0 memories without one.
+        #[command(flatten)]
+        scope: ScopeArgs,
     },
     /// Export memories as JSONL (lossless; re-import with `import`).
     Export {
@@ -667,7 +673,13 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     let settings = Settings::resolve(&cli.global)?;
+    let tenant = cli
+        .global
+        .tenant
+        .clone()
+        .unwrap_or_else(|| auth::DEFAULT_TENANT.to_owned());
     match cli.command {
+        Command::Mcp { user, agent } => mcp_stdio(settings, &tenant, user, agent),
         Command::Serve {
             listen,
             max_body_bytes,
@@ -727,16 +739,24 @@ fn run(cli: Cli) -> Result<()> {
                 usize::from(default.consolidates())
             };
             let lease = chrono::Duration::seconds(i64::from(job_lease_secs.max(1)));
-            let _workers = server::JobWorkers::start(tenants.clone(), workers, lease);
+            let metrics = Arc::new(metrics::Metrics::new());
+            let _workers =
+                server::JobWorkers::start(tenants.clone(), workers, lease, metrics.clone());
             let _maintainer = (interval > 0).then(|| {
-                server::Maintainer::start(tenants.clone(), std::time::Duration::from_secs(interval))
+                server::Maintainer::start(
+                    tenants.clone(),
+                    std::time::Duration::from_secs(interval),
+                    metrics.clone(),
+                )
             });
             let model = default.embedder().model_id().to_owned();
             let guards = Guards {
                 allowed_hosts: settings.file.allowed_hosts.clone(),
                 limits: settings.file.limits()?,
             };
-            serve(tenants, control, model, guards, &listen, max_body, context)
+            serve(
+                tenants, control, metrics, model, guards, &listen, max_body, context,
+            )
         }
         Command::Add {
             scope,
@@ -1074,9 +1094,13 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Import { file, format } => {
+        Command::Import {
+            file,
+            format,
+            scope,
+        } => {
             let hippo = settings.open()?;
-            let n = io::import(&hippo, &file, &format)?;
+            let n = io::import(&hippo, &file, &format, &scope.scope())?;
             eprintln!("imported {n} memories");
             Ok(())
         }
@@ -1225,9 +1249,11 @@ struct Guards {
     limits: limits::Limits,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn serve(
     tenants: Arc<tenants::Tenants>,
     control: Option<Arc<auth::Control>>,
+    metrics: Arc<metrics::Metrics>,
     model: String,
     guards: Guards,
     listen: &str,
@@ -1262,11 +1288,12 @@ fn serve(
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let shutdown_token = tokio_util::sync::CancellationToken::new();
     rt.block_on(async move {
         let state = server::AppState {
             tenants,
             control,
-            metrics: Arc::new(metrics::Metrics::new()),
+            metrics,
             context,
             model,
             allowed_hosts: allowed_hosts.map(Arc::new),
@@ -1276,6 +1303,7 @@ fn serve(
             )),
             in_flight: Arc::new(tokio::sync::Semaphore::new(guards.limits.max_in_flight)),
             request_timeout: guards.limits.request_timeout,
+            shutdown: shutdown_token.clone(),
         };
         let app = server::router(state, max_body_bytes);
         let listener = tokio::net::TcpListener::bind(addr)
@@ -1285,10 +1313,57 @@ fn serve(
         // Printed for scripts that wait for readiness.
         println!("listening on http://{}", listener.local_addr()?);
         axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown())
+            .with_graceful_shutdown(async move {
+                shutdown().await;
+                // Open MCP streams would hold a graceful shutdown forever.
+                shutdown_token.cancel();
+            })
             .await?;
         Ok(())
     })
+}
+
+/// `hippo mcp`: one tenant's engine over stdio, with its job workers.
+fn mcp_stdio(
+    settings: Settings,
+    tenant: &str,
+    user: Option<String>,
+    agent: Option<String>,
+) -> Result<()> {
+    let settings = Arc::new(settings);
+    let opener = settings.clone();
+    let tenants = Arc::new(tenants::Tenants::new(
+        settings.base_db.clone(),
+        Box::new(move |db| opener.open_for_serving(db)),
+    ));
+    let hippo = tenants.get(tenant)?;
+    let workers = if hippo.llm().is_some() {
+        settings.file.llm_workers.unwrap_or(1).max(1)
+    } else {
+        usize::from(hippo.consolidates())
+    };
+    let metrics = Arc::new(metrics::Metrics::new());
+    let _workers = server::JobWorkers::start(
+        tenants.clone(),
+        workers,
+        chrono::Duration::minutes(10),
+        metrics.clone(),
+    );
+    let bound = server::Bound {
+        hippo,
+        actor: "mcp".into(),
+        metrics,
+        context: hippo::Context::default(),
+        acts_for: auth::ActsFor {
+            user_id: user,
+            agent_id: agent,
+        },
+        access: auth::Access::Admin,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(mcp::serve_stdio(bound))
 }
 
 async fn shutdown() {

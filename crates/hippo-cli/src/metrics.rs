@@ -48,6 +48,30 @@ pub struct ShedLabels {
     pub reason: String,
 }
 
+/// Labels of an MCP tool call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct McpLabels {
+    /// The tool, e.g. `search_memory`.
+    pub tool: String,
+    /// `ok`, `error` (a result with `isError`) or `protocol_error`.
+    pub outcome: String,
+}
+
+/// Labels of a background job run.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    /// `ran` (a job was claimed and run; retries included) or `error` (the
+    /// worker could not claim or record one).
+    pub outcome: String,
+}
+
+/// Labels of the job queue gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobStateLabels {
+    /// `pending`, `running`, `done` or `failed`.
+    pub state: String,
+}
+
 /// The server's metrics.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -61,6 +85,18 @@ pub struct Metrics {
     pub auth_failures: Family<AuthLabels, Counter>,
     /// Requests refused to protect the server, by reason.
     pub shed: Family<ShedLabels, Counter>,
+    /// MCP tool calls by tool and outcome.
+    pub mcp_calls: Family<McpLabels, Counter>,
+    /// Background job runs by outcome.
+    pub job_runs: Family<JobLabels, Counter>,
+    /// Seconds a job run took.
+    pub job_seconds: Histogram,
+    /// Maintenance passes by outcome (`ok`, `error`).
+    pub maintenance_passes: Family<JobLabels, Counter>,
+    /// Memories archived by maintenance (expired or faded).
+    pub maintenance_archived: Counter,
+    /// Jobs by state over the open tenants, refreshed at every scrape.
+    jobs: Family<JobStateLabels, Gauge>,
     /// Resident memory of this process, refreshed at every scrape.
     resident_bytes: Gauge,
     /// LLM calls, tokens and unusable answers per operation, caught up
@@ -77,6 +113,12 @@ pub fn resident_bytes() -> Option<i64> {
     let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     // Every Linux platform Hippo targets uses 4 KiB pages.
     Some(pages * 4096)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Metrics {
@@ -145,7 +187,45 @@ impl Metrics {
             "Requests refused by rate limits, the in-flight cap or the deadline, by reason",
             shed.clone(),
         );
+        let mcp_calls = Family::<McpLabels, Counter>::default();
+        registry.register(
+            "mcp_tool_calls",
+            "MCP tool calls by tool and outcome",
+            mcp_calls.clone(),
+        );
+        let job_runs = Family::<JobLabels, Counter>::default();
+        registry.register(
+            "job_runs",
+            "Background job runs (LLM extraction, consolidation) by outcome",
+            job_runs.clone(),
+        );
+        let job_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "job_run_duration_seconds",
+            "Duration of background job runs",
+            job_seconds.clone(),
+        );
+        let jobs = Family::<JobStateLabels, Gauge>::default();
+        registry.register("jobs", "Background jobs by state", jobs.clone());
+        let maintenance_passes = Family::<JobLabels, Counter>::default();
+        registry.register(
+            "maintenance_passes",
+            "Maintenance passes by outcome",
+            maintenance_passes.clone(),
+        );
+        let maintenance_archived = Counter::default();
+        registry.register(
+            "maintenance_archived",
+            "Memories archived by maintenance (expired or faded)",
+            maintenance_archived.clone(),
+        );
         Metrics {
+            job_runs,
+            job_seconds,
+            jobs,
+            maintenance_passes,
+            maintenance_archived,
+            mcp_calls,
             shed,
             auth_failures,
             llm_calls,
@@ -161,8 +241,27 @@ impl Metrics {
     }
 
     /// The text exposition format, with the LLM counters caught up with
-    /// `llm` (the engine's running totals).
-    pub fn encode(&self, llm: &[(&'static str, hippo::llm::LlmTotals)]) -> String {
+    /// `llm` (the engine's running totals) and the job gauge set from
+    /// `jobs` (counts by state).
+    pub fn encode(
+        &self,
+        llm: &[(&'static str, hippo::llm::LlmTotals)],
+        jobs: Option<hippo::jobs::JobCounts>,
+    ) -> String {
+        if let Some(j) = jobs {
+            for (state, n) in [
+                ("pending", j.pending),
+                ("running", j.running),
+                ("done", j.done),
+                ("failed", j.failed),
+            ] {
+                self.jobs
+                    .get_or_create(&JobStateLabels {
+                        state: state.into(),
+                    })
+                    .set(n as i64);
+            }
+        }
         if let Some(rss) = resident_bytes() {
             self.resident_bytes.set(rss);
         }

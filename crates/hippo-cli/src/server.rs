@@ -18,11 +18,11 @@ use uuid::Uuid;
 use chrono::Utc;
 use hippo::{Error, ErrorKind, Filter, Hippo, MemoryPatch, Scope, SearchRequest};
 
+use crate::api::*;
 use crate::auth::{Access, Control, DEFAULT_TENANT};
 use crate::limits::RateLimiter;
 use crate::metrics::{Metrics, RequestLabels, RouteLabels, ShedLabels};
 use crate::tenants::Tenants;
-use hippo_cli::api::*;
 
 /// Shared state of the server.
 #[derive(Clone)]
@@ -47,6 +47,8 @@ pub struct AppState {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// Deadline of a request.
     pub request_timeout: std::time::Duration,
+    /// Cancelled at shutdown: ends open MCP streams.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Answers 503 at once when `max_in_flight` requests are being served, and
@@ -167,6 +169,8 @@ pub struct Bound {
     pub context: hippo::Context,
     /// The user/agent the key acts for (none: a tenant-wide key).
     pub acts_for: crate::auth::ActsFor,
+    /// What the key may do (`admin` without keys).
+    pub access: Access,
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Bound {
@@ -198,11 +202,16 @@ const JOB_ATTEMPTS: u32 = 5;
 impl JobWorkers {
     /// Starts `n` workers (none when `n` is 0), each holding a job for at
     /// most `lease` before another may take it over.
-    pub fn start(tenants: Arc<Tenants>, n: usize, lease: chrono::Duration) -> JobWorkers {
+    pub fn start(
+        tenants: Arc<Tenants>,
+        n: usize,
+        lease: chrono::Duration,
+        metrics: Arc<Metrics>,
+    ) -> JobWorkers {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let threads = (0..n)
             .map(|i| {
-                let (tenants, stop) = (tenants.clone(), stop.clone());
+                let (tenants, stop, metrics) = (tenants.clone(), stop.clone(), metrics.clone());
                 std::thread::Builder::new()
                     .name(format!("hippo-job-{i}"))
                     .spawn(move || {
@@ -212,13 +221,26 @@ impl JobWorkers {
                             let mut ran = false;
                             let mut failed = false;
                             for (tenant, hippo) in tenants.open() {
-                                match hippo.run_one_job(lease, JOB_ATTEMPTS) {
-                                    Ok(r) => ran |= r,
+                                let t = Instant::now();
+                                let outcome = match hippo.run_one_job(lease, JOB_ATTEMPTS) {
+                                    Ok(false) => continue,
+                                    Ok(true) => {
+                                        ran = true;
+                                        "ran"
+                                    }
                                     Err(e) => {
                                         tracing::error!(tenant, error = %e.detail(), "job worker");
                                         failed = true;
+                                        "error"
                                     }
-                                }
+                                };
+                                metrics.job_seconds.observe(t.elapsed().as_secs_f64());
+                                metrics
+                                    .job_runs
+                                    .get_or_create(&crate::metrics::JobLabels {
+                                        outcome: outcome.into(),
+                                    })
+                                    .inc();
                             }
                             if failed {
                                 std::thread::sleep(std::time::Duration::from_secs(1));
@@ -246,7 +268,11 @@ pub struct Maintainer {
 
 impl Maintainer {
     /// Starts it (the first pass runs after one interval).
-    pub fn start(tenants: Arc<Tenants>, interval: std::time::Duration) -> Maintainer {
+    pub fn start(
+        tenants: Arc<Tenants>,
+        interval: std::time::Duration,
+        metrics: Arc<Metrics>,
+    ) -> Maintainer {
         let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -262,16 +288,31 @@ impl Maintainer {
                 }
                 drop(stopped);
                 for (tenant, hippo) in tenants.open() {
-                    match hippo::audit::as_actor("maintenance", || hippo.maintain()) {
-                        Ok(r) => tracing::info!(
-                            tenant,
-                            expired = r.expired.len(),
-                            faded = r.faded.len(),
-                            checked = r.checked,
-                            "maintenance pass"
-                        ),
-                        Err(e) => tracing::error!(tenant, error = %e.detail(), "maintenance pass"),
-                    }
+                    let outcome = match hippo::audit::as_actor("maintenance", || hippo.maintain()) {
+                        Ok(r) => {
+                            tracing::info!(
+                                tenant,
+                                expired = r.expired.len(),
+                                faded = r.faded.len(),
+                                checked = r.checked,
+                                "maintenance pass"
+                            );
+                            metrics
+                                .maintenance_archived
+                                .inc_by((r.expired.len() + r.faded.len()) as u64);
+                            "ok"
+                        }
+                        Err(e) => {
+                            tracing::error!(tenant, error = %e.detail(), "maintenance pass");
+                            "error"
+                        }
+                    };
+                    metrics
+                        .maintenance_passes
+                        .get_or_create(&crate::metrics::JobLabels {
+                            outcome: outcome.into(),
+                        })
+                        .inc();
                 }
             })
             .expect("spawn the maintenance thread");
@@ -311,15 +352,30 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
             message: message.into(),
         }
     }
-    fn invalid(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+    }
+
+    /// Status, code and message.
+    pub(crate) fn parts(&self) -> (StatusCode, &'static str, &str) {
+        (self.status, self.code, &self.message)
+    }
+
+    /// Whether this is a 404.
+    pub(crate) fn is_not_found(&self) -> bool {
+        self.status == StatusCode::NOT_FOUND
+    }
+
+    /// `code: message`, as a tool's error text (MCP).
+    pub(crate) fn describe(&self) -> String {
+        format!("{}: {}", self.code, self.message)
     }
 }
 
@@ -446,7 +502,9 @@ impl Bound {
         f: impl FnOnce() -> hippo::Result<T> + Send + 'static,
     ) -> Result<T, ApiError> {
         let actor = self.actor.clone();
-        blocking(move || hippo::audit::as_actor(&actor, f)).await
+        // Engine logs carry the request's span (its id) on the blocking pool too.
+        let span = tracing::Span::current();
+        blocking(move || span.in_scope(|| hippo::audit::as_actor(&actor, f))).await
     }
 }
 
@@ -469,6 +527,7 @@ async fn blocking<T: Send + 'static>(
 /// The OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
+    modifiers(&CommonErrors),
     info(
         title = "Hippo",
         description = "Long-term memory for LLM agents: REST API v1."
@@ -575,6 +634,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .route_service("/mcp", crate::mcp::http_service(state.shutdown.clone()))
+        .nest("/mem0", crate::mem0::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(middleware::from_fn_with_state(state.clone(), shed_load))
@@ -584,15 +645,48 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
+/// The request id a client sent (`X-Request-Id`: 1-64 of letters, digits,
+/// `-`, `_`, `.`), or a new one.
+fn request_id(req: &Request) -> String {
+    req.headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
+        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned)
+}
+
+/// The header that carries a request's id, both ways.
+const REQUEST_ID: &str = "x-request-id";
+
+/// Counts and times every request by route, and gives it an id: answered
+/// in `X-Request-Id` and carried by every log line of the request (a
+/// tracing span), so a client's report can be found in the logs.
 async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    use tracing::Instrument;
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
     let method = req.method().to_string();
+    let id = request_id(&req);
+    let span = tracing::info_span!("request", id = %id, method = %method, route = %route);
     let t = Instant::now();
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::debug!(
+            status = resp.status().as_u16(),
+            ms = t.elapsed().as_secs_f64() * 1e3,
+            "answered"
+        )
+    });
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
     state
         .metrics
         .latency
@@ -668,7 +762,7 @@ async fn add_items(state: Bound, items: Vec<AddItemBody>) -> Result<Json<AddResp
 /// Remember one item (durable and searchable when the response is sent).
 #[utoipa::path(post, path = "/v1/memories", request_body = AddItemBody,
     responses((status = 200, body = AddResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
-async fn add_memory(
+pub(crate) async fn add_memory(
     state: Bound,
     ApiJson(body): ApiJson<AddItemBody>,
 ) -> Result<Json<AddResponse>, ApiError> {
@@ -688,7 +782,7 @@ async fn add_batch(
 /// Hybrid (keyword + vector + recency) search within a scope.
 #[utoipa::path(post, path = "/v1/search", request_body = SearchBody,
     responses((status = 200, body = SearchResponseView), (status = 400, body = ErrorBody)))]
-async fn search(
+pub(crate) async fn search(
     state: Bound,
     ApiJson(body): ApiJson<SearchBody>,
 ) -> Result<Json<SearchResponseView>, ApiError> {
@@ -740,7 +834,7 @@ async fn search(
 /// List memories of a scope, oldest first, with a cursor.
 #[utoipa::path(get, path = "/v1/memories", params(ListParams),
     responses((status = 200, body = ListResponse), (status = 400, body = ErrorBody)))]
-async fn list_memories(
+pub(crate) async fn list_memories(
     state: Bound,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<ListResponse>, ApiError> {
@@ -788,7 +882,7 @@ impl ScopeParams {
 /// Erase every memory of a scope (at least one scope parameter is required).
 #[utoipa::path(delete, path = "/v1/memories", params(ScopeParams),
     responses((status = 200, body = DeletedResponse), (status = 400, body = ErrorBody)))]
-async fn erase_scope(
+pub(crate) async fn erase_scope(
     state: Bound,
     ApiQuery(p): ApiQuery<ScopeParams>,
 ) -> Result<Json<DeletedResponse>, ApiError> {
@@ -807,7 +901,7 @@ fn parse_id(id: &str) -> Result<Uuid, ApiError> {
 /// Get a memory by id (scope parameters, when given, must match).
 #[utoipa::path(get, path = "/v1/memories/{id}", params(("id" = Uuid, Path, description = "Memory id"), ScopeParams),
     responses((status = 200, body = MemoryView), (status = 404, body = ErrorBody)))]
-async fn get_memory(
+pub(crate) async fn get_memory(
     state: Bound,
     Path(id): Path<String>,
     ApiQuery(p): ApiQuery<ScopeParams>,
@@ -826,7 +920,7 @@ async fn get_memory(
 /// `valid_from` (default now). A change that changes nothing is a no-op.
 #[utoipa::path(patch, path = "/v1/memories/{id}", params(("id" = Uuid, Path, description = "Memory id"), ScopeParams), request_body = PatchBody,
     responses((status = 200, body = MemoryView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn patch_memory(
+pub(crate) async fn patch_memory(
     state: Bound,
     Path(id): Path<String>,
     ApiQuery(p): ApiQuery<ScopeParams>,
@@ -885,7 +979,7 @@ pub struct DeleteParams {
 /// its history and can be restored); `hard=true` erases it for good.
 #[utoipa::path(delete, path = "/v1/memories/{id}", params(("id" = Uuid, Path, description = "Memory id"), DeleteParams),
     responses((status = 200, body = DeletedResponse), (status = 404, body = ErrorBody)))]
-async fn delete_memory(
+pub(crate) async fn delete_memory(
     state: Bound,
     Path(id): Path<String>,
     ApiQuery(p): ApiQuery<DeleteParams>,
@@ -992,7 +1086,7 @@ async fn invalidate_memory(
 /// or any earlier version of it.
 #[utoipa::path(get, path = "/v1/memories/{id}/history", params(("id" = Uuid, Path, description = "Memory id"), ScopeParams),
     responses((status = 200, body = HistoryView), (status = 404, body = ErrorBody)))]
-async fn memory_history(
+pub(crate) async fn memory_history(
     state: Bound,
     Path(id): Path<String>,
     ApiQuery(p): ApiQuery<ScopeParams>,
@@ -1012,7 +1106,7 @@ async fn memory_history(
 #[utoipa::path(post, path = "/v1/memories/{id}/feedback", params(("id" = Uuid, Path, description = "Memory id"), ScopeParams),
     request_body = FeedbackBody,
     responses((status = 200, body = MemoryView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn feedback(
+pub(crate) async fn feedback(
     state: Bound,
     Path(id): Path<String>,
     ApiQuery(p): ApiQuery<ScopeParams>,
@@ -1113,7 +1207,7 @@ pub struct ProfileParams {
 /// has been built.
 #[utoipa::path(get, path = "/v1/profile", params(ProfileParams),
     responses((status = 200, body = MemoryView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn get_profile(
+pub(crate) async fn get_profile(
     state: Bound,
     ApiQuery(p): ApiQuery<ProfileParams>,
 ) -> Result<Json<MemoryView>, ApiError> {
@@ -1281,10 +1375,29 @@ async fn healthz(State(state): State<AppState>) -> Json<Health> {
 /// Prometheus metrics (text format).
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let tenants = state.tenants.clone();
+    // Counting jobs reads each store (one indexed query per tenant).
+    let jobs = tokio::task::spawn_blocking(move || job_counts_of(&tenants))
+        .await
+        .ok()
+        .flatten();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.encode(&llm_usage(&state.tenants)),
+        state.metrics.encode(&llm_usage(&state.tenants), jobs),
     )
+}
+
+/// Jobs by state summed over the open tenants (`None` if a store fails).
+fn job_counts_of(tenants: &Tenants) -> Option<hippo::jobs::JobCounts> {
+    let mut sum = hippo::jobs::JobCounts::default();
+    for (_, hippo) in tenants.open() {
+        let c = hippo.store().job_counts().ok()?;
+        sum.pending += c.pending;
+        sum.running += c.running;
+        sum.done += c.done;
+        sum.failed += c.failed;
+    }
+    Some(sum)
 }
 
 /// LLM usage summed over the open tenants.
@@ -1314,8 +1427,12 @@ pub fn required_access(method: &axum::http::Method, route: &str, query: Option<&
     });
     match (method, route) {
         (_, "/metrics") => Access::Admin,
+        // MCP checks each tool against the route it stands for.
+        (_, "/mcp") => Access::Read,
         (&Method::GET | &Method::HEAD, _) => Access::Read,
         (&Method::POST, "/v1/search") => Access::Read,
+        (&Method::POST, "/mem0/v3/memories/search/" | "/mem0/v3/memories/") => Access::Read,
+        (&Method::DELETE, "/mem0/v1/memories/") => Access::Admin,
         (&Method::DELETE, "/v1/memories") => Access::Admin,
         (&Method::DELETE, "/v1/memories/{id}") if hard => Access::Admin,
         (&Method::POST, "/v1/maintenance") => Access::Admin,
@@ -1338,18 +1455,23 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
     if route == "/healthz" || route == "/openapi.json" {
         return next.run(req).await;
     }
-    let (tenant, actor, acts_for) = match &state.control {
+    let (tenant, actor, acts_for, access) = match &state.control {
         None => (
             DEFAULT_TENANT.to_owned(),
             "local".to_owned(),
             crate::auth::ActsFor::default(),
+            Access::Admin,
         ),
         Some(control) => {
             let presented = req
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
+                // `Token` is how Mem0 clients send theirs.
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("Token "))
+                })
                 .or_else(|| req.headers().get("x-api-key").and_then(|v| v.to_str().ok()))
                 .map(|k| k.trim().to_owned());
             let Some(presented) = presented else {
@@ -1404,7 +1526,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
                         );
                     }
                     let actor = format!("key:{}", key.id);
-                    (key.tenant, actor, key.acts_for)
+                    (key.tenant, actor, key.acts_for, key.access)
                 }
                 Ok(Err(refusal)) => {
                     return unauthorized(&state, refusal.reason(), refusal.message());
@@ -1448,6 +1570,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         metrics: state.metrics.clone(),
         context: state.context,
         acts_for,
+        access,
     });
     next.run(req).await
 }
@@ -1505,6 +1628,70 @@ fn unauthorized(state: &AppState, reason: &str, message: &str) -> Response {
         axum::http::HeaderValue::from_static("Bearer"),
     );
     resp
+}
+
+/// Adds to every operation the error answers any request may get from the
+/// guards in front of the handlers (authentication, access, body size,
+/// rate limit, overload), and the API key security scheme.
+struct CommonErrors;
+
+impl utoipa::Modify for CommonErrors {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::content::ContentBuilder;
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::{Ref, RefOr, ResponseBuilder};
+        const ERRORS: [(&str, &str); 6] = [
+            ("400", "Invalid input: the message says what"),
+            ("401", "An API key is required, and was missing, unknown, revoked or expired"),
+            ("403", "The key may not do this, or not for this user or agent; or a foreign Host/Origin"),
+            ("413", "The request body is too large"),
+            ("429", "Too many requests with this key: retry after `Retry-After` seconds"),
+            ("503", "Overloaded, past the deadline, or storage unavailable: nothing changed, retry later"),
+        ];
+        for item in doc.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for (code, what) in ERRORS {
+                    op.responses
+                        .responses
+                        .entry(code.into())
+                        .or_insert_with(|| {
+                            RefOr::T(
+                                ResponseBuilder::new()
+                                    .description(what)
+                                    .content(
+                                        "application/json",
+                                        ContentBuilder::new()
+                                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                            .build(),
+                                    )
+                                    .build(),
+                            )
+                        });
+                }
+            }
+        }
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "hk_… key from `hippo key create` (or the X-API-Key header)",
+                    ))
+                    .build(),
+            ),
+        );
+    }
 }
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {

@@ -222,17 +222,17 @@ impl Hippo {
     ) -> Result<ConsolidationReport> {
         let mut report = ConsolidationReport::default();
         for scope in &touched.sessions {
-            if self.rebuild_session(scope, cost)? {
+            if erased_meanwhile(self.rebuild_session(scope, cost))? {
                 report.sessions += 1;
             }
         }
         for (owner, name) in &touched.entities {
-            if self.rebuild_entity(owner, name, cost)? {
+            if erased_meanwhile(self.rebuild_entity(owner, name, cost))? {
                 report.entities += 1;
             }
         }
         for owner in &touched.profiles {
-            if self.rebuild_profile(owner, cost)? {
+            if erased_meanwhile(self.rebuild_profile(owner, cost))? {
                 report.profiles += 1;
             }
         }
@@ -623,6 +623,20 @@ impl Hippo {
             }
             _ => Ok(false),
         }
+    }
+}
+
+/// A rebuild that found a digest (or source) erased between reading and
+/// writing it counts as nothing rebuilt: the erase enqueued a rebuild of its
+/// own, which will see the state after it. Retrying this one would only race
+/// again (and a job that gives up looks like a failure).
+fn erased_meanwhile(rebuilt: Result<bool>) -> Result<bool> {
+    match rebuilt {
+        Err(e) if e.kind() == crate::error::ErrorKind::NotFound => {
+            tracing::debug!(error = %e, "digest rebuild skipped: erased meanwhile");
+            Ok(false)
+        }
+        other => other,
     }
 }
 

@@ -2112,6 +2112,42 @@ impl Hippo {
         })
     }
 
+    /// The event log of memory `id` (the id that shows its latest
+    /// version), oldest first: what export writes next to the memory.
+    pub fn events(&self, id: MemoryId) -> Result<Vec<MemoryEvent>> {
+        Ok(self.store.history(id)?.1)
+    }
+
+    /// Restores exported event log entries (see [`Hippo::events`]) of
+    /// stored memories; entries already logged (same memory, time, kind and
+    /// request) and entries of memories not stored are skipped, so an
+    /// import can be repeated. Returns how many were written.
+    pub fn import_events(&self, events: Vec<MemoryEvent>) -> Result<usize> {
+        let mut by_memory: std::collections::BTreeMap<MemoryId, Vec<MemoryEvent>> =
+            Default::default();
+        for e in events {
+            by_memory.entry(e.memory_id).or_default().push(e);
+        }
+        let mut fresh = Vec::new();
+        for (id, list) in by_memory {
+            let (versions, logged) = self.store.history(id)?;
+            if versions.is_empty() {
+                continue;
+            }
+            let key = |e: &MemoryEvent| (e.at, e.kind, e.request_id);
+            let seen: std::collections::HashSet<_> = logged.iter().map(key).collect();
+            fresh.extend(list.into_iter().filter(|e| !seen.contains(&key(e))));
+        }
+        let n = fresh.len();
+        if n > 0 {
+            self.store.insert(InsertBatch {
+                events: fresh,
+                ..Default::default()
+            })?;
+        }
+        Ok(n)
+    }
+
     /// Erases every memory in `scope` (all versions and statuses, with
     /// their history, jobs and rejection records) and what other scopes
     /// derived from them (see [`Hippo::erase`]); returns how many memories

@@ -11,5 +11,6 @@ mod external;
 mod extract;
 mod fakes;
 mod faults;
+mod portability;
 mod sharing;
 mod tenancy;

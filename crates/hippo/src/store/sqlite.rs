@@ -1005,6 +1005,11 @@ impl SqliteStore {
         self.vectors.write()
     }
 
+    /// Read recursively for the same reason as [`Self::vectors_read`].
+    fn keywords_read(&self) -> parking_lot::RwLockReadGuard<'_, KeywordIndex> {
+        self.keywords.read_recursive()
+    }
+
     /// The transaction of [`Store::delete`]: returns the deleted rows and the
     /// keyword changes to publish.
     fn delete_tx(conn: &mut Connection, ids: &[MemoryId]) -> Result<Deleted> {
@@ -2007,20 +2012,16 @@ impl Store for SqliteStore {
         // Metadata conditions are resolved in SQL first, so top-k stays exact.
         let allowed = self.allowed_for(q.scope, q.filter)?;
         // Recursive: see `vectors_read`.
-        let hits = self.keywords.read_recursive().search(
-            q.scope,
-            q.filter,
-            allowed.as_ref(),
-            &tokens,
-            q.limit,
-        );
+        let hits =
+            self.keywords_read()
+                .search(q.scope, q.filter, allowed.as_ref(), &tokens, q.limit);
         Ok(hits.into_iter().map(candidate).collect())
     }
 
     fn vector_candidates(&self, q: &VectorQuery<'_>) -> Result<Vec<Candidate>> {
         let allowed = self.allowed_for(q.scope, q.filter)?;
         let hits =
-            self.vectors_read()
+            self.vectors.read_recursive()
                 .search(q.scope, q.filter, allowed.as_ref(), q.vector, q.limit);
         Ok(hits.into_iter().map(candidate).collect())
     }
@@ -2040,7 +2041,7 @@ impl Store for SqliteStore {
 
     fn windows(&self, ids: &[MemoryId], before: usize, after: usize) -> Result<Vec<Vec<MemoryId>>> {
         // Recursive for the same reason as `vectors_read`.
-        let index = self.keywords.read_recursive();
+        let index = self.keywords_read();
         Ok(index.windows(ids, before, after))
     }
 
@@ -2427,5 +2428,55 @@ mod tests {
     #[test]
     fn keyword_tokenizer_is_the_schema_tokenizer() {
         assert!(schema::MIGRATIONS[0].contains(&format!("tokenize = '{}'", fts::TOKENIZE)));
+    }
+
+    /// The deadlock `hippo soak` found: a search holds an index's read lock
+    /// while rayon runs its scan, and the thread waiting on the scan may run
+    /// another search that reads the same index while an erase waits to
+    /// write. That second read must not queue behind the writer.
+    #[test]
+    fn index_reads_do_not_queue_behind_a_waiting_writer() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(
+            SqliteStore::open(SqliteStoreOptions::new(dir.path().join("l.db"), "m", 4)).unwrap(),
+        );
+        type Probe = fn(&SqliteStore, &mpsc::Sender<()>);
+        let probes: [(&str, Probe, Probe); 2] = [
+            (
+                "vectors",
+                |s, tx| {
+                    let _first = s.vectors_read();
+                    std::thread::sleep(Duration::from_millis(200)); // the writer queues
+                    let _second = s.vectors_read();
+                    tx.send(()).unwrap();
+                },
+                |s, _| drop(s.vectors_write()),
+            ),
+            (
+                "keywords",
+                |s, tx| {
+                    let _first = s.keywords_read();
+                    std::thread::sleep(Duration::from_millis(200));
+                    let _second = s.keywords_read();
+                    tx.send(()).unwrap();
+                },
+                |s, _| drop(s.keywords.write()),
+            ),
+        ];
+        for (name, reader, writer) in probes {
+            let (tx, rx) = mpsc::channel();
+            let (s1, s2, tx2) = (store.clone(), store.clone(), tx.clone());
+            let r = std::thread::spawn(move || reader(&s1, &tx));
+            std::thread::sleep(Duration::from_millis(50)); // the first read is held
+            let w = std::thread::spawn(move || writer(&s2, &tx2));
+            assert!(
+                rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+                "{name}: a second read queued behind a waiting writer (deadlock)"
+            );
+            r.join().unwrap();
+            w.join().unwrap();
+        }
     }
 }
