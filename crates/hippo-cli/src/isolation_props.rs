@@ -602,7 +602,16 @@ fn run_case(w: &World, ops: &[Op]) -> Result<(), TestCaseError> {
                         }
                         Op::Delete { .. } => known[i].deleted = true,
                         Op::Restore { .. } => known[i].deleted = false,
-                        Op::Erase { .. } => known[i].erased = true,
+                        Op::Erase { .. } => {
+                            known[i].erased = true;
+                            // Erasure is real: the memory's grants go with it.
+                            for g in grants
+                                .iter_mut()
+                                .filter(|g| g.memory.as_deref() == Some(k.id.as_str()))
+                            {
+                                g.erased = true;
+                            }
+                        }
                         Op::Get { .. } => {
                             if scope_user != k.user {
                                 SHARED_READS.fetch_add(1, Ordering::Relaxed);
