@@ -653,13 +653,19 @@ fn main() {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HIPPO_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    // JSON lines for log collectors; each carries its request's span (id,
+    // method, route).
+    if std::env::var("HIPPO_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     if let Err(e) = run(cli) {
         eprintln!("hippo: {e:#}");
         // Exit codes: 2 for bad input, 1 for everything else.

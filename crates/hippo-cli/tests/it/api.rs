@@ -492,3 +492,59 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         "rejected requests stored nothing"
     );
 }
+
+#[test]
+fn requests_carry_an_id_into_the_answer_and_the_json_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ids.db");
+    let mut child = crate::common::hippo(&db)
+        .env("HIPPO_LOG_FORMAT", "json")
+        .env("HIPPO_LOG", "info,hippo_cli=debug")
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let agent = ureq::AgentBuilder::new().build();
+    // A client's id comes back; a request without one gets a fresh one.
+    let given = agent
+        .get(&format!("{base}/v1/memories?user_id=ana"))
+        .set("X-Request-Id", "trace-42.a_b")
+        .call()
+        .unwrap();
+    assert_eq!(given.header("x-request-id"), Some("trace-42.a_b"));
+    let fresh = agent.get(&format!("{base}/healthz")).call().unwrap();
+    let id = fresh.header("x-request-id").unwrap().to_owned();
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+    // One that is not a plain token is replaced, not echoed into logs.
+    let odd = agent
+        .get(&format!("{base}/healthz"))
+        .set("X-Request-Id", "a b;c")
+        .call()
+        .unwrap();
+    assert_ne!(odd.header("x-request-id"), Some("a b;c"));
+    child.kill().ok();
+    let out = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["span"]["id"] == "trace-42.a_b"
+            && l["span"]["route"] == "/v1/memories"
+            && l["fields"]["status"] == 200),
+        "{logs}"
+    );
+}

@@ -2020,9 +2020,13 @@ impl Store for SqliteStore {
 
     fn vector_candidates(&self, q: &VectorQuery<'_>) -> Result<Vec<Candidate>> {
         let allowed = self.allowed_for(q.scope, q.filter)?;
-        let hits =
-            self.vectors.read_recursive()
-                .search(q.scope, q.filter, allowed.as_ref(), q.vector, q.limit);
+        let hits = self.vectors.read_recursive().search(
+            q.scope,
+            q.filter,
+            allowed.as_ref(),
+            q.vector,
+            q.limit,
+        );
         Ok(hits.into_iter().map(candidate).collect())
     }
 
