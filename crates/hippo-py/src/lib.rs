@@ -1,4 +1,4 @@
-//! `hippo._native`: the engine in a Python process. [`Engine`] opens a
+//! `hippo._native`: the engine in a Python process. `Engine` opens a
 //! store file (with the local embedding model) and answers REST requests
 //! in-process: each call goes through the very router `hippo serve` runs
 //! (`hippo_cli::server::router`), without a socket. So `hippo.Memory`
