@@ -43,6 +43,10 @@ pub struct SoakArgs {
     /// Share of searches (the rest: 50 % adds, 25 % revisions, 25 % erases).
     #[arg(long, default_value_t = 0.6)]
     search_share: f64,
+    /// Keep the store's size steady: as many erases as adds (the rest: 40 %
+    /// adds, 20 % revisions, 40 % erases), so memory growth is not data.
+    #[arg(long)]
+    steady: bool,
     /// Seconds between resident-memory samples.
     #[arg(long, default_value_t = 30)]
     sample_secs: u64,
@@ -287,9 +291,10 @@ pub fn run(args: SoakArgs) -> Result<()> {
             Kind::Search
         } else {
             let w = (r - args.search_share) / (1.0 - args.search_share).max(1e-9);
-            if w < 0.5 {
+            let (adds, revisions) = if args.steady { (0.4, 0.2) } else { (0.5, 0.25) };
+            if w < adds {
                 Kind::Add
-            } else if w < 0.75 {
+            } else if w < adds + revisions {
                 Kind::Revise
             } else {
                 Kind::Erase
