@@ -167,6 +167,21 @@ impl Owner {
         Ok(())
     }
 
+    /// The owner a request names by `user_id`, `agent_id`, `run_id` (top
+    /// level) and in `filters`.
+    fn of(top: [&Option<String>; 3], filters: Option<&Value>) -> Result<Self, Mem0Error> {
+        let mut owner = Owner::default();
+        for (key, value) in ["user_id", "agent_id", "run_id"].into_iter().zip(top) {
+            if let Some(v) = value {
+                owner.set(key, &Value::String(v.clone()))?;
+            }
+        }
+        if let Some(f) = filters {
+            owner.read_filters(f)?;
+        }
+        Ok(owner)
+    }
+
     fn scope_json(&self) -> Value {
         json!({
             "user_id": self.user_id,
@@ -244,19 +259,10 @@ fn unix_time(secs: i64) -> Result<DateTime<Utc>, Mem0Error> {
 }
 
 async fn add(bound: Bound, ApiJson(body): ApiJson<AddBody>) -> Answer {
-    let mut owner = Owner::default();
-    for (k, v) in [
-        ("user_id", &body.user_id),
-        ("agent_id", &body.agent_id),
-        ("run_id", &body.run_id),
-    ] {
-        if let Some(v) = v {
-            owner.set(k, &Value::String(v.clone()))?;
-        }
-    }
-    if let Some(f) = &body.filters {
-        owner.read_filters(f)?;
-    }
+    let owner = Owner::of(
+        [&body.user_id, &body.agent_id, &body.run_id],
+        body.filters.as_ref(),
+    )?;
     let messages = match body.messages {
         Value::String(s) => json!([{ "role": "user", "content": s }]),
         Value::Object(m) => Value::Array(vec![Value::Object(m)]),
@@ -329,19 +335,10 @@ struct SearchBody {
 }
 
 async fn search(bound: Bound, ApiJson(body): ApiJson<SearchBody>) -> Answer {
-    let mut owner = Owner::default();
-    for (k, v) in [
-        ("user_id", &body.user_id),
-        ("agent_id", &body.agent_id),
-        ("run_id", &body.run_id),
-    ] {
-        if let Some(v) = v {
-            owner.set(k, &Value::String(v.clone()))?;
-        }
-    }
-    if let Some(f) = &body.filters {
-        owner.read_filters(f)?;
-    }
+    let owner = Owner::of(
+        [&body.user_id, &body.agent_id, &body.run_id],
+        body.filters.as_ref(),
+    )?;
     let mut req = owner.scope_json();
     req["query"] = json!(body.query);
     req["top_k"] = json!(body.top_k.unwrap_or(10));
@@ -403,19 +400,10 @@ async fn get_all(
     ApiQuery(page): ApiQuery<PageParams>,
     ApiJson(body): ApiJson<ListBody>,
 ) -> Answer {
-    let mut owner = Owner::default();
-    for (k, v) in [
-        ("user_id", &body.user_id),
-        ("agent_id", &body.agent_id),
-        ("run_id", &body.run_id),
-    ] {
-        if let Some(v) = v {
-            owner.set(k, &Value::String(v.clone()))?;
-        }
-    }
-    if let Some(f) = &body.filters {
-        owner.read_filters(f)?;
-    }
+    let owner = Owner::of(
+        [&body.user_id, &body.agent_id, &body.run_id],
+        body.filters.as_ref(),
+    )?;
     if !owner.metadata.is_empty() {
         return Err(invalid("listing by metadata is not supported; use search"));
     }
