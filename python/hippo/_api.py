@@ -12,7 +12,7 @@ import urllib.parse
 import urllib.request
 from datetime import datetime
 from os import PathLike
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 Json = Dict[str, Any]
 Time = Union[datetime, str]
@@ -345,17 +345,3 @@ class Client(_Api):
         """The server's ``/healthz``."""
         return self._send("GET", "/healthz")
 
-
-__all__: List[str] = [
-    "Client",
-    "Conflict",
-    "Forbidden",
-    "HippoError",
-    "InvalidInput",
-    "Memory",
-    "NotFound",
-    "PayloadTooLarge",
-    "RateLimited",
-    "Unauthorized",
-    "Unavailable",
-]
