@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::api::{HistoryView, MemoryView};
-use crate::server::{self, ApiError, ApiJson, ApiQuery, AppState, Bound};
+use crate::server::{self, rest, ApiError, ApiJson, ApiQuery, AppState, Bound};
 
 /// The routes, relative to `/mem0`.
 pub fn routes() -> Router<AppState> {
@@ -67,11 +67,6 @@ const MEM0_KINDS: [&str; 5] = ["message", "document", "chunk", "fact", "procedur
 
 fn invalid(message: impl Into<String>) -> Mem0Error {
     Mem0Error(ApiError::invalid(message))
-}
-
-/// A Hippo REST body from JSON built here.
-fn rest<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, Mem0Error> {
-    serde_json::from_value(v).map_err(|e| invalid(e.to_string()))
 }
 
 /// A memory the way Mem0 returns one.

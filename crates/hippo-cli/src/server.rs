@@ -432,6 +432,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A REST request body or query built as JSON by another front end (MCP,
+/// the Mem0 routes): parsed by the same types, with the same errors.
+pub(crate) fn rest<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, ApiError> {
+    serde_json::from_value(v).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
 /// `Json` whose rejections are API errors.
 pub struct ApiJson<T>(pub T);
 
