@@ -235,7 +235,7 @@ pub struct UsageView {
 }
 
 /// A memory's strength: `retention × 0.5^wrong`, where retention halves
-/// every `stability_days` since it happened or was last reinforced.
+/// every `stability_days` since Hippo learnt it or it was last reinforced.
 /// Maintenance archives a memory whose strength falls below `archive_below`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct StrengthView {
@@ -243,7 +243,7 @@ pub struct StrengthView {
     pub value: f32,
     /// The decay part, between 0 and 1 (1 for kinds that do not decay).
     pub retention: f32,
-    /// Days since it happened or was last reinforced.
+    /// Days since it was learnt or last reinforced.
     pub age_days: f32,
     /// Its kind's half-life times `1 + used + 2 × helpful`; absent for kinds
     /// that do not decay.
@@ -347,8 +347,8 @@ pub struct DuplicateView {
 }
 
 /// The factors of an admission decision, each between 0 and 1:
-/// `score = utility × (0.5 + 0.5 × novelty) × confidence × (0.75 + 0.25 ×
-/// recency)`, admitted when `score >= threshold`.
+/// `score = utility × (0.5 + 0.5 × novelty) × confidence`, admitted when
+/// `score >= threshold`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AdmissionView {
     /// The product.
@@ -359,8 +359,6 @@ pub struct AdmissionView {
     pub novelty: f32,
     /// As the writer gave it.
     pub confidence: f32,
-    /// Halves per year of age of the event.
-    pub recency: f32,
     /// The kind's threshold.
     pub threshold: f32,
 }
@@ -372,7 +370,6 @@ impl From<hippo::Admission> for AdmissionView {
             utility: a.utility,
             novelty: a.novelty,
             confidence: a.confidence,
-            recency: a.recency,
             threshold: a.threshold,
         }
     }
@@ -550,6 +547,7 @@ impl From<FiltersBody> for Filter {
 
 /// Scope and paging parameters of list and erase.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Scope user.
@@ -562,8 +560,10 @@ pub struct ListParams {
     /// Cursor from the previous page.
     pub cursor: Option<String>,
     /// Page size (1..=1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// `asc` (oldest first, default) or `desc`.
+    #[param(pattern = "^(asc|desc)$")]
     pub order: Option<String>,
     /// Only this kind.
     pub kind: Option<String>,

@@ -14,6 +14,7 @@
 //! random (244 bits), so a fast hash is enough: there is nothing to
 //! brute-force.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -226,7 +227,27 @@ fn time(ms: Option<i64>) -> Option<DateTime<Utc>> {
 /// The control database: tenants and keys.
 pub struct Control {
     conn: Mutex<Connection>,
+    /// Keys are required (see [`Control::keys_required`]); once true it
+    /// stays true, so it is cached.
+    required: std::sync::atomic::AtomicBool,
 }
+
+/// A key that authenticated, with the generation of its tenant (see
+/// [`Control::tenant_generations`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    /// The key.
+    pub key: KeyInfo,
+    /// When its tenant was created, in epoch ms (0 for the default tenant):
+    /// a tenant erased and created again under the same name is another
+    /// generation, and must not be served from the old store.
+    pub tenant_generation: i64,
+}
+
+/// The `control_meta` entry that says keys are required: written with the
+/// first key and never removed, so that revoking or erasing every key never
+/// opens a server that once required them.
+const KEYS_REQUIRED: &str = "keys_required_since";
 
 impl Control {
     /// Opens (creating if needed) the control database at `path`.
@@ -286,9 +307,68 @@ impl Control {
                  ALTER TABLE api_keys ADD COLUMN agent_id TEXT;",
             )?;
         }
+        // Control databases from before the marker: keys already exist.
+        conn.execute(
+            "INSERT OR IGNORE INTO control_meta (key, value)
+             SELECT ?1, CAST(MIN(created_at) AS TEXT) FROM api_keys HAVING COUNT(*) > 0",
+            [KEYS_REQUIRED],
+        )?;
         Ok(Control {
             conn: Mutex::new(conn),
+            required: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Whether every request needs a key: true from the moment the first key
+    /// is created (by this process or any other, such as the CLI while
+    /// `serve` runs) and for ever after. Asks the database until it is true,
+    /// then answers from memory.
+    pub fn keys_required(&self) -> Result<bool> {
+        use std::sync::atomic::Ordering;
+        if self.required.load(Ordering::Acquire) {
+            return Ok(true);
+        }
+        let required = self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM control_meta WHERE key = ?1",
+                [KEYS_REQUIRED],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        if required && !self.required.swap(true, Ordering::AcqRel) {
+            tracing::info!("API keys are required from now on");
+        }
+        Ok(required)
+    }
+
+    /// Whether keys are known to be required, without asking the database
+    /// (once true, [`Control::keys_required`] stays true).
+    pub fn keys_required_known(&self) -> bool {
+        self.required.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// A number that changes whenever another connection (another process,
+    /// such as the CLI) commits to the control database (SQLite's
+    /// `data_version`).
+    pub fn data_version(&self) -> Result<i64> {
+        Ok(self
+            .conn()
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
+    /// Every tenant with its generation (creation time in epoch ms; 0 for
+    /// the default tenant).
+    pub fn tenant_generations(&self) -> Result<BTreeMap<String, i64>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id, created_at FROM tenants")?;
+        let mut out = BTreeMap::from([(DEFAULT_TENANT.to_owned(), 0)]);
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (id, at) = row?;
+            out.insert(id, at);
+        }
+        Ok(out)
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -407,7 +487,9 @@ impl Control {
             uuid::Uuid::new_v4().simple(),
             uuid::Uuid::new_v4().simple()
         );
-        self.conn().execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
             "INSERT INTO api_keys (id, tenant, access, name, secret_hash, created_at, expires_at, user_id, agent_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
@@ -422,6 +504,25 @@ impl Control {
                 acts_for.agent_id,
             ],
         )?;
+        // The first key closes every server of this database to requests
+        // without one; the moment is audited in the same transaction.
+        let first = tx.execute(
+            "INSERT OR IGNORE INTO control_meta (key, value) VALUES (?1, ?2)",
+            params![KEYS_REQUIRED, ms(now).to_string()],
+        )? == 1;
+        if first {
+            hippo::audit::sql::append(
+                &tx,
+                "control_meta",
+                vec![(
+                    "keys_required".into(),
+                    String::new(),
+                    serde_json::Map::from_iter([("first_key".to_owned(), id.clone().into())]),
+                )],
+            )?;
+        }
+        tx.commit()?;
+        drop(conn);
         self.audit(
             "key_create",
             &id,
@@ -470,15 +571,6 @@ impl Control {
         )?;
         let rows = stmt.query_map([tenant], Self::read_key)?;
         Ok(rows.map(|r| r.map(|(k, _)| k)).collect::<Result<_, _>>()?)
-    }
-
-    /// Whether any key exists (then `serve` requires keys).
-    pub fn has_keys(&self) -> Result<bool> {
-        Ok(self
-            .conn()
-            .query_row("SELECT 1 FROM api_keys LIMIT 1", [], |_| Ok(()))
-            .optional()?
-            .is_some())
     }
 
     /// Revokes key `id` from `now` on.
@@ -533,8 +625,13 @@ impl Control {
         Ok(created)
     }
 
-    /// The key `presented` names, if it is valid at `now`.
-    pub fn authenticate(&self, presented: &str, now: DateTime<Utc>) -> Result<KeyInfo, Refusal> {
+    /// The key `presented` names, if it is valid at `now`, with its tenant's
+    /// generation. A key whose tenant is gone is unknown.
+    pub fn authenticate(
+        &self,
+        presented: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Authenticated, Refusal> {
         let rest = presented.strip_prefix("hk_").ok_or(Refusal::Malformed)?;
         let (id, secret) = rest.split_once('_').ok_or(Refusal::Malformed)?;
         if id.len() != 16 || secret.len() != 64 {
@@ -543,17 +640,23 @@ impl Control {
         let row = self
             .conn()
             .query_row(
-                "SELECT id, tenant, access, name, secret_hash, created_at, expires_at, revoked_at, user_id, agent_id
-                 FROM api_keys WHERE id = ?1",
+                "SELECT k.id, k.tenant, k.access, k.name, k.secret_hash, k.created_at, k.expires_at,
+                        k.revoked_at, k.user_id, k.agent_id, t.created_at
+                 FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant WHERE k.id = ?1",
                 [id],
-                Self::read_key,
+                |r| Ok((Self::read_key(r)?, r.get::<_, Option<i64>>(10)?)),
             )
             .optional()
             .map_err(|e| {
                 tracing::error!(error = %e, "reading API keys");
                 Refusal::Unknown
             })?;
-        let (key, stored) = row.ok_or(Refusal::Unknown)?;
+        let ((key, stored), created) = row.ok_or(Refusal::Unknown)?;
+        let tenant_generation = match created {
+            _ if key.tenant == DEFAULT_TENANT => 0,
+            Some(at) => at,
+            None => return Err(Refusal::Unknown),
+        };
         if !same(&hash(secret), &stored) {
             return Err(Refusal::Unknown);
         }
@@ -563,7 +666,10 @@ impl Control {
         if key.expires_at.is_some_and(|t| t <= now) {
             return Err(Refusal::Expired);
         }
-        Ok(key)
+        Ok(Authenticated {
+            key,
+            tenant_generation,
+        })
     }
 }
 
@@ -599,7 +705,7 @@ mod tests {
     fn keys_authenticate_until_revoked_or_expired() {
         let (_d, c) = control();
         let now = Utc::now();
-        assert!(!c.has_keys().unwrap());
+        assert!(!c.keys_required().unwrap());
         assert!(
             c.create_key(NewKey::new("acme", Access::Read), now)
                 .is_err(),
@@ -617,8 +723,8 @@ mod tests {
                 now,
             )
             .unwrap();
-        assert!(c.has_keys().unwrap());
-        assert_eq!(c.authenticate(&key, now).unwrap(), info);
+        assert!(c.keys_required().unwrap());
+        assert_eq!(c.authenticate(&key, now).unwrap().key, info);
         // A wrong secret of the right shape, a malformed key, an unknown id.
         let mut wrong = key.clone();
         wrong.replace_range(key.len() - 1.., if key.ends_with('0') { "1" } else { "0" });
@@ -644,6 +750,47 @@ mod tests {
         c.remove_tenant("acme").unwrap();
         assert_eq!(c.authenticate(&new, now), Err(Refusal::Unknown));
         assert!(c.remove_tenant(DEFAULT_TENANT).is_err());
+        // Keys stay required with no key left.
+        assert!(c.keys(None).unwrap().is_empty());
+        assert!(c.keys_required().unwrap());
+    }
+
+    #[test]
+    fn another_connection_sees_keys_required_and_new_tenant_generations() {
+        let (dir, served) = control();
+        assert!(!served.keys_required().unwrap());
+        let v0 = served.data_version().unwrap();
+        // The CLI is another process: another connection to the same file.
+        let cli = Control::open(&control_db(&dir.path().join("h.db"))).unwrap();
+        let now = Utc::now();
+        cli.create_tenant("acme", now).unwrap();
+        let (_, key) = cli
+            .create_key(NewKey::new("acme", Access::Read), now)
+            .unwrap();
+        assert_ne!(served.data_version().unwrap(), v0);
+        assert!(served.keys_required().unwrap());
+        let first = served.authenticate(&key, now).unwrap().tenant_generation;
+        assert_eq!(served.tenant_generations().unwrap()["acme"], first);
+        // Erased and created again: another generation, and old keys fail.
+        cli.remove_tenant("acme").unwrap();
+        cli.create_tenant("acme", now + Duration::seconds(1))
+            .unwrap();
+        assert_eq!(served.authenticate(&key, now), Err(Refusal::Unknown));
+        let (_, key) = cli
+            .create_key(NewKey::new("acme", Access::Read), now)
+            .unwrap();
+        assert_ne!(
+            served.authenticate(&key, now).unwrap().tenant_generation,
+            first
+        );
+        // The marker is audited once, with the first key.
+        let marks = served
+            .audit_entries(0, 100)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action == "keys_required")
+            .count();
+        assert_eq!(marks, 1);
     }
 
     #[test]

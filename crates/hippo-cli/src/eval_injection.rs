@@ -28,6 +28,10 @@ pub struct EvalInjectionArgs {
 #[derive(Deserialize)]
 struct AttackSet {
     attacks: Vec<Attack>,
+    /// Hard negatives: benign texts phrased close to the attacks (none
+    /// should be flagged).
+    #[serde(default)]
+    benign: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -112,6 +116,16 @@ pub fn run(settings: &crate::Settings, args: EvalInjectionArgs) -> Result<Value>
         "by_family": by_family,
         "missed": missed,
     });
+    if !set.benign.is_empty() {
+        let flagged: Vec<&str> = set
+            .benign
+            .iter()
+            .filter(|t| !hippo::injection::scan(t).is_empty())
+            .map(String::as_str)
+            .collect();
+        report["hard_negatives"] = json!(set.benign.len());
+        report["hard_negatives_flagged"] = json!(flagged);
+    }
     let mut benign_texts: Vec<String> = Vec::new();
     if let Some(path) = &args.benign {
         let data = read_json(path)?;

@@ -7,12 +7,14 @@
 //!   [`mcp`] mounted at `/mcp` and [`mem0`] at `/mem0`.
 //! - [`auth`]: tenants and API keys (the control database); [`tenants`]:
 //!   one engine per tenant; [`limits`]: rate limits; [`metrics`]: Prometheus.
+//! - [`idempotency`]: `Idempotency-Key` on write routes.
 //! - [`io`]: import (JSONL, LoCoMo, Mem0 exports, chat logs) and lossless export.
 //! - [`fuzzing`]: entry points for the fuzz targets in `fuzz/`.
 
 pub mod api;
 pub mod auth;
 pub mod fuzzing;
+pub mod idempotency;
 pub mod io;
 pub mod limits;
 pub mod mcp;

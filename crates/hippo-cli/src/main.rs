@@ -123,8 +123,9 @@ enum KeyCommand {
     },
 }
 
-/// Options shared by every command.
+/// Options shared by every command (listed apart in each command's help).
 #[derive(Args, Clone)]
+#[command(next_help_heading = "Global options")]
 struct Global {
     /// Config file (TOML); default ~/.config/hippo/config.toml if present.
     #[arg(long, global = true, env = "HIPPO_CONFIG")]
@@ -384,7 +385,8 @@ enum Command {
         /// The query.
         query: String,
     },
-    /// Import JSONL (exported memories or add items) or a LoCoMo-format JSON file.
+    /// Import a file: Hippo's JSONL export or add items, a LoCoMo JSON file, a Mem0
+    /// export, or chat logs (see --format).
     Import {
         /// The file.
         file: PathBuf,
@@ -653,6 +655,21 @@ fn main() {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
     let cli = Cli::parse();
+    // Commands that print for a pipe (`hippo search … | head`) end quietly
+    // when the reader goes away, as Unix tools do, instead of panicking on
+    // EPIPE. Servers and load generators keep SIGPIPE ignored: a peer that
+    // hangs up must not kill them.
+    #[cfg(unix)]
+    if !matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Mcp { .. } | Command::Loadtest(_) | Command::Soak(_)
+    ) {
+        // SAFETY: called before any thread is started; restores the default
+        // disposition the Rust runtime changed at start-up.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HIPPO_LOG")
@@ -669,10 +686,12 @@ fn main() {
     if let Err(e) = run(cli) {
         eprintln!("hippo: {e:#}");
         // Exit codes: 2 for bad input, 1 for everything else.
-        let invalid = e
-            .downcast_ref::<hippo::Error>()
-            .is_some_and(|h| h.kind() == hippo::ErrorKind::InvalidInput)
-            || e.downcast_ref::<io::InputError>().is_some();
+        let invalid = e.downcast_ref::<hippo::Error>().is_some_and(|h| {
+            matches!(
+                h.kind(),
+                hippo::ErrorKind::InvalidInput | hippo::ErrorKind::TooLarge
+            )
+        }) || e.downcast_ref::<io::InputError>().is_some();
         std::process::exit(if invalid { 2 } else { 1 });
     }
 }
@@ -718,9 +737,9 @@ fn run(cli: Cli) -> Result<()> {
             if settings.db != settings.base_db {
                 bail!("serve serves every tenant; leave out --tenant");
             }
-            let control = auth::Control::open(&auth::control_db(&settings.base_db))?;
-            // Keys are required once one exists.
-            let control = control.has_keys()?.then(|| Arc::new(control));
+            // Keys are required once one exists, whenever it was created
+            // (the server follows the control database while it runs).
+            let control = Arc::new(auth::Control::open(&auth::control_db(&settings.base_db))?);
             let interval = maintenance_interval_secs
                 .or(settings.file.maintenance_interval_secs)
                 .unwrap_or(3600);
@@ -732,12 +751,12 @@ fn run(cli: Cli) -> Result<()> {
                 Box::new(move |db| opener.open_for_serving(db)),
             ));
             // Open every tenant now: their queued jobs run after a restart.
-            let default = tenants.get(auth::DEFAULT_TENANT)?;
-            if let Some(control) = &control {
-                for t in control.tenants()? {
-                    tenants.get(&t)?;
-                }
+            let default = tenants.get(auth::DEFAULT_TENANT, tenants::DEFAULT_GENERATION)?;
+            for (t, generation) in control.tenant_generations()? {
+                tenants.get(&t, generation)?;
             }
+            let _control_watch = server::watch_control(control.clone(), tenants.clone());
+            let _trim = server::start_memory_trim(std::time::Duration::from_secs(30));
             // Without an LLM one worker runs consolidation jobs.
             let workers = if default.llm().is_some() {
                 llm_workers.unwrap_or(2).max(1)
@@ -749,7 +768,7 @@ fn run(cli: Cli) -> Result<()> {
             let _workers =
                 server::JobWorkers::start(tenants.clone(), workers, lease, metrics.clone());
             let _maintainer = (interval > 0).then(|| {
-                server::Maintainer::start(
+                server::start_maintenance(
                     tenants.clone(),
                     std::time::Duration::from_secs(interval),
                     metrics.clone(),
@@ -802,8 +821,8 @@ fn run(cli: Cli) -> Result<()> {
                 return Err(hippo::Error::new(
                     hippo::ErrorKind::Conflict,
                     format!(
-                        "not admitted: score {:.3} < threshold {:.3} (utility {:.3}, novelty {:.3}, confidence {:.3}, recency {:.3}); recorded in `hippo rejections`, use --force to store it anyway",
-                        a.score, a.threshold, a.utility, a.novelty, a.confidence, a.recency
+                        "not admitted: score {:.3} < threshold {:.3} (utility {:.3}, novelty {:.3}, confidence {:.3}); recorded in `hippo rejections`, use --force to store it anyway",
+                        a.score, a.threshold, a.utility, a.novelty, a.confidence
                     ),
                 )
                 .into());
@@ -1258,7 +1277,7 @@ struct Guards {
 #[allow(clippy::too_many_arguments)]
 fn serve(
     tenants: Arc<tenants::Tenants>,
-    control: Option<Arc<auth::Control>>,
+    control: Arc<auth::Control>,
     metrics: Arc<metrics::Metrics>,
     model: String,
     guards: Guards,
@@ -1269,13 +1288,13 @@ fn serve(
     let addr: std::net::SocketAddr = listen
         .parse()
         .with_context(|| format!("invalid listen address {listen:?}"))?;
-    if !addr.ip().is_loopback() && control.is_none() {
+    if !addr.ip().is_loopback() && !control.keys_required()? {
         bail!(
             "refusing to listen on {addr} without authentication: create an API key first \
              (hippo key create --access admin), then every request needs one"
         );
     }
-    if control.is_some() {
+    if control.keys_required()? {
         tracing::info!("API keys required");
     }
     // A loopback server answers to loopback names only unless told
@@ -1298,7 +1317,7 @@ fn serve(
     rt.block_on(async move {
         let state = server::AppState {
             tenants,
-            control,
+            control: Some(control),
             metrics,
             context,
             model,
@@ -1342,7 +1361,7 @@ fn mcp_stdio(
         settings.base_db.clone(),
         Box::new(move |db| opener.open_for_serving(db)),
     ));
-    let hippo = tenants.get(tenant)?;
+    let hippo = tenants.get(tenant, tenants::DEFAULT_GENERATION)?;
     let workers = if hippo.llm().is_some() {
         settings.file.llm_workers.unwrap_or(1).max(1)
     } else {
@@ -1365,6 +1384,8 @@ fn mcp_stdio(
             agent_id: agent,
         },
         access: auth::Access::Admin,
+        request: None,
+        deadline: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

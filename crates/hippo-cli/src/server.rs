@@ -29,8 +29,10 @@ use crate::tenants::Tenants;
 pub struct AppState {
     /// The tenants' engines.
     pub tenants: Arc<Tenants>,
-    /// Tenants and keys; `None` serves the default tenant without keys
-    /// (loopback only, no key created yet).
+    /// Tenants and keys; `None` (in-process use, as the Python package's
+    /// `Memory`) serves the default tenant without keys. With a control
+    /// database, keys are required once one exists
+    /// ([`Control::keys_required`]).
     pub control: Option<Arc<Control>>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
@@ -73,6 +75,16 @@ async fn shed_load(State(state): State<AppState>, req: Request, next: Next) -> R
             1,
         );
     };
+    // A request that changes nothing may be cut off at its deadline. One that
+    // may change something is not: its engine work is refused if it has not
+    // started by the deadline (`Bound::blocking`), else it runs to its end, so
+    // an answer is never "failed" for a write that commits.
+    let mut req = req;
+    req.extensions_mut()
+        .insert(Deadline(Instant::now() + state.request_timeout));
+    if may_change_state(req.method()) {
+        return next.run(req).await;
+    }
     match tokio::time::timeout(state.request_timeout, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => {
@@ -91,6 +103,18 @@ async fn shed_load(State(state): State<AppState>, req: Request, next: Next) -> R
             )
         }
     }
+}
+
+/// When a request's engine work must have started (see [`Bound::deadline`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(pub Instant);
+
+/// Whether a request of this method may change state (everything but
+/// `GET`, `HEAD`, `OPTIONS`: a `POST` search is treated as a write here, it
+/// only loses the option of being cut off midway).
+fn may_change_state(method: &axum::http::Method) -> bool {
+    use axum::http::Method;
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
 /// An error response with `Retry-After` (whole seconds, at least 1).
@@ -171,6 +195,12 @@ pub struct Bound {
     pub acts_for: crate::auth::ActsFor,
     /// What the key may do (`admin` without keys).
     pub access: Access,
+    /// The request's `Idempotency-Key`, scoped and with its fingerprint:
+    /// its writes record their commit (see [`hippo::audit::in_request`]).
+    pub request: Option<hippo::audit::RequestMark>,
+    /// Engine work not started by then is refused (nothing changed); work
+    /// started runs to its end and is answered with the truth.
+    pub deadline: Option<Instant>,
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Bound {
@@ -259,24 +289,24 @@ impl JobWorkers {
     }
 }
 
-/// A background thread running a maintenance pass every `interval` until
-/// dropped.
-pub struct Maintainer {
+/// A thread that runs a task every interval until dropped (the first run
+/// after one interval).
+pub struct Periodic {
     stop: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Maintainer {
-    /// Starts it (the first pass runs after one interval).
+impl Periodic {
+    /// Starts thread `name` running `task` every `interval`.
     pub fn start(
-        tenants: Arc<Tenants>,
+        name: &str,
         interval: std::time::Duration,
-        metrics: Arc<Metrics>,
-    ) -> Maintainer {
+        mut task: impl FnMut() + Send + 'static,
+    ) -> Periodic {
         let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
-            .name("hippo-maintenance".into())
+            .name(name.into())
             .spawn(move || loop {
                 let (lock, cvar) = &*flag;
                 let stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -287,43 +317,17 @@ impl Maintainer {
                     return;
                 }
                 drop(stopped);
-                for (tenant, hippo) in tenants.open() {
-                    let outcome = match hippo::audit::as_actor("maintenance", || hippo.maintain()) {
-                        Ok(r) => {
-                            tracing::info!(
-                                tenant,
-                                expired = r.expired.len(),
-                                faded = r.faded.len(),
-                                checked = r.checked,
-                                "maintenance pass"
-                            );
-                            metrics
-                                .maintenance_archived
-                                .inc_by((r.expired.len() + r.faded.len()) as u64);
-                            "ok"
-                        }
-                        Err(e) => {
-                            tracing::error!(tenant, error = %e.detail(), "maintenance pass");
-                            "error"
-                        }
-                    };
-                    metrics
-                        .maintenance_passes
-                        .get_or_create(&crate::metrics::JobLabels {
-                            outcome: outcome.into(),
-                        })
-                        .inc();
-                }
+                task();
             })
-            .expect("spawn the maintenance thread");
-        Maintainer {
+            .expect("spawn a periodic thread");
+        Periodic {
             stop,
             thread: Some(thread),
         }
     }
 }
 
-impl Drop for Maintainer {
+impl Drop for Periodic {
     fn drop(&mut self) {
         let (lock, cvar) = &*self.stop;
         *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
@@ -332,6 +336,102 @@ impl Drop for Maintainer {
             t.join().ok();
         }
     }
+}
+
+/// Runs the maintenance pass ([`Hippo::maintain`]) over every open tenant
+/// every `interval`, metered into `metrics`.
+pub fn start_maintenance(
+    tenants: Arc<Tenants>,
+    interval: std::time::Duration,
+    metrics: Arc<Metrics>,
+) -> Periodic {
+    Periodic::start("hippo-maintenance", interval, move || {
+        for (tenant, hippo) in tenants.open() {
+            let outcome = match hippo::audit::as_actor("maintenance", || hippo.maintain()) {
+                Ok(r) => {
+                    tracing::info!(
+                        tenant,
+                        expired = r.expired.len(),
+                        faded = r.faded.len(),
+                        checked = r.checked,
+                        "maintenance pass"
+                    );
+                    metrics
+                        .maintenance_archived
+                        .inc_by((r.expired.len() + r.faded.len()) as u64);
+                    "ok"
+                }
+                Err(e) => {
+                    tracing::error!(tenant, error = %e.detail(), "maintenance pass");
+                    "error"
+                }
+            };
+            metrics
+                .maintenance_passes
+                .get_or_create(&crate::metrics::JobLabels {
+                    outcome: outcome.into(),
+                })
+                .inc();
+        }
+    })
+}
+
+/// Returns memory the allocator holds free to the system every `interval`
+/// (glibc's `malloc_trim`; elsewhere nothing). glibc keeps freed memory in
+/// per-thread arenas and gives back only the top of each heap; under churn
+/// (adds and erases on many threads, index compactions that free large
+/// buffers) the resident size then creeps up with no growth in live data.
+pub fn start_memory_trim(interval: std::time::Duration) -> Option<Periodic> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        Some(Periodic::start("hippo-trim", interval, || {
+            // SAFETY: malloc_trim only walks the allocator's own arenas.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }))
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        let _ = interval;
+        None
+    }
+}
+
+/// How often a server looks for changes that other processes (the CLI)
+/// made to the control database.
+pub const CONTROL_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Follows the control database while the server runs: when another
+/// process committed to it (`data_version` changed), closes the engines of
+/// erased tenants (and of tenants created again under the same name), and
+/// notes when keys became required. Keys themselves (creation, revocation,
+/// rotation, expiry) need no watching: every request reads its key from the
+/// database.
+pub fn watch_control(control: Arc<Control>, tenants: Arc<Tenants>) -> Periodic {
+    let mut seen: Option<i64> = None;
+    Periodic::start("hippo-control", CONTROL_POLL, move || {
+        let version = match control.data_version() {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the control database");
+                return;
+            }
+        };
+        if seen == Some(version) {
+            return;
+        }
+        seen = Some(version);
+        if let Err(e) = control.keys_required() {
+            tracing::error!(error = %e, "reading the control database");
+        }
+        match control.tenant_generations() {
+            Ok(live) => {
+                tenants.retain(&live);
+            }
+            Err(e) => tracing::error!(error = %e, "reading the control database"),
+        }
+    })
 }
 
 impl Drop for JobWorkers {
@@ -384,6 +484,7 @@ impl From<Error> for ApiError {
         // Exhaustive on purpose: a new kind must choose its status here.
         let (status, code) = match e.kind() {
             ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, "invalid_input"),
+            ErrorKind::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
             ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -410,13 +511,32 @@ impl From<JsonRejection> for ApiError {
         } else {
             StatusCode::BAD_REQUEST
         };
-        ApiError::new(status, code, r.body_text())
+        ApiError::new(status, code, explain_time_errors(r.body_text()))
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
-        ApiError::invalid(r.body_text())
+        ApiError::invalid(explain_time_errors(r.body_text()))
+    }
+}
+
+/// chrono's time parse errors ("premature end of input") do not say what
+/// was expected; the message already names the field, this adds the format.
+fn explain_time_errors(message: String) -> String {
+    const CHRONO_PARSE_ERRORS: [&str; 7] = [
+        "premature end of input",
+        "input contains invalid characters",
+        "input is out of range",
+        "input is not enough for unique date and time",
+        "trailing input",
+        "no possible date and time matching input",
+        "bad or unsupported format string",
+    ];
+    if CHRONO_PARSE_ERRORS.iter().any(|e| message.contains(e)) {
+        format!("{message} (times are RFC 3339, e.g. 2024-05-01T12:00:00Z)")
+    } else {
+        message
     }
 }
 
@@ -435,7 +555,7 @@ impl IntoResponse for ApiError {
 /// A REST request body or query built as JSON by another front end (MCP,
 /// the Mem0 routes): parsed by the same types, with the same errors.
 pub(crate) fn rest<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, ApiError> {
-    serde_json::from_value(v).map_err(|e| ApiError::invalid(e.to_string()))
+    serde_json::from_value(v).map_err(|e| ApiError::invalid(explain_time_errors(e.to_string())))
 }
 
 /// `Json` whose rejections are API errors.
@@ -496,6 +616,47 @@ impl Bound {
         Ok(Some(scope))
     }
 
+    /// Refuses (403) to show a quarantined memory's content to a key below
+    /// admin: what the injection detector held back is for the people who
+    /// judge it (and approve it), not for the agents it may target.
+    fn reveal(&self, m: &hippo::Memory) -> Result<(), ApiError> {
+        self.may_read_status(m.status)
+    }
+
+    /// [`Bound::reveal`] before a change whose answer shows the memory:
+    /// refused before anything changes (a refused request changes nothing).
+    async fn reveal_before_change(
+        &self,
+        id: hippo::MemoryId,
+        scope: &Option<Scope>,
+    ) -> Result<(), ApiError> {
+        if self.access >= Access::Admin {
+            return Ok(());
+        }
+        let (hippo, scope) = (self.hippo.clone(), scope.clone());
+        let m = self.blocking(move || hippo.get(id, scope.as_ref())).await?;
+        self.reveal(&m)
+    }
+
+    /// [`Bound::reveal`] for a filter: statuses a read asks for.
+    fn may_read_statuses(&self, filter: &Filter) -> Result<(), ApiError> {
+        filter
+            .statuses
+            .iter()
+            .try_for_each(|s| self.may_read_status(*s))
+    }
+
+    fn may_read_status(&self, status: hippo::Status) -> Result<(), ApiError> {
+        if status == hippo::Status::Quarantined && self.access < Access::Admin {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "quarantined memories are shown to admin keys only",
+            ));
+        }
+        Ok(())
+    }
+
     /// [`Bound::confine`] for requests that need a scope.
     fn confine_required(&self, asked: Scope) -> Result<Scope, ApiError> {
         Ok(self.confine(Some(asked))?.unwrap_or_default())
@@ -508,9 +669,24 @@ impl Bound {
         f: impl FnOnce() -> hippo::Result<T> + Send + 'static,
     ) -> Result<T, ApiError> {
         let actor = self.actor.clone();
+        let request = self.request.clone();
+        let deadline = self.deadline;
         // Engine logs carry the request's span (its id) on the blocking pool too.
         let span = tracing::Span::current();
-        blocking(move || span.in_scope(|| hippo::audit::as_actor(&actor, f))).await
+        blocking(move || {
+            // Checked where the work starts (not by dropping it midway: a
+            // write cut off by a timer would commit after a "failed" answer).
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    "the request waited past its deadline before it started; nothing was changed, retry later",
+                ));
+            }
+            span.in_scope(|| {
+                hippo::audit::in_request(request, || hippo::audit::as_actor(&actor, f))
+            })
+        })
+        .await
     }
 }
 
@@ -642,13 +818,44 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/openapi.json", get(openapi))
         .route_service("/mcp", crate::mcp::http_service(state.shutdown.clone()))
         .nest("/mem0", crate::mem0::routes())
+        // Inside authentication (later layers wrap earlier ones).
+        .route_layer(middleware::from_fn_with_state(
+            crate::idempotency::Idempotency::new(max_body_bytes),
+            crate::idempotency::idempotent,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(middleware::map_response(method_not_allowed_as_json))
         .layer(middleware::from_fn_with_state(state.clone(), shed_load))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(middleware::from_fn_with_state(state.clone(), guard_host))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+/// Gives axum's bare 405 (a route that exists, another method) the JSON
+/// error body every other refusal has, keeping its `Allow` header.
+async fn method_not_allowed_as_json(resp: Response) -> Response {
+    if resp.status() != StatusCode::METHOD_NOT_ALLOWED
+        || resp.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return resp;
+    }
+    let allow = resp.headers().get(header::ALLOW).cloned();
+    let message = match allow.as_ref().and_then(|a| a.to_str().ok()) {
+        Some(a) => format!("method not allowed on this route; allowed: {a}"),
+        None => "method not allowed on this route".to_owned(),
+    };
+    let mut json = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        message,
+    )
+    .into_response();
+    if let Some(a) = allow {
+        json.headers_mut().insert(header::ALLOW, a);
+    }
+    json
 }
 
 /// The request id a client sent (`X-Request-Id`: 1-64 of letters, digits,
@@ -796,6 +1003,7 @@ pub(crate) async fn search(
     let mut filter = body.filters.map(Filter::from).unwrap_or_default();
     filter.as_of = body.as_of;
     filter.all_versions = body.all_versions.unwrap_or(false);
+    state.may_read_statuses(&filter)?;
     let req = SearchRequest {
         scope: state.confine_required(scope_of(body.user_id, body.agent_id, body.session_id))?,
         query: body.query,
@@ -845,6 +1053,7 @@ pub(crate) async fn list_memories(
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<ListResponse>, ApiError> {
     let (filter, order, limit) = p.listing().map_err(ApiError::from)?;
+    state.may_read_statuses(&filter)?;
     let scope = state.confine_required(scope_of(p.user_id, p.agent_id, p.session_id))?;
     let hippo = state.hippo.clone();
     let page = state
@@ -867,6 +1076,7 @@ pub(crate) async fn list_memories(
 
 /// Scope parameters.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeParams {
     /// Scope user.
@@ -918,6 +1128,7 @@ pub(crate) async fn get_memory(
     let m = state
         .blocking(move || hippo.read(id, scope.as_ref()))
         .await?;
+    state.reveal(&m)?;
     Ok(Json(MemoryView::with_strength(m, &state.hippo)))
 }
 
@@ -947,6 +1158,7 @@ pub(crate) async fn patch_memory(
         reason: body.reason,
     };
     let scope = state.confine(p.scope())?;
+    state.reveal_before_change(id, &scope).await?;
     let hippo = state.hippo.clone();
     let expiry = body.expires_at;
     let m = state
@@ -962,11 +1174,13 @@ pub(crate) async fn patch_memory(
             Ok(m)
         })
         .await?;
+    state.reveal(&m)?;
     Ok(Json(m.into()))
 }
 
 /// Scope parameters of a delete, and whether it is for good.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteParams {
     /// Scope user.
@@ -1027,6 +1241,7 @@ async fn approve_memory(
     let m = state
         .blocking(move || hippo.approve(id, scope.as_ref()))
         .await?;
+    state.reveal(&m)?;
     Ok(Json(m.into()))
 }
 
@@ -1059,10 +1274,12 @@ async fn restore_memory(
 ) -> Result<Json<MemoryView>, ApiError> {
     let id = parse_id(&id)?;
     let scope = state.confine(p.scope())?;
+    state.reveal_before_change(id, &scope).await?;
     let hippo = state.hippo.clone();
     let m = state
         .blocking(move || hippo.restore(id, scope.as_ref()))
         .await?;
+    state.reveal(&m)?;
     Ok(Json(m.into()))
 }
 
@@ -1080,10 +1297,12 @@ async fn invalidate_memory(
 ) -> Result<Json<MemoryView>, ApiError> {
     let id = parse_id(&id)?;
     let scope = state.confine(p.scope())?;
+    state.reveal_before_change(id, &scope).await?;
     let hippo = state.hippo.clone();
     let m = state
         .blocking(move || hippo.invalidate(id, scope.as_ref(), body.valid_to, body.reason))
         .await?;
+    state.reveal(&m)?;
     Ok(Json(m.into()))
 }
 
@@ -1103,6 +1322,9 @@ pub(crate) async fn memory_history(
     let h = state
         .blocking(move || hippo.history(id, scope.as_ref()))
         .await?;
+    for v in &h.versions {
+        state.reveal(v)?;
+    }
     Ok(Json(h.into()))
 }
 
@@ -1120,10 +1342,12 @@ pub(crate) async fn feedback(
 ) -> Result<Json<MemoryView>, ApiError> {
     let id = parse_id(&id)?;
     let scope = state.confine(p.scope())?;
+    state.reveal_before_change(id, &scope).await?;
     let hippo = state.hippo.clone();
     let m = state
         .blocking(move || hippo.feedback(id, scope.as_ref(), body.signal, body.note))
         .await?;
+    state.reveal(&m)?;
     Ok(Json(MemoryView::with_strength(m, &state.hippo)))
 }
 
@@ -1141,10 +1365,12 @@ async fn archive_memory(
 ) -> Result<Json<MemoryView>, ApiError> {
     let id = parse_id(&id)?;
     let scope = state.confine(p.scope())?;
+    state.reveal_before_change(id, &scope).await?;
     let hippo = state.hippo.clone();
     let m = state
         .blocking(move || hippo.archive(id, scope.as_ref(), body.reason))
         .await?;
+    state.reveal(&m)?;
     Ok(Json(m.into()))
 }
 
@@ -1161,6 +1387,7 @@ async fn maintenance(state: Bound) -> Result<Json<MaintenanceView>, ApiError> {
 
 /// Paging through the rejection record.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RejectionParams {
     /// Scope user.
@@ -1199,6 +1426,7 @@ async fn rejections(
 
 /// Owner parameters of a profile.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileParams {
     /// The user.
@@ -1230,6 +1458,7 @@ pub(crate) async fn get_profile(
             "no profile has been built yet",
         )
     })?;
+    state.reveal(&m)?;
     Ok(Json(MemoryView::with_strength(m, &state.hippo)))
 }
 
@@ -1264,6 +1493,7 @@ async fn create_grant(
 
 /// Which grants to list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct GrantParams {
     /// Owner (given) or grantee (received) user.
@@ -1461,14 +1691,35 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
     if route == "/healthz" || route == "/openapi.json" {
         return next.run(req).await;
     }
-    let (tenant, actor, acts_for, access) = match &state.control {
-        None => (
-            DEFAULT_TENANT.to_owned(),
-            "local".to_owned(),
-            crate::auth::ActsFor::default(),
-            Access::Admin,
-        ),
-        Some(control) => {
+    // Keys become required the moment the first one is created, by this
+    // process or another (the CLI while the server runs): asked of the
+    // control database on every request until it is so.
+    let required = match &state.control {
+        None => Ok(false),
+        Some(c) if c.keys_required_known() => Ok(true),
+        Some(c) => {
+            let c = c.clone();
+            match tokio::task::spawn_blocking(move || c.keys_required()).await {
+                Ok(r) => r,
+                Err(e) => Err(anyhow::anyhow!("{e}")),
+            }
+        }
+    };
+    let required = match required {
+        Ok(r) => r,
+        Err(e) => {
+            // Fail closed: without knowing, nothing is served.
+            tracing::error!(error = %e, "reading the control database");
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the control database cannot be read; retry later",
+            )
+            .into_response();
+        }
+    };
+    let (tenant, generation, actor, acts_for, access) = match &state.control {
+        Some(control) if required => {
             let presented = req
                 .headers()
                 .get(header::AUTHORIZATION)
@@ -1492,7 +1743,10 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
             let key =
                 tokio::task::spawn_blocking(move || control.authenticate(&presented, now)).await;
             match key {
-                Ok(Ok(key)) => {
+                Ok(Ok(crate::auth::Authenticated {
+                    key,
+                    tenant_generation,
+                })) => {
                     let needed = required_access(req.method(), &route, req.uri().query());
                     if key.access < needed {
                         record_refusal(&state, "forbidden", Some(&key.id));
@@ -1532,7 +1786,13 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
                         );
                     }
                     let actor = format!("key:{}", key.id);
-                    (key.tenant, actor, key.acts_for, key.access)
+                    (
+                        key.tenant,
+                        tenant_generation,
+                        actor,
+                        key.acts_for,
+                        key.access,
+                    )
                 }
                 Ok(Err(refusal)) => {
                     return unauthorized(&state, refusal.reason(), refusal.message());
@@ -1547,14 +1807,21 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
                 }
             }
         }
+        _ => (
+            DEFAULT_TENANT.to_owned(),
+            crate::tenants::DEFAULT_GENERATION,
+            "local".to_owned(),
+            crate::auth::ActsFor::default(),
+            Access::Admin,
+        ),
     };
     // Opening a store touches the disk; an open one is a map lookup.
-    let open = state.tenants.get_open(&tenant);
+    let open = state.tenants.get_open(&tenant, generation);
     let tenants = state.tenants.clone();
     let t = tenant.clone();
     let hippo = match open {
         Some(h) => Ok(Ok(h)),
-        None => tokio::task::spawn_blocking(move || tenants.get(&t)).await,
+        None => tokio::task::spawn_blocking(move || tenants.get(&t, generation)).await,
     };
     let hippo = match hippo {
         Ok(Ok(h)) => h,
@@ -1570,6 +1837,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
             .into_response();
         }
     };
+    let deadline = req.extensions().get::<Deadline>().map(|d| d.0);
     req.extensions_mut().insert(Bound {
         hippo,
         actor: actor.into(),
@@ -1577,6 +1845,8 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
         context: state.context,
         acts_for,
         access,
+        request: None,
+        deadline,
     });
     next.run(req).await
 }

@@ -117,7 +117,10 @@ fn open(path: PathBuf, model: Option<PathBuf>) -> anyhow::Result<Engine> {
         }
     };
     let tenants = Arc::new(Tenants::new(path, Box::new(opener)));
-    let default = tenants.get(hippo_cli::auth::DEFAULT_TENANT)?;
+    let default = tenants.get(
+        hippo_cli::auth::DEFAULT_TENANT,
+        hippo_cli::tenants::DEFAULT_GENERATION,
+    )?;
     let metrics = Arc::new(hippo_cli::metrics::Metrics::new());
     let workers = JobWorkers::start(
         tenants.clone(),

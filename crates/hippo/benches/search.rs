@@ -76,9 +76,11 @@ fn fields(rowid: i64, scope: &Scope) -> SlotFields<'_> {
         kind: MemoryKind::Message,
         event_time: None,
         time: 0,
+        recorded: 0,
         status: hippo::Status::Active,
         valid_from: 0,
         valid_to: None,
+        scheduled_from: None,
     }
 }
 

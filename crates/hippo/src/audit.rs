@@ -21,6 +21,40 @@ use sha2::{Digest, Sha256};
 
 thread_local! {
     static ACTOR: RefCell<Option<String>> = const { RefCell::new(None) };
+    static REQUEST: RefCell<Option<RequestMark>> = const { RefCell::new(None) };
+}
+
+/// An idempotent request (a client's `Idempotency-Key`): every store write
+/// made while it is ambient ([`in_request`]) records, in its own
+/// transaction, that the request committed — so whether a request that got
+/// no answer (a crash, a dropped connection) changed anything is known
+/// exactly, and a retry never writes twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestMark {
+    /// The key, as the server scopes it (hashed with the caller's identity).
+    pub key: String,
+    /// A hash of the request (method, path, body), so a key reused for
+    /// another request is told apart.
+    pub fingerprint: String,
+}
+
+/// Runs `f` with store writes marked as made by request `mark`.
+pub fn in_request<T>(mark: Option<RequestMark>, f: impl FnOnce() -> T) -> T {
+    let before = REQUEST.with(|r| r.replace(mark));
+    struct Restore(Option<RequestMark>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let before = self.0.take();
+            REQUEST.with(|r| *r.borrow_mut() = before);
+        }
+    }
+    let _restore = Restore(before);
+    f()
+}
+
+/// The idempotent request being served, if any (see [`in_request`]).
+pub fn current_request() -> Option<RequestMark> {
+    REQUEST.with(|r| r.borrow().clone())
 }
 
 /// Runs `f` with writes attributed to `actor`.

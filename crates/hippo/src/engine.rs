@@ -515,6 +515,30 @@ impl HippoBuilder {
 }
 
 /// Who a message's line in a result is attributed to: its name, else its role.
+/// Makes `m`'s status the truth at `now`: an active memory whose expiry
+/// passed is archived from that instant (maintenance records it later), so
+/// every read reports it so.
+pub(crate) fn status_at(m: &mut Memory, now: DateTime<Utc>) {
+    if m.status == Status::Active && m.expires_at.is_some_and(|e| e <= now) {
+        m.status = Status::Archived;
+    }
+}
+
+/// The state of memory `m` that holds at `now`: `m` itself unless a change
+/// scheduled for later (an explicit `valid_from` after `now`) is its latest
+/// state; then the version in `versions` (its history) that holds now, if
+/// any.
+pub(crate) fn holding_at(m: Memory, versions: Vec<Memory>, now: DateTime<Utc>) -> Memory {
+    if m.valid_from.is_none_or(|f| f <= now) {
+        return m;
+    }
+    versions
+        .into_iter()
+        .rev()
+        .find(|v| v.id != m.id && v.valid_since() <= now && v.valid_to.is_none_or(|t| t > now))
+        .unwrap_or(m)
+}
+
 fn speaker(m: &Memory) -> Option<&str> {
     m.actor.name.as_deref().or(m.actor.role.as_deref())
 }
@@ -690,7 +714,7 @@ impl Hippo {
         item.scope.validate()?;
         let meta_len = Value::Object(item.metadata.clone()).to_string().len();
         if meta_len > self.limits.max_metadata_bytes {
-            return Err(Error::invalid(format!(
+            return Err(Error::too_large(format!(
                 "metadata exceeds {} bytes",
                 self.limits.max_metadata_bytes
             )));
@@ -700,7 +724,7 @@ impl Hippo {
                 return Err(Error::invalid("content must not be empty"));
             }
             if text.len() > self.limits.max_content_bytes {
-                return Err(Error::invalid(format!(
+                return Err(Error::too_large(format!(
                     "content exceeds {} bytes",
                     self.limits.max_content_bytes
                 )));
@@ -930,7 +954,7 @@ impl Hippo {
                         .filter(|((_, f), _)| merges && **f == Fate::Store)
                         .filter_map(|((e, _), ev)| Some((&e.memory, ev.as_deref()?)))
                         .collect();
-                    self.admit(d, v, &earlier, now)?
+                    self.admit(d, v, &earlier)?
                 }
                 _ => Fate::Store,
             };
@@ -1049,13 +1073,7 @@ impl Hippo {
     /// merged into a near duplicate, refused, or stored.
     /// `earlier`: memories of the same write that will be stored, with
     /// their vectors.
-    fn admit(
-        &self,
-        d: &Draft,
-        v: &[f32],
-        earlier: &[(&Memory, &[f32])],
-        now: DateTime<Utc>,
-    ) -> Result<Fate> {
+    fn admit(&self, d: &Draft, v: &[f32], earlier: &[(&Memory, &[f32])]) -> Result<Fate> {
         let policy = self.policies.of(d.memory.kind);
         let mut near = None;
         if let Some(merge) = policy.merge_above {
@@ -1088,8 +1106,6 @@ impl Hippo {
             &d.memory.content,
             near.map(|(_, c)| c),
             d.confidence,
-            d.memory.event_time,
-            now,
         );
         Ok(if admission.admitted {
             Fate::Store
@@ -1385,7 +1401,7 @@ impl Hippo {
             .map(|c| (c.id, c.time))
             .collect();
         let mut fused = fuse(&keyword, &cosines, &times, &self.weights);
-        self.apply_standing(&mut fused, &keyword, &cosines, &times)?;
+        self.apply_standing(&mut fused, &keyword, &cosines)?;
         if self.weights.neighbour != 0.0 {
             let ids: Vec<MemoryId> = fused.iter().map(|f| f.id).collect();
             support(&mut fused, &self.store.windows(&ids, 1, 1)?, &self.weights);
@@ -1420,12 +1436,11 @@ impl Hippo {
         fused: &mut [crate::retrieve::Fused],
         keyword: &[crate::store::Candidate],
         cosines: &[crate::store::Candidate],
-        times: &HashMap<MemoryId, DateTime<Utc>>,
     ) -> Result<()> {
-        let kinds: HashMap<MemoryId, MemoryKind> = keyword
+        let known: HashMap<MemoryId, (MemoryKind, DateTime<Utc>)> = keyword
             .iter()
             .chain(cosines)
-            .map(|c| (c.id, c.kind))
+            .map(|c| (c.id, (c.kind, c.recorded_at)))
             .collect();
         let ids: Vec<MemoryId> = fused.iter().map(|f| f.id).collect();
         let usage = self.store.usage(&ids)?;
@@ -1434,13 +1449,14 @@ impl Hippo {
             .iter()
             .zip(&usage)
             .map(|(f, u)| {
-                let policy = self
-                    .policies
-                    .of(kinds.get(&f.id).copied().unwrap_or_default());
-                let since = times.get(&f.id).copied().unwrap_or(now);
+                let (kind, learnt) = known
+                    .get(&f.id)
+                    .copied()
+                    .unwrap_or((MemoryKind::default(), now));
+                let policy = self.policies.of(kind);
                 Standing {
                     kind_weight: policy.retrieval_weight,
-                    strength: crate::policy::strength(policy, u, since, now).value,
+                    strength: crate::policy::strength(policy, u, learnt, now).value,
                     reinforcement: crate::policy::reinforcement(u),
                 }
             })
@@ -1512,6 +1528,7 @@ impl Hippo {
             .unwrap_or(DEFAULT_TOKENS_PER_RESULT * req.top_k);
         let Context { before, after } = req.context;
         let mut packer = Packer::new(budget, req.top_k);
+        let now = self.now();
         let mut rows: HashMap<MemoryId, Memory> = HashMap::new();
         let by_id: HashMap<MemoryId, &crate::retrieve::Fused> =
             fused.iter().map(|f| (f.id, f)).collect();
@@ -1548,11 +1565,16 @@ impl Hippo {
             .into_iter()
             .filter_map(|e| {
                 let best = by_id.get(e.hits.first()?)?;
-                let memory = rows.get(&best.id)?.clone();
+                let mut memory = rows.get(&best.id)?.clone();
+                status_at(&mut memory, now);
                 let window: Vec<Memory> = e
                     .members
                     .iter()
                     .filter_map(|m| rows.get(m).cloned())
+                    .map(|mut m| {
+                        status_at(&mut m, now);
+                        m
+                    })
                     .collect();
                 let shared_via = if req.scope.matches(&memory.scope) {
                     None
@@ -1602,7 +1624,8 @@ impl Hippo {
             Some(m)
                 if reader.sees(&m)
                     && filter.accepts_status(m.status)
-                    && filter.accepts_expiry(m.expires_at) =>
+                    && filter.accepts_expiry(m.expires_at)
+                    && (filter.as_of.is_some() || filter.accepts_memory_validity(&m)) =>
             {
                 rows.insert(id, m);
                 Ok(true)
@@ -1633,13 +1656,18 @@ impl Hippo {
             s.validate()?;
         }
         filter.validate()?;
-        self.store.list(&ListQuery {
+        let mut page = self.store.list(&ListQuery {
             scope,
             filter: &self.resolve(filter),
             cursor,
             limit,
             order,
-        })
+        })?;
+        let now = self.now();
+        for m in &mut page.memories {
+            status_at(m, now);
+        }
+        Ok(page)
     }
 
     /// `filter` with "holds now" judged at this engine's clock.
@@ -1721,7 +1749,7 @@ impl Hippo {
                 return Err(Error::invalid("content must not be empty"));
             }
             if content.len() > self.limits.max_content_bytes {
-                return Err(Error::invalid(format!(
+                return Err(Error::too_large(format!(
                     "content exceeds {} bytes",
                     self.limits.max_content_bytes
                 )));
@@ -1731,7 +1759,7 @@ impl Hippo {
         }
         if let Some(md) = patch.metadata {
             if Value::Object(md.clone()).to_string().len() > self.limits.max_metadata_bytes {
-                return Err(Error::invalid(format!(
+                return Err(Error::too_large(format!(
                     "metadata exceeds {} bytes",
                     self.limits.max_metadata_bytes
                 )));

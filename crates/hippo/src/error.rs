@@ -9,6 +9,8 @@ use std::fmt;
 pub enum ErrorKind {
     /// The request is malformed or violates a limit; nothing was changed.
     InvalidInput,
+    /// A text or metadata exceeds its size limit; nothing was changed.
+    TooLarge,
     /// The addressed memory (or other object) does not exist in the caller's scope.
     NotFound,
     /// The request conflicts with the current state (e.g. a vector of another model).
@@ -49,6 +51,10 @@ impl Error {
     /// Invalid input (a 400-class error).
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::InvalidInput, message)
+    }
+    /// Over a size limit (a 413-class error).
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::TooLarge, message)
     }
     /// Not found in the caller's scope.
     pub fn not_found(message: impl Into<String>) -> Self {

@@ -22,6 +22,9 @@ const PAGE: usize = 500;
 /// How long finished jobs are kept (their plan and cost stay readable).
 const KEEP_DONE_JOBS_DAYS: i64 = 7;
 
+/// How long an idempotent request's answer is kept for retries.
+pub const KEEP_REQUESTS_HOURS: i64 = 24;
+
 /// What a maintenance pass did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct MaintenanceReport {
@@ -160,6 +163,9 @@ impl Hippo {
         report.pruned_jobs = self
             .store()
             .prune_jobs(now - chrono::Duration::days(KEEP_DONE_JOBS_DAYS))?;
+        // Idempotency keys are honoured for a day (as common payment APIs do).
+        self.store()
+            .prune_requests(now - chrono::Duration::hours(KEEP_REQUESTS_HOURS))?;
         if self.store().erased_since_compaction()? {
             self.store().compact()?;
             report.compacted = true;

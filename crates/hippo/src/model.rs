@@ -606,7 +606,12 @@ impl Filter {
 
     /// True when validity bounds `[valid_from, valid_to)` (epoch ms;
     /// `valid_to` `i64::MAX` when open) pass the validity conditions.
-    pub fn accepts_validity(&self, valid_from: i64, valid_to: i64) -> bool {
+    /// `scheduled_from` is the memory's explicit `valid_from` (`i64::MIN`
+    /// without one): a version scheduled to hold from a later instant does
+    /// not hold now. (`valid_from`, which falls back to the event time,
+    /// decides `as_of` reads only: a memory dated in the future by its
+    /// event time still holds now.)
+    pub fn accepts_validity(&self, valid_from: i64, valid_to: i64, scheduled_from: i64) -> bool {
         if self.all_versions {
             true
         } else if let Some(t) = self.as_of {
@@ -614,10 +619,24 @@ impl Filter {
             valid_from <= t && t < valid_to
         } else {
             match self.now {
-                Some(now) => valid_to > now.timestamp_millis(),
+                Some(now) => {
+                    let now = now.timestamp_millis();
+                    valid_to > now && scheduled_from <= now
+                }
                 None => valid_to == i64::MAX,
             }
         }
+    }
+
+    /// True when a memory with these fields holds at the instant this
+    /// filter judges "now" by (or `as_of`): the check the stores make,
+    /// for a memory already read.
+    pub fn accepts_memory_validity(&self, m: &Memory) -> bool {
+        self.accepts_validity(
+            m.valid_since().timestamp_millis(),
+            m.valid_to.map_or(i64::MAX, |t| t.timestamp_millis()),
+            m.valid_from.map_or(i64::MIN, |t| t.timestamp_millis()),
+        )
     }
 
     /// True when the in-memory fields (kind and event time) accept a memory.

@@ -5,10 +5,13 @@
 //!
 //! Strength follows the Ebbinghaus forgetting curve as MemoryBank
 //! (Zhong et al., 2023) uses it: retention halves every `stability` days
-//! since the memory happened or was last reinforced, and each reinforcement
-//! (a client reporting it `used` or `helpful`) makes it last longer.
-//! Admission follows A-MAC's factors (utility by type, novelty, confidence,
-//! recency), multiplied so that any factor near zero keeps a write out.
+//! since Hippo learnt the memory or it was last reinforced, and each
+//! reinforcement (a client reporting it `used` or `helpful`) makes it last
+//! longer. Admission follows A-MAC's factors (utility by type, novelty,
+//! confidence), multiplied so that any factor near zero keeps a write out.
+//! Neither looks at the event time: what happened long ago is not weaker,
+//! nor less worth keeping, for having happened long ago (an imported history
+//! would otherwise fade as it arrives).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -162,7 +165,7 @@ pub struct Strength {
     pub value: f32,
     /// `0.5^(age_days / stability_days)`; 1 for kinds that do not decay.
     pub retention: f32,
-    /// Days since it happened or was last reinforced, whichever is later.
+    /// Days since it was learnt or last reinforced, whichever is later.
     pub age_days: f32,
     /// The kind's half-life times `1 + used + 2 × helpful`; `None` when the
     /// kind does not decay.
@@ -173,7 +176,7 @@ pub struct Strength {
 /// below 1/1000).
 const MAX_WRONG: u32 = 10;
 
-/// The strength of a memory with `usage`, first valid at `since`, at `now`.
+/// The strength of a memory with `usage`, learnt at `since`, at `now`.
 pub fn strength(
     policy: &KindPolicy,
     usage: &Usage,
@@ -194,15 +197,11 @@ pub fn strength(
     }
 }
 
-/// [`strength`] of memory `m`, aged from when it happened (its event
-/// time, else when it was recorded), as search ranks it.
+/// [`strength`] of memory `m`, as search ranks it: aged from when Hippo
+/// learnt it (`recorded_at`) or was last reinforced, never from its event
+/// time — a fact about 2019 imported today is as fresh as one said today.
 pub fn strength_of(policies: &Policies, m: &Memory, now: DateTime<Utc>) -> Strength {
-    strength(
-        policies.of(m.kind),
-        &m.usage,
-        m.event_time.unwrap_or(m.recorded_at),
-        now,
-    )
+    strength(policies.of(m.kind), &m.usage, m.recorded_at, now)
 }
 
 /// The ranking bonus of reinforcement: `1 - 0.5^(used / 2 + helpful)`,
@@ -215,9 +214,8 @@ pub fn reinforcement(usage: &Usage) -> f32 {
 /// product.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Admission {
-    /// `utility × novelty' × confidence × recency'` where
-    /// `novelty' = 0.5 + 0.5 × novelty` and `recency' = 0.75 + 0.25 ×
-    /// recency`: novelty and age lower a score, they cannot zero it.
+    /// `utility × novelty' × confidence` where `novelty' = 0.5 + 0.5 ×
+    /// novelty`: novelty lowers a score, it cannot zero it.
     pub score: f32,
     /// The kind's prior times the information content
     /// (`min(1, content words / 2)`).
@@ -227,8 +225,6 @@ pub struct Admission {
     pub novelty: f32,
     /// As supplied by the writer (default 1).
     pub confidence: f32,
-    /// `0.5^(age in years)` of the event time; 1 without one.
-    pub recency: f32,
     /// The kind's threshold.
     pub threshold: f32,
     /// Whether the score reaches the threshold.
@@ -271,24 +267,17 @@ pub fn admission(
     content: &str,
     best_cosine: Option<f32>,
     confidence: f32,
-    event_time: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
 ) -> Admission {
     let words = crate::text::content_word_count(content);
     let utility = policy.utility * (words as f32 / 2.0).min(1.0);
     let novelty = best_cosine.map_or(1.0, |c| (1.0 - c).clamp(0.0, 1.0));
     let confidence = confidence.clamp(0.0, 1.0);
-    let recency = event_time.map_or(1.0, |t| {
-        let years = (now - t).num_days().max(0) as f32 / 365.25;
-        0.5f32.powf(years)
-    });
-    let score = utility * (0.5 + 0.5 * novelty) * confidence * (0.75 + 0.25 * recency);
+    let score = utility * (0.5 + 0.5 * novelty) * confidence;
     Admission {
         score,
         utility,
         novelty,
         confidence,
-        recency,
         threshold: policy.admit_at_least,
         admitted: score >= policy.admit_at_least,
     }
@@ -340,24 +329,17 @@ mod tests {
     #[test]
     fn admission_refuses_contentless_facts_but_keeps_every_message() {
         let ps = Policies::default();
-        let fact = admission(&ps.fact, "ok thanks!", None, 1.0, None, t0());
+        let fact = admission(&ps.fact, "ok thanks!", None, 1.0);
         assert_eq!(fact.utility, 0.0);
         assert!(!fact.admitted, "{fact:?}");
-        let msg = admission(&ps.message, "ok thanks!", None, 1.0, None, t0());
+        let msg = admission(&ps.message, "ok thanks!", None, 1.0);
         assert!(msg.admitted);
-        let good = admission(&ps.fact, "Ana lives in Denver", None, 1.0, None, t0());
+        let good = admission(&ps.fact, "Ana lives in Denver", None, 1.0);
         assert!(good.admitted && good.score > 0.7, "{good:?}");
-        let unsure = admission(&ps.fact, "Ana lives in Denver", None, 0.2, None, t0());
+        let unsure = admission(&ps.fact, "Ana lives in Denver", None, 0.2);
         assert!(!unsure.admitted, "{unsure:?}");
-        let old = admission(
-            &ps.fact,
-            "Ana lives in Denver",
-            Some(0.9),
-            1.0,
-            Some(t0() - Duration::days(3650)),
-            t0(),
-        );
-        assert!(old.score < good.score && old.admitted, "{old:?}");
+        let known = admission(&ps.fact, "Ana lives in Denver", Some(0.9), 1.0);
+        assert!(known.score < good.score && known.admitted, "{known:?}");
     }
 
     #[test]
@@ -393,11 +375,10 @@ mod tests {
         #[test]
         fn admission_scores_are_fractions(
             text in ".{0,80}", cos in proptest::option::of(-1.0f32..=1.0), conf in -1.0f32..2.0,
-            days in -1000i64..100_000,
         ) {
             for kind in MemoryKind::ALL {
                 let p = Policies::default();
-                let a = admission(p.of(kind), &text, cos, conf, Some(t0() - Duration::days(days)), t0());
+                let a = admission(p.of(kind), &text, cos, conf);
                 prop_assert!((0.0..=1.0).contains(&a.score), "{a:?}");
                 prop_assert_eq!(a.admitted, a.score >= a.threshold);
             }

@@ -257,6 +257,7 @@ mod tests {
             id: id(n),
             score,
             time: DateTime::default(),
+            recorded_at: DateTime::default(),
             kind: crate::model::MemoryKind::Message,
         }
     }

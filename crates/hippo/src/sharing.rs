@@ -277,14 +277,28 @@ impl Hippo {
     /// The memory `id` for a reader: with a scope, only if it lies in that
     /// scope or a grant in force shares it with the scope's user or agent.
     /// (Changes use [`Hippo::get`], which ignores grants.)
+    ///
+    /// What it returns is the truth now: the memory's state that holds now
+    /// (a change scheduled for later shows from its `valid_from`, or with
+    /// `as_of` in search and listings), with the status it has now (an
+    /// expired memory is archived).
     pub fn read(&self, id: MemoryId, reader: Option<&Scope>) -> Result<Memory> {
         let m = self.get(id, None)?;
-        match reader {
-            None => Ok(m),
-            Some(r) if r.matches(&m.scope) => Ok(m),
-            Some(r) if self.visible(r)?.grant_for(&m).is_some() => Ok(m),
-            Some(_) => Err(Error::not_found(format!("memory {id} not found"))),
-        }
+        let m = match reader {
+            None => m,
+            Some(r) if r.matches(&m.scope) => m,
+            Some(r) if self.visible(r)?.grant_for(&m).is_some() => m,
+            Some(_) => return Err(Error::not_found(format!("memory {id} not found"))),
+        };
+        let now = self.now();
+        let mut m = if m.valid_from.is_some_and(|f| f > now) && m.version_of.is_none() {
+            let (versions, _) = self.store().history(m.id)?;
+            crate::engine::holding_at(m, versions, now)
+        } else {
+            m
+        };
+        crate::engine::status_at(&mut m, now);
+        Ok(m)
     }
 }
 

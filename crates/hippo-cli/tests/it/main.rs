@@ -12,5 +12,6 @@ mod extract;
 mod fakes;
 mod faults;
 mod portability;
+mod promises;
 mod sharing;
 mod tenancy;

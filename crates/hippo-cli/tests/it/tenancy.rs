@@ -400,12 +400,10 @@ fn injected_instructions_are_quarantined_until_an_admin_approves() {
         !found(&s).iter().any(|t| t.contains("QuickCash")),
         "held out"
     );
-    let (_, held) = s.call_as(
-        Some(&writer),
-        "GET",
-        "/v1/memories?user_id=ana&status=quarantined",
-        None,
-    );
+    // Quarantined text is for admins: a write key may not list it.
+    let held_out = "/v1/memories?user_id=ana&status=quarantined";
+    assert_eq!(s.call_as(Some(&writer), "GET", held_out, None).0, 403);
+    let (_, held) = s.call_as(Some(&admin), "GET", held_out, None);
     assert_eq!(held["results"].as_array().unwrap().len(), 1, "{held}");
     let approve = format!("/v1/memories/{id}/approve");
     assert_eq!(s.call_as(Some(&writer), "POST", &approve, None).0, 403);
@@ -621,9 +619,10 @@ fn control_plane_operations_and_refusals_are_audited() {
         .map(|e| e["action"].as_str().unwrap())
         .collect();
     assert_eq!(
-        &actions[..5],
+        &actions[..6],
         [
             "tenant_create",
+            "keys_required",
             "key_create",
             "key_create",
             "key_rotate",

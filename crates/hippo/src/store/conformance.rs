@@ -749,7 +749,6 @@ pub fn forgetting(store: &dyn Store) {
         utility: 0.2,
         novelty: 1.0,
         confidence: 0.5,
-        recency: 1.0,
         threshold: 0.3,
         admitted: false,
     };

@@ -489,9 +489,11 @@ mod tests {
             kind: MemoryKind::Message,
             event_time: None,
             time: 0,
+            recorded: 0,
             status: crate::model::Status::Active,
             valid_from: 0,
             valid_to: None,
+            scheduled_from: None,
         }
     }
 

@@ -160,8 +160,21 @@ pub struct Candidate {
     /// When it happened: event time, else record time (for the recency prior,
     /// so ranking needs no row fetch).
     pub time: DateTime<Utc>,
+    /// When Hippo learnt it (for strength, which fades from then).
+    pub recorded_at: DateTime<Utc>,
     /// Its kind (for per-kind ranking policy).
     pub kind: MemoryKind,
+}
+
+/// What a store knows of an idempotent request (see [`Store::request`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// The request's fingerprint (see [`crate::audit::RequestMark`]).
+    pub fingerprint: String,
+    /// A write of it committed.
+    pub committed: bool,
+    /// The answer it got (HTTP status and body), once recorded.
+    pub answer: Option<(u16, Vec<u8>)>,
 }
 
 /// Which grants to list (conditions combine with AND).
@@ -321,6 +334,21 @@ pub trait Store: Send + Sync {
     /// Deletes finished (`done`) jobs last changed before `before`; returns
     /// how many. Failed jobs stay for inspection.
     fn prune_jobs(&self, before: DateTime<Utc>) -> Result<u64>;
+    /// What is known of the idempotent request `key`: whether a write of it
+    /// committed (recorded in that write's transaction, see
+    /// [`crate::audit::in_request`]) and the answer it got, if recorded.
+    fn request(&self, key: &str) -> Result<Option<RequestRecord>>;
+    /// Records the answer (HTTP status and body) to idempotent request
+    /// `mark`, so a retry gets it again.
+    fn record_answer(
+        &self,
+        mark: &crate::audit::RequestMark,
+        status: u16,
+        answer: &[u8],
+    ) -> Result<()>;
+    /// Forgets idempotent requests first seen before `before`; returns how
+    /// many.
+    fn prune_requests(&self, before: DateTime<Utc>) -> Result<u64>;
     /// The feedback of each listed memory (default when none or unknown).
     /// Search calls it for every candidate, so it must not touch the disk.
     fn usage(&self, ids: &[MemoryId]) -> Result<Vec<Usage>>;

@@ -186,6 +186,20 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX grants_agent_grantee ON grants(grantee_agent) WHERE grantee_agent IS NOT NULL;
     CREATE INDEX grants_memory ON grants(memory_id) WHERE memory_id IS NOT NULL;
     "#,
+    // v10: idempotent requests (`Idempotency-Key`): `committed_at` is written
+    // in the transaction of the request's first write, the answer after it.
+    r#"
+    CREATE TABLE requests (
+        key          TEXT PRIMARY KEY,
+        fingerprint  TEXT NOT NULL,
+        committed_at INTEGER,
+        status       INTEGER,
+        answer       BLOB,
+        answered_at  INTEGER,
+        created_at   INTEGER NOT NULL
+    );
+    CREATE INDEX requests_created ON requests(created_at);
+    "#,
 ];
 
 /// The schema version this code writes.

@@ -18,10 +18,15 @@ struct Slot {
     rowid: i64,
     id: MemoryId,
     time: i64,
+    /// When Hippo learnt it (record time), in epoch ms.
+    recorded: i64,
     /// Validity `[valid_from, valid_to)` in epoch ms; `valid_to` is
     /// `i64::MAX` while the memory holds.
     valid_from: i64,
     valid_to: i64,
+    /// The explicit `valid_from` (`i64::MIN` without one): not current
+    /// before it (see [`Filter::accepts_validity`]).
+    scheduled_from: i64,
 }
 
 /// Per-slot fields every scan reads, kept small (24 bytes) and apart from
@@ -33,7 +38,8 @@ struct SlotKey {
     kind: MemoryKind,
     alive: bool,
     status: Status,
-    /// Validity has an end (`Slot::valid_to` is not `i64::MAX`).
+    /// Validity has an end (`Slot::valid_to` is not `i64::MAX`) or an
+    /// explicit start (`Slot::scheduled_from`): checks read the cold record.
     bounded: bool,
     /// Event time in epoch ms; `NO_TIME` when unset.
     event_time: i64,
@@ -59,12 +65,18 @@ pub struct SlotFields<'a> {
     pub event_time: Option<i64>,
     /// Event time, else record time, in epoch milliseconds (for recency).
     pub time: i64,
+    /// Record time (when Hippo learnt it), in epoch milliseconds (for
+    /// strength: memories fade from when they were learnt, not from when
+    /// what they describe happened).
+    pub recorded: i64,
     /// Status.
     pub status: Status,
     /// Start of validity in epoch milliseconds ([`Memory::valid_since`]).
     pub valid_from: i64,
     /// End of validity in epoch milliseconds, if ended.
     pub valid_to: Option<i64>,
+    /// The explicit start of validity ([`Memory::valid_from`]), if any.
+    pub scheduled_from: Option<i64>,
 }
 
 impl<'a> SlotFields<'a> {
@@ -78,9 +90,11 @@ impl<'a> SlotFields<'a> {
             kind: m.kind,
             event_time: m.event_time.map(ms),
             time: ms(m.event_time.unwrap_or(m.recorded_at)),
+            recorded: ms(m.recorded_at),
             status: m.status,
             valid_from: ms(m.valid_since()),
             valid_to: m.valid_to.map(ms),
+            scheduled_from: m.valid_from.map(ms),
         }
     }
 }
@@ -94,6 +108,8 @@ pub struct Hit {
     pub score: f32,
     /// Event time, else record time, in epoch milliseconds.
     pub time: i64,
+    /// Record time, in epoch milliseconds.
+    pub recorded: i64,
     /// Its kind.
     pub kind: MemoryKind,
 }
@@ -194,7 +210,8 @@ impl Selection<'_> {
             return true;
         }
         let s = &self.slots.slots[slot as usize];
-        self.filter.accepts_validity(s.valid_from, s.valid_to)
+        self.filter
+            .accepts_validity(s.valid_from, s.valid_to, s.scheduled_from)
     }
 }
 
@@ -244,15 +261,17 @@ impl ScopedSlots {
                 rowid: f.rowid,
                 id: f.id,
                 time: f.time,
+                recorded: f.recorded,
                 valid_from: f.valid_from,
                 valid_to: f.valid_to.unwrap_or(i64::MAX),
+                scheduled_from: f.scheduled_from.unwrap_or(i64::MIN),
             },
             SlotKey {
                 scope: ids,
                 kind: f.kind,
                 alive: true,
                 status: f.status,
-                bounded: f.valid_to.is_some(),
+                bounded: f.valid_to.is_some() || f.scheduled_from.is_some(),
                 event_time: f.event_time.unwrap_or(NO_TIME),
             },
         )
@@ -352,6 +371,7 @@ impl ScopedSlots {
             id: s.id,
             score,
             time: s.time,
+            recorded: s.recorded,
             kind: self.keys[slot].kind,
         })
     }

@@ -100,9 +100,11 @@ struct RowFields {
     kind: MemoryKind,
     event_time: Option<i64>,
     time: i64,
+    recorded: i64,
     status: Status,
     valid_from: i64,
     valid_to: Option<i64>,
+    scheduled_from: Option<i64>,
 }
 
 impl RowFields {
@@ -114,9 +116,11 @@ impl RowFields {
             kind: self.kind,
             event_time: self.event_time,
             time: self.time,
+            recorded: self.recorded,
             status: self.status,
             valid_from: self.valid_from,
             valid_to: self.valid_to,
+            scheduled_from: self.scheduled_from,
         }
     }
 }
@@ -146,6 +150,7 @@ fn candidate(h: super::slots::Hit) -> Candidate {
         id: h.id,
         score: h.score,
         time: DateTime::from_timestamp_millis(h.time).unwrap_or_default(),
+        recorded_at: DateTime::from_timestamp_millis(h.recorded).unwrap_or_default(),
         kind: h.kind,
     }
 }
@@ -170,9 +175,11 @@ fn row_fields(r: &Row<'_>) -> rusqlite::Result<(i64, RowFields)> {
             })?,
             event_time: r.get(6)?,
             time,
+            recorded: r.get(7)?,
             status: parse_status(r, 8)?,
             valid_from: r.get::<_, Option<i64>>(9)?.unwrap_or(time),
             valid_to: r.get(10)?,
+            scheduled_from: r.get(9)?,
         },
     ))
 }
@@ -406,6 +413,18 @@ type AuditItem = (String, String, Map<String, Value>);
 
 /// Appends entries to the store's audit log in `tx`.
 fn append_audit(tx: &Transaction<'_>, items: Vec<AuditItem>) -> Result<()> {
+    // Every write transaction that changes something is audited, so this is
+    // where an idempotent request's commit is recorded, atomically with it.
+    if !items.is_empty() {
+        if let Some(mark) = crate::audit::current_request() {
+            let now = Utc::now().timestamp_millis();
+            tx.prepare_cached(
+                "INSERT INTO requests (key, fingerprint, committed_at, created_at) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT(key) DO UPDATE SET committed_at = COALESCE(committed_at, excluded.committed_at)",
+            )?
+            .execute(params![mark.key, mark.fingerprint, now])?;
+        }
+    }
     Ok(crate::audit::sql::append(tx, "store_meta", items)?)
 }
 
@@ -635,8 +654,24 @@ impl Conditions {
             .filter(|s| filter.accepts_status(*s))
             .map(|s| format!("'{}'", s.as_str()))
             .collect();
-        self.sql
-            .push(format!("m.status IN ({})", statuses.join(",")));
+        let statuses = format!("m.status IN ({})", statuses.join(","));
+        match filter.now {
+            // An active memory whose expiry passed counts as archived from
+            // that instant (see `Filter::accepts_expiry`).
+            Some(now)
+                if filter.as_of.is_none()
+                    && filter.accepts_status(Status::Archived)
+                    && !filter.accepts_status(Status::Active) =>
+            {
+                self.push(
+                    &format!(
+                        "({statuses} OR (m.status = 'active' AND m.expires_at IS NOT NULL AND m.expires_at <= ?))"
+                    ),
+                    ms(now),
+                );
+            }
+            _ => self.sql.push(statuses),
+        }
         if filter.all_versions {
         } else if let Some(t) = filter.as_of {
             self.push(
@@ -646,6 +681,8 @@ impl Conditions {
             self.push("(m.valid_to IS NULL OR m.valid_to > ?)", ms(t));
         } else if let Some(now) = filter.now {
             self.push("(m.valid_to IS NULL OR m.valid_to > ?)", ms(now));
+            // A version scheduled for later does not hold yet.
+            self.push("(m.valid_from IS NULL OR m.valid_from <= ?)", ms(now));
             if !filter.accepts_status(Status::Archived) {
                 self.push("(m.expires_at IS NULL OR m.expires_at > ?)", ms(now));
             }
@@ -1421,6 +1458,7 @@ impl SqliteStore {
                 id: parse_uuid(&r.get::<_, String>(0)?)?,
                 score: -(r.get::<_, f64>(1)? as f32),
                 time: DateTime::default(),
+                recorded_at: DateTime::default(),
                 kind: MemoryKind::default(),
             })
         })?;
@@ -2098,6 +2136,50 @@ impl Store for SqliteStore {
         let conn = lock(&self.writer);
         let n = conn
             .prepare_cached("DELETE FROM jobs WHERE state = 'done' AND updated_at < ?1")?
+            .execute([ms(before)])?;
+        Ok(n as u64)
+    }
+
+    fn request(&self, key: &str) -> Result<Option<super::RequestRecord>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(
+            "SELECT fingerprint, committed_at, status, answer FROM requests WHERE key = ?1",
+        )?;
+        let record = stmt
+            .query_row([key], |r| {
+                let status: Option<i64> = r.get(2)?;
+                let answer: Option<Vec<u8>> = r.get(3)?;
+                Ok(super::RequestRecord {
+                    fingerprint: r.get(0)?,
+                    committed: r.get::<_, Option<i64>>(1)?.is_some(),
+                    answer: status.zip(answer).map(|(s, a)| (s as u16, a)),
+                })
+            })
+            .optional()?;
+        Ok(record)
+    }
+
+    fn record_answer(
+        &self,
+        mark: &crate::audit::RequestMark,
+        status: u16,
+        answer: &[u8],
+    ) -> Result<()> {
+        let now = Utc::now().timestamp_millis();
+        lock(&self.writer)
+            .prepare_cached(
+                "INSERT INTO requests (key, fingerprint, status, answer, answered_at, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                 ON CONFLICT(key) DO UPDATE SET status = excluded.status, answer = excluded.answer,
+                     answered_at = excluded.answered_at",
+            )?
+            .execute(params![mark.key, mark.fingerprint, status, answer, now])?;
+        Ok(())
+    }
+
+    fn prune_requests(&self, before: DateTime<Utc>) -> Result<u64> {
+        let n = lock(&self.writer)
+            .prepare_cached("DELETE FROM requests WHERE created_at < ?1")?
             .execute([ms(before)])?;
         Ok(n as u64)
     }
