@@ -65,6 +65,17 @@ def test_the_document_is_valid_openapi(open_server):
     assert doc["openapi"].startswith("3.1"), doc["openapi"]
     errors = [e.message for e in OpenAPIV31SpecValidator(doc).iter_errors()]
     assert errors == [], errors[:10]
+    # Every route is documented, the Mem0-compatible ones too.
+    mem0 = sorted(p for p in doc["paths"] if p.startswith("/mem0/"))
+    assert mem0 == [
+        "/mem0/v1/memories/",
+        "/mem0/v1/memories/{id}/",
+        "/mem0/v1/memories/{id}/history/",
+        "/mem0/v1/ping/",
+        "/mem0/v3/memories/",
+        "/mem0/v3/memories/add/",
+        "/mem0/v3/memories/search/",
+    ], mem0
     # Query parameters are in the query, not the path.
     for path, item in doc["paths"].items():
         for op in item.values():

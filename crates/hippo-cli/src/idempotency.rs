@@ -90,8 +90,9 @@ pub async fn idempotent(State(idem): State<Idempotency>, req: Request, next: Nex
         .get::<MatchedPath>()
         .map_or("", |p| p.as_str())
         .to_owned();
-    // Reads are repeatable as they are.
-    if required_access(req.method(), &route, req.uri().query()) == Access::Read {
+    // Reads are repeatable as they are; MCP answers are streams and its
+    // tool calls carry no headers of their own.
+    if route == "/mcp" || required_access(req.method(), &route, req.uri().query()) == Access::Read {
         return next.run(req).await;
     }
     let Some(bound) = req.extensions().get::<Bound>().cloned() else {

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::api::{HistoryView, MemoryView};
@@ -35,6 +35,29 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/v1/memories/", axum::routing::delete(delete_all))
         .route("/v1/memories/{id}/history/", get(history))
+}
+
+/// The OpenAPI document of these routes (nested under `/mem0` in
+/// [`server::ApiDoc`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(ping, add, get_all, search, get_one, update, delete_one, delete_all, history),
+    components(schemas(AddBody, SearchBody, ListBody, UpdateBody, Mem0ErrorBody)),
+    tags((name = "mem0", description = "Mem0-compatible routes for `mem0ai`'s `MemoryClient`"))
+)]
+pub struct Mem0Doc;
+
+/// An error as Mem0 clients read it: `detail`, and Hippo's `error`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Mem0ErrorBody)]
+pub struct Mem0ErrorBody {
+    /// What is wrong (Mem0 clients read this). Absent when the request was
+    /// refused before its route read it (a body or query that does not
+    /// parse): then `error` alone, as on every Hippo route.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Hippo's error code and message.
+    pub error: crate::api::ErrorDetail,
 }
 
 /// An error as Mem0 clients read it (`detail`), with Hippo's code too.
@@ -189,6 +212,8 @@ impl Owner {
 /// `GET /v1/ping/`: the client checks its key with it (authentication has
 /// run), and wants an organisation and project to exist (they have no
 /// Hippo meaning: the key's tenant is the whole store).
+#[utoipa::path(get, path = "/v1/ping/", tag = "mem0", operation_id = "mem0_ping",
+    responses((status = 200, description = "The key works", body = serde_json::Value)))]
 async fn ping(_bound: Bound) -> Json<Value> {
     Json(json!({
         "status": "ok",
@@ -199,8 +224,11 @@ async fn ping(_bound: Bound) -> Json<Value> {
     }))
 }
 
-/// The body of `POST /v3/memories/add/`.
-#[derive(Debug, Deserialize)]
+/// The body of `POST /v3/memories/add/`: `messages` is a list of
+/// `{role, content}` turns or a string; at least one of `user_id`,
+/// `agent_id`, `run_id` (or the same in `filters`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = Mem0AddBody)]
 #[serde(deny_unknown_fields)]
 // Some fields are read only to accept them (Mem0 options Hippo ignores).
 #[allow(dead_code)]
@@ -215,6 +243,7 @@ struct AddBody {
     #[serde(default)]
     filters: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Map<String, Value>>,
     #[serde(default)]
     infer: Option<bool>,
@@ -253,6 +282,10 @@ fn unix_time(secs: i64) -> Result<DateTime<Utc>, Mem0Error> {
         .ok_or_else(|| invalid(format!("timestamp {secs} is out of range")))
 }
 
+#[utoipa::path(post, path = "/v3/memories/add/", tag = "mem0", operation_id = "mem0_add",
+    request_body = AddBody,
+    responses((status = 200, description = "`{results: [memory with event]}`", body = serde_json::Value),
+        (status = 400, body = Mem0ErrorBody)))]
 async fn add(bound: Bound, ApiJson(body): ApiJson<AddBody>) -> Answer {
     let owner = Owner::of(
         [&body.user_id, &body.agent_id, &body.run_id],
@@ -294,7 +327,8 @@ async fn add(bound: Bound, ApiJson(body): ApiJson<AddBody>) -> Answer {
 }
 
 /// The body of `POST /v3/memories/search/`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = Mem0SearchBody)]
 #[serde(deny_unknown_fields)]
 // Some fields are read only to accept them (Mem0 options Hippo ignores).
 #[allow(dead_code)]
@@ -329,6 +363,10 @@ struct SearchBody {
     output_format: Option<Value>,
 }
 
+#[utoipa::path(post, path = "/v3/memories/search/", tag = "mem0", operation_id = "mem0_search",
+    request_body = SearchBody,
+    responses((status = 200, description = "`{results: [memory with score]}`", body = serde_json::Value),
+        (status = 400, body = Mem0ErrorBody)))]
 async fn search(bound: Bound, ApiJson(body): ApiJson<SearchBody>) -> Answer {
     let owner = Owner::of(
         [&body.user_id, &body.agent_id, &body.run_id],
@@ -358,7 +396,8 @@ async fn search(bound: Bound, ApiJson(body): ApiJson<SearchBody>) -> Answer {
 }
 
 /// The body of `POST /v3/memories/` (list).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(as = Mem0ListBody)]
 #[serde(deny_unknown_fields)]
 // Some fields are read only to accept them (Mem0 options Hippo ignores).
 #[allow(dead_code)]
@@ -380,16 +419,24 @@ struct ListBody {
 }
 
 /// Page parameters of a list.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct PageParams {
+    /// Page number, from 1.
     page: Option<usize>,
+    /// Memories per page (1..=1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     page_size: Option<usize>,
 }
 
 /// Most memories one list request walks to count and page.
 const MAX_LISTED: usize = 100_000;
 
+#[utoipa::path(post, path = "/v3/memories/", tag = "mem0", operation_id = "mem0_get_all",
+    params(PageParams), request_body = ListBody,
+    responses((status = 200, description = "`{count, next, previous, results}`", body = serde_json::Value),
+        (status = 400, body = Mem0ErrorBody)))]
 async fn get_all(
     bound: Bound,
     ApiQuery(page): ApiQuery<PageParams>,
@@ -408,7 +455,8 @@ async fn get_all(
         return Err(invalid("page_size must be 1..=1000"));
     }
     // Walk the listing (newest first) to count it and cut the page.
-    let skip = (page_no - 1) * size;
+    // Saturating: a page beyond any count is empty, not an overflow.
+    let skip = (page_no - 1).saturating_mul(size);
     let mut out = Vec::new();
     let mut count = 0usize;
     let mut cursor: Option<String> = None;
@@ -438,7 +486,7 @@ async fn get_all(
     let link = |p: usize| format!("/mem0/v3/memories/?page={p}&page_size={size}");
     Ok(Json(json!({
         "count": count,
-        "next": (skip + size < count).then(|| link(page_no + 1)),
+        "next": (skip.saturating_add(size) < count).then(|| link(page_no + 1)),
         "previous": (page_no > 1).then(|| link(page_no - 1)),
         "results": out,
     })))
@@ -453,7 +501,8 @@ fn strip_nulls(mut v: Value) -> Value {
 }
 
 /// Query parameters Mem0 sends with by-id calls (none that matter here).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 // Some fields are read only to accept them (Mem0 options Hippo ignores).
 #[allow(dead_code)]
@@ -464,6 +513,10 @@ struct ByIdParams {
     delete_linked: Option<bool>,
 }
 
+#[utoipa::path(get, path = "/v1/memories/{id}/", tag = "mem0", operation_id = "mem0_get",
+    params(("id" = Uuid, Path, description = "Memory id"), ByIdParams),
+    responses((status = 200, description = "The memory", body = serde_json::Value),
+        (status = 400, body = Mem0ErrorBody), (status = 404, body = Mem0ErrorBody)))]
 async fn get_one(
     bound: Bound,
     Path(id): Path<String>,
@@ -476,18 +529,21 @@ async fn get_one(
 }
 
 /// The body of `PUT /v1/memories/{id}/`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = Mem0UpdateBody)]
 #[serde(deny_unknown_fields)]
 struct UpdateBody {
     #[serde(default)]
     text: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Map<String, Value>>,
     /// Unix seconds, or RFC 3339.
     #[serde(default)]
     timestamp: Option<Value>,
     /// `YYYY-MM-DD`; `null` clears it.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable)]
     expiration_date: Option<Option<String>>,
 }
 
@@ -496,6 +552,10 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
     Option::<String>::deserialize(d).map(Some)
 }
 
+#[utoipa::path(put, path = "/v1/memories/{id}/", tag = "mem0", operation_id = "mem0_update",
+    params(("id" = Uuid, Path, description = "Memory id"), ByIdParams), request_body = UpdateBody,
+    responses((status = 200, description = "The memory, changed", body = serde_json::Value),
+        (status = 400, body = Mem0ErrorBody), (status = 404, body = Mem0ErrorBody)))]
 async fn update(
     bound: Bound,
     Path(id): Path<String>,
@@ -533,6 +593,10 @@ async fn update(
     Ok(Json(v))
 }
 
+#[utoipa::path(delete, path = "/v1/memories/{id}/", tag = "mem0", operation_id = "mem0_delete",
+    params(("id" = Uuid, Path, description = "Memory id"), ByIdParams),
+    responses((status = 200, description = "`{message}`", body = serde_json::Value),
+        (status = 400, body = Mem0ErrorBody), (status = 404, body = Mem0ErrorBody)))]
 async fn delete_one(
     bound: Bound,
     Path(id): Path<String>,
@@ -542,8 +606,10 @@ async fn delete_one(
     Ok(Json(json!({ "message": "Memory deleted successfully!" })))
 }
 
-/// Query parameters of `DELETE /v1/memories/`.
-#[derive(Debug, Default, Deserialize)]
+/// Query parameters of `DELETE /v1/memories/`: at least one of
+/// `user_id`, `agent_id`, `run_id`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct DeleteAllParams {
     user_id: Option<String>,
@@ -552,6 +618,10 @@ struct DeleteAllParams {
     app_id: Option<String>,
 }
 
+#[utoipa::path(delete, path = "/v1/memories/", tag = "mem0", operation_id = "mem0_delete_all",
+    params(DeleteAllParams),
+    responses((status = 200, description = "`{message, deleted}`", body = serde_json::Value),
+        (status = 400, body = Mem0ErrorBody)))]
 async fn delete_all(bound: Bound, ApiQuery(p): ApiQuery<DeleteAllParams>) -> Answer {
     if p.app_id.is_some() {
         return Err(invalid(
@@ -607,6 +677,10 @@ fn history_entries(h: &HistoryView) -> Vec<Value> {
     out
 }
 
+#[utoipa::path(get, path = "/v1/memories/{id}/history/", tag = "mem0", operation_id = "mem0_history",
+    params(("id" = Uuid, Path, description = "Memory id"), ByIdParams),
+    responses((status = 200, description = "The memory's changes, oldest first", body = serde_json::Value),
+        (status = 400, body = Mem0ErrorBody), (status = 404, body = Mem0ErrorBody)))]
 async fn history(
     bound: Bound,
     Path(id): Path<String>,

@@ -710,6 +710,7 @@ async fn blocking<T: Send + 'static>(
 #[derive(OpenApi)]
 #[openapi(
     modifiers(&CommonErrors),
+    nest((path = "/mem0", api = crate::mem0::Mem0Doc)),
     info(
         title = "Hippo",
         description = "Long-term memory for LLM agents: REST API v1."

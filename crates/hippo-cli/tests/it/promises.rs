@@ -572,3 +572,58 @@ fn oversize_input_is_413_whatever_the_limit_it_breaks() {
     let (_, listed) = s.call("GET", "/v1/memories?user_id=b", None);
     assert!(listed["results"].as_array().unwrap().is_empty());
 }
+
+/// The CLI writing the store a server is serving: the server's searches see
+/// what the CLI added and stop returning what it erased, at once.
+#[test]
+fn the_server_sees_what_the_cli_writes_to_its_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shared.db");
+    let s = Server::start(&db, &[]);
+    let (st, _) = add(
+        &s,
+        None,
+        json!({"user_id": "m", "text": "Mira's cello lesson is on Wednesdays."}),
+    );
+    assert_eq!(st, 200);
+    let id = run(
+        &db,
+        &[
+            "add",
+            "--user",
+            "m",
+            "Mira's violin teacher is called Oskar.",
+        ],
+    );
+    let search = |q: &str| {
+        texts(
+            &s.call(
+                "POST",
+                "/v1/search",
+                Some(json!({"user_id": "m", "query": q, "context_turns": 0})),
+            )
+            .1,
+        )
+    };
+    assert!(
+        search("who teaches Mira violin")
+            .iter()
+            .any(|t| t.contains("Oskar")),
+        "a memory the CLI added is searchable through the server"
+    );
+    // The server's own writes still work after catching up.
+    let (st, _) = add(
+        &s,
+        None,
+        json!({"user_id": "m", "text": "Mira plays in the school orchestra."}),
+    );
+    assert_eq!(st, 200);
+    run(&db, &["delete", "--hard", &id]);
+    assert!(
+        !search("who teaches Mira violin")
+            .iter()
+            .any(|t| t.contains("Oskar")),
+        "a memory the CLI erased is gone from the server's answers"
+    );
+    assert!(search("orchestra").iter().any(|t| t == "Mira plays in the school orchestra."));
+}

@@ -91,6 +91,10 @@ pub struct SqliteStore {
     usage: RwLock<HashMap<MemoryId, Usage>>,
     /// In-memory connections that tokenize queries with FTS5 (one per reader).
     tokenizers: Vec<Mutex<Connection>>,
+    /// The writer connection's `PRAGMA data_version` when the in-memory
+    /// indexes were last loaded: it changes when another connection (another
+    /// process, such as the CLI while a server runs) commits to the file.
+    loaded_version: std::sync::atomic::AtomicI64,
 }
 
 /// What the derived indexes need of a memory row.
@@ -412,6 +416,11 @@ fn job_row(r: &Row<'_>) -> rusqlite::Result<Job> {
 type AuditItem = (String, String, Map<String, Value>);
 
 /// Appends entries to the store's audit log in `tx`.
+/// `PRAGMA data_version` of `conn` (see [`SqliteStore::catch_up`]).
+fn data_version(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+}
+
 fn append_audit(tx: &Transaction<'_>, items: Vec<AuditItem>) -> Result<()> {
     // Every write transaction that changes something is audited, so this is
     // where an idempotent request's commit is recorded, atomically with it.
@@ -833,6 +842,7 @@ impl SqliteStore {
             fts::install_tokenizer(&t)?;
             tokenizers.push(Mutex::new(t));
         }
+        let loaded_version = data_version(&writer)?;
         let vectors = Self::load_vectors(&writer, &options.active_model, options.dimension)?;
         let keywords = Self::load_keywords(&writer)?;
         let usage = Self::load_usage(&writer)?;
@@ -847,7 +857,50 @@ impl SqliteStore {
             keywords: parking_lot::RwLock::new(keywords),
             usage: RwLock::new(usage),
             tokenizers,
+            loaded_version: std::sync::atomic::AtomicI64::new(loaded_version),
         })
+    }
+
+    /// The writer connection, with the in-memory indexes caught up with
+    /// what other processes committed (see [`SqliteStore::catch_up`]).
+    fn writer(&self) -> Result<MutexGuard<'_, Connection>> {
+        let conn = lock(&self.writer);
+        self.catch_up(&conn)?;
+        Ok(conn)
+    }
+
+    /// Before a read of the in-memory indexes: catches them up unless this
+    /// process is writing right now (that write catches up first, under
+    /// the writer lock, so at most the reads overlapping it lag).
+    fn catch_up_if_idle(&self) -> Result<()> {
+        match self.writer.try_lock() {
+            Ok(conn) => self.catch_up(&conn),
+            Err(std::sync::TryLockError::Poisoned(e)) => self.catch_up(&e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => Ok(()),
+        }
+    }
+
+    /// Reloads the in-memory indexes when another connection committed to
+    /// the file since they were loaded (`conn` is the writer, locked). A
+    /// reload costs what opening the store costs; it happens only when
+    /// something else writes the file (the CLI beside a server), never for
+    /// this store's own writes.
+    fn catch_up(&self, conn: &Connection) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let now = data_version(conn)?;
+        if now == self.loaded_version.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let dim = self.vectors_read().dim();
+        let vectors = Self::load_vectors(conn, &self.model, dim)?;
+        let keywords = Self::load_keywords(conn)?;
+        let usage = Self::load_usage(conn)?;
+        *self.vectors_write() = vectors;
+        *self.keywords.write() = keywords;
+        *self.usage.write().unwrap_or_else(|e| e.into_inner()) = usage;
+        self.loaded_version.store(now, Ordering::Release);
+        tracing::info!(path = %self.path.display(), "another process wrote the store: indexes reloaded");
+        Ok(())
     }
 
     /// The database file.
@@ -1520,7 +1573,7 @@ impl Store for SqliteStore {
                 "vectors must have {dim} dimensions"
             )));
         }
-        let mut conn = lock(&self.writer);
+        let mut conn = self.writer()?;
         let tx = conn.transaction()?;
         let mut touched = BTreeSet::new();
         apply_step(&tx, batch.job_step)?;
@@ -1693,7 +1746,7 @@ impl Store for SqliteStore {
         {
             return Err(Error::invalid("a previous version must name its memory"));
         }
-        let mut conn = lock(&self.writer);
+        let mut conn = self.writer()?;
         let tx = conn.transaction()?;
         let found: Option<(i64, Option<i64>)> = tx
             .prepare_cached("SELECT rowid, prev_rowid FROM memories WHERE id = ?1")?
@@ -1835,7 +1888,7 @@ impl Store for SqliteStore {
     }
 
     fn delete(&self, ids: &[MemoryId]) -> Result<u64> {
-        let mut conn = lock(&self.writer);
+        let mut conn = self.writer()?;
         fts_secure_delete(&conn, true)?;
         let result = Self::delete_tx(&mut conn, ids);
         fts_secure_delete(&conn, false)?;
@@ -1859,7 +1912,7 @@ impl Store for SqliteStore {
 
     fn delete_scope(&self, scope: &Scope) -> Result<u64> {
         scope.validate()?;
-        let mut conn = lock(&self.writer);
+        let mut conn = self.writer()?;
         fts_secure_delete(&conn, true)?;
         let result = Self::delete_scope_tx(&mut conn, scope);
         fts_secure_delete(&conn, false)?;
@@ -1900,7 +1953,7 @@ impl Store for SqliteStore {
 
     fn check(&self) -> Result<Vec<String>> {
         // The writer: FTS5 takes its integrity check as an INSERT.
-        let conn = lock(&self.writer);
+        let conn = self.writer()?;
         let mut problems: Vec<String> = Vec::new();
         let mut stmt = conn.prepare("PRAGMA integrity_check")?;
         for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
@@ -1952,7 +2005,7 @@ impl Store for SqliteStore {
     }
 
     fn put_grant(&self, g: &Grant) -> Result<()> {
-        let mut conn = lock(&self.writer);
+        let mut conn = self.writer()?;
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO grants (id, memory_id, user_id, agent_id, session_id, grantee_user, grantee_agent,
@@ -1981,7 +2034,7 @@ impl Store for SqliteStore {
     }
 
     fn revoke_grant(&self, id: uuid::Uuid, at: DateTime<Utc>) -> Result<Option<Grant>> {
-        let mut conn = lock(&self.writer);
+        let mut conn = self.writer()?;
         let tx = conn.transaction()?;
         let changed = tx.execute(
             "UPDATE grants SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
@@ -2020,7 +2073,7 @@ impl Store for SqliteStore {
     }
 
     fn compact(&self) -> Result<()> {
-        let conn = lock(&self.writer);
+        let conn = self.writer()?;
         // Rebuilding the keyword index from its rows drops every token of
         // deleted rows that ordinary writes (secure-delete off) left in its
         // segments; merging them ('optimize') is not enough.
@@ -2043,6 +2096,7 @@ impl Store for SqliteStore {
     }
 
     fn keyword_candidates(&self, q: &KeywordQuery<'_>) -> Result<Vec<Candidate>> {
+        self.catch_up_if_idle()?;
         if q.terms.is_empty() || q.limit == 0 {
             return Ok(Vec::new());
         }
@@ -2057,6 +2111,7 @@ impl Store for SqliteStore {
     }
 
     fn vector_candidates(&self, q: &VectorQuery<'_>) -> Result<Vec<Candidate>> {
+        self.catch_up_if_idle()?;
         let allowed = self.allowed_for(q.scope, q.filter)?;
         let hits = self.vectors.read_recursive().search(
             q.scope,
@@ -2082,6 +2137,7 @@ impl Store for SqliteStore {
     }
 
     fn windows(&self, ids: &[MemoryId], before: usize, after: usize) -> Result<Vec<Vec<MemoryId>>> {
+        self.catch_up_if_idle()?;
         // Recursive for the same reason as `vectors_read`.
         let index = self.keywords_read();
         Ok(index.windows(ids, before, after))
@@ -2119,7 +2175,7 @@ impl Store for SqliteStore {
     }
 
     fn claim_job(&self, now: DateTime<Utc>, lease: chrono::Duration) -> Result<Option<Job>> {
-        let conn = lock(&self.writer);
+        let conn = self.writer()?;
         let job = conn
             .prepare_cached(&format!(
                 "UPDATE jobs SET state = 'running', lease_until = ?2, attempts = attempts + 1, updated_at = ?1
@@ -2133,7 +2189,7 @@ impl Store for SqliteStore {
     }
 
     fn prune_jobs(&self, before: DateTime<Utc>) -> Result<u64> {
-        let conn = lock(&self.writer);
+        let conn = self.writer()?;
         let n = conn
             .prepare_cached("DELETE FROM jobs WHERE state = 'done' AND updated_at < ?1")?
             .execute([ms(before)])?;
@@ -2166,7 +2222,7 @@ impl Store for SqliteStore {
         answer: &[u8],
     ) -> Result<()> {
         let now = Utc::now().timestamp_millis();
-        lock(&self.writer)
+        self.writer()?
             .prepare_cached(
                 "INSERT INTO requests (key, fingerprint, status, answer, answered_at, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?5)
@@ -2178,7 +2234,8 @@ impl Store for SqliteStore {
     }
 
     fn prune_requests(&self, before: DateTime<Utc>) -> Result<u64> {
-        let n = lock(&self.writer)
+        let n = self
+            .writer()?
             .prepare_cached("DELETE FROM requests WHERE created_at < ?1")?
             .execute([ms(before)])?;
         Ok(n as u64)
@@ -2227,7 +2284,7 @@ impl Store for SqliteStore {
     }
 
     fn update_job(&self, id: i64, u: JobUpdate, now: DateTime<Utc>) -> Result<()> {
-        let conn = lock(&self.writer);
+        let conn = self.writer()?;
         let n = conn
             .prepare_cached(
                 "UPDATE jobs SET state = coalesce(?2, state), plan = coalesce(plan, ?3),
