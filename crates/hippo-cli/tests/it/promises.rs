@@ -625,5 +625,7 @@ fn the_server_sees_what_the_cli_writes_to_its_store() {
             .any(|t| t.contains("Oskar")),
         "a memory the CLI erased is gone from the server's answers"
     );
-    assert!(search("orchestra").iter().any(|t| t == "Mira plays in the school orchestra."));
+    assert!(search("orchestra")
+        .iter()
+        .any(|t| t == "Mira plays in the school orchestra."));
 }
