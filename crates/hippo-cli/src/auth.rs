@@ -363,7 +363,10 @@ impl Control {
     pub fn tenant_generations(&self) -> Result<BTreeMap<String, i64>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT id, created_at FROM tenants")?;
-        let mut out = BTreeMap::from([(DEFAULT_TENANT.to_owned(), 0)]);
+        let mut out = BTreeMap::from([(
+            DEFAULT_TENANT.to_owned(),
+            crate::tenants::DEFAULT_GENERATION,
+        )]);
         for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
             let (id, at) = row?;
             out.insert(id, at);
@@ -653,7 +656,7 @@ impl Control {
             })?;
         let ((key, stored), created) = row.ok_or(Refusal::Unknown)?;
         let tenant_generation = match created {
-            _ if key.tenant == DEFAULT_TENANT => 0,
+            _ if key.tenant == DEFAULT_TENANT => crate::tenants::DEFAULT_GENERATION,
             Some(at) => at,
             None => return Err(Refusal::Unknown),
         };

@@ -56,7 +56,7 @@ pub struct AppState {
 /// Answers 503 at once when `max_in_flight` requests are being served, and
 /// 503 when a request passes its deadline (`/healthz` is exempt: a busy
 /// server is alive).
-async fn shed_load(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn shed_load(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     if req.uri().path() == "/healthz" {
         return next.run(req).await;
     }
@@ -79,7 +79,6 @@ async fn shed_load(State(state): State<AppState>, req: Request, next: Next) -> R
     // may change something is not: its engine work is refused if it has not
     // started by the deadline (`Bound::blocking`), else it runs to its end, so
     // an answer is never "failed" for a write that commits.
-    let mut req = req;
     req.extensions_mut()
         .insert(Deadline(Instant::now() + state.request_timeout));
     if may_change_state(req.method()) {
@@ -616,15 +615,22 @@ impl Bound {
         Ok(Some(scope))
     }
 
-    /// Refuses (403) to show a quarantined memory's content to a key below
-    /// admin: what the injection detector held back is for the people who
-    /// judge it (and approve it), not for the agents it may target.
+    /// Refuses (403) to show a held-back memory's content
+    /// ([`hippo::Memory::held_back`]) to a key below admin: what the
+    /// injection detector held back is for the people who judge it (and
+    /// approve it), not for the agents it may target.
     fn reveal(&self, m: &hippo::Memory) -> Result<(), ApiError> {
-        self.may_read_status(m.status)
+        if m.held_back() {
+            self.may_read_status(hippo::Status::Quarantined)
+        } else {
+            Ok(())
+        }
     }
 
     /// [`Bound::reveal`] before a change whose answer shows the memory:
     /// refused before anything changes (a refused request changes nothing).
+    /// Changes keep a memory held back or not (a restore returns a flagged
+    /// one to quarantine), so their answers need no second check.
     async fn reveal_before_change(
         &self,
         id: hippo::MemoryId,
@@ -1175,7 +1181,6 @@ pub(crate) async fn patch_memory(
             Ok(m)
         })
         .await?;
-    state.reveal(&m)?;
     Ok(Json(m.into()))
 }
 
@@ -1242,7 +1247,6 @@ async fn approve_memory(
     let m = state
         .blocking(move || hippo.approve(id, scope.as_ref()))
         .await?;
-    state.reveal(&m)?;
     Ok(Json(m.into()))
 }
 
@@ -1280,7 +1284,6 @@ async fn restore_memory(
     let m = state
         .blocking(move || hippo.restore(id, scope.as_ref()))
         .await?;
-    state.reveal(&m)?;
     Ok(Json(m.into()))
 }
 
@@ -1303,7 +1306,6 @@ async fn invalidate_memory(
     let m = state
         .blocking(move || hippo.invalidate(id, scope.as_ref(), body.valid_to, body.reason))
         .await?;
-    state.reveal(&m)?;
     Ok(Json(m.into()))
 }
 
@@ -1348,7 +1350,6 @@ pub(crate) async fn feedback(
     let m = state
         .blocking(move || hippo.feedback(id, scope.as_ref(), body.signal, body.note))
         .await?;
-    state.reveal(&m)?;
     Ok(Json(MemoryView::with_strength(m, &state.hippo)))
 }
 
@@ -1371,7 +1372,6 @@ async fn archive_memory(
     let m = state
         .blocking(move || hippo.archive(id, scope.as_ref(), body.reason))
         .await?;
-    state.reveal(&m)?;
     Ok(Json(m.into()))
 }
 
@@ -1459,7 +1459,6 @@ pub(crate) async fn get_profile(
             "no profile has been built yet",
         )
     })?;
-    state.reveal(&m)?;
     Ok(Json(MemoryView::with_strength(m, &state.hippo)))
 }
 

@@ -40,16 +40,7 @@ pub struct RequestMark {
 
 /// Runs `f` with store writes marked as made by request `mark`.
 pub fn in_request<T>(mark: Option<RequestMark>, f: impl FnOnce() -> T) -> T {
-    let before = REQUEST.with(|r| r.replace(mark));
-    struct Restore(Option<RequestMark>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let before = self.0.take();
-            REQUEST.with(|r| *r.borrow_mut() = before);
-        }
-    }
-    let _restore = Restore(before);
-    f()
+    with_ambient(&REQUEST, mark, f)
 }
 
 /// The idempotent request being served, if any (see [`in_request`]).
@@ -59,16 +50,28 @@ pub fn current_request() -> Option<RequestMark> {
 
 /// Runs `f` with writes attributed to `actor`.
 pub fn as_actor<T>(actor: &str, f: impl FnOnce() -> T) -> T {
-    let before = ACTOR.with(|a| a.replace(Some(actor.to_owned())));
-    // Restored even if `f` panics.
-    struct Restore(Option<String>);
-    impl Drop for Restore {
+    with_ambient(&ACTOR, Some(actor.to_owned()), f)
+}
+
+/// Runs `f` with `slot` set to `value`, restoring what it held before even
+/// if `f` panics.
+fn with_ambient<V: 'static, T>(
+    slot: &'static std::thread::LocalKey<RefCell<Option<V>>>,
+    value: Option<V>,
+    f: impl FnOnce() -> T,
+) -> T {
+    struct Restore<V: 'static> {
+        slot: &'static std::thread::LocalKey<RefCell<Option<V>>>,
+        before: Option<V>,
+    }
+    impl<V: 'static> Drop for Restore<V> {
         fn drop(&mut self) {
-            let before = self.0.take();
-            ACTOR.with(|a| *a.borrow_mut() = before);
+            let before = self.before.take();
+            self.slot.with(|s| *s.borrow_mut() = before);
         }
     }
-    let _restore = Restore(before);
+    let before = slot.with(|s| s.replace(value));
+    let _restore = Restore { slot, before };
     f()
 }
 

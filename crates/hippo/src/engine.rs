@@ -524,21 +524,6 @@ pub(crate) fn status_at(m: &mut Memory, now: DateTime<Utc>) {
     }
 }
 
-/// The state of memory `m` that holds at `now`: `m` itself unless a change
-/// scheduled for later (an explicit `valid_from` after `now`) is its latest
-/// state; then the version in `versions` (its history) that holds now, if
-/// any.
-pub(crate) fn holding_at(m: Memory, versions: Vec<Memory>, now: DateTime<Utc>) -> Memory {
-    if m.valid_from.is_none_or(|f| f <= now) {
-        return m;
-    }
-    versions
-        .into_iter()
-        .rev()
-        .find(|v| v.id != m.id && v.valid_since() <= now && v.valid_to.is_none_or(|t| t > now))
-        .unwrap_or(m)
-}
-
 fn speaker(m: &Memory) -> Option<&str> {
     m.actor.name.as_deref().or(m.actor.role.as_deref())
 }
@@ -708,6 +693,28 @@ impl Hippo {
     /// Now, by this engine's clock.
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    /// Memory `m` (as read) as it stands now: when its latest state is a
+    /// change scheduled for later (an explicit `valid_from` after now), the
+    /// version of it that holds now, if any; with its status now
+    /// ([`status_at`]).
+    pub(crate) fn as_it_holds_now(&self, m: Memory) -> Result<Memory> {
+        let now = self.now();
+        let mut m = if m.version_of.is_none() && m.valid_from.is_some_and(|f| f > now) {
+            let (versions, _) = self.store.history(m.id)?;
+            versions
+                .into_iter()
+                .rev()
+                .find(|v| {
+                    v.id != m.id && v.valid_since() <= now && v.valid_to.is_none_or(|t| t > now)
+                })
+                .unwrap_or(m)
+        } else {
+            m
+        };
+        status_at(&mut m, now);
+        Ok(m)
     }
 
     fn validate_item(&self, item: &AddItem) -> Result<()> {
@@ -1888,10 +1895,10 @@ impl Hippo {
                 format!("memory {id} is quarantined; approve it instead"),
             ));
         }
-        let to = if m.flags.is_empty() || m.flags.iter().any(|f| f == APPROVED) {
-            Status::Active
-        } else {
+        let to = if m.held_back() {
             Status::Quarantined
+        } else {
+            Status::Active
         };
         self.change_status(m, to, EventKind::Restored, "api", None, Map::new())
     }

@@ -364,6 +364,14 @@ impl Signal {
 }
 
 impl Memory {
+    /// Quarantined, or flagged by the injection detector and never approved
+    /// (restoring it returns it to quarantine): its text is for the people
+    /// who judge it, not for agents.
+    pub fn held_back(&self) -> bool {
+        self.status == Status::Quarantined
+            || (!self.flags.is_empty() && !self.flags.iter().any(|f| f == crate::engine::APPROVED))
+    }
+
     /// Since when it holds: `valid_from`, else the event time, else the
     /// record time.
     pub fn valid_since(&self) -> DateTime<Utc> {

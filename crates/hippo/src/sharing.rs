@@ -290,15 +290,7 @@ impl Hippo {
             Some(r) if self.visible(r)?.grant_for(&m).is_some() => m,
             Some(_) => return Err(Error::not_found(format!("memory {id} not found"))),
         };
-        let now = self.now();
-        let mut m = if m.valid_from.is_some_and(|f| f > now) && m.version_of.is_none() {
-            let (versions, _) = self.store().history(m.id)?;
-            crate::engine::holding_at(m, versions, now)
-        } else {
-            m
-        };
-        crate::engine::status_at(&mut m, now);
-        Ok(m)
+        self.as_it_holds_now(m)
     }
 }
 

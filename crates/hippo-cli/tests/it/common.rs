@@ -37,6 +37,19 @@ pub fn run(db: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// Creates an API key with the CLI; the key text.
+pub fn key(db: &Path, tenant: &str, access: &str) -> String {
+    run(
+        db,
+        &["key", "create", "--tenant", tenant, "--access", access],
+    )
+}
+
+/// The public id of a key (`hk_<id>_<secret>`).
+pub fn key_id(key: &str) -> &str {
+    key.split('_').nth(1).unwrap()
+}
+
 /// A running server, killed when dropped.
 pub struct Server {
     pub child: Child,

@@ -4,18 +4,7 @@
 
 use serde_json::{json, Value};
 
-use super::common::{run, Server};
-
-fn key(db: &std::path::Path, tenant: &str, access: &str) -> String {
-    run(
-        db,
-        &["key", "create", "--tenant", tenant, "--access", access],
-    )
-}
-
-fn key_id(key: &str) -> &str {
-    key.split('_').nth(1).unwrap()
-}
+use super::common::{key, key_id, run, Server};
 
 fn add(s: &Server, key: Option<&str>, body: Value) -> (u16, Value) {
     s.call_as(key, "POST", "/v1/memories", Some(body))
@@ -628,4 +617,65 @@ fn the_server_sees_what_the_cli_writes_to_its_store() {
     assert!(search("orchestra")
         .iter()
         .any(|t| t == "Mira plays in the school orchestra."));
+}
+
+/// The request deadline is a deadline for starting: a write whose body
+/// arrives after it is refused with 503 and changes nothing; a second
+/// attempt with the same `Idempotency-Key` while the first is being served
+/// is told so (409) and writes nothing.
+#[test]
+fn late_writes_change_nothing_and_concurrent_retries_wait() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("late.db");
+    let config = dir.path().join("hippo.toml");
+    std::fs::write(&config, "request_timeout_secs = 1\n").unwrap();
+    let s = Server::start(&db, &["--config", config.to_str().unwrap()]);
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let raw = |key: &str, body: &str| {
+        format!(
+            "POST /v1/memories HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             Idempotency-Key: {key}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+
+    // Headers now, body after the deadline.
+    let late = json!({"user_id": "l", "text": "The meter reading is 4471."}).to_string();
+    let request = raw("late-1", &late);
+    let (head, tail) = request.split_at(request.len() - late.len());
+    let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+    conn.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    conn.write_all(tail.as_bytes()).unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("nothing was changed"), "{answer}");
+    assert_eq!(count(&s, "l"), 0);
+
+    // A long write in flight, and the same key again.
+    let messages: Vec<Value> = (0..48)
+        .map(|i| json!({"role": "user", "content": format!("Entry {i}: {}", "the tide tables, the ferry times and the harbour fees for the season. ".repeat(10))}))
+        .collect();
+    let body = json!({"user_id": "l", "messages": messages});
+    let mut first = std::net::TcpStream::connect(&addr).unwrap();
+    first
+        .write_all(raw("busy-1", &body.to_string()).as_bytes())
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (st, _, second) = post_with(&s, "/v1/memories", &[("Idempotency-Key", "busy-1")], &body);
+    assert_eq!(
+        (st, second["error"]["code"].as_str()),
+        (409, Some("idempotent_request_in_progress")),
+        "{second}"
+    );
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut first, &mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
+    assert_eq!(count(&s, "l"), 48);
 }

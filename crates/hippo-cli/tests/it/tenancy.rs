@@ -6,14 +6,7 @@
 
 use serde_json::{json, Value};
 
-use super::common::{hippo, run, Server};
-
-fn key(db: &std::path::Path, tenant: &str, access: &str) -> String {
-    run(
-        db,
-        &["key", "create", "--tenant", tenant, "--access", access],
-    )
-}
+use super::common::{hippo, key, run, Server};
 
 fn add(s: &Server, key: &str, user: &str, text: &str) -> (u16, Value) {
     s.call_as(

@@ -2577,6 +2577,32 @@ mod tests {
     /// while rayon runs its scan, and the thread waiting on the scan may run
     /// another search that reads the same index while an erase waits to
     /// write. That second read must not queue behind the writer.
+    /// Idempotent requests: an answer is kept until pruned (maintenance
+    /// prunes after `KEEP_REQUESTS_HOURS`), and a key seen with no answer
+    /// is unknown.
+    #[test]
+    fn idempotent_answers_are_kept_until_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SqliteStore::open(SqliteStoreOptions::new(dir.path().join("r.db"), "m", 4)).unwrap();
+        let mark = crate::audit::RequestMark {
+            key: "k".into(),
+            fingerprint: "f".into(),
+        };
+        assert_eq!(store.request("k").unwrap(), None);
+        store.record_answer(&mark, 200, b"{}").unwrap();
+        let kept = store.request("k").unwrap().unwrap();
+        assert_eq!(
+            (kept.committed, kept.answer),
+            (false, Some((200, b"{}".to_vec())))
+        );
+        let earlier = Utc::now() - chrono::Duration::hours(crate::forgetting::KEEP_REQUESTS_HOURS);
+        assert_eq!(store.prune_requests(earlier).unwrap(), 0);
+        let later = Utc::now() + chrono::Duration::seconds(1);
+        assert_eq!(store.prune_requests(later).unwrap(), 1);
+        assert_eq!(store.request("k").unwrap(), None);
+    }
+
     #[test]
     fn index_reads_do_not_queue_behind_a_waiting_writer() {
         use std::sync::mpsc;
