@@ -1349,6 +1349,9 @@ impl Hippo {
                 Visible::default()
             },
         };
+        // Before the channels run side by side, so neither sees the indexes
+        // another process changed while the other sees them reloaded.
+        self.store.catch_up()?;
         let mut keyword = Vec::new();
         let mut vector = Vec::new();
         let (mut keyword_ms, mut vector_ms) = (0.0, 0.0);

@@ -11,7 +11,7 @@ use super::{
 use crate::model::{content_hash, Actor, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope};
 use crate::text::query_terms;
 
-fn memory(scope: Scope, content: &str, name: Option<&str>) -> Memory {
+pub(crate) fn memory(scope: Scope, content: &str, name: Option<&str>) -> Memory {
     let now = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
     Memory {
         id: MemoryId::now_v7(),
@@ -50,7 +50,7 @@ fn vector(i: usize) -> Vec<f32> {
     v
 }
 
-fn insert(store: &dyn Store, memories: Vec<(Memory, Option<Vec<f32>>)>) {
+pub(crate) fn insert(store: &dyn Store, memories: Vec<(Memory, Option<Vec<f32>>)>) {
     let batch = InsertBatch {
         memories: memories
             .into_iter()

@@ -301,6 +301,13 @@ pub trait Store: Send + Sync {
     fn compact(&self) -> Result<()>;
     /// Whether anything was erased since the last [`Store::compact`].
     fn erased_since_compaction(&self) -> Result<bool>;
+    /// Brings in-process indexes up to date with what other processes
+    /// committed (the CLI writing the file a server serves). Search calls it
+    /// once before it reads candidates, so all its channels see the same,
+    /// current store. Stores without in-process indexes need not do anything.
+    fn catch_up(&self) -> Result<()> {
+        Ok(())
+    }
     /// Keyword candidates, best first.
     fn keyword_candidates(&self, query: &KeywordQuery<'_>) -> Result<Vec<Candidate>>;
     /// Vector candidates (exact top-k within scope and filter), best first.

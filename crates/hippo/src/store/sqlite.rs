@@ -416,7 +416,7 @@ fn job_row(r: &Row<'_>) -> rusqlite::Result<Job> {
 type AuditItem = (String, String, Map<String, Value>);
 
 /// Appends entries to the store's audit log in `tx`.
-/// `PRAGMA data_version` of `conn` (see [`SqliteStore::catch_up`]).
+/// `PRAGMA data_version` of `conn` (see [`SqliteStore::reload_if_changed`]).
 fn data_version(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
 }
@@ -862,20 +862,21 @@ impl SqliteStore {
     }
 
     /// The writer connection, with the in-memory indexes caught up with
-    /// what other processes committed (see [`SqliteStore::catch_up`]).
+    /// what other processes committed (see [`SqliteStore::reload_if_changed`]).
     fn writer(&self) -> Result<MutexGuard<'_, Connection>> {
         let conn = lock(&self.writer);
-        self.catch_up(&conn)?;
+        self.reload_if_changed(&conn)?;
         Ok(conn)
     }
 
-    /// Before a read of the in-memory indexes: catches them up unless this
-    /// process is writing right now (that write catches up first, under
-    /// the writer lock, so at most the reads overlapping it lag).
+    /// Before a read of the in-memory indexes outside search (which calls
+    /// [`Store::catch_up`] first): catches them up unless this process is
+    /// writing right now. Never blocks, because these reads may run on
+    /// rayon threads a write is waiting for.
     fn catch_up_if_idle(&self) -> Result<()> {
         match self.writer.try_lock() {
-            Ok(conn) => self.catch_up(&conn),
-            Err(std::sync::TryLockError::Poisoned(e)) => self.catch_up(&e.into_inner()),
+            Ok(conn) => self.reload_if_changed(&conn),
+            Err(std::sync::TryLockError::Poisoned(e)) => self.reload_if_changed(&e.into_inner()),
             Err(std::sync::TryLockError::WouldBlock) => Ok(()),
         }
     }
@@ -885,7 +886,7 @@ impl SqliteStore {
     /// reload costs what opening the store costs; it happens only when
     /// something else writes the file (the CLI beside a server), never for
     /// this store's own writes.
-    fn catch_up(&self, conn: &Connection) -> Result<()> {
+    fn reload_if_changed(&self, conn: &Connection) -> Result<()> {
         use std::sync::atomic::Ordering;
         let now = data_version(conn)?;
         if now == self.loaded_version.load(Ordering::Acquire) {
@@ -2095,6 +2096,13 @@ impl Store for SqliteStore {
         Ok(found.is_some())
     }
 
+    fn catch_up(&self) -> Result<()> {
+        // Waits for a write of this process in flight (a short transaction):
+        // the writer connection is the only one whose `data_version` tells
+        // other processes' commits from this one's.
+        self.writer().map(drop)
+    }
+
     fn keyword_candidates(&self, q: &KeywordQuery<'_>) -> Result<Vec<Candidate>> {
         self.catch_up_if_idle()?;
         if q.terms.is_empty() || q.limit == 0 {
@@ -2403,6 +2411,41 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(v as usize, schema::SCHEMA_VERSION);
+    }
+
+    /// Another process's commit reaches search even while this process's
+    /// writer is busy (a write or a reload on another thread): `catch_up`
+    /// waits for it instead of letting one channel read stale indexes.
+    #[test]
+    fn search_catches_up_with_other_processes_even_while_writing() {
+        use crate::store::conformance::{insert, memory};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared.db");
+        let server = SqliteStore::open(SqliteStoreOptions::new(&path, "m", 4)).unwrap();
+        let cli = SqliteStore::open(SqliteStoreOptions::new(&path, "m", 4)).unwrap();
+        let m = memory(Scope::user("u"), "written by the CLI", None);
+        insert(&cli, vec![(m.clone(), Some(vec![1.0, 0.0, 0.0, 0.0]))]);
+        let held = std::sync::Barrier::new(2);
+        std::thread::scope(|t| {
+            t.spawn(|| {
+                let _busy = lock(&server.writer);
+                held.wait();
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            });
+            held.wait();
+            server.catch_up().unwrap();
+        });
+        // Candidates read while a write is in flight (they never wait).
+        let _writing = lock(&server.writer);
+        let found = server
+            .vector_candidates(&VectorQuery {
+                scope: &Scope::user("u"),
+                filter: &Filter::default(),
+                vector: &[1.0, 0.0, 0.0, 0.0],
+                limit: 5,
+            })
+            .unwrap();
+        assert_eq!(found.iter().map(|c| c.id).collect::<Vec<_>>(), [m.id]);
     }
 
     #[test]
