@@ -170,10 +170,14 @@ class _Api:
         diversity: Optional[float] = None,
         include_shared: Optional[bool] = None,
         format: Optional[str] = None,
+        min_relevance: Optional[float] = None,
     ) -> Json:
         """Hybrid search (keywords, vectors, names, time). Returns
         ``{"results": [...], ...}``; with ``format="prompt"`` also
-        ``"prompt"``: the results as one quoted block for an LLM."""
+        ``"prompt"``: the results as one quoted block for an LLM. Each
+        result's ``relevance`` (0..1) is comparable across queries;
+        ``min_relevance`` leaves out results below it (0.03 drops nearly
+        all results of a question nothing stored is about)."""
         filters = _clean(
             {
                 "kind": list(kinds) if kinds is not None else None,
@@ -194,6 +198,7 @@ class _Api:
                 "diversity": diversity,
                 "include_shared": include_shared,
                 "format": format,
+                "min_relevance": min_relevance,
             }
         )
         return self._send("POST", "/v1/search", body)

@@ -291,3 +291,46 @@ def test_http_needs_a_key_and_a_trusted_origin(keyed_server):
     # A web page elsewhere must not drive a local server (DNS rebinding, CSRF).
     assert raw_post(keyed_server.url, {**auth, "Origin": "http://evil.example"}) == 403
     assert raw_post(keyed_server.url, {**auth, "Host": "evil.example"}) in (400, 403, 421)
+
+
+async def add_then_search_without_waiting(client: Client) -> None:
+    """An agent's parallel tool calls: `search_memory` sent while a slow
+    `add_memory` (a long text, many chunks to embed) is still running must
+    wait for it and find what it added; a refused call in between holds up
+    nothing."""
+    filler = " ".join(f"Line {i} of the ship's log notes calm seas and steady wind." for i in range(400))
+    add = asyncio.create_task(
+        client.call_tool("add_memory", {"user_id": "kim", "text": f"Kim's locker code is quokka-7291. {filler}"})
+    )
+    await asyncio.sleep(0.2)  # the add has arrived and is embedding
+    refused = asyncio.create_task(client.call_tool("add_memory", {"user_id": "kim", "text": ""}))
+    search = asyncio.create_task(
+        client.call_tool("search_memory", {"user_id": "kim", "query": "quokka-7291 locker code", "format": "json"})
+    )
+    json_of(await add)
+    assert (await refused).is_error
+    found = json_of(await search)["results"]
+    assert any("quokka-7291" in r["memory"] for r in found), found
+
+
+def test_stdio_calls_of_a_session_run_in_arrival_order(db: Path):
+    env = {"HIPPO_MODEL_DIR": os.environ["HIPPO_MODEL_DIR"], "HIPPO_LOG": "warn"}
+    params = StdioServerParameters(command=hippo_bin(), args=["--db", str(db), "mcp"], env=env)
+
+    async def main():
+        async with Client(params) as client:
+            await add_then_search_without_waiting(client)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_http_calls_of_a_session_run_in_arrival_order(open_server, mode):
+    """With a session (legacy handshake) and without (stateless requests:
+    ordered per caller and owner)."""
+
+    async def main():
+        async with Client(streamable_http_client(f"{open_server.url}/mcp"), mode=mode) as client:
+            await add_then_search_without_waiting(client)
+
+    asyncio.run(main())

@@ -37,6 +37,11 @@ def exercise(m) -> dict:
     prompt = m.search("Ana's sister", user_id="ana", format="prompt")["prompt"]
     assert prompt.startswith("<memories>") and "Marta" in prompt
     assert m.search("Lisbon", user_id="ana", kinds=["message"])["results"][0]["kind"] == "message"
+    # Relevance is comparable across queries: a threshold keeps the answer
+    # and drops everything for a question nothing stored is about.
+    kept = m.search("Where does Ana live?", user_id="ana", min_relevance=0.03)["results"]
+    assert any("Lisbon" in h["memory"] and 0.03 <= h["relevance"] <= 1 for h in kept)
+    assert m.search("quantum chromodynamics of gluon plasma", user_id="ana", min_relevance=0.03)["results"] == []
     assert m.get(fact_id)["memory"].startswith("Ana moved to Lisbon")
     m.update(fact_id, content="Ana moved to Porto in October", reason="she moved again")
     versions = [v["memory"] for v in m.history(fact_id)["versions"]]

@@ -675,6 +675,12 @@ pub struct SearchBody {
     /// `shared_via`.
     #[serde(default)]
     pub include_shared: Option<bool>,
+    /// Leave out results whose `relevance` is below this (0..=1, default
+    /// 0: keep all). 0.03 drops nearly every result of a question nothing
+    /// stored is about and keeps most that hold the answer.
+    #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    pub min_relevance: Option<f32>,
 }
 
 impl SearchBody {
@@ -740,8 +746,14 @@ pub struct SearchResultView {
     /// The memory.
     #[serde(flatten)]
     pub memory: MemoryView,
-    /// Fused score (higher is better).
+    /// Ranking score (higher is better): orders this query's results,
+    /// means nothing across queries, and may be negative.
     pub score: f32,
+    /// How likely this result holds what the query asks for, 0..=1, from
+    /// its own evidence only (its cosine to the query), so it is comparable
+    /// across queries: a calibrated probability (fitted on conversation
+    /// data; see ARCHITECTURE.md, "Relevance").
+    pub relevance: f32,
     /// Per-channel scores.
     pub scores: ScoresView,
     /// The messages of the excerpt, oldest first (present with context).
@@ -778,6 +790,7 @@ impl From<SearchHit> for SearchResultView {
             shared_via: h.shared_via,
             memory,
             score: h.score,
+            relevance: h.relevance,
             scores: ScoresView {
                 keyword: h.scores.keyword,
                 vector: h.scores.vector,

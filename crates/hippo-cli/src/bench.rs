@@ -161,6 +161,7 @@ pub fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
                 diversity: args.diversity,
                 budget_tokens: args.budget_tokens,
                 shared: false,
+                min_relevance: 0.0,
             };
             let t = Instant::now();
             let resp = hippo.search(&req)?;

@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod call_order;
 pub mod fuzzing;
 pub mod idempotency;
 pub mod io;

@@ -382,6 +382,10 @@ enum Command {
         /// Every version, current or not.
         #[arg(long, conflicts_with = "as_of")]
         all_versions: bool,
+        /// Leave out results less relevant than this (0..=1; 0.03 drops
+        /// nearly all results of a question nothing stored is about).
+        #[arg(long, default_value_t = 0.0)]
+        min_relevance: f32,
         /// The query.
         query: String,
     },
@@ -1077,6 +1081,7 @@ fn run(cli: Cli) -> Result<()> {
             budget_tokens,
             as_of,
             all_versions,
+            min_relevance,
             query,
         } => {
             let hippo = settings.open()?;
@@ -1096,6 +1101,7 @@ fn run(cli: Cli) -> Result<()> {
                 diversity,
                 budget_tokens,
                 shared: true,
+                min_relevance,
             })?;
             for hit in resp.hits {
                 if json {
@@ -1113,7 +1119,7 @@ fn run(cli: Cli) -> Result<()> {
                         .unwrap_or_default();
                     println!(
                         "{:.3}  {}  {}{}",
-                        hit.score, hit.memory.id, who, hit.memory.content
+                        hit.relevance, hit.memory.id, who, hit.memory.content
                     );
                 }
             }

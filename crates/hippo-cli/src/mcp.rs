@@ -149,6 +149,12 @@ pub struct SearchArgs {
     /// Include memories others share with this user/agent (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_shared: Option<bool>,
+    /// Leave out memories less relevant than this (0..=1, calibrated
+    /// probability of holding what was asked; 0.03 drops nearly everything
+    /// unrelated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1))]
+    pub min_relevance: Option<f32>,
     /// `prompt` (default): one block of quoted memories with their ids, ready
     /// for a prompt; `json`: every result with scores, trust and provenance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -588,6 +594,18 @@ const AGENTS_URI: &str = "hippo://agents/";
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for HippoMcp {
+    /// Each tool call waits for the calls of its session that arrived
+    /// before it (see [`crate::call_order`]).
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        let _turn = crate::call_order::wait_for_turn(&context.extensions).await;
+        let call = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
+        self.tool_router.call(call).await
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(
             ServerCapabilities::builder()
@@ -647,6 +665,7 @@ impl ServerHandler for HippoMcp {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
+        let _turn = crate::call_order::wait_for_turn(&context.extensions).await;
         let uri = request.uri;
         let ext = &context.extensions;
         let owner = |prefix: &str, field: &str| {
@@ -757,9 +776,11 @@ pub fn http_service(
 /// Serves MCP over stdin/stdout until the client disconnects.
 pub async fn serve_stdio(bound: Bound) -> anyhow::Result<()> {
     use rmcp::ServiceExt;
-    let service = HippoMcp::local(bound)
-        .serve(rmcp::transport::stdio())
-        .await?;
+    let (stdin, stdout) = rmcp::transport::stdio();
+    let transport = crate::call_order::InOrder::new(
+        rmcp::transport::async_rw::AsyncRwTransport::new(stdin, stdout),
+    );
+    let service = HippoMcp::local(bound).serve(transport).await?;
     service.waiting().await?;
     Ok(())
 }

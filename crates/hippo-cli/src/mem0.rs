@@ -338,7 +338,8 @@ struct SearchBody {
     filters: Option<Value>,
     #[serde(default)]
     top_k: Option<usize>,
-    /// Results scoring below this are left out (Hippo's fused score, 0..=1).
+    /// Results whose score (Hippo's calibrated `relevance`, 0..=1) is below
+    /// this are left out.
     #[serde(default)]
     threshold: Option<f32>,
     #[serde(default)]
@@ -378,6 +379,9 @@ async fn search(bound: Bound, ApiJson(body): ApiJson<SearchBody>) -> Answer {
     // Mem0 results are single memories, not conversation excerpts.
     req["context_turns"] = json!(0);
     req["filters"] = json!({ "kind": MEM0_KINDS });
+    if let Some(t) = body.threshold {
+        req["min_relevance"] = json!(t);
+    }
     if !owner.metadata.is_empty() {
         req["filters"]["metadata"] = json!(owner.metadata);
     }
@@ -385,10 +389,11 @@ async fn search(bound: Bound, ApiJson(body): ApiJson<SearchBody>) -> Answer {
     let results: Vec<Value> = resp
         .results
         .iter()
-        .filter(|r| body.threshold.is_none_or(|t| r.score >= t))
         .map(|r| {
             let mut v = memory(&r.memory);
-            v["score"] = json!(r.score);
+            // Mem0 clients compare scores across queries (`threshold`):
+            // the calibrated relevance is the score that means that.
+            v["score"] = json!(r.relevance);
             v
         })
         .collect();

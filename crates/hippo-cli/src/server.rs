@@ -827,6 +827,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .nest("/mem0", crate::mem0::routes())
         // Inside authentication (later layers wrap earlier ones).
         .route_layer(middleware::from_fn_with_state(
+            crate::call_order::Sessions::new(max_body_bytes),
+            crate::call_order::stamp_http,
+        ))
+        .route_layer(middleware::from_fn_with_state(
             crate::idempotency::Idempotency::new(max_body_bytes),
             crate::idempotency::idempotent,
         ))
@@ -1020,6 +1024,7 @@ pub(crate) async fn search(
         diversity: body.diversity.unwrap_or(hippo::DEFAULT_DIVERSITY),
         budget_tokens: body.budget_tokens,
         shared: body.include_shared.unwrap_or(true),
+        min_relevance: body.min_relevance.unwrap_or(0.0),
     };
     let hippo = state.hippo.clone();
     let t = Instant::now();

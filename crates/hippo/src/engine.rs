@@ -165,6 +165,9 @@ pub struct SearchRequest {
     /// Include what other users and agents share with the scope's user or
     /// agent through grants in force (see [`crate::sharing`]).
     pub shared: bool,
+    /// Leave out hits whose [`SearchHit::relevance`] is below this (0..=1;
+    /// 0 keeps everything; see [`crate::relevance::RECOMMENDED_MIN_RELEVANCE`]).
+    pub min_relevance: f32,
 }
 
 /// How many messages of the same conversation come with each hit (the
@@ -243,6 +246,7 @@ impl SearchRequest {
             diversity: DEFAULT_DIVERSITY,
             budget_tokens: None,
             shared: true,
+            min_relevance: 0.0,
         }
     }
 }
@@ -253,8 +257,12 @@ impl SearchRequest {
 pub struct SearchHit {
     /// The best hit.
     pub memory: Memory,
-    /// Its fused score (higher is better).
+    /// Its fused score (higher is better): it ranks this query's results
+    /// against each other and means nothing across queries.
     pub score: f32,
+    /// How likely it is to hold what the query asks for, 0..=1, from its
+    /// own evidence only, comparable across queries (see [`crate::relevance`]).
+    pub relevance: f32,
     /// Why: its per-channel scores.
     pub scores: ChannelScores,
     /// The excerpt's messages, oldest first, hits included; no message
@@ -1295,6 +1303,9 @@ impl Hippo {
         if req.query.trim().is_empty() {
             return Err(Error::invalid("query must not be empty"));
         }
+        if !(0.0..=1.0).contains(&req.min_relevance) {
+            return Err(Error::invalid("min_relevance must be between 0 and 1"));
+        }
         if req.query.len() > self.limits.max_query_bytes {
             return Err(Error::invalid(format!(
                 "query exceeds {} bytes",
@@ -1415,6 +1426,9 @@ impl Hippo {
         if self.weights.neighbour != 0.0 {
             let ids: Vec<MemoryId> = fused.iter().map(|f| f.id).collect();
             support(&mut fused, &self.store.windows(&ids, 1, 1)?, &self.weights);
+        }
+        if req.min_relevance > 0.0 {
+            fused.retain(|f| crate::relevance::relevance(&f.scores) >= req.min_relevance);
         }
         let fused = if req.diversity > 0.0 {
             self.diversify(fused, req)?
@@ -1594,6 +1608,7 @@ impl Hippo {
                 Some(SearchHit {
                     memory,
                     score: best.score,
+                    relevance: crate::relevance::relevance(&best.scores),
                     scores: best.scores,
                     window: if window.len() > 1 { window } else { Vec::new() },
                     matched: e.hits,

@@ -37,6 +37,7 @@ pub mod pack;
 pub mod policy;
 pub mod profile;
 pub mod prompt;
+pub mod relevance;
 pub mod retrieve;
 pub mod sharing;
 pub mod store;

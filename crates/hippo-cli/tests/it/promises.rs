@@ -679,3 +679,90 @@ fn late_writes_change_nothing_and_concurrent_retries_wait() {
     );
     assert_eq!(count(&s, "l"), 48);
 }
+
+/// Relevance means the same across queries: a question nothing stored is
+/// about gets low relevance however its candidates compare, so
+/// `min_relevance` (REST, CLI) and Mem0's `threshold` can drop it, while a
+/// real question keeps its answer.
+#[test]
+fn relevance_is_comparable_across_queries_and_thresholds_use_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("relevance.db");
+    let s = Server::start(&db, &[]);
+    for text in [
+        "Mira's violin teacher is called Oskar.",
+        "Mira practises the violin every evening after school.",
+        "We went hiking near the lake last Saturday.",
+        "My sister bakes sourdough bread on Sundays.",
+    ] {
+        assert_eq!(add(&s, None, json!({"user_id": "r", "text": text})).0, 200);
+    }
+    let search = |query: &str, extra: Value| {
+        let mut body = json!({"user_id": "r", "query": query, "context_turns": 0});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (st, out) = s.call("POST", "/v1/search", Some(body));
+        assert_eq!(st, 200, "{out}");
+        out["results"].as_array().unwrap().clone()
+    };
+    let relevance = |r: &Value| r["relevance"].as_f64().expect("relevance on every result");
+    let on = search("Who teaches Mira the violin?", json!({}));
+    let off = search("quantum chromodynamics of gluon plasma", json!({}));
+    assert!(
+        !off.is_empty(),
+        "without a threshold, something is returned"
+    );
+    for r in on.iter().chain(&off) {
+        assert!((0.0..=1.0).contains(&relevance(r)), "{r}");
+    }
+    let oskar = |rs: &[Value]| {
+        rs.iter()
+            .find(|r| r["memory"].as_str().unwrap().contains("Oskar"))
+            .cloned()
+    };
+    let answer = relevance(&oskar(&on).expect("the answer is found"));
+    let best_off = off.iter().map(relevance).fold(0.0, f64::max);
+    assert!(
+        answer > 0.2 && best_off < 0.03,
+        "answer {answer}, off-topic at most {best_off}: {on:?}"
+    );
+    // The threshold drops the unrelated question's results only.
+    let min = json!({"min_relevance": 0.03});
+    assert!(search("quantum chromodynamics of gluon plasma", min.clone()).is_empty());
+    let kept = search("Who teaches Mira the violin?", min);
+    assert!(oskar(&kept).is_some());
+    assert!(kept.iter().all(|r| relevance(r) >= 0.03));
+    let (st, body) = s.call(
+        "POST",
+        "/v1/search",
+        Some(json!({"user_id": "r", "query": "violin", "min_relevance": 1.5})),
+    );
+    assert_eq!(st, 400, "{body}");
+    // Mem0's threshold filters on the same number, its score.
+    let mem0 = |query: &str| {
+        let (st, out) = s.call(
+            "POST",
+            "/mem0/v3/memories/search/",
+            Some(json!({"user_id": "r", "query": query, "threshold": 0.03})),
+        );
+        assert_eq!(st, 200, "{out}");
+        out["results"].as_array().unwrap().clone()
+    };
+    assert!(mem0("quantum chromodynamics of gluon plasma").is_empty());
+    let found = mem0("Who teaches Mira the violin?");
+    assert!(oskar(&found).is_some_and(|r| r["score"].as_f64().unwrap() >= 0.03));
+    // The CLI takes the same threshold.
+    let out = run(
+        &db,
+        &[
+            "search",
+            "--user",
+            "r",
+            "--min-relevance",
+            "0.03",
+            "quantum chromodynamics of gluon plasma",
+        ],
+    );
+    assert!(out.trim().is_empty(), "{out}");
+}
