@@ -1037,7 +1037,15 @@ pub(crate) async fn search(
             )))
         }
     };
-    let resp = state.blocking(move || hippo.search(&req)).await?;
+    let mut resp = state.blocking(move || hippo.search(&req)).await?;
+    if state.access < Access::Admin {
+        // Held-back memories outside quarantine (flagged, then deleted or
+        // archived) are found by status filters a key below admin may use.
+        resp.hits.retain(|h| !h.memory.held_back());
+        for h in &mut resp.hits {
+            h.window.retain(|m| !m.held_back());
+        }
+    }
     let prompt = prompt.then(|| hippo::prompt::render(&state.hippo, &resp.hits));
     Ok(Json(SearchResponseView {
         prompt,
@@ -1075,6 +1083,8 @@ pub(crate) async fn list_memories(
         results: page
             .memories
             .into_iter()
+            // As in search: no held-back text below admin, whatever the status.
+            .filter(|m| state.access >= Access::Admin || !m.held_back())
             .map(|m| {
                 let trust = state.hippo.trust_of(&m).1;
                 let mut v = MemoryView::from(m);

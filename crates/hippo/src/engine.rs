@@ -1812,6 +1812,17 @@ impl Hippo {
                     .embed(&embed_text_of(m.actor.name.as_deref(), &m.content))?,
             );
             m.embedding_model = Some(self.embedder.model_id().to_owned());
+            // New words are judged as a new memory's are: a revision cannot
+            // slip instructions past the detector, and an approval was for
+            // the old words only.
+            if let (Some(check), Some(v)) = (&self.injection, &vector) {
+                m.flags = check.judge(&m.content, Some(v));
+                match (m.flags.is_empty(), m.status) {
+                    (false, Status::Active) => m.status = Status::Quarantined,
+                    (true, Status::Quarantined) => m.status = Status::Active,
+                    _ => {}
+                }
+            }
         }
         let request_id = Uuid::now_v7();
         m.valid_from = Some(from);
