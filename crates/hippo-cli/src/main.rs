@@ -760,7 +760,6 @@ fn run(cli: Cli) -> Result<()> {
                 tenants.get(&t, generation)?;
             }
             let _control_watch = server::watch_control(control.clone(), tenants.clone());
-            let _trim = server::start_memory_trim(std::time::Duration::from_secs(30));
             // Without an LLM one worker runs consolidation jobs.
             let workers = if default.llm().is_some() {
                 llm_workers.unwrap_or(2).max(1)
@@ -769,6 +768,8 @@ fn run(cli: Cli) -> Result<()> {
             };
             let lease = chrono::Duration::seconds(i64::from(job_lease_secs.max(1)));
             let metrics = Arc::new(metrics::Metrics::new());
+            let _trim =
+                server::start_memory_trim(std::time::Duration::from_secs(30), metrics.clone());
             let _workers =
                 server::JobWorkers::start(tenants.clone(), workers, lease, metrics.clone());
             let _maintainer = (interval > 0).then(|| {

@@ -99,6 +99,13 @@ pub struct Metrics {
     jobs: Family<JobStateLabels, Gauge>,
     /// Resident memory of this process, refreshed at every scrape.
     resident_bytes: Gauge,
+    /// Heap bytes in live allocations, refreshed at every scrape (glibc).
+    heap_in_use_bytes: Gauge,
+    /// Heap bytes freed but kept by the allocator, refreshed at every
+    /// scrape (glibc): with the in-use bytes, tells a leak from retention.
+    heap_free_bytes: Gauge,
+    /// Resident bytes given back to the system by periodic trims.
+    pub memory_trimmed_bytes: Counter,
     /// LLM calls, tokens and unusable answers per operation, caught up
     /// with the engine's meter at every scrape.
     llm_calls: Family<LlmLabels, Counter>,
@@ -113,6 +120,25 @@ pub fn resident_bytes() -> Option<i64> {
     let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     // Every Linux platform Hippo targets uses 4 KiB pages.
     Some(pages * 4096)
+}
+
+/// The allocator's view of the heap: (bytes in live allocations, bytes
+/// free but kept), from glibc's `mallinfo2` (`None` elsewhere).
+pub fn heap_bytes() -> Option<(i64, i64)> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's own statistics.
+        let m = unsafe { libc::mallinfo2() };
+        let in_use = m.uordblks.saturating_add(m.hblkhd);
+        Some((
+            i64::try_from(in_use).unwrap_or(i64::MAX),
+            i64::try_from(m.fordblks).unwrap_or(i64::MAX),
+        ))
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
 }
 
 impl Default for Metrics {
@@ -150,6 +176,24 @@ impl Metrics {
             "process_resident_memory_bytes",
             "Resident memory of the server process",
             resident.clone(),
+        );
+        let heap_in_use = Gauge::default();
+        registry.register(
+            "heap_in_use_bytes",
+            "Heap bytes in live allocations (glibc mallinfo2)",
+            heap_in_use.clone(),
+        );
+        let heap_free = Gauge::default();
+        registry.register(
+            "heap_free_bytes",
+            "Heap bytes freed but kept by the allocator (glibc mallinfo2)",
+            heap_free.clone(),
+        );
+        let memory_trimmed = Counter::default();
+        registry.register(
+            "memory_trimmed_bytes",
+            "Resident bytes given back to the system by periodic malloc_trim",
+            memory_trimmed.clone(),
         );
         let llm_calls = Family::<LlmLabels, Counter>::default();
         let llm_prompt_tokens = Family::<LlmLabels, Counter>::default();
@@ -237,6 +281,9 @@ impl Metrics {
             latency,
             memories_written,
             resident_bytes: resident,
+            heap_in_use_bytes: heap_in_use,
+            heap_free_bytes: heap_free,
+            memory_trimmed_bytes: memory_trimmed,
         }
     }
 
@@ -264,6 +311,10 @@ impl Metrics {
         }
         if let Some(rss) = resident_bytes() {
             self.resident_bytes.set(rss);
+        }
+        if let Some((in_use, free)) = heap_bytes() {
+            self.heap_in_use_bytes.set(in_use);
+            self.heap_free_bytes.set(free);
         }
         // Held while catching up, so two scrapes never add the same delta.
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());

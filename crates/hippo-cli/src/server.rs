@@ -380,19 +380,26 @@ pub fn start_maintenance(
 /// per-thread arenas and gives back only the top of each heap; under churn
 /// (adds and erases on many threads, index compactions that free large
 /// buffers) the resident size then creeps up with no growth in live data.
-pub fn start_memory_trim(interval: std::time::Duration) -> Option<Periodic> {
+/// What each trim gives back is counted in `hippo_memory_trimmed_bytes`.
+pub fn start_memory_trim(interval: std::time::Duration, metrics: Arc<Metrics>) -> Option<Periodic> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        Some(Periodic::start("hippo-trim", interval, || {
+        Some(Periodic::start("hippo-trim", interval, move || {
+            let before = crate::metrics::resident_bytes();
             // SAFETY: malloc_trim only walks the allocator's own arenas.
             unsafe {
                 libc::malloc_trim(0);
+            }
+            if let (Some(b), Some(a)) = (before, crate::metrics::resident_bytes()) {
+                metrics
+                    .memory_trimmed_bytes
+                    .inc_by(u64::try_from(b - a).unwrap_or(0));
             }
         }))
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
-        let _ = interval;
+        let _ = (interval, metrics);
         None
     }
 }

@@ -226,6 +226,19 @@ fn rest_api_round_trip() {
     let metrics = metrics.as_str().unwrap();
     assert!(metrics.contains("hippo_http_requests_total"));
     assert!(metrics.contains("hippo_process_resident_memory_bytes "));
+    // The allocator's view, to tell a leak (in use grows) from retention
+    // (free grows), and what the periodic trim gave back.
+    let gauge = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .parse()
+            .unwrap()
+    };
+    assert!(gauge("hippo_heap_in_use_bytes") > 1e6);
+    assert!(gauge("hippo_heap_free_bytes") >= 0.0);
+    assert!(gauge("hippo_memory_trimmed_bytes_total") >= 0.0);
 }
 
 /// The lifecycle acceptance over REST: a fact that changes keeps both
