@@ -717,6 +717,7 @@ fn run(cli: Cli) -> Result<()> {
             job_lease_secs,
             maintenance_interval_secs,
         } => {
+            server::limit_malloc_arenas();
             let listen = listen
                 .or_else(|| settings.file.listen.clone())
                 .unwrap_or_else(|| "127.0.0.1:8080".into());

@@ -375,6 +375,25 @@ pub fn start_maintenance(
     })
 }
 
+/// Caps glibc's malloc arenas at the core count (at least 2; glibc's
+/// default is 8 per core). A server's many threads (Tokio's blocking pool,
+/// rayon) each take an arena, and memory freed in one arena is not reused by
+/// another: in a 30-minute churn soak the live heap was flat while memory
+/// freed but kept grew, and the periodic trim gave back only whole pages.
+/// Elsewhere nothing.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let arenas = i32::try_from(cores.max(2)).unwrap_or(i32::MAX);
+        // SAFETY: mallopt only sets an allocator parameter; called at
+        // start-up, before the server's threads allocate.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+        }
+    }
+}
+
 /// Returns memory the allocator holds free to the system every `interval`
 /// (glibc's `malloc_trim`; elsewhere nothing). glibc keeps freed memory in
 /// per-thread arenas and gives back only the top of each heap; under churn
