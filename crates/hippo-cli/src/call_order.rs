@@ -154,9 +154,20 @@ pub async fn stamp_http(
         return next.run(req).await;
     }
     let (mut parts, body) = req.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, sessions.max_body_bytes).await else {
-        // Too large or cut off: the SDK answers it as it would have.
-        return next.run(Request::from_parts(parts, Body::empty())).await;
+    let bytes = match axum::body::to_bytes(body, sessions.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            use axum::response::IntoResponse;
+            return crate::server::ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "request body unreadable or over {} bytes: {e}",
+                    sessions.max_body_bytes
+                ),
+            )
+            .into_response();
+        }
     };
     #[derive(serde::Deserialize)]
     struct Envelope {

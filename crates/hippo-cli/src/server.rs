@@ -380,10 +380,11 @@ pub fn start_maintenance(
 /// rayon) each take an arena, and memory freed in one arena is not reused by
 /// another: in a 30-minute churn soak the live heap was flat while memory
 /// freed but kept grew, and the periodic trim gave back only whole pages.
-/// Elsewhere nothing.
+/// The cost is allocator contention (see ARCHITECTURE.md); glibc's own
+/// `MALLOC_ARENA_MAX`, when set, wins. Elsewhere nothing.
 pub fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let arenas = i32::try_from(cores.max(2)).unwrap_or(i32::MAX);
         // SAFETY: mallopt only sets an allocator parameter; called at
