@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    hippo_cli::fuzzing::filter_syntax(data);
+    hippo_server::fuzzing::filter_syntax(data);
 });

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    hippo_cli::fuzzing::request_json(data);
+    hippo_server::fuzzing::request_json(data);
 });

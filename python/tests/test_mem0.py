@@ -87,3 +87,28 @@ def test_mem0_client_needs_a_valid_key(keyed_server):
     with pytest.raises(Exception) as refused:
         reader.add("I like tea", user_id="alex")
     assert "403" in str(refused.value) or "forbidden" in str(refused.value).lower()
+
+
+def test_mem0_routes_answer_unreadable_bodies_in_mem0_shape(keyed_server):
+    """A body Mem0 clients get wrong (none, not JSON, a missing field) is a
+    400 carrying `detail`, the field their error handling reads."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    for method, path, body, content_type in [
+        ("POST", "/mem0/v3/memories/add/", None, None),
+        ("POST", "/mem0/v3/memories/search/", b"{not json", "application/json"),
+        ("POST", "/mem0/v3/memories/add/", b"{}", "application/json"),
+        ("PUT", "/mem0/v1/memories/00000000-0000-7000-8000-000000000000/", None, None),
+    ]:
+        req = urllib.request.Request(f"{keyed_server.url}{path}", data=body, method=method)
+        req.add_header("Authorization", f"Bearer {keyed_server.admin_key}")
+        if content_type:
+            req.add_header("Content-Type", content_type)
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(req, timeout=10)
+        assert answer.value.code == 400, (path, answer.value.code)
+        err = json.loads(answer.value.read())
+        assert isinstance(err.get("detail"), str) and err["detail"], (path, err)
+        assert err["error"]["code"] == "invalid_input", (path, err)

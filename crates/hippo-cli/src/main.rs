@@ -1,29 +1,18 @@
 //! `hippo`: the memory server and command-line tool. Glue only: every
-//! command is a thin adapter over `hippo::Hippo`.
-
-mod bench;
-mod config;
-mod eval_injection;
-mod eval_ops;
-mod loadtest;
-mod soak;
-mod synth;
+//! command is a thin adapter over `hippo::Hippo`, the server library
+//! (`hippo_server`) or a measuring tool (`hippo_tools`).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use chrono::{DateTime, Utc};
-use hippo::{
-    AddItem, Embedder, Filter, Hippo, MemoryKind, MiniLmEmbedder, OpenAiEmbedder,
-    OpenAiEmbedderConfig, Scope, SearchRequest, SqliteStore, SqliteStoreOptions,
-};
-use hippo_cli::{api, auth, io, limits, mcp, metrics, server, tenants};
+use hippo::{AddItem, Filter, MemoryKind, MiniLmEmbedder, Scope, SearchRequest};
+use hippo_server::settings::{Overrides, Settings};
+use hippo_server::{api, auth, io, serving};
+use hippo_tools::{bench, eval_injection, eval_ops, loadtest, soak};
 use uuid::Uuid;
-
-use config::FileConfig;
 
 #[derive(Parser)]
 #[command(name = "hippo", version, about = "Long-term memory for LLM agents")]
@@ -165,6 +154,23 @@ struct Global {
     /// API key for the chat endpoint.
     #[arg(long, global = true, env = "HIPPO_LLM_API_KEY", hide_env_values = true)]
     llm_api_key: Option<String>,
+}
+
+impl Global {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            config: self.config.clone(),
+            db: self.db.clone(),
+            tenant: self.tenant.clone(),
+            model_dir: self.model_dir.clone(),
+            embedder_url: self.embedder_url.clone(),
+            embedder_model: self.embedder_model.clone(),
+            embedder_api_key: self.embedder_api_key.clone(),
+            llm_url: self.llm_url.clone(),
+            llm_model: self.llm_model.clone(),
+            llm_api_key: self.llm_api_key.clone(),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -483,173 +489,6 @@ impl OptScopeArgs {
     }
 }
 
-/// Resolved settings.
-pub struct Settings {
-    /// The store of the selected tenant.
-    db: PathBuf,
-    /// The `--db` file (the default tenant's store).
-    base_db: PathBuf,
-    model_dir: Option<PathBuf>,
-    embedder_url: Option<String>,
-    embedder_model: Option<String>,
-    embedder_api_key: Option<String>,
-    llm_url: Option<String>,
-    llm_model: Option<String>,
-    llm_api_key: Option<String>,
-    fast_commits: bool,
-    file: FileConfig,
-    /// The embedder, loaded once and shared by every tenant's engine.
-    embedder: std::sync::OnceLock<Arc<dyn Embedder>>,
-}
-
-impl Settings {
-    fn resolve(g: &Global) -> Result<Self> {
-        let file = FileConfig::load(g.config.as_deref())?;
-        let base_db =
-            g.db.clone()
-                .or_else(|| file.db.clone())
-                .unwrap_or_else(config::default_db_path);
-        let db = match g.tenant.as_deref() {
-            None | Some(auth::DEFAULT_TENANT) => base_db.clone(),
-            Some(t) => {
-                auth::validate_tenant(t).map_err(|e| io::InputError(e.to_string()))?;
-                let control = auth::Control::open(&auth::control_db(&base_db))?;
-                if !control.tenant_exists(t)? {
-                    return Err(io::InputError(format!(
-                        "no tenant {t:?}: create it first (hippo tenant create {t})"
-                    ))
-                    .into());
-                }
-                auth::tenant_db(&base_db, t)
-            }
-        };
-        Ok(Settings {
-            db,
-            base_db,
-            embedder: std::sync::OnceLock::new(),
-            model_dir: g.model_dir.clone().or_else(|| file.model_dir.clone()),
-            embedder_url: g.embedder_url.clone().or_else(|| file.embedder_url.clone()),
-            embedder_model: g
-                .embedder_model
-                .clone()
-                .or_else(|| file.embedder_model.clone()),
-            embedder_api_key: g
-                .embedder_api_key
-                .clone()
-                .or_else(|| file.embedder_api_key.clone()),
-            llm_url: g.llm_url.clone().or_else(|| file.llm_url.clone()),
-            llm_model: g.llm_model.clone().or_else(|| file.llm_model.clone()),
-            llm_api_key: g.llm_api_key.clone().or_else(|| file.llm_api_key.clone()),
-            fast_commits: file.fast_commits.unwrap_or(false),
-            file,
-        })
-    }
-
-    /// The configured embedder (loaded on first use, then shared).
-    pub fn embedder(&self) -> Result<Arc<dyn Embedder>> {
-        if let Some(e) = self.embedder.get() {
-            return Ok(e.clone());
-        }
-        let e = self.load_embedder()?;
-        Ok(self.embedder.get_or_init(|| e).clone())
-    }
-
-    fn load_embedder(&self) -> Result<Arc<dyn Embedder>> {
-        if let Some(url) = &self.embedder_url {
-            let config = OpenAiEmbedderConfig {
-                base_url: url.clone(),
-                model: self
-                    .embedder_model
-                    .clone()
-                    .context("--embedder-model is required with --embedder-url")?,
-                api_key: self.embedder_api_key.clone(),
-                ..Default::default()
-            };
-            return Ok(Arc::new(OpenAiEmbedder::new(config)?));
-        }
-        let dir = match &self.model_dir {
-            Some(d) => d.clone(),
-            None => {
-                match hippo::embed::default_model_dir()
-                    .filter(|d| d.join("model.safetensors").is_file())
-                {
-                    Some(d) => d,
-                    None => {
-                        eprintln!("hippo: no local model directory; downloading {} from the Hugging Face Hub", hippo::embed::MINILM_HUB_REPO);
-                        MiniLmEmbedder::download_from_hub()?
-                    }
-                }
-            }
-        };
-        Ok(Arc::new(MiniLmEmbedder::from_dir(&dir).with_context(
-            || format!("loading the model from {}", dir.display()),
-        )?))
-    }
-
-    /// Opens the engine on the configured database (created if absent).
-    pub fn open(&self) -> Result<Hippo> {
-        self.open_at(&self.db)
-    }
-
-    /// Opens the engine on another database file with the configured embedder.
-    pub fn open_at(&self, db: &std::path::Path) -> Result<Hippo> {
-        self.open_with(db, hippo::FusionWeights::default())
-    }
-
-    /// [`Self::open_at`] with these fusion weights (benchmarks, ablations).
-    pub fn open_with(&self, db: &std::path::Path, weights: hippo::FusionWeights) -> Result<Hippo> {
-        Ok(self.builder(db, weights)?.build()?)
-    }
-
-    /// The engine for `serve`: as [`Self::open`], and with an LLM its
-    /// consolidation jobs wait `consolidation_delay_secs` (default 30) so a
-    /// burst of turns shares one summary call.
-    pub fn open_for_serving(&self, db: &std::path::Path) -> Result<Hippo> {
-        let mut builder = self.builder(db, hippo::FusionWeights::default())?;
-        let delay = self
-            .file
-            .consolidation_delay_secs
-            .unwrap_or(if self.llm_url.is_some() { 30 } else { 0 });
-        builder = builder.consolidation_delay(std::time::Duration::from_secs(delay));
-        Ok(builder.build()?)
-    }
-
-    fn builder(
-        &self,
-        db: &std::path::Path,
-        weights: hippo::FusionWeights,
-    ) -> Result<hippo::HippoBuilder> {
-        let embedder = self.embedder()?;
-        if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        let mut opts = SqliteStoreOptions::new(db, embedder.model_id(), embedder.dimension());
-        opts.fast_commits = self.fast_commits;
-        let store = SqliteStore::open(opts)?;
-        let mut builder = Hippo::builder()
-            .store(Arc::new(store))
-            .embedder(embedder)
-            .weights(weights)
-            .policies(self.file.policies()?)
-            .trust(self.file.trust.unwrap_or_default());
-        if let Some(url) = &self.llm_url {
-            builder = builder.llm(Arc::new(hippo::llm::OpenAiChat::new(
-                hippo::llm::OpenAiChatConfig {
-                    base_url: url.clone(),
-                    model: self
-                        .llm_model
-                        .clone()
-                        .context("--llm-model is required with --llm-url")?,
-                    api_key: self.llm_api_key.clone(),
-                    ..Default::default()
-                },
-            )));
-        }
-        Ok(builder)
-    }
-}
-
 fn main() {
     // candle re-detects the core count (reading /proc/cpuinfo) on every
     // matrix multiply unless RAYON_NUM_THREADS is set; fix it once, before
@@ -701,14 +540,14 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let settings = Settings::resolve(&cli.global)?;
+    let settings = Settings::resolve(&cli.global.overrides())?;
     let tenant = cli
         .global
         .tenant
         .clone()
         .unwrap_or_else(|| auth::DEFAULT_TENANT.to_owned());
     match cli.command {
-        Command::Mcp { user, agent } => mcp_stdio(settings, &tenant, user, agent),
+        Command::Mcp { user, agent } => serving::mcp_stdio(settings, &tenant, user, agent),
         Command::Serve {
             listen,
             max_body_bytes,
@@ -717,77 +556,15 @@ fn run(cli: Cli) -> Result<()> {
             job_lease_secs,
             maintenance_interval_secs,
         } => {
-            server::limit_malloc_arenas();
-            let listen = listen
-                .or_else(|| settings.file.listen.clone())
-                .unwrap_or_else(|| "127.0.0.1:8080".into());
-            let max_body = max_body_bytes
-                .or(settings.file.max_body_bytes)
-                .unwrap_or(16 << 20);
-            let default = hippo::Context::default();
-            let context = hippo::Context {
-                before: context_before
-                    .or(settings.file.context_before)
-                    .unwrap_or(default.before),
-                after: context_after
-                    .or(settings.file.context_after)
-                    .unwrap_or(default.after),
+            let options = serving::ServeOptions {
+                listen,
+                max_body_bytes,
+                context_before,
+                context_after,
+                job_lease_secs,
+                maintenance_interval_secs,
             };
-            if context.before.max(context.after) > hippo::MAX_CONTEXT_TURNS {
-                bail!(
-                    "context must be 0..={} messages on either side",
-                    hippo::MAX_CONTEXT_TURNS
-                );
-            }
-            if settings.db != settings.base_db {
-                bail!("serve serves every tenant; leave out --tenant");
-            }
-            // Keys are required once one exists, whenever it was created
-            // (the server follows the control database while it runs).
-            let control = Arc::new(auth::Control::open(&auth::control_db(&settings.base_db))?);
-            let interval = maintenance_interval_secs
-                .or(settings.file.maintenance_interval_secs)
-                .unwrap_or(3600);
-            let llm_workers = settings.file.llm_workers;
-            let settings = Arc::new(settings);
-            let opener = settings.clone();
-            let tenants = Arc::new(tenants::Tenants::new(
-                settings.base_db.clone(),
-                Box::new(move |db| opener.open_for_serving(db)),
-            ));
-            // Open every tenant now: their queued jobs run after a restart.
-            let default = tenants.get(auth::DEFAULT_TENANT, tenants::DEFAULT_GENERATION)?;
-            for (t, generation) in control.tenant_generations()? {
-                tenants.get(&t, generation)?;
-            }
-            let _control_watch = server::watch_control(control.clone(), tenants.clone());
-            // Without an LLM one worker runs consolidation jobs.
-            let workers = if default.llm().is_some() {
-                llm_workers.unwrap_or(2).max(1)
-            } else {
-                usize::from(default.consolidates())
-            };
-            let lease = chrono::Duration::seconds(i64::from(job_lease_secs.max(1)));
-            let metrics = Arc::new(metrics::Metrics::new());
-            let _trim =
-                server::start_memory_trim(std::time::Duration::from_secs(30), metrics.clone());
-            let _workers =
-                server::JobWorkers::start(tenants.clone(), workers, lease, metrics.clone());
-            let _maintainer = (interval > 0).then(|| {
-                server::start_maintenance(
-                    tenants.clone(),
-                    std::time::Duration::from_secs(interval),
-                    metrics.clone(),
-                )
-            });
-            let model = default.embedder().model_id().to_owned();
-            let guards = Guards {
-                allowed_hosts: settings.file.allowed_hosts.clone(),
-                limits: settings.file.limits()?,
-            };
-            serve(
-                tenants, control, metrics, model, guards, &listen, max_body, context,
-            )
+            serving::serve(settings, options)
         }
         Command::Add {
             scope,
@@ -1274,148 +1051,4 @@ fn key_command(settings: &Settings, cmd: KeyCommand) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// What `serve` guards with, from the config file.
-struct Guards {
-    allowed_hosts: Option<Vec<String>>,
-    limits: limits::Limits,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn serve(
-    tenants: Arc<tenants::Tenants>,
-    control: Arc<auth::Control>,
-    metrics: Arc<metrics::Metrics>,
-    model: String,
-    guards: Guards,
-    listen: &str,
-    max_body_bytes: usize,
-    context: hippo::Context,
-) -> Result<()> {
-    let addr: std::net::SocketAddr = listen
-        .parse()
-        .with_context(|| format!("invalid listen address {listen:?}"))?;
-    if !addr.ip().is_loopback() && !control.keys_required()? {
-        bail!(
-            "refusing to listen on {addr} without authentication: create an API key first \
-             (hippo key create --access admin), then every request needs one"
-        );
-    }
-    if control.keys_required()? {
-        tracing::info!("API keys required");
-    }
-    // A loopback server answers to loopback names only unless told
-    // otherwise; `"*"` allows any.
-    let allowed_hosts = match guards.allowed_hosts {
-        Some(h) if h.iter().any(|x| x == "*") => None,
-        Some(h) => Some(h.iter().map(|x| x.to_ascii_lowercase()).collect()),
-        None if addr.ip().is_loopback() => Some(
-            server::LOOPBACK_HOSTS
-                .iter()
-                .map(|h| (*h).to_owned())
-                .collect(),
-        ),
-        None => None,
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let shutdown_token = tokio_util::sync::CancellationToken::new();
-    rt.block_on(async move {
-        let state = server::AppState {
-            tenants,
-            control: Some(control),
-            metrics,
-            context,
-            model,
-            allowed_hosts: allowed_hosts.map(Arc::new),
-            rate_limiter: Arc::new(limits::RateLimiter::new(
-                guards.limits.rate_limit_per_sec,
-                guards.limits.rate_limit_burst,
-            )),
-            in_flight: Arc::new(tokio::sync::Semaphore::new(guards.limits.max_in_flight)),
-            request_timeout: guards.limits.request_timeout,
-            shutdown: shutdown_token.clone(),
-        };
-        let app = server::router(state, max_body_bytes);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        tracing::info!(%addr, "hippo serving");
-        // Printed for scripts that wait for readiness.
-        println!("listening on http://{}", listener.local_addr()?);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown().await;
-                // Open MCP streams would hold a graceful shutdown forever.
-                shutdown_token.cancel();
-            })
-            .await?;
-        Ok(())
-    })
-}
-
-/// `hippo mcp`: one tenant's engine over stdio, with its job workers.
-fn mcp_stdio(
-    settings: Settings,
-    tenant: &str,
-    user: Option<String>,
-    agent: Option<String>,
-) -> Result<()> {
-    let settings = Arc::new(settings);
-    let opener = settings.clone();
-    let tenants = Arc::new(tenants::Tenants::new(
-        settings.base_db.clone(),
-        Box::new(move |db| opener.open_for_serving(db)),
-    ));
-    let hippo = tenants.get(tenant, tenants::DEFAULT_GENERATION)?;
-    let workers = if hippo.llm().is_some() {
-        settings.file.llm_workers.unwrap_or(1).max(1)
-    } else {
-        usize::from(hippo.consolidates())
-    };
-    let metrics = Arc::new(metrics::Metrics::new());
-    let _workers = server::JobWorkers::start(
-        tenants.clone(),
-        workers,
-        chrono::Duration::minutes(10),
-        metrics.clone(),
-    );
-    let bound = server::Bound {
-        hippo,
-        actor: "mcp".into(),
-        metrics,
-        context: hippo::Context::default(),
-        acts_for: auth::ActsFor {
-            user_id: user,
-            agent_id: agent,
-        },
-        access: auth::Access::Admin,
-        request: None,
-        deadline: None,
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(mcp::serve_stdio(bound))
-}
-
-async fn shutdown() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return ctrl_c.await.unwrap_or(()),
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    ctrl_c.await.unwrap_or(());
-    tracing::info!("shutting down");
 }

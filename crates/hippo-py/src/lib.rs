@@ -1,7 +1,7 @@
 //! `hippo._native`: the engine in a Python process. `Engine` opens a
 //! store file (with the local embedding model) and answers REST requests
 //! in-process: each call goes through the very router `hippo serve` runs
-//! (`hippo_cli::server::router`), without a socket. So `hippo.Memory`
+//! (`hippo_server::server::router`), without a socket. So `hippo.Memory`
 //! (embedded) and `hippo.Client` (HTTP) share one Python API and one
 //! behaviour — validation, errors and answers are those of the REST API.
 //! The GIL is released while the engine works.
@@ -16,8 +16,8 @@ use pyo3::prelude::*;
 use tower::ServiceExt;
 
 use hippo::{Embedder, Hippo, MiniLmEmbedder, SqliteStore, SqliteStoreOptions};
-use hippo_cli::server::{self, AppState, JobWorkers};
-use hippo_cli::tenants::Tenants;
+use hippo_server::server::{self, AppState, JobWorkers};
+use hippo_server::tenants::Tenants;
 
 /// Largest request body accepted in-process (as the server's default).
 const MAX_BODY_BYTES: usize = 16 << 20;
@@ -118,10 +118,10 @@ fn open(path: PathBuf, model: Option<PathBuf>) -> anyhow::Result<Engine> {
     };
     let tenants = Arc::new(Tenants::new(path, Box::new(opener)));
     let default = tenants.get(
-        hippo_cli::auth::DEFAULT_TENANT,
-        hippo_cli::tenants::DEFAULT_GENERATION,
+        hippo_server::auth::DEFAULT_TENANT,
+        hippo_server::tenants::DEFAULT_GENERATION,
     )?;
-    let metrics = Arc::new(hippo_cli::metrics::Metrics::new());
+    let metrics = Arc::new(hippo_server::metrics::Metrics::new());
     let workers = JobWorkers::start(
         tenants.clone(),
         usize::from(default.consolidates()),
@@ -140,7 +140,7 @@ fn open(path: PathBuf, model: Option<PathBuf>) -> anyhow::Result<Engine> {
         model: embedder.model_id().to_owned(),
         // In-process: there is no Host to check and no browser.
         allowed_hosts: None,
-        rate_limiter: Arc::new(hippo_cli::limits::RateLimiter::new(f64::MAX, f64::MAX)),
+        rate_limiter: Arc::new(hippo_server::limits::RateLimiter::new(f64::MAX, f64::MAX)),
         in_flight: Arc::new(tokio::sync::Semaphore::new(1024)),
         request_timeout: std::time::Duration::from_secs(300),
         shutdown: Default::default(),

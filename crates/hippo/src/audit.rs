@@ -3,14 +3,19 @@
 //! what, and to which memory — ids and kinds only, never content, so the
 //! log survives erasure without keeping what was erased.
 //!
-//! Entries are hash-chained: each entry's hash covers its fields and the
-//! previous entry's hash, and the store keeps the last entry's number and
-//! hash apart from the log, so changing, removing or inserting any single
-//! entry (the last one included) is detected by [`verify`].
+//! Entries are hash-chained: each entry's hash is SHA-256 over its
+//! length-prefixed fields and the previous entry's hash, and the store keeps
+//! the last entry's number and hash (`seq:hash`, `audit_head`) apart from
+//! the log, so changing, removing or inserting any single entry (the last
+//! one included) is detected by [`verify`].
 //!
-//! Who did it is ambient, like a tracing span: the server runs each
-//! request's engine call inside [`as_actor`] with the API key's id; jobs run
-//! as `job:<id>`; anything else is `local`.
+//! Who did it is ambient, like a tracing span, rather than a parameter on
+//! every engine method: the server runs each request's engine call inside
+//! [`as_actor`] with the API key's id; jobs run as `job:<id>`; anything else
+//! is `local`. The store stamps each inserted row and new version with the
+//! same actor (`Provenance::written_by`). A request's `Idempotency-Key`
+//! rides along the same way (`RequestMark`): the store records that the
+//! request committed inside the transaction where the entry is appended.
 
 use std::cell::RefCell;
 

@@ -1,4 +1,5 @@
-//! Splits long texts into overlapping chunks that fit the embedder's window.
+//! Splits long texts into overlapping chunks that fit the embedder's window,
+//! preferring to end a chunk at a sentence boundary.
 //!
 //! Invariants: every chunk has at most `max_tokens` tokens by the given
 //! counter (a single word longer than that becomes its own chunk and is

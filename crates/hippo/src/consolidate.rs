@@ -3,30 +3,43 @@
 //! sources (`provenance.derived_from`), searchable like any memory.
 //!
 //! Incremental: every write (and every change that hides or alters a
-//! memory) queues a `consolidate` job naming only what it touched (its
-//! session, the entities it mentions); the job rebuilds those digests from
-//! the current, active memories and leaves the rest alone. Rebuilding is
+//! memory, and every erase) queues, in its own transaction, a `consolidate`
+//! job naming only what it touched: its exact session scope and the names
+//! it mentions (`text::entities`: mid-sentence capitalised runs, minus
+//! calendar words and stopwords). The job rebuilds those digests from the
+//! current, active memories and leaves the rest alone. Rebuilding is
 //! idempotent, so a job that runs twice (after a crash) does no harm, and a
 //! digest never quotes a memory that was deleted, archived or superseded
 //! once its job has run.
 //!
 //! Method without an LLM: extractive. A session digest names its
-//! participants, dates and most-mentioned names, and quotes its most central
-//! lines: the messages closest to the session's mean vector, chosen by
-//! maximal marginal relevance so they do not repeat each other (the centroid
-//! method of Radev et al., 2004, with MMR selection). An entity timeline
-//! lists, oldest first, the latest memories that mention the name.
+//! participants, dates and the names mentioned twice or more, and quotes up
+//! to six central lines: the messages closest to the session's mean vector,
+//! chosen by maximal marginal relevance so they do not repeat each other
+//! (the centroid method of Radev et al., 2004, with MMR selection). An
+//! entity timeline lists, oldest first, the latest 20 memories of an owner
+//! that mention the name; there is none for a conversation participant, a
+//! nickname that begins a speaker's name, or a word mostly written in lower
+//! case. Digests carry `metadata.digest` (`session` / `entity`), are changed
+//! in place (no versions), and have retrieval weight 0.6, so they surface
+//! when clearly the best match.
 //!
 //! With an LLM the session digest's quoted lines are replaced by the model's
 //! summary of the session, and a timeline of a name mentioned at least
 //! [`MIN_TOPIC_MENTIONS`] times opens with the model's summary of what is
 //! known about it. Only the summary's sentences grounded in what was said
 //! are kept, and a summary mostly invented or unreadable is not used (see
-//! [`crate::extract::grounded_summary`]): the extractive digest stands. Each digest records a fingerprint of its
-//! sources, so a job that finds nothing changed asks the model nothing.
+//! [`crate::extract::grounded_summary`]): the extractive digest stands.
+//! Each digest records a fingerprint of its sources (`metadata.fingerprint`:
+//! their ids, text hashes, times, speakers), so a job that finds nothing
+//! changed asks the model nothing: this makes the jobs idempotent *and*
+//! cheap. `hippo serve` delays these jobs (`consolidation_delay_secs`, 30 s
+//! with an LLM) so one call covers a burst of turns.
 //!
-//! The per-owner profile (see [`crate::profile`]) is rebuilt by the same
-//! jobs.
+//! `is_digest` keeps digests out of `Touched::by` (no job loops) and out of
+//! extraction's related memories (the model never updates a profile it did
+//! not write). The per-owner profile (see [`crate::profile`]) is rebuilt by
+//! the same jobs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -1,6 +1,43 @@
 //! [`Hippo`], the engine: validates writes, splits long inputs into chunks,
 //! embeds, stores atomically; searches by fusing the store's channels. REST,
 //! CLI and bindings are thin adapters over this type.
+//!
+//! Invariants: a rejected request changes nothing (validation happens before
+//! any write, and a batch is one transaction); the embedder's model is the
+//! store's active model (checked at `build()`); the results of a scoped read
+//! are always re-checked against the scope.
+//!
+//! Write path. Exact duplicates (`model::dedup_key`) are looked up before
+//! embedding, so they are never embedded; the store re-checks the key inside
+//! the write transaction and logs a `merged` event. Then admission
+//! (`Hippo::admit`, after embedding): near duplicates of kinds with
+//! `merge_above` (cosine with the owner's current memories of the kind and
+//! with earlier items of the same write, plus `text::same_particulars`: equal
+//! numbers, polarity and proper nouns, because embeddings barely tell "31"
+//! from "32") are merged with a `merged` event; the rest get an admission score
+//! (`policy`) and, below their kind's threshold, go to the `rejections` table,
+//! in the add's transaction, instead of `memories`. `force` skips both.
+//! Extracted facts (`add_derived`) merge near duplicates too. A write the
+//! injection detector flags is stored `Quarantined` (see `crate::injection`)
+//! until `Hippo::approve`.
+//!
+//! Read path. Search first calls `Store::catch_up`, once, so that both
+//! channels see the same indexes when another process (the CLI beside a
+//! server) committed to the file; then the keyword and vector channels run
+//! side by side (`rayon::join`), `crate::retrieve` fuses their candidates,
+//! and `Hippo::results` packs them (see `crate::pack`); rows are read from
+//! SQLite only for what may be shown. `Hippo::diversify` (maximal marginal
+//! relevance over the head of the ranking, with the candidates' vectors) is
+//! off by default (`diversity` 0) because it cost recall on long histories.
+//!
+//! Erasure (`Hippo::erase`, `Hippo::delete_scope`) takes the derived closure
+//! with a memory (`Store::derived_from_any` over `provenance.derived_from`,
+//! repeated until nothing new), a chunk with its whole input (the other chunks
+//! and the `sources` row), finished jobs whose payload names it, and the
+//! grants of it (for a user or agent, also to it); digests that go are queued
+//! for rebuilding (`Touched::rebuild`) and done consolidation jobs drop their
+//! payload (it names entities). How the file itself keeps nothing is the
+//! store's part (`SqliteStore`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,12 @@
 //! The library's one error type. Backend errors (SQLite, HTTP, candle) are
 //! converted here so they never leak into public signatures; each error has a
 //! [`ErrorKind`] that the edges (HTTP, CLI, Python) map exhaustively.
+//!
+//! SQLite's disk-full, I/O, read-only and busy codes become
+//! `ErrorKind::Unavailable` (HTTP 503): the transaction was rolled back and
+//! the in-memory indexes change only after a commit, so a refused write
+//! leaves no trace (tested with a file-size limit that makes real writes fail
+//! in the kernel: `crates/hippo-cli/tests/it/faults.rs`).
 
 use std::fmt;
 

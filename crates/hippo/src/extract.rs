@@ -4,12 +4,33 @@
 //! (supersede, keeping the old version) / DELETE (invalidate) / NOOP, with a
 //! reason that is recorded.
 //!
-//! A job first *plans* (LLM calls; the plan is stored on the job), then
-//! *applies* the plan one step per decision, each step's write carrying its
-//! [`JobStep`] so a job re-run after a crash neither loses nor repeats a
-//! decision. Model output is read with [`crate::llm::parse::json_value`]
-//! and validated field by field; what cannot be read is dropped, never
-//! written.
+//! An add with `infer` queues one `extract` job per item in the add's
+//! transaction; the add never waits for the model. A job first *plans*: one
+//! extraction call over the item's messages gives facts; for each fact a
+//! normal search finds the related current facts, profiles and procedures in
+//! scope, and a decision call names one by its index in the shown list (the
+//! model never types an id). No call is made when nothing is related (ADD)
+//! or the fact is already stored word for word (NOOP). The plan is stored on
+//! the job (the first plan recorded wins), then *applied* one step per
+//! decision, each step's write carrying its [`JobStep`], so a job re-run
+//! after a crash neither loses nor repeats a decision. UPDATE is a revision
+//! with origin `llm`, `derived_from` = the source turns and `valid_from` =
+//! their time; DELETE ends validity. Model output is read with
+//! [`crate::llm::parse::json_value`] and validated field by field; what
+//! cannot be read is dropped (and counted), never written.
+//!
+//! Grounding (`grounding`): before any decision, a fact whose content words
+//! were mostly not said in its source turns (below `MIN_GROUNDING`, 50 %;
+//! word endings may differ, speaker names count) is rejected and recorded in
+//! the plan with its share, because small models continue conversations
+//! instead of extracting, and invented text must not become memory. Model
+//! summaries pass `grounded_summary`: a sentence is kept when at least 70 %
+//! of its content words were said in its sources, and a text with fewer than
+//! half its sentences kept is dropped.
+//!
+//! Each call is counted on its job (`cost`: calls, tokens, unreadable,
+//! ungrounded) and on the engine's `LlmMeter`. Measured end to end by
+//! `hippo eval-ops` (crate `hippo-tools`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

@@ -3,6 +3,20 @@
 //! [`crate::policy`] for the scores). Nothing is lost: an archived memory
 //! keeps its history, is searchable on request and can be restored, and
 //! every archive is logged with the numbers that caused it.
+//!
+//! Strength decays per kind (messages, documents, profiles and summaries do
+//! not decay; facts and procedures do). Feedback (`used`, `helpful`, `wrong`)
+//! is kept on the row (`used_count`, ...) and logged as `feedback` events;
+//! ranking reads it for every candidate from a small in-memory map in the
+//! store (`Store::usage`, holding only memories with feedback). Expiry hides
+//! a memory from the instant it passes, before maintenance archives it.
+//!
+//! The maintenance pass (`Hippo::maintain`: a server thread every hour,
+//! `POST /v1/maintenance`, `hippo maintain`) archives expired memories and
+//! those whose strength fell below their kind's `archive_below`, prunes
+//! finished jobs after a week and idempotency records after a day, and
+//! compacts the store whenever something was erased since the last
+//! compaction (so erased tokens left in index segments go too).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

@@ -6,9 +6,18 @@
 //! command payloads, and hidden text (zero-width, bidirectional-override
 //! and Unicode tag characters, HTML comments).
 //!
-//! A flagged write is stored but quarantined: out of default retrieval until
-//! a person approves it (see `Hippo::approve`). The rules look for how
-//! instructions to *an agent* are phrased, so ordinary advice between
+//! Two detectors: `scan` (regex families, high precision) and
+//! `SemanticDetector` (the cosine of the memory's own vector, computed
+//! anyway, to 30 intent `PROTOTYPES`; its thresholds were measured for
+//! all-MiniLM-L6-v2 only, so other embedders get the rules alone). Both run
+//! on the add path and on extracted facts.
+//!
+//! A flagged write is stored but quarantined (`Status::Quarantined`, with
+//! its `flags`): out of default retrieval, and out of the sources of
+//! extraction and consolidation, so it influences nothing until a person
+//! approves it (see `Hippo::approve`, admin over REST); restoring a
+//! never-approved flagged memory returns it to quarantine. The rules look for
+//! how instructions to *an agent* are phrased, so ordinary advice between
 //! people ("you should always stretch before running") is not flagged;
 //! measured with `hippo eval-injection` on an attack set and on benign chat.
 

@@ -1,12 +1,17 @@
 //! Background jobs: work that runs after a write is acknowledged (LLM
-//! extraction, consolidation), kept in the store so it survives restarts.
+//! extraction, consolidation), kept in the store (table `jobs`) so it
+//! survives restarts.
 //!
 //! Invariants: a job is enqueued in the same transaction as the write that
 //! asks for it, so an acknowledged write never loses its job; a worker
-//! claims a job with a lease, and a job whose lease ran out (its worker
-//! died) is claimed again; a job's effects are applied as numbered steps,
-//! each written in one transaction with the job's step counter (see
-//! [`JobStep`]), so a job run twice applies each step once.
+//! claims the oldest ready job with a lease, and a job whose lease ran out
+//! (its worker died) is claimed again; a job records its plan before
+//! applying it, and applies it as numbered steps, each written in one
+//! transaction with the job's step counter (see [`JobStep`]; the store
+//! refuses a step already applied), so a job re-run after `kill -9` applies
+//! each step once. Failures are retried with exponential backoff, then the
+//! job is marked failed with its error. Erasing a scope deletes its jobs;
+//! maintenance prunes finished jobs after a week.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -2,8 +2,44 @@
 //!
 //! Invariants: every memory has exactly one [`Scope`] with at least one of
 //! user/agent/session set; its `id` is a UUIDv7 (time-ordered) assigned by the
-//! engine; `content_hash` is the SHA-256 of `content`; `recorded_at` is set
-//! once when stored and never changes.
+//! engine; `content_hash` is the SHA-256 of `content`; times have millisecond
+//! precision; `recorded_at` is set once when stored and never changes.
+//!
+//! Versions: a memory's id always shows its latest version; a change keeps the
+//! state it replaces as a row of its own (new id, `version_of` = the memory's
+//! id, its old provenance, `valid_to` = when the change took effect). Versions
+//! never join a conversation chain and cannot be changed. Status is separate
+//! from validity: `active` (retrieved), `archived`, `deleted` (soft,
+//! restorable), `quarantined`; reads take a set of statuses (default active).
+//! Every revision, invalidation, status change and merge is a `MemoryEvent`
+//! (origin `api`, `llm`, `dedup`, `maintenance`; reason; request id), written in
+//! the change's transaction.
+//!
+//! Which time each rule uses (on purpose: a rule that used the event time to
+//! mean "how long have we known this" made imported histories fade on
+//! arrival):
+//!
+//! - `recorded_at` (and `usage.reinforced_at`): when Hippo learnt it, or was
+//!   last told it was used or helpful. Drives strength, so forgetting
+//!   (`policy::strength_of`) and maintenance's "faded" archive.
+//! - `event_time`: when what it describes happened (client-given). Drives the
+//!   recency prior (relative to the newest candidate, never to now, so old
+//!   conversations are not penalised), date tokens, the `event_time_from/to`
+//!   filters, and the order and dates of digest and profile lines.
+//! - `valid_from` / `valid_to`: when it holds in the world. Default reads take
+//!   what holds now (`valid_to` unset or later, no explicit `valid_from` after
+//!   now); `as_of` T takes `valid_since() <= T < valid_to` (`valid_since` falls
+//!   back to the event time, then the record time); `all_versions` ignores it.
+//! - `expires_at`: absolute end of usefulness; hidden and read as `archived`
+//!   from that instant (`Filter::accepts_expiry`), before maintenance archives.
+//!
+//! Admission scores no time at all.
+//!
+//! Exact duplicates (`dedup_key`): SHA-256 over scope, kind, speaker, text,
+//! event time, metadata, chunk position and what else tells a memory apart
+//! (its occurrence within one write, so a conversation that says "ok" twice
+//! keeps both; a chunk's whole source). Messages without an event time get no
+//! key: live chat repeats itself for real.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -4,11 +4,14 @@
 //! an older one, the model may *evolve* the older note (new tags, a new
 //! context) in the light of the new fact: the older memory's content is
 //! untouched (it is what was said), only its note changes, in place and
-//! logged as an `evolved` event.
+//! logged as an `evolved` event (before and after).
 //!
 //! Notes cost no extra calls: keywords, tags and context come with the
 //! extraction answer, links and evolutions with the update decision. A note
-//! lives in the memory's metadata under [`NOTE_KEY`].
+//! lives in the memory's metadata under [`NOTE_KEY`]. Planning assigns the
+//! new fact's id, so the plan can hold `evolve` steps that link each related
+//! memory back; each is one step of the job, in one transaction with its
+//! step counter, like every other step.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

@@ -5,13 +5,20 @@
 //! first, each alone: a hit is taken while it fits the token budget and the
 //! number of excerpts (the best hit is taken regardless, so a search never
 //! comes back empty because of the budget). Then context, a message at a
-//! time and spread over all hits (see [`Packer::add_context`]), while the
-//! budget lasts. So context never crowds out a hit, and long messages cost
-//! results only when the hits themselves do not fit.
+//! time and spread over all hits (every hit's reply before any hit's second
+//! message; see [`Packer::add_context`]), while the budget lasts. So context
+//! never crowds out a hit, and long messages cost results only when the hits
+//! themselves do not fit. A hit's neighbours come from `Store::windows` (the
+//! in-memory message chain), and rows are read only for what may be shown.
 //!
 //! Whenever two excerpts would touch, overlap or leave a single message
 //! between them, they become one (the gap message is added): the reader gets
 //! one coherent passage instead of fragments, and no message is paid twice.
+//!
+//! Invariants: a message is shown at most once per response; an excerpt is a
+//! contiguous run of one exact scope; there are at most `top_k` excerpts; the
+//! results stay within the token budget unless the best hit alone exceeds it;
+//! filters select hits, not context.
 
 use std::collections::{HashMap, HashSet};
 

@@ -10,9 +10,28 @@
 //! shows an evidence turn of the question) and judged on three others;
 //! `scripts/fit_relevance.py` refits it and prints the coefficients below
 //! (its docstring has the command). BM25 separated evidence better on the
-//! fit split, but its scale follows the store's size (IDF): with it, long
-//! messages were over-rated and small stores under-rated. Ranking does not
-//! use relevance; thresholds do (`min_relevance`, Mem0's `threshold`).
+//! fit split (AUC 0.86 against 0.69), but its scale follows the store's size
+//! (IDF): with it, long messages were over-rated (BEAM ECE 0.31) and small
+//! stores under-rated (a 0.78-cosine paraphrase in a four-memory store got
+//! 0.008). Ranking does not use relevance; thresholds do (`min_relevance`,
+//! Mem0's `threshold`).
+//!
+//! Fitted on LoCoMo dev (top 10 results of 582 questions); judged with 50
+//! hand-written off-topic questions (`eval/off-topic-questions.json`, never
+//! fitted on); measured through the server (`fit_relevance.py --check`,
+//! 2026-12-07):
+//!
+//! | split | results | relevant | ECE | at 0.03: evidence kept | at 0.03: off-topic dropped |
+//! |---|---|---|---|---|---|
+//! | LoCoMo (fit) | 5,652 | 11.0 % | 0.008 | 99.0 % | 99.95 % |
+//! | RealTalk | 1,940 | 12.3 % | 0.035 | 88.3 % | 99.85 % |
+//! | BEAM 100k | 569 | 15.6 % | 0.043 | 95.5 % | 99.7 % |
+//! | MemDaily (Chinese) | 2,815 | 7.6 % | 0.193 | 100 % | 98.9 % |
+//!
+//! Hence the recommended `min_relevance` of 0.03. Chinese is not calibrated:
+//! the English embedder gives Chinese text high cosines to everything, so
+//! relevance over-states there and ranks poorly (AUC 0.52). Refit after
+//! changing the embedder.
 
 use crate::retrieve::ChannelScores;
 
@@ -24,7 +43,7 @@ const COEFFICIENTS: [f64; 2] = [-5.613, 6.765];
 
 /// A threshold that drops nearly every result of a question nothing stored
 /// is about and keeps nearly every result that holds evidence (measured in
-/// ARCHITECTURE.md, "Relevance").
+/// the module docs).
 pub const RECOMMENDED_MIN_RELEVANCE: f32 = 0.03;
 
 /// The relevance of a hit with these channel scores: the estimated

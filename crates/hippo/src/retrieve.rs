@@ -8,7 +8,10 @@
 //! the best keyword score of the query (BM25's theoretical minimum is 0);
 //! cosines are min-max normalised over the candidate pool, because every
 //! candidate's exact cosine is known. The recency prior is small and only
-//! breaks near-ties.
+//! breaks near-ties. Then conversation support (`support`): a candidate
+//! gains 0.3 × the best fused score among its neighbouring messages. The order
+//! is deterministic (score, then id). The fused score orders one query's
+//! candidates only; `crate::relevance` is the score comparable across queries.
 
 use std::collections::HashMap;
 

@@ -1,11 +1,21 @@
 //! Sharing: memories are private to their owner scope; a [`Grant`] lets
-//! another user or agent of the same tenant read one memory, or everything
-//! in a scope. Grants are checked at read time against the clock — an
-//! expired or revoked grant stops working at once, with nothing to clean up —
-//! and every grant and revocation is in the audit log.
+//! another user or agent of the same tenant read one memory (any version),
+//! or everything in a scope, optionally until an expiry. Grants are checked
+//! at read time against the clock — an expired or revoked grant stops
+//! working at once, with nothing to clean up — and every grant and
+//! revocation is in the audit log.
 //!
 //! Grants give read access only: a grantee can get, search and read the
-//! history of what is shared, never change or delete it.
+//! history of what is shared, never change or delete it. Nothing is copied
+//! and nothing is cached: each read asks the store for the reader's grants
+//! in force (`Hippo::visible`, one indexed query). Reads honour grants
+//! (`Hippo::read`, `history`, search through `Reader::sees`); changes go
+//! through `Hippo::get`, which ignores them. Search runs its keyword and
+//! vector channels once per part (the reader's scope, each shared scope, and
+//! per owner the memories shared one by one) and ranks all candidates
+//! together. Context neighbours pass the same `sees` check, so a memory
+//! shared alone comes without its conversation. Erasing a memory or a scope
+//! deletes the grants of it (and, for a user or agent, to it).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -4,7 +4,8 @@
 //! tokens that make them searchable: `dYYYYMMDD` for days of short spans,
 //! `mYYYYMM` for months, `yYYYY` for years. A message dated 2023-05-25 that
 //! says "last Sunday" gets `d20230521`, which a query about "21 May 2023"
-//! also produces.
+//! also produces. Memories are anchored at their event time (at write time,
+//! so no LLM is needed), queries at today.
 //!
 //! Conventions (documented, not guessed per text): weeks run Monday to
 //! Sunday; `last <weekday>` is the most recent such day strictly before the

@@ -6,7 +6,12 @@
 //! spaces, are rewritten into space-separated unigrams and overlapping
 //! bigrams so a word-based tokenizer can match them (the CJK-bigram approach
 //! of Lucene's CJKAnalyzer). Queries use bigrams only (unigrams for
-//! one-character runs), which keeps them precise.
+//! one-character runs), which keeps them precise, and drop English stopwords.
+//! A memory's keyword body (`keyword_body`) is its text plus the date tokens
+//! of `crate::temporal`.
+//!
+//! Invariant: a change to what `keyword_body` produces bumps
+//! `KEYWORD_FORMAT`, and stores re-index older documents when they open.
 
 /// True for characters of scripts written without spaces between words.
 pub fn is_cjk(c: char) -> bool {

@@ -3,6 +3,12 @@
 //! pages and documents (anyone can write those). Results carry both, so an
 //! agent (or its prompt formatter) can weigh them; the levels are
 //! configurable.
+//!
+//! `SourceKind::of` decides: digests are consolidation, documents and chunks
+//! are documents, memories derived from others are LLM extraction, anything
+//! else goes by its role; a message claiming the `system` role counts as a
+//! tool, so it gains no authority by the claim. `crate::prompt` renders the
+//! source and trust with each memory.
 
 use serde::{Deserialize, Serialize};
 

@@ -512,7 +512,7 @@ fn requests_carry_an_id_into_the_answer_and_the_json_logs() {
     let db = dir.path().join("ids.db");
     let mut child = crate::common::hippo(&db)
         .env("HIPPO_LOG_FORMAT", "json")
-        .env("HIPPO_LOG", "info,hippo_cli=debug")
+        .env("HIPPO_LOG", "info,hippo_server=debug")
         .args(["serve", "--listen", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

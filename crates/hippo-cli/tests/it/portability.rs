@@ -9,7 +9,7 @@ use std::sync::Arc;
 use hippo::{
     Embedder, Hippo, MiniLmEmbedder, Scope, SearchRequest, SqliteStore, SqliteStoreOptions,
 };
-use hippo_cli::io;
+use hippo_server::io;
 use serde_json::{json, Value};
 
 use crate::common::model_dir;

@@ -1,6 +1,12 @@
 //! all-MiniLM-L6-v2 (BERT, 384 dimensions) run in-process with candle, f32:
 //! mean pooling over the attention mask, then L2 normalisation — the same
-//! computation as sentence-transformers.
+//! computation as sentence-transformers. Texts are sorted by length and each
+//! sub-batch is padded to its longest, truncated at 256 tokens, so little
+//! compute goes to padding.
+//!
+//! candle asks for the core count on every matrix multiply and, unless
+//! `RAYON_NUM_THREADS` is set, re-reads `/proc/cpuinfo` each time: the `hippo`
+//! binary sets it once at start-up, and library users should do the same.
 
 use std::path::{Path, PathBuf};
 

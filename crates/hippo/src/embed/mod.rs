@@ -4,7 +4,10 @@
 //!
 //! Invariant: every vector an embedder returns has `dimension()` components
 //! and unit L2 norm, so cosine similarity is a dot product; vectors of
-//! different `model_id()`s are never compared.
+//! different `model_id()`s are never compared. A store loads only its active
+//! model's vectors and keeps one vector per memory, of the model that
+//! embedded it last: after a model switch, `reembed` replaces vectors (and
+//! fills gaps) rather than keeping both.
 
 mod minilm;
 mod openai;

@@ -3,6 +3,11 @@
 //! with one it adds extraction and update decisions in background jobs.
 //! Model output is parsed tolerantly ([`parse`]): small local models break
 //! JSON, and a broken answer must never crash or write garbage.
+//!
+//! `ChatModel` is the trait; `OpenAiChat` calls `/v1/chat/completions` in
+//! JSON mode and returns token usage for cost records. `LlmMeter` totals
+//! calls and tokens per operation (`extract`, `decide`, `summary`,
+//! `profile`), which `/metrics` exposes.
 
 pub mod parse;
 

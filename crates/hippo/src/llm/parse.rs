@@ -1,9 +1,11 @@
 //! Tolerant parsing of model output that should be JSON. Small models wrap
 //! it in prose or code fences, leave trailing commas, stop mid-object when
-//! they hit the token limit, or use Python literals. [`json_value`] finds
-//! the JSON in the text and repairs what can be repaired without guessing;
-//! whatever it returns is valid JSON that the caller still validates
-//! field by field. It never panics (fuzzed: `fuzz/fuzz_targets/llm_json.rs`).
+//! they hit the token limit, or use Python literals and single quotes.
+//! [`json_value`] finds the JSON in the text and repairs what can be repaired
+//! without guessing: a cut-off answer keeps its complete items and drops the
+//! unfinished one. Whatever it returns is valid JSON that the caller still
+//! validates field by field. It never panics (property-tested, and fuzzed:
+//! `fuzz/fuzz_targets/llm_json.rs`, `cargo +nightly fuzz run llm_json`).
 
 use serde_json::Value;
 

@@ -14,6 +14,7 @@
 //!   when neighbours are updated or deleted.
 
 mod chain;
+pub mod document;
 mod fts;
 pub mod keywords;
 mod schema;

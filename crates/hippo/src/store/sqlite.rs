@@ -42,7 +42,7 @@ use crate::model::{
 };
 use crate::policy::Rejection;
 use crate::sharing::{Grant, Grantee};
-use crate::text::{keyword_body, keyword_text, KEYWORD_FORMAT};
+use crate::text::{keyword_body, KEYWORD_FORMAT};
 
 /// Options for opening a [`SqliteStore`].
 #[derive(Debug, Clone)]
@@ -743,13 +743,6 @@ impl Conditions {
     }
 }
 
-fn speaker_line(name: Option<&str>, content: &str) -> String {
-    match name {
-        Some(n) => format!("{n}: {content}"),
-        None => content.to_owned(),
-    }
-}
-
 fn vector_blob(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
@@ -1266,7 +1259,7 @@ impl SqliteStore {
         Ok(tx
             .prepare_cached("SELECT name, content FROM memories WHERE rowid = ?1")?
             .query_row([rowid], |r| {
-                Ok(speaker_line(
+                Ok(super::document::line(
                     r.get::<_, Option<String>>(0)?.as_deref(),
                     &r.get::<_, String>(1)?,
                 ))
@@ -1290,15 +1283,13 @@ impl SqliteStore {
             .prepare_cached("SELECT rowid FROM memories WHERE prev_rowid = ?1 LIMIT 1")?
             .query_row([rowid], |r| r.get(0))
             .optional()?;
-        let mut context = String::new();
+        let mut lines = Vec::new();
         for n in [prev, next].into_iter().flatten() {
-            if let Some(line) = Self::line_of(tx, n)? {
-                context.push_str(&line);
-                context.push('\n');
-            }
+            lines.extend(Self::line_of(tx, n)?);
         }
+        let context = super::document::context(lines.iter().map(String::as_str));
         tx.prepare_cached("UPDATE memory_fts SET context = ?1 WHERE rowid = ?2")?
-            .execute(params![keyword_text(&context), rowid])?;
+            .execute(params![context, rowid])?;
         Ok(())
     }
 
@@ -1398,8 +1389,8 @@ impl SqliteStore {
             )?
             .execute(params![
                 rowid,
-                keyword_body(&m.content, m.event_time.unwrap_or(m.recorded_at)),
-                m.actor.name.as_deref().map(keyword_text)
+                super::document::body(m),
+                super::document::speaker(m)
             ])?;
             if let Some(v) = &nm.vector {
                 tx.prepare_cached(
@@ -1832,8 +1823,8 @@ impl Store for SqliteStore {
         };
         tx.prepare_cached("UPDATE memory_fts SET body = ?1, speaker = ?2 WHERE rowid = ?3")?
             .execute(params![
-                keyword_body(&m.content, m.event_time.unwrap_or(m.recorded_at)),
-                m.actor.name.as_deref().map(keyword_text),
+                super::document::body(&m),
+                super::document::speaker(&m),
                 rowid
             ])?;
         if let Some(v) = &vector {

@@ -3,15 +3,17 @@
 //! same key and gets the first answer, and nothing is written twice.
 //!
 //! How: the key (scoped to the caller's identity) and a fingerprint of the
-//! request ride along as [`hippo::audit::RequestMark`]; every store write of
-//! the request records in its own transaction that the request committed.
-//! After the handler answers, a 2xx answer is stored with the key. A retry
-//! then finds either the answer (replayed, `Idempotent-Replayed: true`),
-//! or a commit without an answer (the server stopped in between: 409
-//! `idempotent_answer_lost`, nothing is written again), or nothing (the
-//! first attempt changed nothing: it runs again). The handler runs in a task
-//! of its own, so a client hanging up does not cut a write off midway nor
-//! lose its answer. Keys are kept 24 hours (maintenance prunes them).
+//! request (method, path, body) ride along as [`hippo::audit::RequestMark`];
+//! every store write of the request records in its own transaction (where
+//! its audit entry is appended, so it is exact) that the request committed
+//! (table `requests`, schema v10). After the handler answers, a 2xx answer
+//! is stored with the key. A retry then finds either the answer (replayed,
+//! `Idempotent-Replayed: true`), or a commit without an answer (the server
+//! stopped in between: 409 `idempotent_answer_lost`, nothing is written
+//! again), or nothing (the first attempt changed nothing: it runs again).
+//! The handler runs in a task of its own, so a client hanging up does not
+//! cut a write off midway nor lose its answer; one attempt per key runs at a
+//! time. Keys are kept 24 hours (maintenance prunes them).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,11 @@
 //! `hippo eval-injection`: the injection detector ([`hippo::injection`]) on
 //! an attack set (detection rate, per family, the misses) and on benign chat
 //! in LoCoMo format (false-positive rate, the flagged turns).
+//!
+//! Three attack sets, by when they were written: `eval/injection.json` (with
+//! the rules), `eval/injection-heldout.json` (after the rules; seen while
+//! choosing the semantic thresholds) and `eval/injection-fresh.json` (after
+//! everything was frozen: the honest estimate).
 
 use std::path::PathBuf;
 
@@ -9,7 +14,7 @@ use clap::Args;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::io::{locomo_turns, InputError};
+use hippo_server::io::{locomo_turns, InputError};
 
 /// Options of `hippo eval-injection`.
 #[derive(Args, Clone)]
@@ -50,7 +55,7 @@ fn read_json(path: &PathBuf) -> Result<Value> {
 /// Detection and false-positive rates of the engine's full judgement
 /// (phrasing rules and the semantic detector).
 fn semantic_report(
-    settings: &crate::Settings,
+    settings: &hippo_server::settings::Settings,
     attacks: &[&str],
     benign: &[String],
 ) -> Result<Value> {
@@ -89,7 +94,7 @@ fn semantic_report(
 }
 
 /// Runs the evaluation and prints its report (JSON).
-pub fn run(settings: &crate::Settings, args: EvalInjectionArgs) -> Result<Value> {
+pub fn run(settings: &hippo_server::settings::Settings, args: EvalInjectionArgs) -> Result<Value> {
     let set: AttackSet = serde_json::from_value(read_json(&args.attacks)?)
         .map_err(|e| InputError(format!("{}: {e}", args.attacks.display())))?;
     let mut by_family: serde_json::Map<String, Value> = serde_json::Map::new();

@@ -10,6 +10,10 @@
 //!   the right memory;
 //! - state accuracy: what must (not) be current afterwards;
 //! - as_of accuracy: the top fact at an earlier time holds the answer.
+//!
+//! The integration tests (`crates/hippo-cli/tests/it/extract.rs`) run it
+//! against an oracle model over HTTP (it must score 1.0) and a nonsense one
+//! (recall 0, no facts written).
 
 use std::path::PathBuf;
 
@@ -21,7 +25,7 @@ use serde_json::{json, Value};
 
 use hippo::{AddItem, Content, Filter, MemoryKind, Message, Order, Scope, SearchRequest};
 
-use crate::Settings;
+use hippo_server::settings::Settings;
 
 /// Options of `hippo eval-ops`.
 #[derive(Args, Clone)]

@@ -2,17 +2,31 @@
 //!
 //! A tenant (an organisation) is a store of its own: the `default` tenant is
 //! the `--db` file, every other tenant a file of its own next to it (see
-//! [`tenant_db`]). Isolation is therefore physical: a request is bound to
-//! one tenant's engine before any handler runs, and no query, by id or
-//! otherwise, can reach another tenant's file. Erasing a tenant deletes
-//! its files.
+//! [`tenant_db`]; `<db stem>.tenants/<name>.db`). Isolation is therefore
+//! physical: a request is bound to one tenant's engine before any handler
+//! runs, and no query, by id or otherwise, can reach another tenant's file.
+//! Erasing a tenant deletes its files. Users, agents and sessions are scopes
+//! inside a tenant.
 //!
 //! Keys live in the control database (`<db stem>.control.db`): each has an
 //! id, a tenant, an access level (read < write < admin), an optional expiry
-//! and revocation time, and the SHA-256 of its secret (never the secret).
-//! A key reads `hk_<id>_<secret>`; it is shown once, when created. Keys are
-//! random (244 bits), so a fast hash is enough: there is nothing to
-//! brute-force.
+//! and revocation time, optionally a user or agent it acts for (`ActsFor`),
+//! and the SHA-256 of its secret (never the secret), compared in constant
+//! time. A key reads `hk_<id>_<secret>` (16 + 64 hex digits); it is shown
+//! once, when created. Keys are random (244 bits), so a fast hash is enough:
+//! there is nothing to brute-force. Rotation makes a new key and keeps the
+//! old one valid for a grace period.
+//!
+//! The database is read on every request, with no cache to go stale, so
+//! revocation and expiry take effect at once, also when another process (the
+//! CLI) made them. Keys become mandatory the moment the first one is created,
+//! by any process: `create_key` writes the `keys_required_since` marker in
+//! its transaction (audited as `keys_required`), and the marker is never
+//! removed, so revoking every key never reopens a server. A key's tenant
+//! comes with its *generation* (creation time), so a tenant erased and
+//! created again is never served from the old store (see `crate::tenants`).
+//! Refusals are 401 (with `WWW-Authenticate`) or 403, counted in
+//! `hippo_auth_failures_total{reason}`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

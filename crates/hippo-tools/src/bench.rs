@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 
 use hippo::{Filter, Scope, SearchRequest};
 
-use crate::Settings;
-use hippo_cli::io::{locomo_items, locomo_turns, InputError};
+use hippo_server::io::{locomo_items, locomo_turns, InputError};
+use hippo_server::settings::Settings;
 
 /// Arguments of `hippo bench`.
 #[derive(Args)]
@@ -274,7 +274,7 @@ pub fn run(settings: &Settings, args: BenchArgs) -> Result<()> {
 fn add_distractors(
     hippo: &hippo::Hippo,
     uid: &str,
-    turns: &[hippo_cli::io::Turn],
+    turns: &[hippo_server::io::Turn],
     n: usize,
     seed: u64,
 ) -> Result<()> {

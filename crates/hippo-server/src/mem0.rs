@@ -83,6 +83,34 @@ impl IntoResponse for Mem0Error {
 
 type Answer = Result<Json<Value>, Mem0Error>;
 
+/// A JSON body whose rejections are Mem0-shaped errors (as every answer of
+/// these routes is).
+struct Mem0Json<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Mem0Json<T> {
+    type Rejection = Mem0Error;
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Mem0Error> {
+        Ok(Mem0Json(ApiJson::<T>::from_request(req, state).await?.0))
+    }
+}
+
+/// A query string whose rejections are Mem0-shaped errors.
+struct Mem0Query<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for Mem0Query<T>
+{
+    type Rejection = Mem0Error;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Mem0Error> {
+        Ok(Mem0Query(
+            ApiQuery::<T>::from_request_parts(parts, state).await?.0,
+        ))
+    }
+}
+
 /// The kinds Mem0 clients see: what was written and what an LLM extracted
 /// from it. Hippo's digests (session summaries, entity timelines,
 /// profiles) are derived views that Mem0 has no place for.
@@ -286,7 +314,7 @@ fn unix_time(secs: i64) -> Result<DateTime<Utc>, Mem0Error> {
     request_body = AddBody,
     responses((status = 200, description = "`{results: [memory with event]}`", body = serde_json::Value),
         (status = 400, body = Mem0ErrorBody)))]
-async fn add(bound: Bound, ApiJson(body): ApiJson<AddBody>) -> Answer {
+async fn add(bound: Bound, Mem0Json(body): Mem0Json<AddBody>) -> Answer {
     let owner = Owner::of(
         [&body.user_id, &body.agent_id, &body.run_id],
         body.filters.as_ref(),
@@ -368,7 +396,7 @@ struct SearchBody {
     request_body = SearchBody,
     responses((status = 200, description = "`{results: [memory with score]}`", body = serde_json::Value),
         (status = 400, body = Mem0ErrorBody)))]
-async fn search(bound: Bound, ApiJson(body): ApiJson<SearchBody>) -> Answer {
+async fn search(bound: Bound, Mem0Json(body): Mem0Json<SearchBody>) -> Answer {
     let owner = Owner::of(
         [&body.user_id, &body.agent_id, &body.run_id],
         body.filters.as_ref(),
@@ -444,8 +472,8 @@ const MAX_LISTED: usize = 100_000;
         (status = 400, body = Mem0ErrorBody)))]
 async fn get_all(
     bound: Bound,
-    ApiQuery(page): ApiQuery<PageParams>,
-    ApiJson(body): ApiJson<ListBody>,
+    Mem0Query(page): Mem0Query<PageParams>,
+    Mem0Json(body): Mem0Json<ListBody>,
 ) -> Answer {
     let owner = Owner::of(
         [&body.user_id, &body.agent_id, &body.run_id],
@@ -525,7 +553,7 @@ struct ByIdParams {
 async fn get_one(
     bound: Bound,
     Path(id): Path<String>,
-    ApiQuery(_): ApiQuery<ByIdParams>,
+    Mem0Query(_): Mem0Query<ByIdParams>,
 ) -> Answer {
     let m = server::get_memory(bound, Path(id), ApiQuery(rest(json!({}))?))
         .await?
@@ -564,8 +592,8 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 async fn update(
     bound: Bound,
     Path(id): Path<String>,
-    ApiQuery(_): ApiQuery<ByIdParams>,
-    ApiJson(body): ApiJson<UpdateBody>,
+    Mem0Query(_): Mem0Query<ByIdParams>,
+    Mem0Json(body): Mem0Json<UpdateBody>,
 ) -> Answer {
     let mut patch = json!({ "content": body.text, "metadata": body.metadata });
     match &body.timestamp {
@@ -605,7 +633,7 @@ async fn update(
 async fn delete_one(
     bound: Bound,
     Path(id): Path<String>,
-    ApiQuery(_): ApiQuery<ByIdParams>,
+    Mem0Query(_): Mem0Query<ByIdParams>,
 ) -> Answer {
     let _deleted = server::delete_memory(bound, Path(id), ApiQuery(rest(json!({}))?)).await?;
     Ok(Json(json!({ "message": "Memory deleted successfully!" })))
@@ -627,7 +655,7 @@ struct DeleteAllParams {
     params(DeleteAllParams),
     responses((status = 200, description = "`{message, deleted}`", body = serde_json::Value),
         (status = 400, body = Mem0ErrorBody)))]
-async fn delete_all(bound: Bound, ApiQuery(p): ApiQuery<DeleteAllParams>) -> Answer {
+async fn delete_all(bound: Bound, Mem0Query(p): Mem0Query<DeleteAllParams>) -> Answer {
     if p.app_id.is_some() {
         return Err(invalid(
             "app_id has no equivalent in Hippo: use user_id, agent_id or run_id",
@@ -689,7 +717,7 @@ fn history_entries(h: &HistoryView) -> Vec<Value> {
 async fn history(
     bound: Bound,
     Path(id): Path<String>,
-    ApiQuery(_): ApiQuery<ByIdParams>,
+    Mem0Query(_): Mem0Query<ByIdParams>,
 ) -> Answer {
     let h = server::memory_history(bound, Path(id), ApiQuery(rest(json!({}))?))
         .await?

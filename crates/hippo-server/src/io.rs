@@ -1,5 +1,10 @@
 //! Import and export: JSONL (exported memories, or add items one per line),
 //! LoCoMo-format conversation files, Mem0 exports and OpenAI-style chat logs.
+//!
+//! Export is lossless: every row (all versions and statuses), each chunked
+//! input's source and each memory's event log, as JSON lines. Importing an
+//! export restores them by id, and is repeatable: existing ids and logged
+//! events are skipped. The other formats become add items.
 
 use std::io::Write;
 use std::path::Path;

@@ -3,6 +3,14 @@
 //! a queue that grows until everything times out) and a deadline per
 //! request (503 when it passes).
 //!
+//! The cap is a semaphore's `try_acquire`, never a wait. The deadline
+//! (`request_timeout`) is checked where engine work starts
+//! (`Bound::blocking`): work not started by then is refused (503, nothing
+//! changed), and work started runs to its end, because a future dropped by a
+//! timer leaves its blocking write running: the answer would say "failed"
+//! and the write commit later. Only `GET` requests are also cut off by a
+//! timer.
+//!
 //! The token bucket is a dozen lines; a crate for it would bring more code
 //! than it saves.
 

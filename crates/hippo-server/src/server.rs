@@ -1,5 +1,31 @@
 //! The REST API v1 over [`hippo::Hippo`]: routing, JSON (de)serialisation,
 //! error mapping and metrics. Handlers run engine calls on the blocking pool.
+//!
+//! Layers, outside in: host guard (`guard_host`) → request tracking
+//! (`track`) → load shedding (`shed_load`) → routing → authentication,
+//! access and rate limit → handler. The host guard makes a loopback server
+//! answer only to loopback host names and refuse a foreign `Origin` (DNS
+//! rebinding, cross-site requests; `allowed_hosts` configures it). `track`
+//! gives each request an id (the client's `X-Request-Id` when it is a plain
+//! token, else a UUIDv7), returns it, opens a tracing span with it that every
+//! log line of the request carries, and counts and times the route.
+//!
+//! Authentication binds the request to its key's tenant before any handler
+//! runs; a handler receives a `Bound` (that tenant's engine) and has no way
+//! to name another tenant. `required_access` says what each route needs:
+//! reads and search need read; erasing, maintenance and metrics need admin;
+//! other writes need write (MCP tools and Mem0 routes mirror it). For a key
+//! bound to a user or agent, `Bound::confine` turns every scope a handler
+//! takes (body, query, by-id scope parameters, add items, grant scopes) into
+//! one inside that user or agent: filled in when left out, 403 when another
+//! is named. `Bound::blocking` runs the engine call on the blocking pool as
+//! the key's actor (`hippo::audit::as_actor`), inside the request's span,
+//! and checks the deadline (see `crate::limits`) before it starts.
+//!
+//! Also here: the job workers (`JobWorkers`), the control-database watch
+//! (`watch_control`, polling `data_version` every 250 ms to close the engines
+//! of erased tenants), and the allocator settings of a server (see
+//! `crate::serving`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -380,7 +406,7 @@ pub fn start_maintenance(
 /// rayon) each take an arena, and memory freed in one arena is not reused by
 /// another: in a 30-minute churn soak the live heap was flat while memory
 /// freed but kept grew, and the periodic trim gave back only whole pages.
-/// The cost is allocator contention (see ARCHITECTURE.md); glibc's own
+/// The cost is allocator contention (measured in the `serving` module docs); glibc's own
 /// `MALLOC_ARENA_MAX`, when set, wins. Elsewhere nothing.
 pub fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -1,4 +1,11 @@
 //! Prometheus metrics: request counts and latencies per route and status.
+//!
+//! Background work is metered where it runs (job workers, maintenance) into
+//! the same `Metrics`; gauges that mirror stored state (jobs by state, LLM
+//! totals) and the process's memory (resident size; glibc's heap in use,
+//! which a leak grows, and free but kept, which retention grows) are caught
+//! up at scrape time. Refusals by authentication and access are counted by
+//! reason.
 
 use std::sync::Mutex;
 

@@ -19,7 +19,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use crate::synth::{ChatGenerator, Turn};
-use crate::Settings;
+use hippo_server::settings::Settings;
 
 /// Arguments of `hippo loadtest`.
 #[derive(Args)]

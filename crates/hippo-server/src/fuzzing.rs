@@ -1,7 +1,10 @@
 //! Entry points for fuzzing the server's request parsers: each takes
 //! arbitrary bytes and must return (never panic) whatever they hold. The
-//! cargo-fuzz targets in `fuzz/` call them; the unit tests below run them on
-//! generated inputs too, so every CI run exercises them on stable Rust.
+//! request types live in this library (`crate::api`), so the fuzz targets
+//! parse bodies and the list filter syntax exactly as the server does. The
+//! cargo-fuzz targets in `fuzz/` call them (nightly); the unit tests below
+//! run them on generated inputs too, so every CI run exercises them on
+//! stable Rust.
 
 use chrono::Utc;
 

@@ -752,7 +752,7 @@ pub struct SearchResultView {
     /// How likely this result holds what the query asks for, 0..=1, from
     /// its own evidence only (its cosine to the query), so it is comparable
     /// across queries: a calibrated probability (fitted on conversation
-    /// data; see ARCHITECTURE.md, "Relevance").
+    /// data; see `hippo::relevance`).
     pub relevance: f32,
     /// Per-channel scores.
     pub scores: ScoresView,

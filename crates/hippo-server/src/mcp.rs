@@ -1,6 +1,7 @@
 //! The MCP (Model Context Protocol) server: memory tools, browsable
 //! resources and a usage prompt for agents, over stdio (`hippo mcp`) and
-//! streamable HTTP (`/mcp` in `hippo serve`).
+//! streamable HTTP (`/mcp` in `hippo serve`), built on the official SDK
+//! (`rmcp`).
 //!
 //! Every tool is the REST operation of the same name underneath: its
 //! arguments become the REST request, the REST handler runs (same
@@ -9,9 +10,12 @@
 //! `/v1/...` (tenant binding, keys acting for one user, grants, quarantine)
 //! holds here. Over HTTP the request is bound by the server's
 //! authentication like any other; each tool then checks the key's access
-//! (a read key may search but not add). Errors a caller can act on (bad
-//! input, not found, forbidden) are tool results with `isError`, so the
-//! agent reads them; protocol errors are kept for broken requests.
+//! (a read key may search but not add), mirroring `server::required_access`.
+//! The SDK's own loopback Host check is off because the server's host guard
+//! runs first. Errors a caller can act on (bad input, not found, forbidden)
+//! are tool results with `isError`, so the agent reads them; protocol errors
+//! are kept for broken requests. Calls of one session run in arrival order
+//! (see `crate::call_order`).
 
 use axum::extract::Path;
 use axum::http::Method;

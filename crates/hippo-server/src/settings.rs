@@ -1,0 +1,210 @@
+//! How the `hippo` binary and its tools open engines: settings resolved from
+//! the command line (or environment) over the config file over defaults,
+//! and the embedder they load once and share.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use hippo::{
+    Embedder, Hippo, MiniLmEmbedder, OpenAiEmbedder, OpenAiEmbedderConfig, SqliteStore,
+    SqliteStoreOptions,
+};
+
+use crate::config::FileConfig;
+use crate::{auth, io};
+
+/// Values given on the command line or in the environment; each overrides
+/// the config file's.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Config file (TOML).
+    pub config: Option<PathBuf>,
+    /// Database file of the default tenant.
+    pub db: Option<PathBuf>,
+    /// Tenant whose store one-shot commands use.
+    pub tenant: Option<String>,
+    /// Directory of the local model.
+    pub model_dir: Option<PathBuf>,
+    /// OpenAI-compatible embeddings endpoint.
+    pub embedder_url: Option<String>,
+    /// Model name at the embeddings endpoint.
+    pub embedder_model: Option<String>,
+    /// API key for the embeddings endpoint.
+    pub embedder_api_key: Option<String>,
+    /// OpenAI-compatible chat endpoint.
+    pub llm_url: Option<String>,
+    /// Model name at the chat endpoint.
+    pub llm_model: Option<String>,
+    /// API key for the chat endpoint.
+    pub llm_api_key: Option<String>,
+}
+
+/// Resolved settings: command-line overrides over the config file over defaults.
+pub struct Settings {
+    /// The store of the selected tenant.
+    pub db: PathBuf,
+    /// The `--db` file (the default tenant's store).
+    pub base_db: PathBuf,
+    model_dir: Option<PathBuf>,
+    embedder_url: Option<String>,
+    embedder_model: Option<String>,
+    embedder_api_key: Option<String>,
+    llm_url: Option<String>,
+    llm_model: Option<String>,
+    llm_api_key: Option<String>,
+    fast_commits: bool,
+    /// The config file's contents (defaults when there is none).
+    pub file: FileConfig,
+    /// The embedder, loaded once and shared by every tenant's engine.
+    embedder: std::sync::OnceLock<Arc<dyn Embedder>>,
+}
+
+impl Settings {
+    /// Resolves the settings from the command line's (or environment's) values and the config file.
+    pub fn resolve(g: &Overrides) -> Result<Self> {
+        let file = FileConfig::load(g.config.as_deref())?;
+        let base_db =
+            g.db.clone()
+                .or_else(|| file.db.clone())
+                .unwrap_or_else(crate::config::default_db_path);
+        let db = match g.tenant.as_deref() {
+            None | Some(auth::DEFAULT_TENANT) => base_db.clone(),
+            Some(t) => {
+                auth::validate_tenant(t).map_err(|e| io::InputError(e.to_string()))?;
+                let control = auth::Control::open(&auth::control_db(&base_db))?;
+                if !control.tenant_exists(t)? {
+                    return Err(io::InputError(format!(
+                        "no tenant {t:?}: create it first (hippo tenant create {t})"
+                    ))
+                    .into());
+                }
+                auth::tenant_db(&base_db, t)
+            }
+        };
+        Ok(Settings {
+            db,
+            base_db,
+            embedder: std::sync::OnceLock::new(),
+            model_dir: g.model_dir.clone().or_else(|| file.model_dir.clone()),
+            embedder_url: g.embedder_url.clone().or_else(|| file.embedder_url.clone()),
+            embedder_model: g
+                .embedder_model
+                .clone()
+                .or_else(|| file.embedder_model.clone()),
+            embedder_api_key: g
+                .embedder_api_key
+                .clone()
+                .or_else(|| file.embedder_api_key.clone()),
+            llm_url: g.llm_url.clone().or_else(|| file.llm_url.clone()),
+            llm_model: g.llm_model.clone().or_else(|| file.llm_model.clone()),
+            llm_api_key: g.llm_api_key.clone().or_else(|| file.llm_api_key.clone()),
+            fast_commits: file.fast_commits.unwrap_or(false),
+            file,
+        })
+    }
+
+    /// The configured embedder (loaded on first use, then shared).
+    pub fn embedder(&self) -> Result<Arc<dyn Embedder>> {
+        if let Some(e) = self.embedder.get() {
+            return Ok(e.clone());
+        }
+        let e = self.load_embedder()?;
+        Ok(self.embedder.get_or_init(|| e).clone())
+    }
+
+    fn load_embedder(&self) -> Result<Arc<dyn Embedder>> {
+        if let Some(url) = &self.embedder_url {
+            let config = OpenAiEmbedderConfig {
+                base_url: url.clone(),
+                model: self
+                    .embedder_model
+                    .clone()
+                    .context("--embedder-model is required with --embedder-url")?,
+                api_key: self.embedder_api_key.clone(),
+                ..Default::default()
+            };
+            return Ok(Arc::new(OpenAiEmbedder::new(config)?));
+        }
+        let dir = match &self.model_dir {
+            Some(d) => d.clone(),
+            None => {
+                match hippo::embed::default_model_dir()
+                    .filter(|d| d.join("model.safetensors").is_file())
+                {
+                    Some(d) => d,
+                    None => {
+                        eprintln!("hippo: no local model directory; downloading {} from the Hugging Face Hub", hippo::embed::MINILM_HUB_REPO);
+                        MiniLmEmbedder::download_from_hub()?
+                    }
+                }
+            }
+        };
+        Ok(Arc::new(MiniLmEmbedder::from_dir(&dir).with_context(
+            || format!("loading the model from {}", dir.display()),
+        )?))
+    }
+
+    /// Opens the engine on the configured database (created if absent).
+    pub fn open(&self) -> Result<Hippo> {
+        self.open_at(&self.db)
+    }
+
+    /// Opens the engine on another database file with the configured embedder.
+    pub fn open_at(&self, db: &std::path::Path) -> Result<Hippo> {
+        self.open_with(db, hippo::FusionWeights::default())
+    }
+
+    /// [`Self::open_at`] with these fusion weights (benchmarks, ablations).
+    pub fn open_with(&self, db: &std::path::Path, weights: hippo::FusionWeights) -> Result<Hippo> {
+        Ok(self.builder(db, weights)?.build()?)
+    }
+
+    /// The engine for `serve`: as [`Self::open`], and with an LLM its
+    /// consolidation jobs wait `consolidation_delay_secs` (default 30) so a
+    /// burst of turns shares one summary call.
+    pub fn open_for_serving(&self, db: &std::path::Path) -> Result<Hippo> {
+        let mut builder = self.builder(db, hippo::FusionWeights::default())?;
+        let delay = self
+            .file
+            .consolidation_delay_secs
+            .unwrap_or(if self.llm_url.is_some() { 30 } else { 0 });
+        builder = builder.consolidation_delay(std::time::Duration::from_secs(delay));
+        Ok(builder.build()?)
+    }
+
+    fn builder(
+        &self,
+        db: &std::path::Path,
+        weights: hippo::FusionWeights,
+    ) -> Result<hippo::HippoBuilder> {
+        let embedder = self.embedder()?;
+        if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        let mut opts = SqliteStoreOptions::new(db, embedder.model_id(), embedder.dimension());
+        opts.fast_commits = self.fast_commits;
+        let store = SqliteStore::open(opts)?;
+        let mut builder = Hippo::builder()
+            .store(Arc::new(store))
+            .embedder(embedder)
+            .weights(weights)
+            .policies(self.file.policies()?)
+            .trust(self.file.trust.unwrap_or_default());
+        if let Some(url) = &self.llm_url {
+            builder = builder.llm(Arc::new(hippo::llm::OpenAiChat::new(
+                hippo::llm::OpenAiChatConfig {
+                    base_url: url.clone(),
+                    model: self
+                        .llm_model
+                        .clone()
+                        .context("--llm-model is required with --llm-url")?,
+                    api_key: self.llm_api_key.clone(),
+                    ..Default::default()
+                },
+            )));
+        }
+        Ok(builder)
+    }
+}
