@@ -15,6 +15,9 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 export HIPPO_MODEL_DIR="${HIPPO_MODEL_DIR:-$(scripts/fetch-model.sh)}"
 echo "== cargo fmt"; cargo fmt --all --check
 echo "== cargo clippy"; cargo clippy --locked --all-targets -- -D warnings
+echo "== postgres (for the Postgres store's tests)"
+HIPPO_TEST_POSTGRES="$(scripts/pg.sh)"; export HIPPO_TEST_POSTGRES
+trap 'scripts/pg.sh stop >/dev/null 2>&1 || true' EXIT
 echo "== cargo test"; cargo test --locked --workspace 2>&1 | tee /tmp/hippo-test.log
 echo "== python: the wheel, MCP and Mem0 clients, schemathesis"
 PY=$(scripts/python-env.sh)

@@ -1,8 +1,10 @@
 //! The storage boundary. A [`Store`] keeps memories durably and answers
 //! per-channel candidate queries (keyword, vector) with raw scores; ranking
 //! and fusion live above it (in `retrieve`), so a query ranks the same on
-//! every store. [`SqliteStore`] is the default; a Postgres store follows the
-//! same contract, checked by the `conformance` suite (feature `conformance`).
+//! every store. [`SqliteStore`] is the default; the Postgres store (crate
+//! `hippo-postgres`) follows the same contract, checked by the `conformance`
+//! suite (feature `conformance`). The keyword document both index is built
+//! by [`document`].
 //!
 //! Invariants every store keeps:
 //! - a write is atomic: a memory's row, keyword entry and vector are all
@@ -311,7 +313,9 @@ pub trait Store: Send + Sync {
     }
     /// Keyword candidates, best first.
     fn keyword_candidates(&self, query: &KeywordQuery<'_>) -> Result<Vec<Candidate>>;
-    /// Vector candidates (exact top-k within scope and filter), best first.
+    /// Vector candidates within scope and filter, best first: the exact top k
+    /// (SQLite), or an approximate one whose recall is measured (Postgres,
+    /// HNSW).
     fn vector_candidates(&self, query: &VectorQuery<'_>) -> Result<Vec<Candidate>>;
     /// Cosine of `vector` with each listed memory that has a vector of the active model.
     fn vector_scores(&self, ids: &[MemoryId], vector: &[f32]) -> Result<Vec<Candidate>>;
@@ -325,7 +329,8 @@ pub trait Store: Send + Sync {
     /// `before` earlier and `after` later messages of the same exact scope
     /// around it, oldest first, the memory itself included. A memory that is
     /// not a message is its own window; an unknown id gets an empty one.
-    /// Search calls it for every candidate, so it must not touch the disk.
+    /// Search calls it for every candidate: one lookup for all of them, in
+    /// memory where the store can.
     fn windows(&self, ids: &[MemoryId], before: usize, after: usize) -> Result<Vec<Vec<MemoryId>>>;
     /// Counts.
     fn stats(&self) -> Result<StoreStats>;
@@ -358,7 +363,8 @@ pub trait Store: Send + Sync {
     /// many.
     fn prune_requests(&self, before: DateTime<Utc>) -> Result<u64>;
     /// The feedback of each listed memory (default when none or unknown).
-    /// Search calls it for every candidate, so it must not touch the disk.
+    /// Search calls it for every candidate: one lookup for all of them, in
+    /// memory where the store can.
     fn usage(&self, ids: &[MemoryId]) -> Result<Vec<Usage>>;
     /// Active memories that expired at or before `now`, soonest first, up
     /// to `limit`.

@@ -1,0 +1,178 @@
+//! Hippo's PostgreSQL store: many tenants and many `hippo serve` replicas on
+//! one database.
+//!
+//! - [`PgDatabase`]: the connection pool (with a statement timeout) and the
+//!   schema, shared by every tenant's store in a process.
+//! - [`PostgresStore`]: one tenant's view, implementing [`hippo::Store`].
+//!
+//! Channels run in Postgres: vectors with pgvector (a partial HNSW index per
+//! embedding model, cosine, iterative index scans so a small scope inside a
+//! large table still gets its top k), keywords with ParadeDB's BM25
+//! (`pg_search`) over the same FTS5 terms the SQLite store indexes.
+//!
+//! Invariants:
+//! - every statement runs in a transaction whose `hippo.tenant` setting is
+//!   the store's tenant, and row-level security shows and admits only that
+//!   tenant's rows (a second wall behind the server's binding);
+//! - writes of one tenant are serialized by a transaction-scoped advisory
+//!   lock on the tenant (as SQLite serializes writes to one file), so the
+//!   audit chain and conversation order stay linear across replicas; reads
+//!   never wait for it, and tenants never wait for each other;
+//! - a write is one transaction: a memory's row, keyword terms and vector
+//!   are all present or all absent, and committed before it is acknowledged;
+//! - jobs are claimed with `FOR UPDATE SKIP LOCKED` and a lease, so each
+//!   is run by one worker at a time whatever the number of replicas.
+
+mod rows;
+mod schema;
+mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use postgres::error::SqlState;
+use postgres::NoTls;
+use r2d2_postgres::PostgresConnectionManager;
+
+use hippo::store::document::Tokenizer;
+use hippo::{Error, ErrorKind, Result};
+
+pub use store::PostgresStore;
+
+/// Connection settings of a [`PgDatabase`].
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// `postgres://user[:password]@host[:port]/database[?…]`.
+    pub url: String,
+    /// Most connections this process holds.
+    pub pool_size: u32,
+    /// Longest a statement may run before Postgres cancels it (and the
+    /// operation fails as unavailable, changing nothing).
+    pub statement_timeout: Duration,
+    /// Longest to wait for a free connection.
+    pub connect_timeout: Duration,
+}
+
+impl PgOptions {
+    /// Defaults for `url`: 16 connections, 30 s statement timeout, 10 s
+    /// to get a connection.
+    pub fn new(url: impl Into<String>) -> Self {
+        PgOptions {
+            url: url.into(),
+            pool_size: 16,
+            statement_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A Postgres database holding Hippo's tables: the pool and the tokenizer
+/// every tenant's [`PostgresStore`] in this process shares.
+pub struct PgDatabase {
+    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    tokenizer: Tokenizer,
+}
+
+impl std::fmt::Debug for PgDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgDatabase").finish_non_exhaustive()
+    }
+}
+
+/// Whether `s` names a Postgres store (a `postgres://` or `postgresql://` URL).
+pub fn is_postgres_url(s: &str) -> bool {
+    s.starts_with("postgres://") || s.starts_with("postgresql://")
+}
+
+impl PgDatabase {
+    /// Connects, and creates or migrates the schema.
+    pub fn connect(options: &PgOptions) -> Result<Arc<Self>> {
+        let mut config: postgres::Config = options
+            .url
+            .parse()
+            .map_err(|e| Error::invalid(format!("invalid Postgres URL: {e}")))?;
+        config.options(&format!(
+            "-c statement_timeout={}",
+            options.statement_timeout.as_millis()
+        ));
+        config.application_name("hippo");
+        config.connect_timeout(options.connect_timeout);
+        let manager = PostgresConnectionManager::new(config, NoTls);
+        let pool = r2d2::Pool::builder()
+            .max_size(options.pool_size.max(1))
+            .min_idle(Some(1))
+            .connection_timeout(options.connect_timeout)
+            .build(manager)
+            .map_err(|e| Error::unavailable(format!("cannot connect to Postgres: {e}"), e))?;
+        let db = PgDatabase {
+            pool,
+            tokenizer: Tokenizer::new(4)?,
+        };
+        schema::migrate(&mut *db.connection()?)?;
+        Ok(Arc::new(db))
+    }
+
+    /// A pooled connection.
+    fn connection(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+        self.pool
+            .get()
+            .map_err(|e| Error::unavailable(format!("no Postgres connection: {e}"), e))
+    }
+
+    /// The store of `tenant`, searching vectors of `model` (of `dimension`).
+    pub fn store(
+        self: &Arc<Self>,
+        tenant: &str,
+        model: &str,
+        dimension: usize,
+    ) -> Result<PostgresStore> {
+        if tenant.is_empty() {
+            return Err(Error::invalid("a tenant name is required"));
+        }
+        if dimension == 0 || dimension > 16_000 {
+            return Err(Error::invalid("vector dimension must be 1..=16000"));
+        }
+        schema::ensure_vector_index(&mut *self.connection()?, model, dimension)?;
+        Ok(PostgresStore::new(self.clone(), tenant, model, dimension))
+    }
+}
+
+/// A Postgres error as the engine's: constraint and serialization failures
+/// are conflicts, lost connections and timeouts are "unavailable" (retrying
+/// may help), anything else is a bug.
+pub(crate) fn pg_error(e: postgres::Error) -> Error {
+    let Some(db) = e.as_db_error() else {
+        // No SQL state: the connection failed or closed, or (a bug) a value
+        // did not convert.
+        let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+        if e.is_closed() || io {
+            return Error::unavailable(format!("Postgres unavailable: {e}"), e);
+        }
+        tracing::error!(error = ?e, "Postgres client error");
+        return Error::new(ErrorKind::Internal, format!("Postgres client: {e:?}"));
+    };
+    let code = db.code().clone();
+    let message = db.message().to_owned();
+    if code == SqlState::UNIQUE_VIOLATION {
+        return Error::new(ErrorKind::Conflict, "already exists");
+    }
+    match &code.code()[..2] {
+        // Serialization failure, deadlock; connection; resources; operator
+        // intervention (statement timeout, shutdown).
+        "40" | "08" | "53" | "57" => {
+            Error::unavailable(format!("Postgres unavailable: {message}"), e)
+        }
+        _ => {
+            tracing::error!(error = %message, code = code.code(), "Postgres statement failed");
+            Error::new(ErrorKind::Internal, format!("Postgres: {message}"))
+        }
+    }
+}
+
+/// Whether `e` is worth running the transaction again for.
+pub(crate) fn retryable(e: &postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+    )
+}

@@ -1,0 +1,317 @@
+//! The Postgres schema: versioned, append-only migrations (never edit a
+//! released one), applied under an advisory lock so replicas starting
+//! together migrate once.
+//!
+//! Every table has a `tenant` column and a row-level security policy that
+//! shows and admits only rows of the tenant named by the transaction's
+//! `hippo.tenant` setting (`FORCE`d, so the owning role is bound too): a
+//! second wall behind the server's own binding of keys to tenants.
+//!
+//! Times are milliseconds since the epoch (`bigint`), as in the SQLite
+//! store, so a memory reads back identically from both. The keyword columns
+//! (`kw_*`) hold FTS5's terms of the keyword document separated by spaces
+//! (see `hippo::store::document`), indexed by ParadeDB's BM25 with a
+//! whitespace tokenizer: both stores index the same terms.
+
+use postgres::Client;
+
+use crate::pg_error;
+use hippo::{Error, ErrorKind, Result};
+
+/// Tables that carry a tenant and its row-level security policy.
+pub(crate) const TENANT_TABLES: &[&str] = &[
+    "memories",
+    "memory_events",
+    "sources",
+    "jobs",
+    "rejections",
+    "audit_log",
+    "grants",
+    "requests",
+    "store_meta",
+];
+
+/// Migrations in order; migration `i` moves the schema to version `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+    CREATE EXTENSION IF NOT EXISTS vector;
+    CREATE EXTENSION IF NOT EXISTS pg_search;
+    CREATE TABLE memories (
+        tenant        text NOT NULL,
+        seq           bigint GENERATED ALWAYS AS IDENTITY,
+        id            uuid NOT NULL,
+        user_id       text,
+        agent_id      text,
+        session_id    text,
+        -- the exact scope as one value (conversation order lives within it)
+        scope_key     text NOT NULL,
+        kind          text NOT NULL,
+        content       text NOT NULL,
+        role          text,
+        name          text,
+        metadata      jsonb NOT NULL DEFAULT '{}',
+        event_time    bigint,
+        recorded_at   bigint NOT NULL,
+        updated_at    bigint NOT NULL,
+        request_id    uuid,
+        source_id     uuid,
+        chunk_index   integer,
+        chunk_count   integer,
+        content_hash  text NOT NULL,
+        embedding_model text,
+        -- the vector and the model it is of (searchable by that model's index)
+        embedding     vector,
+        vector_model  text,
+        valid_from    bigint,
+        valid_to      bigint,
+        version_of    uuid,
+        status        text NOT NULL DEFAULT 'active',
+        derived_from  uuid[],
+        dedup_key     text,
+        expires_at    bigint,
+        used_count    integer NOT NULL DEFAULT 0,
+        helpful_count integer NOT NULL DEFAULT 0,
+        wrong_count   integer NOT NULL DEFAULT 0,
+        reinforced_at bigint,
+        flags         jsonb,
+        written_by    text,
+        kw_body       text NOT NULL DEFAULT '',
+        kw_speaker    text NOT NULL DEFAULT '',
+        kw_context    text NOT NULL DEFAULT '',
+        PRIMARY KEY (tenant, id),
+        UNIQUE (seq)
+    );
+    CREATE INDEX memories_order ON memories (tenant, seq);
+    CREATE INDEX memories_user ON memories (tenant, user_id, seq);
+    CREATE INDEX memories_agent ON memories (tenant, agent_id, seq) WHERE agent_id IS NOT NULL;
+    CREATE INDEX memories_session ON memories (tenant, session_id, seq) WHERE session_id IS NOT NULL;
+    CREATE INDEX memories_chain ON memories (tenant, scope_key, seq)
+        WHERE kind = 'message' AND version_of IS NULL;
+    CREATE UNIQUE INDEX memories_dedup ON memories (tenant, dedup_key) WHERE dedup_key IS NOT NULL;
+    CREATE INDEX memories_versions ON memories (tenant, version_of) WHERE version_of IS NOT NULL;
+    CREATE INDEX memories_source ON memories (tenant, source_id) WHERE source_id IS NOT NULL;
+    CREATE INDEX memories_expiry ON memories (tenant, expires_at)
+        WHERE expires_at IS NOT NULL AND status = 'active';
+    CREATE INDEX memories_derived ON memories USING gin (derived_from) WHERE derived_from IS NOT NULL;
+    CREATE INDEX memories_feedback ON memories (tenant, id)
+        WHERE used_count + helpful_count + wrong_count > 0;
+    CREATE INDEX memories_keywords ON memories USING bm25 (
+        seq,
+        (kw_body::pdb.whitespace),
+        (kw_speaker::pdb.whitespace),
+        (kw_context::pdb.whitespace),
+        tenant
+    ) WITH (key_field = 'seq');
+
+    CREATE TABLE memory_events (
+        tenant     text NOT NULL,
+        seq        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        memory_id  uuid NOT NULL,
+        at         bigint NOT NULL,
+        kind       text NOT NULL,
+        origin     text NOT NULL,
+        reason     text,
+        request_id uuid,
+        detail     text NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX memory_events_memory ON memory_events (tenant, memory_id, seq);
+
+    CREATE TABLE sources (
+        tenant     text NOT NULL,
+        id         uuid NOT NULL,
+        user_id    text,
+        agent_id   text,
+        session_id text,
+        content    text NOT NULL,
+        PRIMARY KEY (tenant, id)
+    );
+
+    CREATE TABLE jobs (
+        tenant      text NOT NULL,
+        id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        kind        text NOT NULL,
+        user_id     text,
+        agent_id    text,
+        session_id  text,
+        payload     text NOT NULL,
+        state       text NOT NULL DEFAULT 'pending',
+        attempts    integer NOT NULL DEFAULT 0,
+        run_after   bigint NOT NULL,
+        lease_until bigint,
+        step        integer NOT NULL DEFAULT 0,
+        plan        text,
+        last_error  text,
+        cost        text NOT NULL DEFAULT '{}',
+        created_at  bigint NOT NULL,
+        updated_at  bigint NOT NULL
+    );
+    CREATE INDEX jobs_ready ON jobs (tenant, id) WHERE state IN ('pending', 'running');
+
+    CREATE TABLE rejections (
+        tenant     text NOT NULL,
+        seq        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        user_id    text,
+        agent_id   text,
+        session_id text,
+        at         bigint NOT NULL,
+        request_id uuid,
+        kind       text NOT NULL,
+        content    text NOT NULL,
+        role       text,
+        name       text,
+        event_time bigint,
+        admission  text NOT NULL
+    );
+    CREATE INDEX rejections_order ON rejections (tenant, seq);
+
+    CREATE TABLE audit_log (
+        tenant    text NOT NULL,
+        seq       bigint NOT NULL,
+        at        bigint NOT NULL,
+        actor     text NOT NULL,
+        action    text NOT NULL,
+        target    text NOT NULL,
+        detail    text NOT NULL,
+        prev_hash text NOT NULL,
+        hash      text NOT NULL,
+        PRIMARY KEY (tenant, seq)
+    );
+
+    CREATE TABLE grants (
+        tenant        text NOT NULL,
+        id            uuid NOT NULL,
+        memory_id     uuid,
+        user_id       text,
+        agent_id      text,
+        session_id    text,
+        grantee_user  text,
+        grantee_agent text,
+        created_at    bigint NOT NULL,
+        created_by    text NOT NULL,
+        expires_at    bigint,
+        revoked_at    bigint,
+        PRIMARY KEY (tenant, id)
+    );
+
+    CREATE TABLE requests (
+        tenant       text NOT NULL,
+        key          text NOT NULL,
+        fingerprint  text NOT NULL,
+        committed_at bigint,
+        status       integer,
+        answer       bytea,
+        answered_at  bigint,
+        created_at   bigint NOT NULL,
+        PRIMARY KEY (tenant, key)
+    );
+    CREATE INDEX requests_created ON requests (tenant, created_at);
+
+    CREATE TABLE store_meta (
+        tenant text NOT NULL,
+        key    text NOT NULL,
+        value  text NOT NULL,
+        PRIMARY KEY (tenant, key)
+    );
+    "#];
+
+/// The schema version this code writes.
+pub(crate) const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// Key of the advisory lock held while migrating.
+const MIGRATION_LOCK: i64 = 0x6869_7070_6f00_0001;
+
+/// Brings the database up to [`SCHEMA_VERSION`], each migration in its own
+/// transaction, with the row-level security policies. Refuses a database
+/// written by a newer version.
+pub(crate) fn migrate(client: &mut Client) -> Result<()> {
+    let mut tx = client.transaction().map_err(pg_error)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(pg_error)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS hippo_schema (version integer NOT NULL)")
+        .map_err(pg_error)?;
+    let current: i32 = tx
+        .query_opt("SELECT version FROM hippo_schema", &[])
+        .map_err(pg_error)?
+        .map_or(0, |r| r.get(0));
+    if current > SCHEMA_VERSION {
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            format!("database schema v{current} is newer than this hippo (v{SCHEMA_VERSION}); upgrade hippo"),
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.batch_execute(sql).map_err(pg_error)?;
+        tracing::info!(version = i + 1, "applied Postgres schema migration");
+    }
+    if current < SCHEMA_VERSION {
+        for table in TENANT_TABLES {
+            tx.batch_execute(&format!(
+                "ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;
+                 ALTER TABLE {table} FORCE ROW LEVEL SECURITY;
+                 DROP POLICY IF EXISTS tenant_rows ON {table};
+                 CREATE POLICY tenant_rows ON {table}
+                     USING (tenant = current_setting('hippo.tenant', true))
+                     WITH CHECK (tenant = current_setting('hippo.tenant', true));"
+            ))
+            .map_err(pg_error)?;
+        }
+        tx.execute("DELETE FROM hippo_schema", &[])
+            .map_err(pg_error)?;
+        tx.execute(
+            "INSERT INTO hippo_schema (version) VALUES ($1)",
+            &[&SCHEMA_VERSION],
+        )
+        .map_err(pg_error)?;
+    }
+    tx.commit().map_err(pg_error)?;
+    Ok(())
+}
+
+/// The partial HNSW index (cosine) of one embedding model's vectors: one
+/// per model, since an index needs a fixed dimension.
+pub(crate) fn ensure_vector_index(client: &mut Client, model: &str, dim: usize) -> Result<()> {
+    let name = vector_index_name(model);
+    let model_literal = model.replace('\'', "''");
+    let mut tx = client.transaction().map_err(pg_error)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(pg_error)?;
+    tx.batch_execute(&format!(
+        "CREATE INDEX IF NOT EXISTS {name} ON memories
+         USING hnsw ((embedding::vector({dim})) vector_cosine_ops)
+         WITH (m = 16, ef_construction = 64)
+         WHERE vector_model = '{model_literal}'"
+    ))
+    .map_err(pg_error)?;
+    tx.commit().map_err(pg_error)?;
+    Ok(())
+}
+
+/// A stable index name for a model (its hash: model names hold any characters).
+fn vector_index_name(model: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    // FNV-1a: stable across builds, unlike std's default hasher.
+    struct Fnv(u64);
+    impl Hasher for Fnv {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for b in bytes {
+                self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    model.hash(&mut h);
+    format!("memories_vectors_{:016x}", h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn vector_index_names_are_stable_and_distinct() {
+        let a = super::vector_index_name("all-MiniLM-L6-v2");
+        assert_eq!(a, super::vector_index_name("all-MiniLM-L6-v2"));
+        assert_ne!(a, super::vector_index_name("other"));
+        assert!(a.len() < 63);
+    }
+}
