@@ -123,6 +123,10 @@ struct Global {
     /// of tenants and keys sit next to it); default ~/.local/share/hippo/hippo.db.
     #[arg(long, global = true, env = "HIPPO_DB")]
     db: Option<PathBuf>,
+    /// Where memories live: a postgres:// URL (every tenant's memories in one Postgres database;
+    /// tenants and keys stay in the control database next to --db), else SQLite files next to --db.
+    #[arg(long, global = true, env = "HIPPO_STORE")]
+    store: Option<String>,
     /// Tenant whose store one-shot commands use (default: `default`, the --db file).
     #[arg(long, global = true, env = "HIPPO_TENANT")]
     tenant: Option<String>,
@@ -161,6 +165,7 @@ impl Global {
         Overrides {
             config: self.config.clone(),
             db: self.db.clone(),
+            store: self.store.clone(),
             tenant: self.tenant.clone(),
             model_dir: self.model_dir.clone(),
             embedder_url: self.embedder_url.clone(),
@@ -979,6 +984,11 @@ fn tenant_command(settings: &Settings, cmd: TenantCommand) -> Result<()> {
         }
         TenantCommand::Erase { id } => {
             control.remove_tenant(&id).map_err(invalid)?;
+            if let Some(pg) = settings.postgres()? {
+                let rows = pg.erase_tenant(&id)?;
+                println!("erased tenant {id} ({rows} rows in Postgres)");
+                return Ok(());
+            }
             let db = auth::tenant_db(&settings.base_db, &id);
             for suffix in ["", "-wal", "-shm"] {
                 let mut f = db.clone().into_os_string();

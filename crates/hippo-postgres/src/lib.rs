@@ -137,6 +137,35 @@ impl PgDatabase {
     }
 }
 
+impl PgDatabase {
+    /// Deletes every row of `tenant` (its memories, logs, jobs, grants and
+    /// audit chain) in one transaction; returns how many rows went.
+    /// `VACUUM` (see [`hippo::Store::compact`]) then removes them from the
+    /// tables' files.
+    pub fn erase_tenant(&self, tenant: &str) -> Result<u64> {
+        let mut conn = self.connection()?;
+        let mut tx = conn.transaction().map_err(pg_error)?;
+        tx.execute("SELECT set_config('hippo.tenant', $1, true)", &[&tenant])
+            .map_err(pg_error)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 7411))",
+            &[&tenant],
+        )
+        .map_err(pg_error)?;
+        let mut rows = 0;
+        for table in schema::TENANT_TABLES {
+            rows += tx
+                .execute(
+                    &format!("DELETE FROM {table} WHERE tenant = $1"),
+                    &[&tenant],
+                )
+                .map_err(pg_error)?;
+        }
+        tx.commit().map_err(pg_error)?;
+        Ok(rows)
+    }
+}
+
 /// A Postgres error as the engine's: constraint and serialization failures
 /// are conflicts, lost connections and timeouts are "unavailable" (retrying
 /// may help), anything else is a bug.

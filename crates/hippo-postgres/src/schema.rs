@@ -94,12 +94,23 @@ const MIGRATIONS: &[&str] = &[r#"
     CREATE INDEX memories_derived ON memories USING gin (derived_from) WHERE derived_from IS NOT NULL;
     CREATE INDEX memories_feedback ON memories (tenant, id)
         WHERE used_count + helpful_count + wrong_count > 0;
+    -- Scope, kind, status and validity are indexed too, so the filters of a
+    -- search run inside the BM25 index instead of on every matching row.
     CREATE INDEX memories_keywords ON memories USING bm25 (
         seq,
         (kw_body::pdb.whitespace),
         (kw_speaker::pdb.whitespace),
         (kw_context::pdb.whitespace),
-        tenant
+        (tenant::pdb.literal),
+        (user_id::pdb.literal),
+        (agent_id::pdb.literal),
+        (session_id::pdb.literal),
+        (kind::pdb.literal),
+        (status::pdb.literal),
+        valid_from,
+        valid_to,
+        event_time,
+        expires_at
     ) WITH (key_field = 'seq');
 
     CREATE TABLE memory_events (

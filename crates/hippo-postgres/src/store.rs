@@ -297,7 +297,7 @@ impl PostgresStore {
             m.usage.helpful as i32,
             m.usage.wrong as i32,
         );
-        let row = tx.query_one(
+        let row = tx.query_opt(
             "INSERT INTO memories (tenant, id, user_id, agent_id, session_id, scope_key, kind, content, role, name,
              metadata, event_time, recorded_at, updated_at, request_id, source_id, chunk_index, chunk_count,
              content_hash, embedding_model, embedding, valid_from, valid_to, version_of, status, derived_from,
@@ -346,17 +346,14 @@ impl PostgresStore {
                 p(&speaker),
             ],
         );
-        let seq: i64 = match row {
-            Ok(r) => r.get(0),
-            // ON CONFLICT DO NOTHING returns no row: the id exists.
-            Err(e) if e.to_string().contains("unexpected number of rows") => {
-                return Err(Fail::Engine(Error::new(
-                    ErrorKind::Conflict,
-                    format!("memory {} already exists", m.id),
-                )))
-            }
-            Err(e) => return Err(e.into()),
+        // ON CONFLICT DO NOTHING returns no row: the id exists.
+        let Some(row) = row? else {
+            return Err(Fail::Engine(Error::new(
+                ErrorKind::Conflict,
+                format!("memory {} already exists", m.id),
+            )));
         };
+        let seq: i64 = row.get(0);
         self.refresh_context(tx, seq)?;
         if m.kind == MemoryKind::Message && m.version_of.is_none() {
             if let Some((prev, _)) = Self::neighbour(tx, &key, seq, true)? {
@@ -1256,9 +1253,10 @@ impl Store for PostgresStore {
         }
         let query = tokens.join(" ");
         let [body, speaker, context] = hippo::store::keywords::COLUMN_WEIGHTS;
+        // The tenant as a value (not the setting) so the BM25 index applies
+        // it; row-level security still checks the setting.
         let mut c = Conditions::after(1);
-        c.sql
-            .push("m.tenant = current_setting('hippo.tenant')".into());
+        c.push("m.tenant = ?", self.tenant.clone());
         c.scope(q.scope);
         c.filter(q.filter);
         let sql = format!(
@@ -1401,48 +1399,39 @@ impl Store for PostgresStore {
         let rows = self.read(|tx| {
             Ok(tx.query(
                 &format!(
-                    "SELECT c.id, w.id, w.seq FROM memories c
-                     CROSS JOIN LATERAL (
+                    "SELECT c.id, c.seq, w.id, w.seq FROM memories c
+                     LEFT JOIN LATERAL (
                          (SELECT x.id, x.seq FROM memories x WHERE ({chain}) AND x.tenant = c.tenant
                           AND x.scope_key = c.scope_key AND x.seq < c.seq ORDER BY x.seq DESC LIMIT $2)
                          UNION ALL
                          (SELECT x.id, x.seq FROM memories x WHERE ({chain}) AND x.tenant = c.tenant
                           AND x.scope_key = c.scope_key AND x.seq > c.seq ORDER BY x.seq LIMIT $3)
-                     ) w
-                     WHERE c.tenant = current_setting('hippo.tenant') AND c.id = ANY($1)
-                       AND c.kind = 'message' AND c.version_of IS NULL",
+                     ) w ON c.kind = 'message' AND c.version_of IS NULL
+                     WHERE c.tenant = current_setting('hippo.tenant') AND c.id = ANY($1)",
                     chain = "x.kind = 'message' AND x.version_of IS NULL"
                 ),
                 &[&ids, &b, &a],
             )?)
         })?;
-        let seqs: HashMap<MemoryId, i64> = self.read(|tx| {
-            Ok(tx
-                .query(
-                    "SELECT id, seq FROM memories WHERE tenant = current_setting('hippo.tenant') AND id = ANY($1)",
-                    &[&ids],
-                )?
-                .iter()
-                .map(|r| (r.get(0), r.get(1)))
-                .collect())
-        })?;
+        // Each memory's own place, and its neighbours by place.
         let mut around: HashMap<MemoryId, Vec<(i64, MemoryId)>> = HashMap::new();
         for r in &rows {
-            around
-                .entry(r.get(0))
-                .or_default()
-                .push((r.get(2), r.get(1)));
+            let entry = around.entry(r.get(0)).or_default();
+            if entry.is_empty() {
+                entry.push((r.get(1), r.get(0)));
+            }
+            if let (Some(id), Some(seq)) =
+                (r.get::<_, Option<MemoryId>>(2), r.get::<_, Option<i64>>(3))
+            {
+                entry.push((seq, id));
+            }
         }
         Ok(ids
             .iter()
-            .map(|id| match seqs.get(id) {
-                None => Vec::new(),
-                Some(&seq) => {
-                    let mut w = around.remove(id).unwrap_or_default();
-                    w.push((seq, *id));
-                    w.sort_unstable();
-                    w.into_iter().map(|(_, id)| id).collect()
-                }
+            .map(|id| {
+                let mut w = around.get(id).cloned().unwrap_or_default();
+                w.sort_unstable();
+                w.into_iter().map(|(_, id)| id).collect()
             })
             .collect())
     }

@@ -104,7 +104,7 @@ fn open(path: PathBuf, model: Option<PathBuf>) -> anyhow::Result<Engine> {
     }
     let opener = {
         let embedder = embedder.clone();
-        move |db: &std::path::Path| -> anyhow::Result<Hippo> {
+        move |_tenant: &str, db: &std::path::Path| -> anyhow::Result<Hippo> {
             let store = SqliteStore::open(SqliteStoreOptions::new(
                 db,
                 embedder.model_id(),

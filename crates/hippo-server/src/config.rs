@@ -12,6 +12,9 @@ use serde::Deserialize;
 pub struct FileConfig {
     /// Database file.
     pub db: Option<PathBuf>,
+    /// Where memories live: a `postgres://` URL (the tenants' memories in
+    /// Postgres); absent, the SQLite files next to `db`.
+    pub store: Option<String>,
     /// Address `serve` listens on.
     pub listen: Option<String>,
     /// Directory of the local MiniLM model.

@@ -218,7 +218,7 @@ impl World {
             .unwrap_or_else(|| hippo::embed::default_model_dir().unwrap());
         let embedder: Arc<dyn hippo::Embedder> =
             Arc::new(hippo::MiniLmEmbedder::from_dir(&model).unwrap());
-        let opener = move |path: &std::path::Path| -> anyhow::Result<hippo::Hippo> {
+        let opener = move |_tenant: &str, path: &std::path::Path| -> anyhow::Result<hippo::Hippo> {
             let mut opts =
                 hippo::SqliteStoreOptions::new(path, embedder.model_id(), embedder.dimension());
             // Isolation, not durability, is under test here.

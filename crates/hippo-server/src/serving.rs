@@ -92,7 +92,7 @@ pub fn serve(settings: Settings, options: ServeOptions) -> Result<()> {
     let opener = settings.clone();
     let tenants = Arc::new(tenants::Tenants::new(
         settings.base_db.clone(),
-        Box::new(move |db| opener.open_for_serving(db)),
+        Box::new(move |tenant, db| opener.open_for_serving(tenant, db)),
     ));
     // Open every tenant now: their queued jobs run after a restart.
     let default = tenants.get(auth::DEFAULT_TENANT, tenants::DEFAULT_GENERATION)?;
@@ -218,7 +218,7 @@ pub fn mcp_stdio(
     let opener = settings.clone();
     let tenants = Arc::new(tenants::Tenants::new(
         settings.base_db.clone(),
-        Box::new(move |db| opener.open_for_serving(db)),
+        Box::new(move |tenant, db| opener.open_for_serving(tenant, db)),
     ));
     let hippo = tenants.get(tenant, tenants::DEFAULT_GENERATION)?;
     let workers = if hippo.llm().is_some() {

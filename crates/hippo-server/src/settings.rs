@@ -8,8 +8,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use hippo::{
     Embedder, Hippo, MiniLmEmbedder, OpenAiEmbedder, OpenAiEmbedderConfig, SqliteStore,
-    SqliteStoreOptions,
+    SqliteStoreOptions, Store,
 };
+use hippo_postgres::{PgDatabase, PgOptions};
 
 use crate::config::FileConfig;
 use crate::{auth, io};
@@ -22,6 +23,8 @@ pub struct Overrides {
     pub config: Option<PathBuf>,
     /// Database file of the default tenant.
     pub db: Option<PathBuf>,
+    /// Where memories live: a `postgres://` URL, else the SQLite files.
+    pub store: Option<String>,
     /// Tenant whose store one-shot commands use.
     pub tenant: Option<String>,
     /// Directory of the local model.
@@ -46,6 +49,11 @@ pub struct Settings {
     pub db: PathBuf,
     /// The `--db` file (the default tenant's store).
     pub base_db: PathBuf,
+    /// The tenant one-shot commands work on.
+    pub tenant: String,
+    /// The Postgres database holding every tenant's memories, when the store
+    /// is a `postgres://` URL (connected on first use).
+    postgres: Option<(String, std::sync::OnceLock<Arc<PgDatabase>>)>,
     model_dir: Option<PathBuf>,
     embedder_url: Option<String>,
     embedder_model: Option<String>,
@@ -82,9 +90,27 @@ impl Settings {
                 auth::tenant_db(&base_db, t)
             }
         };
+        let store = g.store.clone().or_else(|| file.store.clone());
+        let postgres = match store {
+            None => None,
+            Some(url) if hippo_postgres::is_postgres_url(&url) => {
+                Some((url, std::sync::OnceLock::new()))
+            }
+            Some(other) => {
+                return Err(io::InputError(format!(
+                    "unsupported store {other:?}: give a postgres:// URL, or leave it out for SQLite files"
+                ))
+                .into())
+            }
+        };
         Ok(Settings {
             db,
             base_db,
+            tenant: g
+                .tenant
+                .clone()
+                .unwrap_or_else(|| auth::DEFAULT_TENANT.to_owned()),
+            postgres,
             embedder: std::sync::OnceLock::new(),
             model_dir: g.model_dir.clone().or_else(|| file.model_dir.clone()),
             embedder_url: g.embedder_url.clone().or_else(|| file.embedder_url.clone()),
@@ -145,26 +171,71 @@ impl Settings {
         )?))
     }
 
-    /// Opens the engine on the configured database (created if absent).
+    /// Opens the engine of the selected tenant (its store created if absent).
     pub fn open(&self) -> Result<Hippo> {
-        self.open_at(&self.db)
+        let store = self.store_of(&self.tenant, &self.db)?;
+        Ok(self
+            .builder(store, hippo::FusionWeights::default())?
+            .build()?)
     }
 
-    /// Opens the engine on another database file with the configured embedder.
+    /// Whether memories live in Postgres.
+    pub fn uses_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+
+    /// The Postgres database, connected (and migrated) on first use.
+    pub fn postgres(&self) -> Result<Option<Arc<PgDatabase>>> {
+        let Some((url, db)) = &self.postgres else {
+            return Ok(None);
+        };
+        if let Some(db) = db.get() {
+            return Ok(Some(db.clone()));
+        }
+        let connected = PgDatabase::connect(&PgOptions::new(url.clone()))?;
+        Ok(Some(db.get_or_init(|| connected).clone()))
+    }
+
+    /// The store of `tenant`: its rows in Postgres, or the SQLite file `db`.
+    fn store_of(&self, tenant: &str, db: &std::path::Path) -> Result<Arc<dyn Store>> {
+        let embedder = self.embedder()?;
+        if let Some(pg) = self.postgres()? {
+            return Ok(Arc::new(pg.store(
+                tenant,
+                embedder.model_id(),
+                embedder.dimension(),
+            )?));
+        }
+        if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        let mut opts = SqliteStoreOptions::new(db, embedder.model_id(), embedder.dimension());
+        opts.fast_commits = self.fast_commits;
+        Ok(Arc::new(SqliteStore::open(opts)?))
+    }
+
+    /// Opens the engine on another SQLite file with the configured embedder
+    /// (tools that work on scratch stores).
     pub fn open_at(&self, db: &std::path::Path) -> Result<Hippo> {
         self.open_with(db, hippo::FusionWeights::default())
     }
 
     /// [`Self::open_at`] with these fusion weights (benchmarks, ablations).
     pub fn open_with(&self, db: &std::path::Path, weights: hippo::FusionWeights) -> Result<Hippo> {
-        Ok(self.builder(db, weights)?.build()?)
+        let embedder = self.embedder()?;
+        let mut opts = SqliteStoreOptions::new(db, embedder.model_id(), embedder.dimension());
+        opts.fast_commits = self.fast_commits;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(opts)?);
+        Ok(self.builder(store, weights)?.build()?)
     }
 
     /// The engine for `serve`: as [`Self::open`], and with an LLM its
     /// consolidation jobs wait `consolidation_delay_secs` (default 30) so a
     /// burst of turns shares one summary call.
-    pub fn open_for_serving(&self, db: &std::path::Path) -> Result<Hippo> {
-        let mut builder = self.builder(db, hippo::FusionWeights::default())?;
+    pub fn open_for_serving(&self, tenant: &str, db: &std::path::Path) -> Result<Hippo> {
+        let store = self.store_of(tenant, db)?;
+        let mut builder = self.builder(store, hippo::FusionWeights::default())?;
         let delay = self
             .file
             .consolidation_delay_secs
@@ -175,19 +246,12 @@ impl Settings {
 
     fn builder(
         &self,
-        db: &std::path::Path,
+        store: Arc<dyn Store>,
         weights: hippo::FusionWeights,
     ) -> Result<hippo::HippoBuilder> {
         let embedder = self.embedder()?;
-        if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        let mut opts = SqliteStoreOptions::new(db, embedder.model_id(), embedder.dimension());
-        opts.fast_commits = self.fast_commits;
-        let store = SqliteStore::open(opts)?;
         let mut builder = Hippo::builder()
-            .store(Arc::new(store))
+            .store(store)
             .embedder(embedder)
             .weights(weights)
             .policies(self.file.policies()?)

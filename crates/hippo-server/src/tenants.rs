@@ -1,6 +1,6 @@
-//! The engines of a server's tenants: one [`Hippo`] per tenant store file
-//! (see [`crate::auth::tenant_db`]), opened on first use and kept open,
-//! all sharing one embedder.
+//! The engines of a server's tenants: one [`Hippo`] per tenant (its store
+//! file, see [`crate::auth::tenant_db`], or its rows in Postgres), opened on
+//! first use and kept open, all sharing one embedder.
 //!
 //! Tenants are created and erased by other processes (the CLI) while a
 //! server runs, so each open engine remembers its tenant's *generation*
@@ -15,8 +15,9 @@ use std::sync::{Arc, RwLock};
 use anyhow::Result;
 use hippo::Hippo;
 
-/// Opens the engine of a store file.
-pub type Opener = Box<dyn Fn(&Path) -> Result<Hippo> + Send + Sync>;
+/// Opens the engine of a tenant: its name and its store file (used when the
+/// memories live in SQLite files).
+pub type Opener = Box<dyn Fn(&str, &Path) -> Result<Hippo> + Send + Sync>;
 
 /// The generation of the default tenant (it is never created or erased).
 pub const DEFAULT_GENERATION: i64 = 0;
@@ -57,7 +58,7 @@ impl Tenants {
         if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let hippo = Arc::new((self.open)(&db)?);
+        let hippo = Arc::new((self.open)(tenant, &db)?);
         if engines
             .insert(tenant.to_owned(), (generation, hippo.clone()))
             .is_some()

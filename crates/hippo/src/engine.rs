@@ -1603,6 +1603,16 @@ impl Hippo {
             } else {
                 self.store.windows(&ids, before + 1, after + 1)?
             };
+            // The rows this group may need, in one read (a store across
+            // the network pays per round trip, not per row).
+            let wanted: Vec<MemoryId> = ids
+                .iter()
+                .zip(&windows)
+                .filter(|(id, w)| packer.may_take(**id, w))
+                .flat_map(|(_, w)| w.iter().copied())
+                .filter(|m| !rows.contains_key(m))
+                .collect();
+            self.prefetch_rows(&mut rows, &wanted, reader, filter)?;
             for (id, w) in ids.into_iter().zip(windows) {
                 // Rows only for hits that could be taken (once the excerpts
                 // are all there, only hits next to one can join).
@@ -1653,6 +1663,30 @@ impl Hippo {
                 })
             })
             .collect())
+    }
+
+    /// Reads the rows of `ids` into `rows` in one store call, keeping those
+    /// [`Self::load_row`] would keep.
+    fn prefetch_rows(
+        &self,
+        rows: &mut HashMap<MemoryId, Memory>,
+        ids: &[MemoryId],
+        reader: &Reader<'_>,
+        filter: &Filter,
+    ) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        for m in self.store.get_many(ids)? {
+            if reader.sees(&m)
+                && filter.accepts_status(m.status)
+                && filter.accepts_expiry(m.expires_at)
+                && (filter.as_of.is_some() || filter.accepts_memory_validity(&m))
+            {
+                rows.insert(m.id, m);
+            }
+        }
+        Ok(())
     }
 
     /// Tokens message `m` costs in a result (0 if gone or not for the

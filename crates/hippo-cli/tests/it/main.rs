@@ -12,6 +12,7 @@ mod extract;
 mod fakes;
 mod faults;
 mod portability;
+mod postgres;
 mod promises;
 mod sharing;
 mod tenancy;
