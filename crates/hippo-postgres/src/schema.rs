@@ -29,6 +29,8 @@ pub(crate) const TENANT_TABLES: &[&str] = &[
     "grants",
     "requests",
     "store_meta",
+    "keyword_totals",
+    "keyword_terms",
 ];
 
 /// Migrations in order; migration `i` moves the schema to version `i + 1`.
@@ -77,6 +79,11 @@ const MIGRATIONS: &[&str] = &[r#"
         kw_body       text NOT NULL DEFAULT '',
         kw_speaker    text NOT NULL DEFAULT '',
         kw_context    text NOT NULL DEFAULT '',
+        -- tokens in all keyword columns (FTS5's document length for BM25)
+        kw_len        integer GENERATED ALWAYS AS (
+            coalesce(cardinality(string_to_array(nullif(kw_body, ''), ' ')), 0)
+            + coalesce(cardinality(string_to_array(nullif(kw_speaker, ''), ' ')), 0)
+            + coalesce(cardinality(string_to_array(nullif(kw_context, ''), ' ')), 0)) STORED,
         PRIMARY KEY (tenant, id),
         UNIQUE (seq)
     );
@@ -112,6 +119,58 @@ const MIGRATIONS: &[&str] = &[r#"
         event_time,
         expires_at
     ) WITH (key_field = 'seq');
+
+    -- Per tenant: keyword documents and their tokens (BM25's N and mean
+    -- length), and the documents holding each term (its document frequency),
+    -- kept by a trigger in the transaction of every change: FTS5's BM25 is
+    -- computed from these, so scores are the SQLite store's.
+    CREATE TABLE keyword_totals (
+        tenant text PRIMARY KEY,
+        docs   bigint NOT NULL DEFAULT 0,
+        tokens bigint NOT NULL DEFAULT 0
+    );
+    CREATE TABLE keyword_terms (
+        tenant text NOT NULL,
+        term   text NOT NULL,
+        docs   bigint NOT NULL,
+        PRIMARY KEY (tenant, term)
+    );
+    CREATE FUNCTION hippo_keyword_terms(body text, speaker text, context text) RETURNS text[]
+    LANGUAGE sql IMMUTABLE AS $fn$
+        SELECT coalesce(array_agg(DISTINCT t), '{}')
+        FROM unnest(string_to_array(body || ' ' || speaker || ' ' || context, ' ')) t WHERE t <> ''
+    $fn$;
+    CREATE FUNCTION hippo_keyword_stats() RETURNS trigger LANGUAGE plpgsql AS $fn$
+    DECLARE
+        old_terms text[] := '{}';
+        new_terms text[] := '{}';
+    BEGIN
+        IF TG_OP IN ('UPDATE', 'DELETE') THEN
+            UPDATE keyword_totals SET docs = docs - 1, tokens = tokens - OLD.kw_len
+            WHERE tenant = OLD.tenant;
+            old_terms := hippo_keyword_terms(OLD.kw_body, OLD.kw_speaker, OLD.kw_context);
+        END IF;
+        IF TG_OP IN ('INSERT', 'UPDATE') THEN
+            INSERT INTO keyword_totals (tenant, docs, tokens) VALUES (NEW.tenant, 1, NEW.kw_len)
+            ON CONFLICT (tenant) DO UPDATE
+                SET docs = keyword_totals.docs + 1, tokens = keyword_totals.tokens + excluded.tokens;
+            new_terms := hippo_keyword_terms(NEW.kw_body, NEW.kw_speaker, NEW.kw_context);
+        END IF;
+        IF TG_OP = 'DELETE' OR cardinality(old_terms) > 0 THEN
+            UPDATE keyword_terms SET docs = docs - 1
+            WHERE tenant = OLD.tenant AND term = ANY (old_terms) AND NOT (term = ANY (new_terms));
+        END IF;
+        IF cardinality(new_terms) > 0 THEN
+            INSERT INTO keyword_terms (tenant, term, docs)
+            SELECT NEW.tenant, t, 1 FROM unnest(new_terms) t WHERE NOT (t = ANY (old_terms))
+            ON CONFLICT (tenant, term) DO UPDATE SET docs = keyword_terms.docs + 1;
+        END IF;
+        RETURN NULL;
+    END
+    $fn$;
+    CREATE TRIGGER memories_keyword_stats
+        AFTER INSERT OR DELETE OR UPDATE OF kw_body, kw_speaker, kw_context ON memories
+        FOR EACH ROW EXECUTE FUNCTION hippo_keyword_stats();
 
     CREATE TABLE memory_events (
         tenant     text NOT NULL,

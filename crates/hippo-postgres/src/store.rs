@@ -13,7 +13,7 @@ use hippo::audit::{AuditCheck, AuditEntry, RequestMark};
 use hippo::jobs::{Job, JobCounts, JobState, JobStep, JobUpdate, NewJob};
 use hippo::model::{EventKind, MemoryEvent, MemoryId, Usage};
 use hippo::sharing::Grant;
-use hippo::store::document;
+use hippo::store::{document, keywords};
 use hippo::store::{
     Candidate, GrantQuery, InsertBatch, InsertOutcome, KeywordQuery, ListQuery, Order, Page,
     RequestRecord, StoreStats, Update, VectorQuery,
@@ -1251,30 +1251,120 @@ impl Store for PostgresStore {
         if tokens.is_empty() {
             return Ok(Vec::new());
         }
-        let query = tokens.join(" ");
-        let [body, speaker, context] = hippo::store::keywords::COLUMN_WEIGHTS;
-        // The tenant as a value (not the setting) so the BM25 index applies
-        // it; row-level security still checks the setting.
-        let mut c = Conditions::after(1);
-        c.push("m.tenant = ?", self.tenant.clone());
-        c.scope(q.scope);
-        c.filter(q.filter);
-        let sql = format!(
-            "SELECT m.id, pdb.score(m.seq)::float8 AS s, coalesce(m.event_time, m.recorded_at), m.recorded_at, m.kind
-             FROM memories m
-             WHERE (m.kw_body ||| $1::text::pdb.boost({body}) OR m.kw_speaker ||| $1::text::pdb.boost({speaker})
-                    OR m.kw_context ||| $1::text::pdb.boost({context}))
-               AND {}
-             ORDER BY s DESC, m.seq LIMIT {}",
-            c.where_clause(),
-            q.limit
-        );
-        let rows = self.read(|tx| {
-            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&query];
-            params.extend(c.refs());
-            Ok(tx.query(&sql, &params)?)
-        })?;
-        Self::candidates(rows)
+        // Parameters: $1 the tenant (as a value, not the setting, so the BM25
+        // index applies it; row-level security still checks the setting),
+        // then the tokens, then the filter's.
+        self.read(|tx| {
+            // BM25 as FTS5 computes it (the SQLite store's scores): this
+            // tenant's document count and mean length, each term's document
+            // frequency (counted by the BM25 index).
+            let Some(totals) = tx.query_opt(
+                "SELECT docs, tokens FROM keyword_totals WHERE tenant = current_setting('hippo.tenant')",
+                &[],
+            )?
+            else {
+                return Ok(Vec::new());
+            };
+            let (n, total): (i64, i64) = (totals.get(0), totals.get(1));
+            if n <= 0 || total <= 0 {
+                return Ok(Vec::new());
+            }
+            let (n, avgdl) = (n as f64, total as f64 / n as f64);
+            let df: HashMap<String, i64> = tx
+                .query(
+                    "SELECT term, docs FROM keyword_terms
+                     WHERE tenant = current_setting('hippo.tenant') AND term = ANY($1)",
+                    &[&tokens],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let idf: Vec<f64> = tokens
+                .iter()
+                .map(|t| match df.get(t) {
+                    Some(&d) if d > 0 => keywords::idf(n, d as f64),
+                    _ => 0.0,
+                })
+                .collect();
+            // Candidates from the index, ranked with these weights: terms in
+            // over half the documents weigh nothing in FTS5's BM25, so they
+            // only pick candidates when nothing else matches.
+            let informative: Vec<usize> = (0..tokens.len()).filter(|&i| idf[i] > 1e-3).collect();
+            let picked: Vec<usize> = if informative.is_empty() {
+                (0..tokens.len()).filter(|&i| idf[i] > 0.0).collect()
+            } else {
+                informative
+            };
+            if picked.is_empty() {
+                return Ok(Vec::new());
+            }
+            let [wb, ws, wc] = keywords::COLUMN_WEIGHTS;
+            let clauses: Vec<String> = picked
+                .iter()
+                .enumerate()
+                .flat_map(|(k, &i)| {
+                    let (t, w) = (k + 2, idf[i].max(1e-3));
+                    [
+                        format!("m.kw_body ||| ${t}::text::pdb.boost({:.6})", w * wb),
+                        format!("m.kw_speaker ||| ${t}::text::pdb.boost({:.6})", w * ws),
+                        format!("m.kw_context ||| ${t}::text::pdb.boost({:.6})", w * wc),
+                    ]
+                })
+                .collect();
+            let mut c = Conditions::after(1 + picked.len());
+            c.scope(q.scope);
+            c.filter(q.filter);
+            let filter_sql = c.where_clause();
+            // A pool larger than asked, rescored exactly below.
+            let pool = (q.limit * 3).max(50);
+            let sql = format!(
+                "SELECT m.id, m.kw_body, m.kw_speaker, m.kw_context, m.kw_len,
+                        coalesce(m.event_time, m.recorded_at), m.recorded_at, m.kind, m.seq
+                 FROM memories m
+                 WHERE ({}) AND m.tenant = $1 AND {filter_sql}
+                 ORDER BY pdb.score(m.seq) DESC, m.seq LIMIT {pool}",
+                clauses.join(" OR ")
+            );
+            let mut all: Vec<&(dyn ToSql + Sync)> = vec![&self.tenant];
+            all.extend(picked.iter().map(|&i| &tokens[i] as &(dyn ToSql + Sync)));
+            all.extend(c.refs());
+            let rows = tx.query(&sql, &all)?;
+            let mut scored: Vec<(f64, i64, Candidate)> = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let columns: [&str; 3] = [r.get(1), r.get(2), r.get(3)];
+                let len = f64::from(r.get::<_, i32>(4));
+                let mut score = 0.0;
+                for (i, token) in tokens.iter().enumerate() {
+                    if idf[i] == 0.0 {
+                        continue;
+                    }
+                    let tfw: f64 = columns
+                        .iter()
+                        .zip(keywords::COLUMN_WEIGHTS)
+                        .map(|(col, w)| w * col.split(' ').filter(|x| x == token).count() as f64)
+                        .sum();
+                    if tfw > 0.0 {
+                        score += keywords::bm25(idf[i], tfw, len, avgdl);
+                    }
+                }
+                if score > 0.0 {
+                    scored.push((
+                        score,
+                        r.get(8),
+                        Candidate {
+                            id: r.get(0),
+                            score: score as f32,
+                            time: from_ms(r.get(5))?,
+                            recorded_at: from_ms(r.get(6))?,
+                            kind: MemoryKind::parse(r.get(7))?,
+                        },
+                    ));
+                }
+            }
+            scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            scored.truncate(q.limit);
+            Ok(scored.into_iter().map(|(_, _, c)| c).collect())
+        })
     }
 
     fn vector_candidates(&self, q: &VectorQuery<'_>) -> Result<Vec<Candidate>> {

@@ -154,6 +154,8 @@ const TABLES: &[&str] = &[
     "grants",
     "requests",
     "store_meta",
+    "keyword_totals",
+    "keyword_terms",
 ];
 
 #[test]

@@ -109,10 +109,24 @@ pub struct KeywordIndex {
     chain: Chain,
 }
 
-/// FTS5's per-term BM25 contribution.
+/// FTS5's per-term BM25 contribution: `idf` from [`idf`], `tfw` the term's
+/// column-weighted frequency in the document ([`COLUMN_WEIGHTS`]), `len` the
+/// document's tokens in all columns, `avgdl` their mean over the store.
+/// Every store's keyword channel scores with it.
 #[inline]
-fn bm25(idf: f64, tfw: f64, len: f64, avgdl: f64) -> f64 {
+pub fn bm25(idf: f64, tfw: f64, len: f64, avgdl: f64) -> f64 {
     idf * (tfw * (K1 + 1.0)) / (tfw + K1 * (1.0 - B + B * len / avgdl))
+}
+
+/// FTS5's inverse document frequency of a term in `df` of `n` documents;
+/// a term in over half the documents weighs almost nothing (as in FTS5).
+pub fn idf(n: f64, df: f64) -> f64 {
+    let idf = ((n - df + 0.5) / (df + 0.5)).ln();
+    if idf <= 0.0 {
+        1e-6
+    } else {
+        idf
+    }
 }
 
 struct QueryTerm {
@@ -276,10 +290,7 @@ impl KeywordIndex {
                 continue;
             }
             let df = f64::from(e.df);
-            let mut idf = ((n - df + 0.5) / (df + 0.5)).ln();
-            if idf <= 0.0 {
-                idf = 1e-6; // as FTS5 does for terms in over half the rows
-            }
+            let idf = idf(n, df);
             let upper = bm25(idf, f64::from(e.max_tfw), f64::from(e.min_len), avgdl);
             query.push(QueryTerm { id, idf, upper });
         }
