@@ -1243,6 +1243,24 @@ impl Store for PostgresStore {
         self.read(|tx| Ok(get_meta(tx, "erased_since_compact")?.is_some()))
     }
 
+    fn claim_maintenance(&self, now: DateTime<Utc>, lease: chrono::Duration) -> Result<bool> {
+        // One replica per lease: the row's update is atomic, and a replica
+        // that died holds it only until the lease lapses.
+        let (now, until) = (ms(now), ms(now + lease).to_string());
+        self.read(|tx| {
+            Ok(tx
+                .query_opt(
+                    "INSERT INTO store_meta (tenant, key, value)
+                     VALUES (current_setting('hippo.tenant'), 'maintenance_until', $1)
+                     ON CONFLICT (tenant, key) DO UPDATE SET value = excluded.value
+                     WHERE store_meta.value::bigint <= $2
+                     RETURNING 1",
+                    &[&until, &now],
+                )?
+                .is_some())
+        })
+    }
+
     fn keyword_candidates(&self, q: &KeywordQuery<'_>) -> Result<Vec<Candidate>> {
         if q.terms.is_empty() || q.limit == 0 {
             return Ok(Vec::new());

@@ -345,3 +345,38 @@ fn two_replicas_writing_one_tenant_lose_nothing_duplicate_nothing_and_keep_the_a
     assert!(check.entries as usize >= written.len());
     assert!(store.check().unwrap().is_empty());
 }
+
+#[test]
+fn one_replica_at_a_time_runs_a_tenants_maintenance() {
+    let first = PgDatabase::connect(&PgOptions::new(url())).unwrap();
+    let second = PgDatabase::connect(&PgOptions::new(url())).unwrap();
+    let t = tenant("maintenance");
+    let (a, b) = (
+        first.store(&t, "test-model", 4).unwrap(),
+        second.store(&t, "test-model", 4).unwrap(),
+    );
+    let now = Utc::now();
+    let lease = chrono::Duration::minutes(5);
+    assert!(
+        a.claim_maintenance(now, lease).unwrap(),
+        "the first claim wins"
+    );
+    assert!(
+        !b.claim_maintenance(now, lease).unwrap(),
+        "the other replica waits"
+    );
+    assert!(!a
+        .claim_maintenance(now + chrono::Duration::minutes(1), lease)
+        .unwrap());
+    let other = first
+        .store(&tenant("maintenance"), "test-model", 4)
+        .unwrap();
+    assert!(
+        other.claim_maintenance(now, lease).unwrap(),
+        "another tenant's pass is its own"
+    );
+    // Once the lease lapses (a replica died mid-pass), another takes over.
+    let later = now + lease + chrono::Duration::seconds(1);
+    assert!(b.claim_maintenance(later, lease).unwrap());
+    assert!(!a.claim_maintenance(later, lease).unwrap());
+}

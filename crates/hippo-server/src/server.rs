@@ -372,6 +372,26 @@ pub fn start_maintenance(
 ) -> Periodic {
     Periodic::start("hippo-maintenance", interval, move || {
         for (tenant, hippo) in tenants.open() {
+            // Replicas sharing a store take turns: whoever claims the pass
+            // runs it; the lease lapses before the next round.
+            let lease = chrono::Duration::from_std(interval.mul_f64(0.9))
+                .unwrap_or(chrono::Duration::minutes(1));
+            match hippo.store().claim_maintenance(chrono::Utc::now(), lease) {
+                Ok(true) => {}
+                Ok(false) => {
+                    metrics
+                        .maintenance_passes
+                        .get_or_create(&crate::metrics::JobLabels {
+                            outcome: "skipped".into(),
+                        })
+                        .inc();
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(tenant, error = %e.detail(), "claiming the maintenance pass");
+                    continue;
+                }
+            }
             let outcome = match hippo::audit::as_actor("maintenance", || hippo.maintain()) {
                 Ok(r) => {
                     tracing::info!(
@@ -893,8 +913,47 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), shed_load))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .layer(middleware::from_fn_with_state(state.clone(), guard_host))
+        .layer(middleware::from_fn_with_state(
+            max_body_bytes,
+            refuse_declared_oversize,
+        ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+/// Most bytes of a refused body read (and dropped) before answering.
+const OVERSIZE_DRAIN_BYTES: u64 = 64 << 20;
+
+/// A body whose declared length exceeds the limit is refused with 413 before
+/// anything else runs, after reading it (up to a bound, for at most 10 s):
+/// HTTP clients that send the whole body before reading the answer would
+/// otherwise see the connection reset under them instead of the 413.
+async fn refuse_declared_oversize(State(max): State<usize>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(len) = declared.filter(|&n| n > max as u64) else {
+        return next.run(req).await;
+    };
+    let mem0 = req.uri().path().starts_with("/mem0/");
+    if len <= OVERSIZE_DRAIN_BYTES.max(2 * max as u64) {
+        use futures_util::StreamExt;
+        let mut body = req.into_body().into_data_stream();
+        let drain = async { while let Some(Ok(_)) = body.next().await {} };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
+    }
+    let refusal = ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the request body exceeds {max} bytes"),
+    );
+    if mem0 {
+        crate::mem0::Mem0Error::from(refusal).into_response()
+    } else {
+        refusal.into_response()
+    }
 }
 
 /// Gives axum's bare 405 (a route that exists, another method) the JSON

@@ -311,6 +311,14 @@ pub trait Store: Send + Sync {
     fn catch_up(&self) -> Result<()> {
         Ok(())
     }
+    /// Claims the periodic maintenance pass of this store until
+    /// `now + lease`: true when the caller should run it, false when another
+    /// process sharing the store claimed it and its lease has not lapsed.
+    /// A store no other server shares always grants it.
+    fn claim_maintenance(&self, now: DateTime<Utc>, lease: chrono::Duration) -> Result<bool> {
+        let _ = (now, lease);
+        Ok(true)
+    }
     /// Keyword candidates, best first.
     fn keyword_candidates(&self, query: &KeywordQuery<'_>) -> Result<Vec<Candidate>>;
     /// Vector candidates within scope and filter, best first: the exact top k
