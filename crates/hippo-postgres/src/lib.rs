@@ -35,6 +35,7 @@
 //! - jobs are claimed with `FOR UPDATE SKIP LOCKED` and a lease, so each
 //!   is run by one worker at a time whatever the number of replicas.
 
+mod conn;
 mod rows;
 mod schema;
 mod store;
@@ -43,8 +44,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postgres::error::SqlState;
-use postgres::NoTls;
-use r2d2_postgres::PostgresConnectionManager;
 
 use hippo::store::document::Tokenizer;
 use hippo::{Error, ErrorKind, Result};
@@ -81,7 +80,7 @@ impl PgOptions {
 /// A Postgres database holding Hippo's tables: the pool and the tokenizer
 /// every tenant's [`PostgresStore`] in this process shares.
 pub struct PgDatabase {
-    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    pool: r2d2::Pool<conn::Manager>,
     tokenizer: Tokenizer,
 }
 
@@ -104,14 +103,16 @@ impl PgDatabase {
             .parse()
             .map_err(|e| Error::invalid(format!("invalid Postgres URL: {e}")))?;
         // No parallel workers: starting them costs more than the short
-        // statements of a memory server gain.
+        // statements of a memory server gain. Prepared statements keep one
+        // generic plan from their first run (planning costs as much as the
+        // run); the BM25 queries plan each time (see `conn::Tx::query_planned`).
         config.options(&format!(
-            "-c statement_timeout={} -c max_parallel_workers_per_gather=0",
+            "-c statement_timeout={} -c max_parallel_workers_per_gather=0 -c plan_cache_mode=force_generic_plan",
             options.statement_timeout.as_millis()
         ));
         config.application_name("hippo");
         config.connect_timeout(options.connect_timeout);
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let manager = conn::Manager { config };
         let pool = r2d2::Pool::builder()
             .max_size(options.pool_size.max(1))
             .min_idle(Some(1))
@@ -122,12 +123,12 @@ impl PgDatabase {
             pool,
             tokenizer: Tokenizer::new(4)?,
         };
-        schema::migrate(&mut *db.connection()?)?;
+        schema::migrate(&mut db.connection()?.client)?;
         Ok(Arc::new(db))
     }
 
     /// A pooled connection.
-    fn connection(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+    fn connection(&self) -> Result<r2d2::PooledConnection<conn::Manager>> {
         self.pool
             .get()
             .map_err(|e| Error::unavailable(format!("no Postgres connection: {e}"), e))
@@ -146,7 +147,7 @@ impl PgDatabase {
         if dimension == 0 || dimension > 16_000 {
             return Err(Error::invalid("vector dimension must be 1..=16000"));
         }
-        schema::ensure_vector_index(&mut *self.connection()?, model, dimension)?;
+        schema::ensure_vector_index(&mut self.connection()?.client, model, dimension)?;
         Ok(PostgresStore::new(self.clone(), tenant, model, dimension))
     }
 }

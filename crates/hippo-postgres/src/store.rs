@@ -3,10 +3,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use crate::conn::Tx;
 use chrono::{DateTime, Utc};
 use pgvector::Vector;
 use postgres::types::ToSql;
-use postgres::Transaction;
 use serde_json::{Map, Value};
 
 use hippo::audit::{AuditCheck, AuditEntry, RequestMark};
@@ -104,11 +104,7 @@ impl PostgresStore {
 
     /// Runs `f` in a transaction bound to this tenant; a `write` first takes
     /// the tenant's write lock. Retried when it fails to serialize.
-    fn run<T>(
-        &self,
-        write: bool,
-        mut f: impl FnMut(&mut Transaction<'_>) -> TxResult<T>,
-    ) -> Result<T> {
+    fn run<T>(&self, write: bool, mut f: impl FnMut(&mut Tx<'_>) -> TxResult<T>) -> Result<T> {
         let mut conn = self.db.connection()?;
         let mut attempt = 0;
         loop {
@@ -140,11 +136,11 @@ impl PostgresStore {
         }
     }
 
-    fn read<T>(&self, f: impl FnMut(&mut Transaction<'_>) -> TxResult<T>) -> Result<T> {
+    fn read<T>(&self, f: impl FnMut(&mut Tx<'_>) -> TxResult<T>) -> Result<T> {
         self.run(false, f)
     }
 
-    fn write<T>(&self, f: impl FnMut(&mut Transaction<'_>) -> TxResult<T>) -> Result<T> {
+    fn write<T>(&self, f: impl FnMut(&mut Tx<'_>) -> TxResult<T>) -> Result<T> {
         self.run(true, f)
     }
 
@@ -162,7 +158,7 @@ impl PostgresStore {
         Ok(self.db.tokenizer.terms(text)?.join(" "))
     }
 
-    fn place(tx: &mut Transaction<'_>, id: MemoryId) -> TxResult<Option<Place>> {
+    fn place(tx: &mut Tx<'_>, id: MemoryId) -> TxResult<Option<Place>> {
         Ok(tx
             .query_opt(
                 &format!(
@@ -179,7 +175,7 @@ impl PostgresStore {
 
     /// The neighbour of `seq` in conversation `key` (before or after it).
     fn neighbour(
-        tx: &mut Transaction<'_>,
+        tx: &mut Tx<'_>,
         key: &str,
         seq: i64,
         before: bool,
@@ -199,7 +195,7 @@ impl PostgresStore {
 
     /// Recomputes the keyword context (previous + next message) of the
     /// memory at `seq`.
-    fn refresh_context(&self, tx: &mut Transaction<'_>, seq: i64) -> TxResult<()> {
+    fn refresh_context(&self, tx: &mut Tx<'_>, seq: i64) -> TxResult<()> {
         let Some(r) = tx.query_opt(
             &format!("SELECT scope_key, ({CHAIN}) FROM memories WHERE seq = $1"),
             &[&seq],
@@ -225,7 +221,7 @@ impl PostgresStore {
     }
 
     /// Refreshes the context of the messages around `seq` in conversation `key`.
-    fn refresh_around(&self, tx: &mut Transaction<'_>, key: &str, seq: i64) -> TxResult<()> {
+    fn refresh_around(&self, tx: &mut Tx<'_>, key: &str, seq: i64) -> TxResult<()> {
         for before in [true, false] {
             if let Some((n, _)) = Self::neighbour(tx, key, seq, before)? {
                 self.refresh_context(tx, n)?;
@@ -236,7 +232,7 @@ impl PostgresStore {
 
     /// The memory already holding `m`'s dedup key, if any; logs that `m`
     /// was merged into it.
-    fn duplicate_of(tx: &mut Transaction<'_>, m: &Memory) -> TxResult<Option<MemoryId>> {
+    fn duplicate_of(tx: &mut Tx<'_>, m: &Memory) -> TxResult<Option<MemoryId>> {
         let Some(key) = &m.dedup_key else {
             return Ok(None);
         };
@@ -270,12 +266,7 @@ impl PostgresStore {
     }
 
     /// Inserts one memory row (not a duplicate); returns its sequence number.
-    fn insert_row(
-        &self,
-        tx: &mut Transaction<'_>,
-        m: &Memory,
-        vector: Option<&[f32]>,
-    ) -> TxResult<i64> {
+    fn insert_row(&self, tx: &mut Tx<'_>, m: &Memory, vector: Option<&[f32]>) -> TxResult<i64> {
         let key = scope_key(&m.scope);
         let body = self.terms(&document::body(m))?;
         let speaker = self.terms(&document::speaker(m).unwrap_or_default())?;
@@ -363,7 +354,7 @@ impl PostgresStore {
         Ok(seq)
     }
 
-    fn append_audit(tx: &mut Transaction<'_>, items: Vec<AuditItem>) -> TxResult<()> {
+    fn append_audit(tx: &mut Tx<'_>, items: Vec<AuditItem>) -> TxResult<()> {
         if items.is_empty() {
             return Ok(());
         }
@@ -408,11 +399,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    fn audit_rows(
-        tx: &mut Transaction<'_>,
-        after: i64,
-        limit: Option<usize>,
-    ) -> TxResult<Vec<AuditRow>> {
+    fn audit_rows(tx: &mut Tx<'_>, after: i64, limit: Option<usize>) -> TxResult<Vec<AuditRow>> {
         let limit = limit.map_or(i64::MAX, |l| l as i64);
         Ok(tx
             .query(
@@ -436,7 +423,7 @@ impl PostgresStore {
             .collect())
     }
 
-    fn verify(tx: &mut Transaction<'_>) -> TxResult<AuditCheck> {
+    fn verify(tx: &mut Tx<'_>) -> TxResult<AuditCheck> {
         let head: Option<(i64, String)> = get_meta(tx, "audit_head")?.and_then(|h| {
             let (s, h) = h.split_once(':')?;
             Some((s.parse().ok()?, h.to_owned()))
@@ -459,7 +446,7 @@ impl PostgresStore {
             .collect()
     }
 
-    fn select_grants(tx: &mut Transaction<'_>, q: &GrantQuery<'_>) -> TxResult<Vec<Grant>> {
+    fn select_grants(tx: &mut Tx<'_>, q: &GrantQuery<'_>) -> TxResult<Vec<Grant>> {
         let mut c = Conditions::after(0);
         c.sql
             .push("m.tenant = current_setting('hippo.tenant')".into());
@@ -499,7 +486,7 @@ impl PostgresStore {
 
     /// Deletes the memories at these places, keeping conversations linked;
     /// returns how many rows went.
-    fn delete_rows(&self, tx: &mut Transaction<'_>, places: &[Place]) -> TxResult<u64> {
+    fn delete_rows(&self, tx: &mut Tx<'_>, places: &[Place]) -> TxResult<u64> {
         let seqs: Vec<i64> = places.iter().map(|p| p.seq).collect();
         let n = tx.execute("DELETE FROM memories WHERE seq = ANY($1)", &[&seqs])?;
         for place in places.iter().filter(|p| p.in_chain) {
@@ -509,7 +496,7 @@ impl PostgresStore {
     }
 }
 
-fn get_meta(tx: &mut Transaction<'_>, key: &str) -> TxResult<Option<String>> {
+fn get_meta(tx: &mut Tx<'_>, key: &str) -> TxResult<Option<String>> {
     Ok(tx
         .query_opt(
             "SELECT value FROM store_meta WHERE tenant = current_setting('hippo.tenant') AND key = $1",
@@ -518,7 +505,7 @@ fn get_meta(tx: &mut Transaction<'_>, key: &str) -> TxResult<Option<String>> {
         .map(|r| r.get(0)))
 }
 
-fn set_meta(tx: &mut Transaction<'_>, key: &str, value: &str) -> TxResult<()> {
+fn set_meta(tx: &mut Tx<'_>, key: &str, value: &str) -> TxResult<()> {
     tx.execute(
         "INSERT INTO store_meta (tenant, key, value) VALUES (current_setting('hippo.tenant'), $1, $2)
          ON CONFLICT (tenant, key) DO UPDATE SET value = excluded.value",
@@ -529,7 +516,7 @@ fn set_meta(tx: &mut Transaction<'_>, key: &str, value: &str) -> TxResult<()> {
 
 /// Records step `s` of a job inside the write's transaction; fails (so the
 /// write rolls back) if that step was applied before.
-fn apply_step(tx: &mut Transaction<'_>, s: Option<JobStep>) -> TxResult<()> {
+fn apply_step(tx: &mut Tx<'_>, s: Option<JobStep>) -> TxResult<()> {
     let Some(s) = s else { return Ok(()) };
     let step = s.step as i32;
     let n = tx.execute(
@@ -545,7 +532,7 @@ fn apply_step(tx: &mut Transaction<'_>, s: Option<JobStep>) -> TxResult<()> {
     Ok(())
 }
 
-fn enqueue(tx: &mut Transaction<'_>, jobs: &[NewJob]) -> TxResult<()> {
+fn enqueue(tx: &mut Tx<'_>, jobs: &[NewJob]) -> TxResult<()> {
     for j in jobs {
         tx.execute(
             "INSERT INTO jobs (tenant, kind, user_id, agent_id, session_id, payload, run_after, created_at, updated_at)
@@ -563,7 +550,7 @@ fn enqueue(tx: &mut Transaction<'_>, jobs: &[NewJob]) -> TxResult<()> {
     Ok(())
 }
 
-fn insert_events(tx: &mut Transaction<'_>, events: &[MemoryEvent]) -> TxResult<()> {
+fn insert_events(tx: &mut Tx<'_>, events: &[MemoryEvent]) -> TxResult<()> {
     for e in events {
         tx.execute(
             "INSERT INTO memory_events (tenant, memory_id, at, kind, origin, reason, request_id, detail)
@@ -582,7 +569,7 @@ fn insert_events(tx: &mut Transaction<'_>, events: &[MemoryEvent]) -> TxResult<(
     Ok(())
 }
 
-fn insert_rejections(tx: &mut Transaction<'_>, rejections: &[Rejection]) -> TxResult<()> {
+fn insert_rejections(tx: &mut Tx<'_>, rejections: &[Rejection]) -> TxResult<()> {
     for r in rejections {
         tx.execute(
             "INSERT INTO rejections (tenant, user_id, agent_id, session_id, at, request_id, kind, content, role,
@@ -652,7 +639,7 @@ fn grant_detail(g: &Grant) -> Map<String, Value> {
     d
 }
 
-fn mark_erased(tx: &mut Transaction<'_>) -> TxResult<()> {
+fn mark_erased(tx: &mut Tx<'_>) -> TxResult<()> {
     set_meta(tx, "erased_since_compact", "1")
 }
 
@@ -1226,7 +1213,8 @@ impl Store for PostgresStore {
         // hold every tenant's rows, so this compacts for all of them.
         let mut conn = self.db.connection()?;
         for table in crate::schema::TENANT_TABLES {
-            conn.batch_execute(&format!("VACUUM {table}"))
+            conn.client
+                .batch_execute(&format!("VACUUM {table}"))
                 .map_err(pg_error)?;
         }
         drop(conn);
@@ -1346,7 +1334,7 @@ impl Store for PostgresStore {
             let mut all: Vec<&(dyn ToSql + Sync)> = vec![&self.tenant];
             all.extend(picked.iter().map(|&i| &tokens[i] as &(dyn ToSql + Sync)));
             all.extend(c.refs());
-            let rows = tx.query(&sql, &all)?;
+            let rows = tx.query_planned(&sql, &all)?;
             let mut scored: Vec<(f64, i64, Candidate)> = Vec::with_capacity(rows.len());
             for r in &rows {
                 let columns: [&str; 3] = [r.get(1), r.get(2), r.get(3)];
