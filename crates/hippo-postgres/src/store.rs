@@ -795,6 +795,7 @@ impl Store for PostgresStore {
             events,
             job_step,
             jobs,
+            expected,
         } = u;
         if let Some(v) = &vector {
             self.check_dim(v)?;
@@ -809,6 +810,15 @@ impl Store for PostgresStore {
             let Some(place) = Self::place(tx, m.id)? else {
                 return Err(Error::not_found(format!("memory {} not found", m.id)).into());
             };
+            if let Some(expected) = &expected {
+                let stored = tx.query_one(
+                    &format!("SELECT {MEMORY_COLUMNS} FROM memories m WHERE m.seq = $1"),
+                    &[&place.seq],
+                )?;
+                if !hippo::store::unchanged_since(expected, &rows::memory(&stored)?) {
+                    return Err(Error::concurrent_change().into());
+                }
+            }
             apply_step(tx, job_step)?;
             // The earlier version first: a row of its own with the stored vector.
             if let Some(prev) = &previous {

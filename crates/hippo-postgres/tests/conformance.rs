@@ -51,4 +51,5 @@ conformance_tests!(
     forgetting,
     erasure,
     grants,
+    concurrent_changes,
 );

@@ -1906,6 +1906,9 @@ impl Hippo {
         }
         m.dedup_key = dedup_key(&m, "");
         let jobs = self.consolidation_jobs(&[&old, &m]);
+        // Applied only to the state it was computed from (see
+        // `Update::expected`): a revision racing another is refused, not lost.
+        let expected = Some(Box::new(old.clone()));
         let previous = Memory {
             id: MemoryId::now_v7(),
             valid_from: Some(old.valid_since()),
@@ -1929,6 +1932,7 @@ impl Hippo {
             events: vec![event],
             job_step: step,
             jobs,
+            expected,
         })?;
         Ok(m)
     }

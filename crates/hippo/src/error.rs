@@ -27,6 +27,10 @@ pub enum ErrorKind {
     Internal,
 }
 
+/// The message of [`Error::concurrent_change`].
+const CONCURRENT_CHANGE: &str =
+    "the memory was changed by another request at the same time; try again";
+
 /// A boxed cause.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -82,6 +86,18 @@ impl Error {
             source: Some(source.into()),
         }
     }
+    /// The memory changed between the read a change was computed from and
+    /// its write (see `store::Update::expected`); reading again and
+    /// retrying is right.
+    pub fn concurrent_change() -> Self {
+        Error::new(ErrorKind::Conflict, CONCURRENT_CHANGE)
+    }
+
+    /// Whether this is [`Error::concurrent_change`].
+    pub fn is_concurrent_change(&self) -> bool {
+        self.kind == ErrorKind::Conflict && self.message == CONCURRENT_CHANGE
+    }
+
     /// The classification of this error.
     pub fn kind(&self) -> ErrorKind {
         self.kind

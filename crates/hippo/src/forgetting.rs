@@ -56,6 +56,9 @@ pub struct MaintenanceReport {
     pub compacted: bool,
 }
 
+/// Attempts of a feedback report that keeps racing other changes.
+const FEEDBACK_ATTEMPTS: usize = 8;
+
 impl Hippo {
     /// Records client feedback on a memory: `used` and `helpful` reinforce
     /// it (its strength restarts from now and decays more slowly), `wrong`
@@ -68,7 +71,27 @@ impl Hippo {
         signal: Signal,
         note: Option<String>,
     ) -> Result<Memory> {
+        // Reports add up: one that raced another report (or any change) is
+        // counted again from what is stored now.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.feedback_once(id, scope, signal, note.clone()) {
+                Err(e) if e.is_concurrent_change() && attempts < FEEDBACK_ATTEMPTS => {}
+                other => return other,
+            }
+        }
+    }
+
+    fn feedback_once(
+        &self,
+        id: MemoryId,
+        scope: Option<&Scope>,
+        signal: Signal,
+        note: Option<String>,
+    ) -> Result<Memory> {
         let mut m = self.changeable(id, scope)?;
+        let read = m.clone();
         if m.status == Status::Deleted {
             return Err(Error::new(
                 crate::ErrorKind::Conflict,
@@ -94,6 +117,7 @@ impl Hippo {
         ]);
         self.store().update(Update {
             events: vec![event],
+            expected: Some(Box::new(read)),
             ..Update::in_place(m.clone(), None)
         })?;
         Ok(m)
@@ -108,6 +132,7 @@ impl Hippo {
         expires_at: Option<DateTime<Utc>>,
     ) -> Result<Memory> {
         let mut m = self.changeable(id, scope)?;
+        let read = m.clone();
         let expires_at = expires_at.map(millis);
         if m.expires_at == expires_at {
             return Ok(m);
@@ -120,6 +145,7 @@ impl Hippo {
         }
         self.store().update(Update {
             events: vec![event],
+            expected: Some(Box::new(read)),
             ..Update::in_place(m.clone(), None)
         })?;
         Ok(m)

@@ -431,6 +431,7 @@ pub fn lifecycle(store: &dyn Store) {
             events: vec![event.clone()],
             job_step: None,
             jobs: Vec::new(),
+            expected: None,
         })
         .unwrap();
     let search = |filter: &Filter, q: &str, v: usize| {
@@ -937,6 +938,47 @@ pub fn grants(store: &dyn Store) {
     assert!(q(None, None, true).is_empty(), "the user's grants went too");
 }
 
+/// A change computed from a state that another change replaced is refused
+/// (see `Update::expected`), and changes nothing.
+pub fn concurrent_changes(store: &dyn Store) {
+    let s = Scope::user("ana");
+    let m = memory(s.clone(), "the spare key is under the mat", None);
+    insert(store, vec![(m.clone(), Some(vector(0)))]);
+    let read = store.get_many(&[m.id]).unwrap().remove(0);
+    let mut first = read.clone();
+    first.usage.used += 1;
+    store
+        .update(Update {
+            expected: Some(Box::new(read.clone())),
+            ..Update::in_place(first.clone(), None)
+        })
+        .unwrap();
+    let mut second = read.clone();
+    second.usage.helpful += 1;
+    let err = store
+        .update(Update {
+            expected: Some(Box::new(read)),
+            ..Update::in_place(second, None)
+        })
+        .unwrap_err();
+    assert!(err.is_concurrent_change(), "{err:?}");
+    let stored = store.get_many(&[m.id]).unwrap().remove(0);
+    assert_eq!(
+        stored.usage, first.usage,
+        "the refused change left no trace"
+    );
+    // From the state now stored, it applies.
+    let mut third = stored.clone();
+    third.usage.helpful += 1;
+    store
+        .update(Update {
+            expected: Some(Box::new(stored)),
+            ..Update::in_place(third.clone(), None)
+        })
+        .unwrap();
+    assert_eq!(store.get_many(&[m.id]).unwrap()[0].usage, third.usage);
+}
+
 /// Runs every check, each on a fresh store from `make`.
 pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     round_trip(make().as_ref());
@@ -951,6 +993,7 @@ pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     forgetting(make().as_ref());
     erasure(make().as_ref());
     grants(make().as_ref());
+    concurrent_changes(make().as_ref());
 }
 
 #[cfg(test)]

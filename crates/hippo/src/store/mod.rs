@@ -110,6 +110,24 @@ pub struct Update {
     /// Jobs to enqueue with the change (e.g. rebuilding digests that quote
     /// it): durable exactly when the change is.
     pub jobs: Vec<NewJob>,
+    /// The stored state this change was computed from. When set, the store
+    /// applies the change only if the memory is still in that state (same
+    /// `updated_at`, content, status, validity, expiry and feedback counts)
+    /// and otherwise fails with [`crate::Error::concurrent_change`], changing
+    /// nothing: another process changed it in between (replicas sharing a
+    /// store; the CLI beside a server). The caller reads again and retries.
+    pub expected: Option<Box<Memory>>,
+}
+
+/// Whether `stored` is still the state `expected` (see [`Update::expected`]).
+pub fn unchanged_since(expected: &Memory, stored: &Memory) -> bool {
+    expected.updated_at == stored.updated_at
+        && expected.content_hash == stored.content_hash
+        && expected.status == stored.status
+        && expected.valid_from == stored.valid_from
+        && expected.valid_to == stored.valid_to
+        && expected.expires_at == stored.expires_at
+        && expected.usage == stored.usage
 }
 
 impl Update {
@@ -123,6 +141,7 @@ impl Update {
             events: Vec::new(),
             job_step: None,
             jobs: Vec::new(),
+            expected: None,
         }
     }
 }

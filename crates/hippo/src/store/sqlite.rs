@@ -975,7 +975,7 @@ impl SqliteStore {
         if stored >= KEYWORD_FORMAT {
             return Ok(());
         }
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut n = 0usize;
         {
             let mut rows =
@@ -1097,7 +1097,7 @@ impl SqliteStore {
     /// The transaction of [`Store::delete`]: returns the deleted rows and the
     /// keyword changes to publish.
     fn delete_tx(conn: &mut Connection, ids: &[MemoryId]) -> Result<Deleted> {
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         // A chunk goes with its whole input: the other chunks and the
         // stored whole text.
         let mut ids = ids.to_vec();
@@ -1172,7 +1172,7 @@ impl SqliteStore {
     fn delete_scope_tx(conn: &mut Connection, scope: &Scope) -> Result<(Vec<i64>, Vec<MemoryId>)> {
         let mut c = Conditions::default();
         c.scope(scope);
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let (rowids, ids): (Vec<i64>, Vec<MemoryId>) = {
             let mut stmt = tx.prepare(&format!(
                 "SELECT m.rowid, m.id FROM memories m WHERE {}",
@@ -1566,7 +1566,7 @@ impl Store for SqliteStore {
             )));
         }
         let mut conn = self.writer()?;
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut touched = BTreeSet::new();
         apply_step(&tx, batch.job_step)?;
         let (rowids, outcome) = Self::insert_tx(&tx, &batch, &self.model, &mut touched)?;
@@ -1725,6 +1725,7 @@ impl Store for SqliteStore {
             events,
             job_step,
             jobs,
+            expected,
         } = u;
         let dim = self.vectors_read().dim();
         if vector.as_ref().is_some_and(|v| v.len() != dim) {
@@ -1739,7 +1740,7 @@ impl Store for SqliteStore {
             return Err(Error::invalid("a previous version must name its memory"));
         }
         let mut conn = self.writer()?;
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let found: Option<(i64, Option<i64>)> = tx
             .prepare_cached("SELECT rowid, prev_rowid FROM memories WHERE id = ?1")?
             .query_row([m.id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -1747,6 +1748,16 @@ impl Store for SqliteStore {
         let Some((rowid, prev)) = found else {
             return Err(Error::not_found(format!("memory {} not found", m.id)));
         };
+        if let Some(expected) = &expected {
+            let stored = tx
+                .prepare_cached(&format!(
+                    "SELECT {MEMORY_COLUMNS} FROM memories m WHERE m.rowid = ?1"
+                ))?
+                .query_row([rowid], row_to_memory)?;
+            if !super::unchanged_since(expected, &stored) {
+                return Err(Error::concurrent_change());
+            }
+        }
         apply_step(&tx, job_step)?;
         let mut touched = BTreeSet::from([rowid]);
         // The earlier version first: a row of its own with the stored vector.
@@ -1998,7 +2009,7 @@ impl Store for SqliteStore {
 
     fn put_grant(&self, g: &Grant) -> Result<()> {
         let mut conn = self.writer()?;
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO grants (id, memory_id, user_id, agent_id, session_id, grantee_user, grantee_agent,
              created_at, created_by, expires_at, revoked_at)
@@ -2027,7 +2038,7 @@ impl Store for SqliteStore {
 
     fn revoke_grant(&self, id: uuid::Uuid, at: DateTime<Utc>) -> Result<Option<Grant>> {
         let mut conn = self.writer()?;
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let changed = tx.execute(
             "UPDATE grants SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
             params![id.to_string(), ms(at)],

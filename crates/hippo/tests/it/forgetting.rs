@@ -278,3 +278,38 @@ fn admission_refuses_and_records_contentless_or_unsure_facts_and_near_duplicates
         hippo::ErrorKind::InvalidInput
     );
 }
+
+/// Two engines on one store (two processes, or two replicas) counting
+/// feedback on one memory at the same time: every report counts once.
+#[test]
+fn concurrent_feedback_reports_all_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = engine_at(dir.path(), Utc::now());
+    let (b, _) = engine_at(dir.path(), Utc::now());
+    let s = Scope::user("ana");
+    let id = a
+        .add(vec![AddItem::text(
+            s.clone(),
+            "Ana keeps her passport in the blue drawer.",
+        )])
+        .unwrap()[0]
+        .id;
+    const EACH: u32 = 25;
+    std::thread::scope(|t| {
+        for h in [&a, &b] {
+            let s = s.clone();
+            t.spawn(move || {
+                for _ in 0..EACH {
+                    h.feedback(id, Some(&s), Signal::Used, None).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(a.get(id, None).unwrap().usage.used, 2 * EACH);
+    let (_, events) = b.store().history(id).unwrap();
+    let reports = events
+        .iter()
+        .filter(|e| e.kind == hippo::model::EventKind::Feedback)
+        .count();
+    assert_eq!(reports, 2 * EACH as usize, "one event per report");
+}
