@@ -82,6 +82,9 @@ impl PgOptions {
 pub struct PgDatabase {
     pool: r2d2::Pool<conn::Manager>,
     tokenizer: Tokenizer,
+    /// Models (with dimension) whose vector index this process has made
+    /// sure of: once each, not once per tenant opened.
+    indexed: std::sync::Mutex<std::collections::HashSet<(String, usize)>>,
 }
 
 impl std::fmt::Debug for PgDatabase {
@@ -122,6 +125,7 @@ impl PgDatabase {
         let db = PgDatabase {
             pool,
             tokenizer: Tokenizer::new(4)?,
+            indexed: Default::default(),
         };
         schema::migrate(&mut db.connection()?.client)?;
         Ok(Arc::new(db))
@@ -147,7 +151,13 @@ impl PgDatabase {
         if dimension == 0 || dimension > 16_000 {
             return Err(Error::invalid("vector dimension must be 1..=16000"));
         }
-        schema::ensure_vector_index(&mut self.connection()?.client, model, dimension)?;
+        let key = (model.to_owned(), dimension);
+        let mut indexed = self.indexed.lock().unwrap_or_else(|e| e.into_inner());
+        if !indexed.contains(&key) {
+            schema::ensure_vector_index(&mut self.connection()?.client, model, dimension)?;
+            indexed.insert(key);
+        }
+        drop(indexed);
         Ok(PostgresStore::new(self.clone(), tenant, model, dimension))
     }
 }

@@ -241,60 +241,14 @@ impl Conditions {
         }
     }
 
-    /// The same conditions as the SQLite store's (see `Filter`).
+    /// The conditions of `filter` (see `hippo::store::filter_conditions`),
+    /// with metadata compared as `jsonb`.
     pub fn filter(&mut self, filter: &Filter) {
-        if !filter.kinds.is_empty() {
-            let list: Vec<String> = filter
-                .kinds
-                .iter()
-                .map(|k| format!("'{}'", k.as_str()))
-                .collect();
-            self.sql.push(format!("m.kind IN ({})", list.join(",")));
-        }
-        if let Some(t) = filter.event_time_from {
-            self.push("m.event_time >= ?", ms(t));
-        }
-        if let Some(t) = filter.event_time_to {
-            self.push("m.event_time < ?", ms(t));
-        }
-        let statuses: Vec<String> = Status::ALL
-            .into_iter()
-            .filter(|s| filter.accepts_status(*s))
-            .map(|s| format!("'{}'", s.as_str()))
-            .collect();
-        let statuses = format!("m.status IN ({})", statuses.join(","));
-        match filter.now {
-            // An active memory whose expiry passed counts as archived from
-            // that instant (see `Filter::accepts_expiry`).
-            Some(now)
-                if filter.as_of.is_none()
-                    && filter.accepts_status(Status::Archived)
-                    && !filter.accepts_status(Status::Active) =>
-            {
-                self.push(
-                    &format!(
-                        "({statuses} OR (m.status = 'active' AND m.expires_at IS NOT NULL AND m.expires_at <= ?))"
-                    ),
-                    ms(now),
-                );
+        for (sql, value) in hippo::store::filter_conditions(filter) {
+            match value {
+                Some(v) => self.push(&sql, v),
+                None => self.sql.push(sql),
             }
-            _ => self.sql.push(statuses),
-        }
-        if filter.all_versions {
-        } else if let Some(t) = filter.as_of {
-            self.push(
-                "coalesce(m.valid_from, m.event_time, m.recorded_at) <= ?",
-                ms(t),
-            );
-            self.push("(m.valid_to IS NULL OR m.valid_to > ?)", ms(t));
-        } else if let Some(now) = filter.now {
-            self.push("(m.valid_to IS NULL OR m.valid_to > ?)", ms(now));
-            self.push("(m.valid_from IS NULL OR m.valid_from <= ?)", ms(now));
-            if !filter.accepts_status(Status::Archived) {
-                self.push("(m.expires_at IS NULL OR m.expires_at > ?)", ms(now));
-            }
-        } else {
-            self.sql.push("m.valid_to IS NULL".into());
         }
         for (key, value) in &filter.metadata {
             match value {

@@ -9,7 +9,7 @@ use pgvector::Vector;
 use postgres::types::ToSql;
 use serde_json::{Map, Value};
 
-use hippo::audit::{AuditCheck, AuditEntry, RequestMark};
+use hippo::audit::{entries, AuditCheck, AuditEntry, RequestMark};
 use hippo::jobs::{Job, JobCounts, JobState, JobStep, JobUpdate, NewJob};
 use hippo::model::{EventKind, MemoryEvent, MemoryId, Usage};
 use hippo::sharing::Grant;
@@ -68,9 +68,6 @@ impl std::fmt::Debug for PostgresStore {
 /// A stored audit entry as `hippo::audit::verify` reads it: seq, at, actor,
 /// action, target, detail, previous hash, hash.
 type AuditRow = (i64, i64, String, String, String, String, String, String);
-
-/// One audit entry to append: action, target, detail.
-type AuditItem = (String, String, Map<String, Value>);
 
 /// The row of a memory's place in its conversation: sequence number, exact
 /// scope and whether it is in the conversation (a current message).
@@ -354,7 +351,7 @@ impl PostgresStore {
         Ok(seq)
     }
 
-    fn append_audit(tx: &mut Tx<'_>, items: Vec<AuditItem>) -> TxResult<()> {
+    fn append_audit(tx: &mut Tx<'_>, items: Vec<entries::Item>) -> TxResult<()> {
         if items.is_empty() {
             return Ok(());
         }
@@ -593,52 +590,6 @@ fn insert_rejections(tx: &mut Tx<'_>, rejections: &[Rejection]) -> TxResult<()> 
     Ok(())
 }
 
-/// The audit entries of events (their kind, memory and origin).
-fn event_audit(events: &[MemoryEvent]) -> Vec<AuditItem> {
-    events
-        .iter()
-        .map(|e| {
-            let mut d = Map::new();
-            d.insert("origin".into(), Value::String(e.origin.clone()));
-            if let Some(r) = e.request_id {
-                d.insert("request_id".into(), Value::String(r.to_string()));
-            }
-            (e.kind.as_str().to_owned(), e.memory_id.to_string(), d)
-        })
-        .collect()
-}
-
-/// Scope fields of an audit detail.
-fn scope_detail(scope: &Scope) -> Map<String, Value> {
-    let mut d = Map::new();
-    for (k, v) in [
-        ("user_id", &scope.user_id),
-        ("agent_id", &scope.agent_id),
-        ("session_id", &scope.session_id),
-    ] {
-        if let Some(v) = v {
-            d.insert(k.into(), Value::String(v.clone()));
-        }
-    }
-    d
-}
-
-/// The audit detail of a grant: what, to whom, until when (ids, no content).
-fn grant_detail(g: &Grant) -> Map<String, Value> {
-    let mut d = Map::new();
-    if let Some(m) = g.memory_id {
-        d.insert("memory_id".into(), Value::String(m.to_string()));
-    }
-    d.insert("scope".into(), Value::Object(scope_detail(&g.scope)));
-    if let Ok(v) = serde_json::to_value(&g.grantee) {
-        d.insert("grantee".into(), v);
-    }
-    if let Some(e) = g.expires_at {
-        d.insert("expires_at".into(), Value::String(e.to_rfc3339()));
-    }
-    d
-}
-
 fn mark_erased(tx: &mut Tx<'_>) -> TxResult<()> {
     set_meta(tx, "erased_since_compact", "1")
 }
@@ -680,7 +631,7 @@ impl Store for PostgresStore {
                 )?;
             }
             let mut outcome = InsertOutcome::default();
-            let mut audit: Vec<AuditItem> = Vec::new();
+            let mut audit: Vec<entries::Item> = Vec::new();
             for (i, nm) in batch.memories.iter().enumerate() {
                 let m = &nm.memory;
                 if let Some(existing) = Self::duplicate_of(tx, m)? {
@@ -688,25 +639,13 @@ impl Store for PostgresStore {
                     continue;
                 }
                 self.insert_row(tx, m, nm.vector.as_deref())?;
-                let mut d = scope_detail(&m.scope);
-                d.insert("kind".into(), Value::String(m.kind.as_str().into()));
-                if !m.flags.is_empty() {
-                    d.insert("quarantined".into(), serde_json::json!(m.flags));
-                }
-                if let Some(r) = m.provenance.request_id {
-                    d.insert("request_id".into(), Value::String(r.to_string()));
-                }
-                audit.push(("add".to_owned(), m.id.to_string(), d));
+                audit.push(entries::added(m));
             }
             enqueue(tx, &batch.jobs)?;
             insert_events(tx, &batch.events)?;
             insert_rejections(tx, &batch.rejections)?;
-            audit.extend(event_audit(&batch.events));
-            audit.extend(batch.rejections.iter().map(|r| {
-                let mut d = scope_detail(&r.scope);
-                d.insert("kind".into(), Value::String(r.kind.as_str().into()));
-                ("reject".to_owned(), String::new(), d)
-            }));
+            audit.extend(entries::events(&batch.events));
+            audit.extend(batch.rejections.iter().map(entries::rejected));
             Self::append_audit(tx, audit)?;
             Ok(outcome)
         })
@@ -906,9 +845,9 @@ impl Store for PostgresStore {
             self.refresh_around(tx, &place.scope_key, place.seq)?;
             insert_events(tx, &events)?;
             let audit = if events.is_empty() {
-                vec![("update".to_owned(), m.id.to_string(), Map::new())]
+                vec![entries::updated(m.id)]
             } else {
-                event_audit(&events)
+                entries::events(&events)
             };
             Self::append_audit(tx, audit)?;
             enqueue(tx, &jobs)?;
@@ -1025,10 +964,7 @@ impl Store for PostgresStore {
             self.delete_rows(tx, &places)?;
             Self::append_audit(
                 tx,
-                erased
-                    .iter()
-                    .map(|id| ("erase".to_owned(), id.to_string(), Map::new()))
-                    .collect(),
+                erased.iter().map(|id| entries::erased(*id)).collect(),
             )?;
             mark_erased(tx)?;
             Ok(n)
@@ -1076,11 +1012,7 @@ impl Store for PostgresStore {
             }
             Self::append_audit(
                 tx,
-                vec![("erase_scope".to_owned(), String::new(), {
-                    let mut d = scope_detail(scope);
-                    d.insert("memories".into(), Value::from(n));
-                    d
-                })],
+                vec![entries::scope_erased(scope, n)],
             )?;
             mark_erased(tx)?;
             Ok(n)
@@ -1154,7 +1086,7 @@ impl Store for PostgresStore {
                     &g.revoked_at.map(ms),
                 ],
             )?;
-            Self::append_audit(tx, vec![("grant".to_owned(), g.id.to_string(), grant_detail(g))])?;
+            Self::append_audit(tx, vec![entries::grant("grant", g)])?;
             Ok(())
         })
     }
@@ -1177,10 +1109,7 @@ impl Store for PostgresStore {
             )?
             .pop();
             if let (1, Some(g)) = (changed, &grant) {
-                Self::append_audit(
-                    tx,
-                    vec![("revoke_grant".to_owned(), id.to_string(), grant_detail(g))],
-                )?;
+                Self::append_audit(tx, vec![entries::grant("revoke_grant", g)])?;
             }
             Ok(grant)
         })

@@ -201,6 +201,103 @@ pub fn verify(
     }
 }
 
+/// The entries a store's writes append, `(action, target, detail)`: the
+/// same on every store, so a log reads the same whichever store wrote it.
+pub mod entries {
+    use serde_json::{json, Map, Value};
+
+    use crate::model::{Memory, MemoryEvent, MemoryId, Scope};
+    use crate::policy::Rejection;
+    use crate::sharing::Grant;
+
+    /// One entry to append: action, target, detail.
+    pub type Item = (String, String, Map<String, Value>);
+
+    /// Scope fields of a detail.
+    fn scope(scope: &Scope) -> Map<String, Value> {
+        let mut d = Map::new();
+        for (k, v) in [
+            ("user_id", &scope.user_id),
+            ("agent_id", &scope.agent_id),
+            ("session_id", &scope.session_id),
+        ] {
+            if let Some(v) = v {
+                d.insert(k.into(), Value::String(v.clone()));
+            }
+        }
+        d
+    }
+
+    /// A memory stored: its scope, kind, quarantine flags and request.
+    pub fn added(m: &Memory) -> Item {
+        let mut d = scope(&m.scope);
+        d.insert("kind".into(), Value::String(m.kind.as_str().into()));
+        if !m.flags.is_empty() {
+            d.insert("quarantined".into(), json!(m.flags));
+        }
+        if let Some(r) = m.provenance.request_id {
+            d.insert("request_id".into(), Value::String(r.to_string()));
+        }
+        ("add".to_owned(), m.id.to_string(), d)
+    }
+
+    /// A write not admitted: its scope and kind (no content).
+    pub fn rejected(r: &Rejection) -> Item {
+        let mut d = scope(&r.scope);
+        d.insert("kind".into(), Value::String(r.kind.as_str().into()));
+        ("reject".to_owned(), String::new(), d)
+    }
+
+    /// Logged events: their kind, memory and origin.
+    pub fn events(events: &[MemoryEvent]) -> Vec<Item> {
+        events
+            .iter()
+            .map(|e| {
+                let mut d = Map::new();
+                d.insert("origin".into(), Value::String(e.origin.clone()));
+                if let Some(r) = e.request_id {
+                    d.insert("request_id".into(), Value::String(r.to_string()));
+                }
+                (e.kind.as_str().to_owned(), e.memory_id.to_string(), d)
+            })
+            .collect()
+    }
+
+    /// A change that logged no event.
+    pub fn updated(id: MemoryId) -> Item {
+        ("update".to_owned(), id.to_string(), Map::new())
+    }
+
+    /// A memory (or an earlier version of one) erased for good.
+    pub fn erased(id: MemoryId) -> Item {
+        ("erase".to_owned(), id.to_string(), Map::new())
+    }
+
+    /// A whole scope erased, with how many memories it held.
+    pub fn scope_erased(s: &Scope, memories: u64) -> Item {
+        let mut d = scope(s);
+        d.insert("memories".into(), Value::from(memories));
+        ("erase_scope".to_owned(), String::new(), d)
+    }
+
+    /// A grant given (`grant`) or revoked (`revoke_grant`): what, to whom,
+    /// until when (ids, no content).
+    pub fn grant(action: &str, g: &Grant) -> Item {
+        let mut d = Map::new();
+        if let Some(m) = g.memory_id {
+            d.insert("memory_id".into(), Value::String(m.to_string()));
+        }
+        d.insert("scope".into(), Value::Object(scope(&g.scope)));
+        if let Ok(v) = serde_json::to_value(&g.grantee) {
+            d.insert("grantee".into(), v);
+        }
+        if let Some(e) = g.expires_at {
+            d.insert("expires_at".into(), Value::String(e.to_rfc3339()));
+        }
+        (action.to_owned(), g.id.to_string(), d)
+    }
+}
+
 /// The SQL of a log kept in an `audit_log` table, its head under key
 /// `audit_head` in a `key`/`value` table (`store_meta` in stores,
 /// `control_meta` in the control database). Shared by both.

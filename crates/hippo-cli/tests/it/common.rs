@@ -81,7 +81,7 @@ impl Server {
         Server::spawn(wrapped)
     }
 
-    fn spawn(mut cmd: Command) -> Server {
+    pub fn spawn(mut cmd: Command) -> Server {
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -26,8 +26,13 @@ fn two_servers_on_one_postgres_database_serve_the_same_memories() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("h.db");
     let store = fresh_database();
+    // The store named on the command line, and in the environment.
     let a = Server::start(&db, &["--store", &store]);
-    let b = Server::start(&db, &["--store", &store]);
+    let mut second = hippo(&db);
+    second
+        .env("HIPPO_STORE", &store)
+        .args(["serve", "--listen", "127.0.0.1:0"]);
+    let b = Server::spawn(second);
 
     let (status, added) = a.call(
         "POST",
@@ -70,9 +75,12 @@ fn two_servers_on_one_postgres_database_serve_the_same_memories() {
     let (status, _) = b.call("GET", &format!("/v1/memories/{id}"), None);
     assert_eq!(status, 404);
 
-    // The audit chain, written by both, verifies (the CLI on the same store).
+    // The audit chain, written by both, verifies (the CLI on the same store,
+    // named in its config file).
+    let config = dir.path().join("hippo.toml");
+    std::fs::write(&config, format!("store = \"{store}\"\n")).unwrap();
     let verify = hippo(&db)
-        .args(["--store", &store, "audit", "verify"])
+        .args(["--config", config.to_str().unwrap(), "audit", "verify"])
         .output()
         .unwrap();
     assert!(

@@ -146,6 +146,75 @@ impl Update {
     }
 }
 
+/// The SQL conditions of a filter's kinds, event times, statuses, expiry and
+/// validity (on alias `m`, times in milliseconds), each with at most one `?`
+/// and its value: every SQL store binds them in its own placeholder style,
+/// so all select the same memories. Metadata conditions are the stores' own
+/// (their JSON functions differ).
+pub fn filter_conditions(filter: &Filter) -> Vec<(String, Option<i64>)> {
+    use crate::model::Status;
+    let ms = |t: DateTime<Utc>| Some(t.timestamp_millis());
+    let mut out: Vec<(String, Option<i64>)> = Vec::new();
+    if !filter.kinds.is_empty() {
+        let list: Vec<String> = filter
+            .kinds
+            .iter()
+            .map(|k| format!("'{}'", k.as_str()))
+            .collect();
+        out.push((format!("m.kind IN ({})", list.join(",")), None));
+    }
+    if let Some(t) = filter.event_time_from {
+        out.push(("m.event_time >= ?".into(), ms(t)));
+    }
+    if let Some(t) = filter.event_time_to {
+        out.push(("m.event_time < ?".into(), ms(t)));
+    }
+    let statuses: Vec<String> = Status::ALL
+        .into_iter()
+        .filter(|s| filter.accepts_status(*s))
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    let statuses = format!("m.status IN ({})", statuses.join(","));
+    match filter.now {
+        // An active memory whose expiry passed counts as archived from
+        // that instant (see `Filter::accepts_expiry`).
+        Some(now)
+            if filter.as_of.is_none()
+                && filter.accepts_status(Status::Archived)
+                && !filter.accepts_status(Status::Active) =>
+        {
+            out.push((
+                format!(
+                    "({statuses} OR (m.status = 'active' AND m.expires_at IS NOT NULL AND m.expires_at <= ?))"
+                ),
+                ms(now),
+            ));
+        }
+        _ => out.push((statuses, None)),
+    }
+    if filter.all_versions {
+    } else if let Some(t) = filter.as_of {
+        out.push((
+            "coalesce(m.valid_from, m.event_time, m.recorded_at) <= ?".into(),
+            ms(t),
+        ));
+        out.push(("(m.valid_to IS NULL OR m.valid_to > ?)".into(), ms(t)));
+    } else if let Some(now) = filter.now {
+        out.push(("(m.valid_to IS NULL OR m.valid_to > ?)".into(), ms(now)));
+        // A version scheduled for later does not hold yet.
+        out.push((
+            "(m.valid_from IS NULL OR m.valid_from <= ?)".into(),
+            ms(now),
+        ));
+        if !filter.accepts_status(Status::Archived) {
+            out.push(("(m.expires_at IS NULL OR m.expires_at > ?)".into(), ms(now)));
+        }
+    } else {
+        out.push(("m.valid_to IS NULL".into(), None));
+    }
+    out
+}
+
 /// A keyword (BM25) candidate query.
 #[derive(Debug, Clone, Copy)]
 pub struct KeywordQuery<'a> {

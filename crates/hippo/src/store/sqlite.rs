@@ -23,7 +23,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{
     params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row, Transaction,
 };
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::fts;
 use super::keywords::{KeywordDoc, KeywordIndex};
@@ -34,6 +34,7 @@ use super::{
     Candidate, GrantQuery, InsertBatch, InsertOutcome, KeywordQuery, ListQuery, Order, Page,
     Source, Store, StoreStats, Update, VectorQuery,
 };
+use crate::audit::entries;
 use crate::error::{Error, ErrorKind, Result};
 use crate::jobs::{Job, JobCounts, JobState, JobStep, JobUpdate, NewJob};
 use crate::model::{
@@ -412,16 +413,13 @@ fn job_row(r: &Row<'_>) -> rusqlite::Result<Job> {
     })
 }
 
-/// One audit entry to append: action, target, detail (see `audit.rs`).
-type AuditItem = (String, String, Map<String, Value>);
-
 /// Appends entries to the store's audit log in `tx`.
 /// `PRAGMA data_version` of `conn` (see [`SqliteStore::reload_if_changed`]).
 fn data_version(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
 }
 
-fn append_audit(tx: &Transaction<'_>, items: Vec<AuditItem>) -> Result<()> {
+fn append_audit(tx: &Transaction<'_>, items: Vec<entries::Item>) -> Result<()> {
     // Every write transaction that changes something is audited, so this is
     // where an idempotent request's commit is recorded, atomically with it.
     if !items.is_empty() {
@@ -435,52 +433,6 @@ fn append_audit(tx: &Transaction<'_>, items: Vec<AuditItem>) -> Result<()> {
         }
     }
     Ok(crate::audit::sql::append(tx, "store_meta", items)?)
-}
-
-/// The audit entries of events (their kind, memory and origin).
-fn event_audit(events: &[MemoryEvent]) -> Vec<AuditItem> {
-    events
-        .iter()
-        .map(|e| {
-            let mut d = Map::new();
-            d.insert("origin".into(), Value::String(e.origin.clone()));
-            if let Some(r) = e.request_id {
-                d.insert("request_id".into(), Value::String(r.to_string()));
-            }
-            (e.kind.as_str().to_owned(), e.memory_id.to_string(), d)
-        })
-        .collect()
-}
-
-/// Scope fields of an audit detail.
-fn scope_detail(scope: &Scope) -> Map<String, Value> {
-    let mut d = Map::new();
-    for (k, v) in [
-        ("user_id", &scope.user_id),
-        ("agent_id", &scope.agent_id),
-        ("session_id", &scope.session_id),
-    ] {
-        if let Some(v) = v {
-            d.insert(k.into(), Value::String(v.clone()));
-        }
-    }
-    d
-}
-
-/// The audit detail of a grant: what, to whom, until when (ids, no content).
-fn grant_detail(g: &Grant) -> Map<String, Value> {
-    let mut d = Map::new();
-    if let Some(m) = g.memory_id {
-        d.insert("memory_id".into(), Value::String(m.to_string()));
-    }
-    d.insert("scope".into(), Value::Object(scope_detail(&g.scope)));
-    if let Ok(v) = serde_json::to_value(&g.grantee) {
-        d.insert("grantee".into(), v);
-    }
-    if let Some(e) = g.expires_at {
-        d.insert("expires_at".into(), Value::String(e.to_rfc3339()));
-    }
-    d
 }
 
 fn select_grants(conn: &Connection, q: &GrantQuery<'_>) -> Result<Vec<Grant>> {
@@ -644,59 +596,11 @@ impl Conditions {
     }
 
     fn filter(&mut self, filter: &Filter) {
-        if !filter.kinds.is_empty() {
-            let list: Vec<String> = filter
-                .kinds
-                .iter()
-                .map(|k| format!("'{}'", k.as_str()))
-                .collect();
-            self.sql.push(format!("m.kind IN ({})", list.join(",")));
-        }
-        if let Some(t) = filter.event_time_from {
-            self.push("m.event_time >= ?", ms(t));
-        }
-        if let Some(t) = filter.event_time_to {
-            self.push("m.event_time < ?", ms(t));
-        }
-        let statuses: Vec<String> = Status::ALL
-            .into_iter()
-            .filter(|s| filter.accepts_status(*s))
-            .map(|s| format!("'{}'", s.as_str()))
-            .collect();
-        let statuses = format!("m.status IN ({})", statuses.join(","));
-        match filter.now {
-            // An active memory whose expiry passed counts as archived from
-            // that instant (see `Filter::accepts_expiry`).
-            Some(now)
-                if filter.as_of.is_none()
-                    && filter.accepts_status(Status::Archived)
-                    && !filter.accepts_status(Status::Active) =>
-            {
-                self.push(
-                    &format!(
-                        "({statuses} OR (m.status = 'active' AND m.expires_at IS NOT NULL AND m.expires_at <= ?))"
-                    ),
-                    ms(now),
-                );
+        for (sql, value) in super::filter_conditions(filter) {
+            match value {
+                Some(v) => self.push(&sql, v),
+                None => self.sql.push(sql),
             }
-            _ => self.sql.push(statuses),
-        }
-        if filter.all_versions {
-        } else if let Some(t) = filter.as_of {
-            self.push(
-                "coalesce(m.valid_from, m.event_time, m.recorded_at) <= ?",
-                ms(t),
-            );
-            self.push("(m.valid_to IS NULL OR m.valid_to > ?)", ms(t));
-        } else if let Some(now) = filter.now {
-            self.push("(m.valid_to IS NULL OR m.valid_to > ?)", ms(now));
-            // A version scheduled for later does not hold yet.
-            self.push("(m.valid_from IS NULL OR m.valid_from <= ?)", ms(now));
-            if !filter.accepts_status(Status::Archived) {
-                self.push("(m.expires_at IS NULL OR m.expires_at > ?)", ms(now));
-            }
-        } else {
-            self.sql.push("m.valid_to IS NULL".into());
         }
         for (key, value) in &filter.metadata {
             // Keys are bound as parameters inside a quoted JSON path.
@@ -1157,10 +1061,7 @@ impl SqliteStore {
         let keywords = Self::keyword_changes(&tx, &touched)?;
         append_audit(
             &tx,
-            rowids
-                .iter()
-                .map(|(id, _)| ("erase".to_owned(), id.to_string(), Map::new()))
-                .collect(),
+            rowids.iter().map(|(id, _)| entries::erased(*id)).collect(),
         )?;
         mark_erased(&tx)?;
         tx.commit()?;
@@ -1208,14 +1109,7 @@ impl SqliteStore {
             &format!("DELETE FROM sources WHERE {src_where}"),
             params_from_iter(c.params.iter()),
         )?;
-        append_audit(
-            &tx,
-            vec![("erase_scope".to_owned(), String::new(), {
-                let mut d = scope_detail(scope);
-                d.insert("memories".into(), Value::from(rowids.len()));
-                d
-            })],
-        )?;
+        append_audit(&tx, vec![entries::scope_erased(scope, rowids.len() as u64)])?;
         // Grants of what it held go with it; so do grants to the user or
         // agent when the scope is exactly that principal.
         match (&scope.user_id, &scope.agent_id, &scope.session_id) {
@@ -1573,30 +1467,15 @@ impl Store for SqliteStore {
         enqueue(&tx, &batch.jobs)?;
         insert_events(&tx, &batch.events)?;
         insert_rejections(&tx, &batch.rejections)?;
-        let mut audit: Vec<AuditItem> = batch
+        let mut audit: Vec<entries::Item> = batch
             .memories
             .iter()
             .zip(&rowids)
             .filter(|(_, r)| r.is_some())
-            .map(|(nm, _)| {
-                let m = &nm.memory;
-                let mut d = scope_detail(&m.scope);
-                d.insert("kind".into(), Value::String(m.kind.as_str().into()));
-                if !m.flags.is_empty() {
-                    d.insert("quarantined".into(), serde_json::json!(m.flags));
-                }
-                if let Some(r) = m.provenance.request_id {
-                    d.insert("request_id".into(), Value::String(r.to_string()));
-                }
-                ("add".to_owned(), m.id.to_string(), d)
-            })
+            .map(|(nm, _)| entries::added(&nm.memory))
             .collect();
-        audit.extend(event_audit(&batch.events));
-        audit.extend(batch.rejections.iter().map(|r| {
-            let mut d = scope_detail(&r.scope);
-            d.insert("kind".into(), Value::String(r.kind.as_str().into()));
-            ("reject".to_owned(), String::new(), d)
-        }));
+        audit.extend(entries::events(&batch.events));
+        audit.extend(batch.rejections.iter().map(entries::rejected));
         append_audit(&tx, audit)?;
         let keywords = Self::keyword_changes(&tx, &touched)?;
         tx.commit()?;
@@ -1853,9 +1732,9 @@ impl Store for SqliteStore {
         }
         insert_events(&tx, &events)?;
         let audit = if events.is_empty() {
-            vec![("update".to_owned(), m.id.to_string(), Map::new())]
+            vec![entries::updated(m.id)]
         } else {
-            event_audit(&events)
+            entries::events(&events)
         };
         append_audit(&tx, audit)?;
         enqueue(&tx, &jobs)?;
@@ -2028,10 +1907,7 @@ impl Store for SqliteStore {
                 g.revoked_at.map(ms),
             ],
         )?;
-        append_audit(
-            &tx,
-            vec![("grant".to_owned(), g.id.to_string(), grant_detail(g))],
-        )?;
+        append_audit(&tx, vec![entries::grant("grant", g)])?;
         tx.commit()?;
         Ok(())
     }
@@ -2054,10 +1930,7 @@ impl Store for SqliteStore {
         )?
         .pop();
         if let (1, Some(g)) = (changed, &grant) {
-            append_audit(
-                &tx,
-                vec![("revoke_grant".to_owned(), id.to_string(), grant_detail(g))],
-            )?;
+            append_audit(&tx, vec![entries::grant("revoke_grant", g)])?;
         }
         tx.commit()?;
         Ok(grant)
