@@ -662,20 +662,22 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Audit(AuditCommand::Verify { control }) => {
-            let (check, path) = if control {
-                let path = auth::control_db(&settings.base_db);
-                (auth::Control::open(&path)?.verify_audit()?, path)
+            let (check, place) = if control {
+                (
+                    settings.control()?.verify_audit()?,
+                    settings.control_location(),
+                )
             } else {
                 (
                     settings.open()?.store().verify_audit()?,
-                    settings.db.clone(),
+                    settings.store_location(),
                 )
             };
             println!("{}", serde_json::to_string_pretty(&check)?);
             if !check.ok {
                 bail!(
                     "the audit log of {} was tampered with: {}",
-                    path.display(),
+                    place,
                     check.problem.unwrap_or_default()
                 );
             }
@@ -687,8 +689,7 @@ fn run(cli: Cli) -> Result<()> {
             limit,
         }) => {
             if control {
-                let c = auth::Control::open(&auth::control_db(&settings.base_db))?;
-                for e in c.audit_entries(after, limit)? {
+                for e in settings.control()?.audit_entries(after, limit)? {
                     println!("{}", serde_json::to_string(&e)?);
                 }
             } else {
@@ -970,7 +971,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn tenant_command(settings: &Settings, cmd: TenantCommand) -> Result<()> {
-    let control = auth::Control::open(&auth::control_db(&settings.base_db))?;
+    let control = settings.control()?;
     let invalid = |e: anyhow::Error| anyhow::Error::from(io::InputError(e.to_string()));
     match cmd {
         TenantCommand::Create { id } => {
@@ -983,9 +984,7 @@ fn tenant_command(settings: &Settings, cmd: TenantCommand) -> Result<()> {
             }
         }
         TenantCommand::Erase { id } => {
-            control.remove_tenant(&id).map_err(invalid)?;
-            if let Some(pg) = settings.postgres()? {
-                let rows = pg.erase_tenant(&id)?;
+            if let Some(rows) = control.remove_tenant(&id).map_err(invalid)? {
                 println!("erased tenant {id} ({rows} rows in Postgres)");
                 return Ok(());
             }
@@ -1008,7 +1007,7 @@ fn tenant_command(settings: &Settings, cmd: TenantCommand) -> Result<()> {
 }
 
 fn key_command(settings: &Settings, cmd: KeyCommand) -> Result<()> {
-    let control = auth::Control::open(&auth::control_db(&settings.base_db))?;
+    let control = settings.control()?;
     let invalid = |e: anyhow::Error| anyhow::Error::from(io::InputError(e.to_string()));
     let now = Utc::now();
     match cmd {

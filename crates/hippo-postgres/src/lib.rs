@@ -36,6 +36,7 @@
 //!   is run by one worker at a time whatever the number of replicas.
 
 mod conn;
+mod control;
 mod rows;
 mod schema;
 mod store;
@@ -48,6 +49,7 @@ use postgres::error::SqlState;
 use hippo::store::document::Tokenizer;
 use hippo::{Error, ErrorKind, Result};
 
+pub use control::{KeyRecord, PgControl, CONTROL_TENANT};
 pub use store::PostgresStore;
 
 /// Connection settings of a [`PgDatabase`].
@@ -162,33 +164,58 @@ impl PgDatabase {
     }
 }
 
+/// Attempts of a transaction that failed to serialize or deadlocked.
+const TX_ATTEMPTS: usize = 4;
+
 impl PgDatabase {
-    /// Deletes every row of `tenant` (its memories, logs, jobs, grants and
-    /// audit chain) in one transaction; returns how many rows went.
-    /// `VACUUM` (see [`hippo::Store::compact`]) then removes them from the
-    /// tables' files.
-    pub fn erase_tenant(&self, tenant: &str) -> Result<u64> {
+    /// Runs `f` in a transaction bound to `tenant` (its `hippo.tenant`
+    /// setting, which row-level security reads); a `write` first takes the
+    /// tenant's write lock. Retried when it fails to serialize.
+    pub(crate) fn run<T>(
+        &self,
+        tenant: &str,
+        write: bool,
+        mut f: impl FnMut(&mut conn::Tx<'_>) -> store::TxResult<T>,
+    ) -> Result<T> {
         let mut conn = self.connection()?;
-        let mut tx = conn.transaction().map_err(pg_error)?;
-        tx.execute("SELECT set_config('hippo.tenant', $1, true)", &[&tenant])
-            .map_err(pg_error)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = (|| -> store::TxResult<T> {
+                let mut tx = conn.transaction()?;
+                bind_tenant(&mut tx, tenant, write)?;
+                let out = f(&mut tx)?;
+                tx.commit()?;
+                Ok(out)
+            })();
+            match result {
+                Ok(v) => return Ok(v),
+                Err(store::Fail::Pg(e)) if retryable(&e) && attempt < TX_ATTEMPTS => {
+                    tracing::debug!(error = %e, attempt, "retrying a Postgres transaction");
+                }
+                Err(store::Fail::Pg(e)) => return Err(pg_error(e)),
+                Err(store::Fail::Engine(e)) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Binds the rest of transaction `tx` to `tenant`: sets `hippo.tenant`
+/// (read by row-level security) and, for a write, takes the tenant's write
+/// lock.
+pub(crate) fn bind_tenant(
+    tx: &mut conn::Tx<'_>,
+    tenant: &str,
+    write: bool,
+) -> std::result::Result<(), postgres::Error> {
+    tx.execute("SELECT set_config('hippo.tenant', $1, true)", &[&tenant])?;
+    if write {
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended($1, 7411))",
             &[&tenant],
-        )
-        .map_err(pg_error)?;
-        let mut rows = 0;
-        for table in schema::TENANT_TABLES {
-            rows += tx
-                .execute(
-                    &format!("DELETE FROM {table} WHERE tenant = $1"),
-                    &[&tenant],
-                )
-                .map_err(pg_error)?;
-        }
-        tx.commit().map_err(pg_error)?;
-        Ok(rows)
+        )?;
     }
+    Ok(())
 }
 
 /// A Postgres error as the engine's: constraint and serialization failures

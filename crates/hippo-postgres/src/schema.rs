@@ -34,7 +34,8 @@ pub(crate) const TENANT_TABLES: &[&str] = &[
 ];
 
 /// Migrations in order; migration `i` moves the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE EXTENSION IF NOT EXISTS vector;
     CREATE EXTENSION IF NOT EXISTS pg_search;
     CREATE TABLE memories (
@@ -281,7 +282,34 @@ const MIGRATIONS: &[&str] = &[r#"
         value  text NOT NULL,
         PRIMARY KEY (tenant, key)
     );
-    "#];
+    "#,
+    // 2: the control plane (tenants, API keys), shared by every replica.
+    // Not tenant rows: a key is read before its tenant is known. Its audit
+    // chain lives in `audit_log` under the reserved tenant `*control`.
+    r#"
+    CREATE TABLE control_tenants (
+        id         text PRIMARY KEY,
+        created_at bigint NOT NULL
+    );
+    CREATE TABLE control_keys (
+        id          text PRIMARY KEY,
+        tenant      text NOT NULL,
+        access      text NOT NULL,
+        name        text,
+        secret_hash text NOT NULL,
+        created_at  bigint NOT NULL,
+        expires_at  bigint,
+        revoked_at  bigint,
+        user_id     text,
+        agent_id    text
+    );
+    CREATE INDEX control_keys_tenant ON control_keys (tenant);
+    CREATE TABLE control_meta (
+        key   text PRIMARY KEY,
+        value text NOT NULL
+    );
+    "#,
+];
 
 /// The schema version this code writes.
 pub(crate) const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;

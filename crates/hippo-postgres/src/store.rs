@@ -21,10 +21,10 @@ use hippo::store::{
 use hippo::{Error, ErrorKind, Memory, MemoryKind, Rejection, Result, Scope, Source, Store};
 
 use crate::rows::{self, from_ms, ms, scope_key, Conditions, MEMORY_COLUMNS, MEMORY_COUNT};
-use crate::{pg_error, retryable, PgDatabase};
+use crate::{pg_error, PgDatabase};
 
 /// Why a transaction failed: Postgres (maybe worth a retry) or the engine.
-enum Fail {
+pub(crate) enum Fail {
     Pg(postgres::Error),
     Engine(Error),
 }
@@ -41,10 +41,7 @@ impl From<Error> for Fail {
     }
 }
 
-type TxResult<T> = std::result::Result<T, Fail>;
-
-/// Attempts of a transaction that failed to serialize or deadlocked.
-const TX_ATTEMPTS: usize = 4;
+pub(crate) type TxResult<T> = std::result::Result<T, Fail>;
 
 /// One tenant's memories in a shared Postgres database.
 pub struct PostgresStore {
@@ -100,37 +97,9 @@ impl PostgresStore {
     }
 
     /// Runs `f` in a transaction bound to this tenant; a `write` first takes
-    /// the tenant's write lock. Retried when it fails to serialize.
-    fn run<T>(&self, write: bool, mut f: impl FnMut(&mut Tx<'_>) -> TxResult<T>) -> Result<T> {
-        let mut conn = self.db.connection()?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result = (|| -> TxResult<T> {
-                let mut tx = conn.transaction()?;
-                tx.execute(
-                    "SELECT set_config('hippo.tenant', $1, true)",
-                    &[&self.tenant],
-                )?;
-                if write {
-                    tx.execute(
-                        "SELECT pg_advisory_xact_lock(hashtextextended($1, 7411))",
-                        &[&self.tenant],
-                    )?;
-                }
-                let out = f(&mut tx)?;
-                tx.commit()?;
-                Ok(out)
-            })();
-            match result {
-                Ok(v) => return Ok(v),
-                Err(Fail::Pg(e)) if retryable(&e) && attempt < TX_ATTEMPTS => {
-                    tracing::debug!(error = %e, attempt, "retrying a Postgres transaction");
-                }
-                Err(Fail::Pg(e)) => return Err(pg_error(e)),
-                Err(Fail::Engine(e)) => return Err(e),
-            }
-        }
+    /// the tenant's write lock.
+    fn run<T>(&self, write: bool, f: impl FnMut(&mut Tx<'_>) -> TxResult<T>) -> Result<T> {
+        self.db.run(&self.tenant, write, f)
     }
 
     fn read<T>(&self, f: impl FnMut(&mut Tx<'_>) -> TxResult<T>) -> Result<T> {
@@ -351,7 +320,7 @@ impl PostgresStore {
         Ok(seq)
     }
 
-    fn append_audit(tx: &mut Tx<'_>, items: Vec<entries::Item>) -> TxResult<()> {
+    pub(crate) fn append_audit(tx: &mut Tx<'_>, items: Vec<entries::Item>) -> TxResult<()> {
         if items.is_empty() {
             return Ok(());
         }
@@ -396,7 +365,11 @@ impl PostgresStore {
         Ok(())
     }
 
-    fn audit_rows(tx: &mut Tx<'_>, after: i64, limit: Option<usize>) -> TxResult<Vec<AuditRow>> {
+    pub(crate) fn audit_rows(
+        tx: &mut Tx<'_>,
+        after: i64,
+        limit: Option<usize>,
+    ) -> TxResult<Vec<AuditRow>> {
         let limit = limit.map_or(i64::MAX, |l| l as i64);
         Ok(tx
             .query(
@@ -420,7 +393,7 @@ impl PostgresStore {
             .collect())
     }
 
-    fn verify(tx: &mut Tx<'_>) -> TxResult<AuditCheck> {
+    pub(crate) fn verify(tx: &mut Tx<'_>) -> TxResult<AuditCheck> {
         let head: Option<(i64, String)> = get_meta(tx, "audit_head")?.and_then(|h| {
             let (s, h) = h.split_once(':')?;
             Some((s.parse().ok()?, h.to_owned()))
@@ -491,6 +464,21 @@ impl PostgresStore {
         }
         Ok(n)
     }
+}
+
+/// A stored audit row as an entry.
+pub(crate) fn audit_entry(row: AuditRow) -> Result<AuditEntry> {
+    let (seq, at, actor, action, target, detail, prev_hash, hash) = row;
+    Ok(AuditEntry {
+        seq,
+        at: from_ms(at)?,
+        actor,
+        action,
+        target,
+        detail: serde_json::from_str(&detail).unwrap_or_default(),
+        prev_hash,
+        hash,
+    })
 }
 
 fn get_meta(tx: &mut Tx<'_>, key: &str) -> TxResult<Option<String>> {
@@ -1123,20 +1111,7 @@ impl Store for PostgresStore {
         self.read(|tx| {
             Self::audit_rows(tx, after, Some(limit))?
                 .into_iter()
-                .map(
-                    |(seq, at, actor, action, target, detail, prev_hash, hash)| {
-                        Ok(AuditEntry {
-                            seq,
-                            at: from_ms(at)?,
-                            actor,
-                            action,
-                            target,
-                            detail: serde_json::from_str(&detail).unwrap_or_default(),
-                            prev_hash,
-                            hash,
-                        })
-                    },
-                )
+                .map(audit_entry)
                 .collect::<Result<Vec<_>>>()
                 .map_err(Fail::Engine)
         })

@@ -8,7 +8,12 @@
 //! Erasing a tenant deletes its files. Users, agents and sessions are scopes
 //! inside a tenant.
 //!
-//! Keys live in the control database (`<db stem>.control.db`): each has an
+//! With memories in Postgres a tenant is its rows there (row-level security
+//! keyed on the tenant), and the control plane lives in Postgres too
+//! (`hippo_postgres::PgControl`), so every replica reads the same keys;
+//! erasing a tenant deletes its keys and rows in one transaction.
+//!
+//! Keys live in the control database (`<db stem>.control.db`, or Postgres): each has an
 //! id, a tenant, an access level (read < write < admin), an optional expiry
 //! and revocation time, optionally a user or agent it acts for (`ActsFor`),
 //! and the SHA-256 of its secret (never the secret), compared in constant
@@ -30,13 +35,16 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Duration, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+use hippo::audit::entries::Item;
+use hippo_postgres::{KeyRecord, PgControl, PgDatabase};
 
 /// The tenant of the `--db` file.
 pub const DEFAULT_TENANT: &str = "default";
@@ -145,7 +153,8 @@ impl NewKey {
     }
 }
 
-/// Why a presented key was refused (all map to HTTP 401).
+/// Why a presented key was refused (HTTP 401, except
+/// [`Refusal::Unavailable`]: 503).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// Not of the form `hk_<id>_<secret>`.
@@ -156,6 +165,9 @@ pub enum Refusal {
     Revoked,
     /// Past its expiry.
     Expired,
+    /// The control plane could not be read (answered 503: the key may be
+    /// fine).
+    Unavailable,
 }
 
 impl Refusal {
@@ -166,6 +178,7 @@ impl Refusal {
             Refusal::Unknown => "invalid",
             Refusal::Revoked => "revoked",
             Refusal::Expired => "expired",
+            Refusal::Unavailable => "unavailable",
         }
     }
 
@@ -176,6 +189,7 @@ impl Refusal {
             Refusal::Unknown => "invalid API key",
             Refusal::Revoked => "API key revoked",
             Refusal::Expired => "API key expired",
+            Refusal::Unavailable => "the control database cannot be read; retry later",
         }
     }
 }
@@ -234,16 +248,27 @@ fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
+fn lock(c: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    c.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn time(ms: Option<i64>) -> Option<DateTime<Utc>> {
     ms.and_then(DateTime::from_timestamp_millis)
 }
 
-/// The control database: tenants and keys.
+/// The control plane: tenants and keys, in a SQLite file next to the
+/// `--db` file, or in Postgres tables when memories live there (so every
+/// replica reads the same keys).
 pub struct Control {
-    conn: Mutex<Connection>,
+    db: ControlDb,
     /// Keys are required (see [`Control::keys_required`]); once true it
     /// stays true, so it is cached.
     required: std::sync::atomic::AtomicBool,
+}
+
+enum ControlDb {
+    Sqlite(Mutex<Connection>),
+    Postgres(PgControl),
 }
 
 /// A key that authenticated, with the generation of its tenant (see
@@ -263,8 +288,88 @@ pub struct Authenticated {
 /// opens a server that once required them.
 const KEYS_REQUIRED: &str = "keys_required_since";
 
+/// The SQLite control database's schema.
+const SQLITE_SCHEMA: &str = "PRAGMA journal_mode = WAL;
+     PRAGMA synchronous = FULL;
+     CREATE TABLE IF NOT EXISTS tenants (
+         id         TEXT PRIMARY KEY,
+         created_at INTEGER NOT NULL
+     );
+     CREATE TABLE IF NOT EXISTS api_keys (
+         id          TEXT PRIMARY KEY,
+         tenant      TEXT NOT NULL,
+         access      TEXT NOT NULL,
+         name        TEXT,
+         secret_hash TEXT NOT NULL,
+         created_at  INTEGER NOT NULL,
+         expires_at  INTEGER,
+         revoked_at  INTEGER
+     );
+     CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys(tenant);
+     CREATE TABLE IF NOT EXISTS audit_log (
+         seq       INTEGER PRIMARY KEY,
+         at        INTEGER NOT NULL,
+         actor     TEXT NOT NULL,
+         action    TEXT NOT NULL,
+         target    TEXT NOT NULL,
+         detail    TEXT NOT NULL,
+         prev_hash TEXT NOT NULL,
+         hash      TEXT NOT NULL
+     );
+     CREATE TABLE IF NOT EXISTS control_meta (
+         key   TEXT PRIMARY KEY,
+         value TEXT NOT NULL
+     );";
+
+const SQLITE_KEY_COLUMNS: &str =
+    "k.id, k.tenant, k.access, k.name, k.secret_hash, k.created_at, k.expires_at, k.revoked_at, k.user_id, k.agent_id";
+
+fn sqlite_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
+    Ok(KeyRecord {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        access: r.get(2)?,
+        name: r.get(3)?,
+        secret_hash: r.get(4)?,
+        created_at: r.get(5)?,
+        expires_at: r.get(6)?,
+        revoked_at: r.get(7)?,
+        user_id: r.get(8)?,
+        agent_id: r.get(9)?,
+    })
+}
+
+/// A stored key as the server's, with its secret's hash.
+fn key_info(k: KeyRecord) -> (KeyInfo, String) {
+    (
+        KeyInfo {
+            id: k.id,
+            tenant: k.tenant,
+            access: Access::parse(&k.access).unwrap_or(Access::Read),
+            name: k.name,
+            created_at: time(Some(k.created_at)).unwrap_or_default(),
+            expires_at: time(k.expires_at),
+            revoked_at: time(k.revoked_at),
+            acts_for: ActsFor {
+                user_id: k.user_id,
+                agent_id: k.agent_id,
+            },
+        },
+        k.secret_hash,
+    )
+}
+
+/// One control audit entry: action, target and an object's fields.
+fn item(action: &str, target: &str, detail: serde_json::Value) -> Item {
+    let detail = match detail {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    (action.into(), target.into(), detail)
+}
+
 impl Control {
-    /// Opens (creating if needed) the control database at `path`.
+    /// Opens (creating if needed) the SQLite control database at `path`.
     pub fn open(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
@@ -273,39 +378,7 @@ impl Control {
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open the control database {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             CREATE TABLE IF NOT EXISTS tenants (
-                 id         TEXT PRIMARY KEY,
-                 created_at INTEGER NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS api_keys (
-                 id          TEXT PRIMARY KEY,
-                 tenant      TEXT NOT NULL,
-                 access      TEXT NOT NULL,
-                 name        TEXT,
-                 secret_hash TEXT NOT NULL,
-                 created_at  INTEGER NOT NULL,
-                 expires_at  INTEGER,
-                 revoked_at  INTEGER
-             );
-             CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys(tenant);
-             CREATE TABLE IF NOT EXISTS audit_log (
-                 seq       INTEGER PRIMARY KEY,
-                 at        INTEGER NOT NULL,
-                 actor     TEXT NOT NULL,
-                 action    TEXT NOT NULL,
-                 target    TEXT NOT NULL,
-                 detail    TEXT NOT NULL,
-                 prev_hash TEXT NOT NULL,
-                 hash      TEXT NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS control_meta (
-                 key   TEXT PRIMARY KEY,
-                 value TEXT NOT NULL
-             );",
-        )?;
+        conn.execute_batch(SQLITE_SCHEMA)?;
         // Keys bound to a user or agent came later: add the columns to an
         // older control database.
         let bound: bool = conn
@@ -327,10 +400,20 @@ impl Control {
              SELECT ?1, CAST(MIN(created_at) AS TEXT) FROM api_keys HAVING COUNT(*) > 0",
             [KEYS_REQUIRED],
         )?;
-        Ok(Control {
-            conn: Mutex::new(conn),
+        Ok(Self::with(ControlDb::Sqlite(Mutex::new(conn))))
+    }
+
+    /// The control plane in Postgres database `db` (its tables are made by
+    /// the store's schema).
+    pub fn postgres(db: Arc<PgDatabase>) -> Self {
+        Self::with(ControlDb::Postgres(PgControl::new(db)))
+    }
+
+    fn with(db: ControlDb) -> Self {
+        Control {
+            db,
             required: std::sync::atomic::AtomicBool::new(false),
-        })
+        }
     }
 
     /// Whether every request needs a key: true from the moment the first key
@@ -342,15 +425,17 @@ impl Control {
         if self.required.load(Ordering::Acquire) {
             return Ok(true);
         }
-        let required = self
-            .conn()
-            .query_row(
-                "SELECT 1 FROM control_meta WHERE key = ?1",
-                [KEYS_REQUIRED],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some();
+        let required = match &self.db {
+            ControlDb::Sqlite(c) => lock(c)
+                .query_row(
+                    "SELECT 1 FROM control_meta WHERE key = ?1",
+                    [KEYS_REQUIRED],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some(),
+            ControlDb::Postgres(pg) => pg.marker(KEYS_REQUIRED)?.is_some(),
+        };
         if required && !self.required.swap(true, Ordering::AcqRel) {
             tracing::info!("API keys are required from now on");
         }
@@ -364,32 +449,39 @@ impl Control {
     }
 
     /// A number that changes whenever another connection (another process,
-    /// such as the CLI) commits to the control database (SQLite's
-    /// `data_version`).
+    /// such as the CLI, or another replica) changed the control plane
+    /// (SQLite's `data_version`; in Postgres the length of the control
+    /// plane's audit chain, since every change is audited).
     pub fn data_version(&self) -> Result<i64> {
-        Ok(self
-            .conn()
-            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+        Ok(match &self.db {
+            ControlDb::Sqlite(c) => lock(c).query_row("PRAGMA data_version", [], |r| r.get(0))?,
+            ControlDb::Postgres(pg) => pg.version()?,
+        })
     }
 
     /// Every tenant with its generation (creation time in epoch ms; 0 for
     /// the default tenant).
     pub fn tenant_generations(&self) -> Result<BTreeMap<String, i64>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT id, created_at FROM tenants")?;
         let mut out = BTreeMap::from([(
             DEFAULT_TENANT.to_owned(),
             crate::tenants::DEFAULT_GENERATION,
         )]);
-        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-            let (id, at) = row?;
-            out.insert(id, at);
-        }
+        out.extend(self.stored_tenants()?);
         Ok(out)
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    /// The created tenants (not the default one) with their creation times,
+    /// by name.
+    fn stored_tenants(&self) -> Result<Vec<(String, i64)>> {
+        match &self.db {
+            ControlDb::Sqlite(c) => {
+                let conn = lock(c);
+                let mut stmt = conn.prepare("SELECT id, created_at FROM tenants ORDER BY id")?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            }
+            ControlDb::Postgres(pg) => Ok(pg.tenants()?),
+        }
     }
 
     /// Appends an entry to the control plane's audit log (tenant and key
@@ -397,42 +489,62 @@ impl Control {
     /// (see [`hippo::audit`]). The actor is the ambient one
     /// ([`hippo::audit::as_actor`]).
     pub fn audit(&self, action: &str, target: &str, detail: serde_json::Value) -> Result<()> {
-        let detail = match detail {
-            serde_json::Value::Object(m) => m,
-            _ => serde_json::Map::new(),
-        };
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        hippo::audit::sql::append(
-            &tx,
-            "control_meta",
-            vec![(action.into(), target.into(), detail)],
-        )?;
-        tx.commit()?;
+        let items = vec![item(action, target, detail)];
+        match &self.db {
+            ControlDb::Sqlite(c) => {
+                let mut conn = lock(c);
+                let tx = conn.transaction()?;
+                hippo::audit::sql::append(&tx, "control_meta", items)?;
+                tx.commit()?;
+            }
+            ControlDb::Postgres(pg) => pg.audit(items)?,
+        }
         Ok(())
     }
 
     /// Checks the control plane's audit chain.
     pub fn verify_audit(&self) -> Result<hippo::audit::AuditCheck> {
-        Ok(hippo::audit::sql::check(&self.conn(), "control_meta")?)
+        Ok(match &self.db {
+            ControlDb::Sqlite(c) => hippo::audit::sql::check(&lock(c), "control_meta")?,
+            ControlDb::Postgres(pg) => pg.verify_audit()?,
+        })
     }
 
     /// The control plane's audit entries after `after`, oldest first.
     pub fn audit_entries(&self, after: i64, limit: usize) -> Result<Vec<hippo::audit::AuditEntry>> {
-        Ok(hippo::audit::sql::entries(&self.conn(), after, limit)?)
+        Ok(match &self.db {
+            ControlDb::Sqlite(c) => hippo::audit::sql::entries(&lock(c), after, limit)?,
+            ControlDb::Postgres(pg) => pg.audit_entries(after, limit)?,
+        })
     }
 
     /// Registers a tenant (the default tenant always exists).
     pub fn create_tenant(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
         validate_tenant(id)?;
-        if id == DEFAULT_TENANT || self.tenant_exists(id)? {
-            bail!("tenant {id:?} exists already");
+        let exists = || anyhow::anyhow!("tenant {id:?} exists already");
+        if id == DEFAULT_TENANT {
+            return Err(exists());
         }
-        self.conn().execute(
-            "INSERT INTO tenants (id, created_at) VALUES (?1, ?2)",
-            params![id, ms(now)],
-        )?;
-        self.audit("tenant_create", id, serde_json::json!({}))?;
+        let audit = vec![item("tenant_create", id, serde_json::json!({}))];
+        let created = match &self.db {
+            ControlDb::Sqlite(c) => {
+                let mut conn = lock(c);
+                let tx = conn.transaction()?;
+                let n = tx.execute(
+                    "INSERT OR IGNORE INTO tenants (id, created_at) VALUES (?1, ?2)",
+                    params![id, ms(now)],
+                )?;
+                if n == 1 {
+                    hippo::audit::sql::append(&tx, "control_meta", audit)?;
+                }
+                tx.commit()?;
+                n == 1
+            }
+            ControlDb::Postgres(pg) => pg.insert_tenant(id, ms(now), audit)?,
+        };
+        if !created {
+            return Err(exists());
+        }
         Ok(())
     }
 
@@ -441,41 +553,43 @@ impl Control {
         if id == DEFAULT_TENANT {
             return Ok(true);
         }
-        Ok(self
-            .conn()
-            .query_row("SELECT 1 FROM tenants WHERE id = ?1", [id], |_| Ok(()))
-            .optional()?
-            .is_some())
+        Ok(self.stored_tenants()?.iter().any(|(t, _)| t == id))
     }
 
     /// Every tenant, the default one first.
     pub fn tenants(&self) -> Result<Vec<String>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT id FROM tenants ORDER BY id")?;
         let mut out = vec![DEFAULT_TENANT.to_owned()];
-        for id in stmt.query_map([], |r| r.get::<_, String>(0))? {
-            out.push(id?);
-        }
+        out.extend(self.stored_tenants()?.into_iter().map(|(t, _)| t));
         Ok(out)
     }
 
-    /// Forgets a tenant and deletes its keys (the caller removes its
-    /// files). The default tenant cannot be removed.
-    pub fn remove_tenant(&self, id: &str) -> Result<()> {
+    /// Forgets a tenant and deletes its keys. In Postgres its rows go in
+    /// the same transaction (returned: how many); with SQLite files the
+    /// caller removes its files (`None`). The default tenant cannot be
+    /// removed.
+    pub fn remove_tenant(&self, id: &str) -> Result<Option<u64>> {
         if id == DEFAULT_TENANT {
             bail!("the default tenant cannot be removed; erase its memories instead");
         }
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let n = tx.execute("DELETE FROM tenants WHERE id = ?1", [id])?;
-        if n == 0 {
-            bail!("no tenant {id:?}");
+        let audit = vec![item("tenant_erase", id, serde_json::json!({}))];
+        match &self.db {
+            ControlDb::Sqlite(c) => {
+                let mut conn = lock(c);
+                let tx = conn.transaction()?;
+                let n = tx.execute("DELETE FROM tenants WHERE id = ?1", [id])?;
+                if n == 0 {
+                    bail!("no tenant {id:?}");
+                }
+                tx.execute("DELETE FROM api_keys WHERE tenant = ?1", [id])?;
+                hippo::audit::sql::append(&tx, "control_meta", audit)?;
+                tx.commit()?;
+                Ok(None)
+            }
+            ControlDb::Postgres(pg) => match pg.remove_tenant(id, audit)? {
+                Some(rows) => Ok(Some(rows)),
+                None => bail!("no tenant {id:?}"),
+            },
         }
-        tx.execute("DELETE FROM api_keys WHERE tenant = ?1", [id])?;
-        tx.commit()?;
-        drop(conn);
-        self.audit("tenant_erase", id, serde_json::json!({}))?;
-        Ok(())
     }
 
     /// Creates a key; returns it with the full key text (shown only now).
@@ -504,102 +618,104 @@ impl Control {
             uuid::Uuid::new_v4().simple(),
             uuid::Uuid::new_v4().simple()
         );
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO api_keys (id, tenant, access, name, secret_hash, created_at, expires_at, user_id, agent_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                id,
-                tenant,
-                access.as_str(),
-                name,
-                hash(&secret),
-                ms(now),
-                expires_at.map(ms),
-                acts_for.user_id,
-                acts_for.agent_id,
-            ],
-        )?;
+        let record = KeyRecord {
+            id: id.clone(),
+            tenant: tenant.clone(),
+            access: access.as_str().to_owned(),
+            name,
+            secret_hash: hash(&secret),
+            created_at: ms(now),
+            expires_at: expires_at.map(ms),
+            revoked_at: None,
+            user_id: acts_for.user_id.clone(),
+            agent_id: acts_for.agent_id.clone(),
+        };
         // The first key closes every server of this database to requests
         // without one; the moment is audited in the same transaction.
-        let first = tx.execute(
-            "INSERT OR IGNORE INTO control_meta (key, value) VALUES (?1, ?2)",
-            params![KEYS_REQUIRED, ms(now).to_string()],
-        )? == 1;
-        if first {
-            hippo::audit::sql::append(
-                &tx,
-                "control_meta",
-                vec![(
-                    "keys_required".into(),
-                    String::new(),
-                    serde_json::Map::from_iter([("first_key".to_owned(), id.clone().into())]),
-                )],
-            )?;
-        }
-        tx.commit()?;
-        drop(conn);
-        self.audit(
+        let first = item(
+            "keys_required",
+            "",
+            serde_json::json!({"first_key": id.clone()}),
+        );
+        let audit = vec![item(
             "key_create",
             &id,
             serde_json::json!({"tenant": tenant, "access": access.as_str(),
                 "user_id": acts_for.user_id, "agent_id": acts_for.agent_id}),
-        )?;
-        let info = KeyInfo {
-            id: id.clone(),
-            tenant,
-            access,
-            name,
-            created_at: DateTime::from_timestamp_millis(ms(now)).unwrap_or(now),
-            expires_at,
-            revoked_at: None,
-            acts_for,
-        };
+        )];
+        match &self.db {
+            ControlDb::Sqlite(c) => {
+                let k = &record;
+                let mut conn = lock(c);
+                let tx = conn.transaction()?;
+                tx.execute(
+                    "INSERT INTO api_keys (id, tenant, access, name, secret_hash, created_at, expires_at, user_id, agent_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        k.id,
+                        k.tenant,
+                        k.access,
+                        k.name,
+                        k.secret_hash,
+                        k.created_at,
+                        k.expires_at,
+                        k.user_id,
+                        k.agent_id,
+                    ],
+                )?;
+                let is_first = tx.execute(
+                    "INSERT OR IGNORE INTO control_meta (key, value) VALUES (?1, ?2)",
+                    params![KEYS_REQUIRED, k.created_at.to_string()],
+                )? == 1;
+                let items = is_first.then_some(first).into_iter().chain(audit);
+                hippo::audit::sql::append(&tx, "control_meta", items.collect())?;
+                tx.commit()?;
+            }
+            ControlDb::Postgres(pg) => pg.insert_key(&record, KEYS_REQUIRED, first, audit)?,
+        }
+        let (info, _) = key_info(record);
         Ok((info, format!("hk_{id}_{secret}")))
-    }
-
-    fn read_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<(KeyInfo, String)> {
-        let access: String = r.get(2)?;
-        Ok((
-            KeyInfo {
-                id: r.get(0)?,
-                tenant: r.get(1)?,
-                access: Access::parse(&access).unwrap_or(Access::Read),
-                name: r.get(3)?,
-                created_at: time(Some(r.get(5)?)).unwrap_or_default(),
-                expires_at: time(r.get(6)?),
-                revoked_at: time(r.get(7)?),
-                acts_for: ActsFor {
-                    user_id: r.get(8)?,
-                    agent_id: r.get(9)?,
-                },
-            },
-            r.get(4)?,
-        ))
     }
 
     /// Keys (of one tenant, when given), oldest first.
     pub fn keys(&self, tenant: Option<&str>) -> Result<Vec<KeyInfo>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, tenant, access, name, secret_hash, created_at, expires_at, revoked_at, user_id, agent_id
-             FROM api_keys WHERE ?1 IS NULL OR tenant = ?1 ORDER BY created_at, id",
-        )?;
-        let rows = stmt.query_map([tenant], Self::read_key)?;
-        Ok(rows.map(|r| r.map(|(k, _)| k)).collect::<Result<_, _>>()?)
+        let records = match &self.db {
+            ControlDb::Sqlite(c) => {
+                let conn = lock(c);
+                let mut stmt = conn.prepare(&format!(
+                    "SELECT {SQLITE_KEY_COLUMNS} FROM api_keys k
+                     WHERE ?1 IS NULL OR k.tenant = ?1 ORDER BY k.created_at, k.id"
+                ))?;
+                let rows = stmt.query_map([tenant], sqlite_key)?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            }
+            ControlDb::Postgres(pg) => pg.keys(tenant)?,
+        };
+        Ok(records.into_iter().map(|k| key_info(k).0).collect())
     }
 
     /// Revokes key `id` from `now` on.
     pub fn revoke(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
-        let n = self.conn().execute(
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
-            params![id, ms(now)],
-        )?;
-        if n == 0 {
+        let audit = vec![item("key_revoke", id, serde_json::json!({}))];
+        let found = match &self.db {
+            ControlDb::Sqlite(c) => {
+                let mut conn = lock(c);
+                let tx = conn.transaction()?;
+                let n = tx.execute(
+                    "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+                    params![id, ms(now)],
+                )?;
+                if n == 1 {
+                    hippo::audit::sql::append(&tx, "control_meta", audit)?;
+                }
+                tx.commit()?;
+                n == 1
+            }
+            ControlDb::Postgres(pg) => pg.revoke(id, ms(now), audit)?,
+        };
+        if !found {
             bail!("no key {id:?}");
         }
-        self.audit("key_revoke", id, serde_json::json!({}))?;
         Ok(())
     }
 
@@ -634,12 +750,37 @@ impl Control {
             id,
             serde_json::json!({"replaced_by": created.0.id}),
         )?;
-        let until = now + grace;
-        self.conn().execute(
-            "UPDATE api_keys SET expires_at = MIN(COALESCE(expires_at, ?2), ?2) WHERE id = ?1",
-            params![id, ms(until)],
-        )?;
+        let until = ms(now + grace);
+        match &self.db {
+            ControlDb::Sqlite(c) => {
+                lock(c).execute(
+                    "UPDATE api_keys SET expires_at = MIN(COALESCE(expires_at, ?2), ?2) WHERE id = ?1",
+                    params![id, until],
+                )?;
+            }
+            ControlDb::Postgres(pg) => {
+                pg.cap_expiry(id, until)?;
+            }
+        }
         Ok(created)
+    }
+
+    /// Key `id` as stored, with its tenant's creation time (`None` when the
+    /// tenant is not registered).
+    fn stored_key(&self, id: &str) -> Result<Option<(KeyRecord, Option<i64>)>> {
+        Ok(match &self.db {
+            ControlDb::Sqlite(c) => lock(c)
+                .query_row(
+                    &format!(
+                        "SELECT {SQLITE_KEY_COLUMNS}, t.created_at
+                         FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant WHERE k.id = ?1"
+                    ),
+                    [id],
+                    |r| Ok((sqlite_key(r)?, r.get::<_, Option<i64>>(10)?)),
+                )
+                .optional()?,
+            ControlDb::Postgres(pg) => pg.key(id)?,
+        })
     }
 
     /// The key `presented` names, if it is valid at `now`, with its tenant's
@@ -654,21 +795,12 @@ impl Control {
         if id.len() != 16 || secret.len() != 64 {
             return Err(Refusal::Malformed);
         }
-        let row = self
-            .conn()
-            .query_row(
-                "SELECT k.id, k.tenant, k.access, k.name, k.secret_hash, k.created_at, k.expires_at,
-                        k.revoked_at, k.user_id, k.agent_id, t.created_at
-                 FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant WHERE k.id = ?1",
-                [id],
-                |r| Ok((Self::read_key(r)?, r.get::<_, Option<i64>>(10)?)),
-            )
-            .optional()
-            .map_err(|e| {
-                tracing::error!(error = %e, "reading API keys");
-                Refusal::Unknown
-            })?;
-        let ((key, stored), created) = row.ok_or(Refusal::Unknown)?;
+        let row = self.stored_key(id).map_err(|e| {
+            tracing::error!(error = %e, "reading API keys");
+            Refusal::Unavailable
+        })?;
+        let (record, created) = row.ok_or(Refusal::Unknown)?;
+        let (key, stored) = key_info(record);
         let tenant_generation = match created {
             _ if key.tenant == DEFAULT_TENANT => crate::tenants::DEFAULT_GENERATION,
             Some(at) => at,

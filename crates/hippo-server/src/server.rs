@@ -1921,6 +1921,14 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
                         key.access,
                     )
                 }
+                Ok(Err(crate::auth::Refusal::Unavailable)) => {
+                    return ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        crate::auth::Refusal::Unavailable.message(),
+                    )
+                    .into_response();
+                }
                 Ok(Err(refusal)) => {
                     return unauthorized(&state, refusal.reason(), refusal.message());
                 }

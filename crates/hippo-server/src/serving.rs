@@ -82,7 +82,7 @@ pub fn serve(settings: Settings, options: ServeOptions) -> Result<()> {
     }
     // Keys are required once one exists, whenever it was created
     // (the server follows the control database while it runs).
-    let control = Arc::new(auth::Control::open(&auth::control_db(&settings.base_db))?);
+    let control = Arc::new(settings.control()?);
     let interval = options
         .maintenance_interval_secs
         .or(settings.file.maintenance_interval_secs)

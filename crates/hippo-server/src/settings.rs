@@ -76,20 +76,6 @@ impl Settings {
             g.db.clone()
                 .or_else(|| file.db.clone())
                 .unwrap_or_else(crate::config::default_db_path);
-        let db = match g.tenant.as_deref() {
-            None | Some(auth::DEFAULT_TENANT) => base_db.clone(),
-            Some(t) => {
-                auth::validate_tenant(t).map_err(|e| io::InputError(e.to_string()))?;
-                let control = auth::Control::open(&auth::control_db(&base_db))?;
-                if !control.tenant_exists(t)? {
-                    return Err(io::InputError(format!(
-                        "no tenant {t:?}: create it first (hippo tenant create {t})"
-                    ))
-                    .into());
-                }
-                auth::tenant_db(&base_db, t)
-            }
-        };
         let store = g.store.clone().or_else(|| file.store.clone());
         let postgres = match store {
             None => None,
@@ -103,7 +89,14 @@ impl Settings {
                 .into())
             }
         };
-        Ok(Settings {
+        let db = match g.tenant.as_deref() {
+            None | Some(auth::DEFAULT_TENANT) => base_db.clone(),
+            Some(t) => {
+                auth::validate_tenant(t).map_err(|e| io::InputError(e.to_string()))?;
+                auth::tenant_db(&base_db, t)
+            }
+        };
+        let settings = Settings {
             db,
             base_db,
             tenant: g
@@ -127,7 +120,43 @@ impl Settings {
             llm_api_key: g.llm_api_key.clone().or_else(|| file.llm_api_key.clone()),
             fast_commits: file.fast_commits.unwrap_or(false),
             file,
-        })
+        };
+        if settings.tenant != auth::DEFAULT_TENANT
+            && !settings.control()?.tenant_exists(&settings.tenant)?
+        {
+            let t = &settings.tenant;
+            return Err(io::InputError(format!(
+                "no tenant {t:?}: create it first (hippo tenant create {t})"
+            ))
+            .into());
+        }
+        Ok(settings)
+    }
+
+    /// The control plane (tenants and keys): in Postgres when memories live
+    /// there, else the control file next to the `--db` file.
+    pub fn control(&self) -> Result<auth::Control> {
+        match self.postgres()? {
+            Some(pg) => Ok(auth::Control::postgres(pg)),
+            None => auth::Control::open(&auth::control_db(&self.base_db)),
+        }
+    }
+
+    /// Where the control plane lives, for messages: the Postgres URL
+    /// without its password, or the control file.
+    pub fn control_location(&self) -> String {
+        match &self.postgres {
+            Some((url, _)) => redact_url(url),
+            None => auth::control_db(&self.base_db).display().to_string(),
+        }
+    }
+
+    /// Where the selected tenant's memories live, for messages.
+    pub fn store_location(&self) -> String {
+        match &self.postgres {
+            Some((url, _)) => format!("{} (tenant {})", redact_url(url), self.tenant),
+            None => self.db.display().to_string(),
+        }
     }
 
     /// The configured embedder (loaded on first use, then shared).
@@ -270,5 +299,35 @@ impl Settings {
             )));
         }
         Ok(builder)
+    }
+}
+
+/// `url` without a password (`postgres://user:secret@host` →
+/// `postgres://user:***@host`).
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_are_shown_without_their_password() {
+        assert_eq!(
+            super::redact_url("postgres://hippo:s3cret@db:5432/h"),
+            "postgres://hippo:***@db:5432/h"
+        );
+        assert_eq!(
+            super::redact_url("postgres://hippo@db/h"),
+            "postgres://hippo@db/h"
+        );
     }
 }

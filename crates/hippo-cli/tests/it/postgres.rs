@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::common::{hippo, run, Server};
+use crate::common::{hippo, key_id, run, Server};
 
 /// A fresh database on the test Postgres; its URL.
 fn fresh_database() -> String {
@@ -98,7 +98,11 @@ fn erasing_a_tenant_removes_its_rows_from_postgres() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("h.db");
     let store = fresh_database();
-    run(&db, &["tenant", "create", "acme"]);
+    run(&db, &["--store", &store, "tenant", "create", "acme"]);
+    let key = run(
+        &db,
+        &["--store", &store, "key", "create", "--tenant", "acme"],
+    );
     run(
         &db,
         &[
@@ -128,4 +132,110 @@ fn erasing_a_tenant_removes_its_rows_from_postgres() {
     let out = run(&db, &["--store", &store, "tenant", "erase", "acme"]);
     assert!(out.contains("erased tenant acme"), "{out}");
     assert_eq!(count("acme"), 0);
+    // Its keys went with it, in the same transaction.
+    let keys = run(&db, &["--store", &store, "key", "list"]);
+    assert!(!keys.contains(key_id(&key)), "{keys}");
+    // A tenant created again under the name starts empty.
+    run(&db, &["--store", &store, "tenant", "create", "acme"]);
+    assert_eq!(count("acme"), 0);
+}
+
+/// The control plane lives in Postgres with the memories: keys created,
+/// revoked or rotated by the CLI count at once on every replica, and a
+/// SQLite control file next to `--db` plays no part.
+#[test]
+fn every_replica_follows_keys_kept_in_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("h.db");
+    let store = fresh_database();
+    let a = Server::start(&db, &["--store", &store]);
+    let b = Server::start(&db, &["--store", &store]);
+    let (status, _) = a.call("GET", "/v1/memories?user_id=ana", None);
+    assert_eq!(status, 200, "open until the first key exists");
+
+    run(&db, &["--store", &store, "tenant", "create", "acme"]);
+    let key = run(
+        &db,
+        &[
+            "--store", &store, "key", "create", "--tenant", "acme", "--access", "write",
+        ],
+    );
+    // Both replicas now require a key, and accept this one for acme.
+    for server in [&a, &b] {
+        let (status, body) = server.call("GET", "/v1/memories?user_id=ana", None);
+        assert_eq!(status, 401, "{body}");
+    }
+    let (status, body) = a.call_as(
+        Some(&key),
+        "POST",
+        "/v1/memories",
+        Some(json!({"user_id": "ana", "messages": [
+            {"role": "user", "content": "Acme ships the beta on June 9"}
+        ], "infer": false})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, found) = b.call_as(
+        Some(&key),
+        "POST",
+        "/v1/search",
+        Some(json!({"user_id": "ana", "query": "when does the beta ship", "top_k": 1})),
+    );
+    assert_eq!(status, 200, "{found}");
+    assert!(
+        found["results"][0]["memory"]
+            .as_str()
+            .is_some_and(|m| m.contains("June 9")),
+        "{found}"
+    );
+    // No control file was written next to the database.
+    assert!(!dir.path().join("h.control.db").exists());
+
+    // Rotation: the new key works on both; revocation of the old one counts
+    // on both at once.
+    let rotated = run(
+        &db,
+        &[
+            "--store",
+            &store,
+            "key",
+            "rotate",
+            key_id(&key),
+            "--grace-secs",
+            "600",
+        ],
+    );
+    for server in [&a, &b] {
+        let (status, body) =
+            server.call_as(Some(&rotated), "GET", "/v1/memories?user_id=ana", None);
+        assert_eq!(status, 200, "{body}");
+    }
+    run(&db, &["--store", &store, "key", "revoke", key_id(&key)]);
+    for server in [&a, &b] {
+        let (status, body) = server.call_as(Some(&key), "GET", "/v1/memories?user_id=ana", None);
+        assert_eq!(status, 401, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("revoked")),
+            "{body}"
+        );
+    }
+
+    // The control plane's audit chain verifies, and holds the key events.
+    let out = run(&db, &["--store", &store, "audit", "verify", "--control"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    let log = run(&db, &["--store", &store, "audit", "list", "--control"]);
+    for action in [
+        "tenant_create",
+        "keys_required",
+        "key_create",
+        "key_rotate",
+        "key_revoke",
+    ] {
+        assert!(
+            log.contains(&format!("\"action\":\"{action}\"")),
+            "{action}: {log}"
+        );
+    }
 }
