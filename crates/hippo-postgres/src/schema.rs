@@ -309,6 +309,12 @@ const MIGRATIONS: &[&str] = &[
         value text NOT NULL
     );
     "#,
+    // 3: which attempt at an idempotent request committed, so a second
+    // attempt running at the same time on another replica cannot commit it
+    // again.
+    r#"
+    ALTER TABLE requests ADD COLUMN attempt text;
+    "#,
 ];
 
 /// The schema version this code writes.

@@ -327,12 +327,25 @@ impl PostgresStore {
         // Every write that changes something is audited, so this is where an
         // idempotent request's commit is recorded, atomically with it.
         if let Some(mark) = hippo::audit::current_request() {
+            // The tenant's writes are serialized (its write lock), so this
+            // check is exact across replicas.
+            let committed = tx.query_opt(
+                "SELECT attempt FROM requests WHERE tenant = current_setting('hippo.tenant')
+                 AND key = $1 AND committed_at IS NOT NULL",
+                &[&mark.key],
+            )?;
+            if committed.is_some_and(|r| {
+                r.get::<_, Option<String>>(0).as_deref() != Some(mark.attempt.as_str())
+            }) {
+                return Err(Fail::Engine(Error::request_committed_elsewhere()));
+            }
             let now = Utc::now().timestamp_millis();
             tx.execute(
-                "INSERT INTO requests (tenant, key, fingerprint, committed_at, created_at)
-                 VALUES (current_setting('hippo.tenant'), $1, $2, $3, $3)
-                 ON CONFLICT (tenant, key) DO UPDATE SET committed_at = COALESCE(requests.committed_at, excluded.committed_at)",
-                &[&mark.key, &mark.fingerprint, &now],
+                "INSERT INTO requests (tenant, key, fingerprint, committed_at, created_at, attempt)
+                 VALUES (current_setting('hippo.tenant'), $1, $2, $3, $3, $4)
+                 ON CONFLICT (tenant, key) DO UPDATE SET committed_at = COALESCE(requests.committed_at, excluded.committed_at),
+                     attempt = COALESCE(requests.attempt, excluded.attempt)",
+                &[&mark.key, &mark.fingerprint, &now, &mark.attempt],
             )?;
         }
         let head: Option<String> = tx
@@ -1575,7 +1588,7 @@ impl Store for PostgresStore {
         self.read(|tx| {
             Ok(tx
                 .query_opt(
-                    "SELECT fingerprint, committed_at, status, answer FROM requests
+                    "SELECT fingerprint, committed_at, status, answer, attempt FROM requests
                      WHERE tenant = current_setting('hippo.tenant') AND key = $1",
                     &[&key],
                 )?
@@ -1585,6 +1598,7 @@ impl Store for PostgresStore {
                     RequestRecord {
                         fingerprint: r.get(0),
                         committed: r.get::<_, Option<i64>>(1).is_some(),
+                        attempt: r.get(4),
                         answer: status.zip(answer).map(|(s, a)| (s as u16, a)),
                     }
                 }))
@@ -1599,8 +1613,9 @@ impl Store for PostgresStore {
                 "INSERT INTO requests (tenant, key, fingerprint, status, answer, answered_at, created_at)
                  VALUES (current_setting('hippo.tenant'), $1, $2, $3, $4, $5, $5)
                  ON CONFLICT (tenant, key) DO UPDATE SET status = excluded.status, answer = excluded.answer,
-                     answered_at = excluded.answered_at",
-                &[&mark.key, &mark.fingerprint, &status, &answer, &now],
+                     answered_at = excluded.answered_at
+                 WHERE requests.attempt IS NULL OR requests.attempt = $6",
+                &[&mark.key, &mark.fingerprint, &status, &answer, &now, &mark.attempt],
             )?;
             Ok(())
         })

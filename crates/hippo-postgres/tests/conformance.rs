@@ -52,4 +52,5 @@ conformance_tests!(
     erasure,
     grants,
     concurrent_changes,
+    idempotent_attempts,
 );

@@ -140,6 +140,7 @@ fn fill(store: &PostgresStore) {
     let mark = hippo::audit::RequestMark {
         key: "req-1".into(),
         fingerprint: "f".into(),
+        attempt: "a1".into(),
     };
     store.record_answer(&mark, 200, b"{}").unwrap();
 }

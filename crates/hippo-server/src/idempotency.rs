@@ -13,7 +13,11 @@
 //! again), or nothing (the first attempt changed nothing: it runs again).
 //! The handler runs in a task of its own, so a client hanging up does not
 //! cut a write off midway nor lose its answer; one attempt per key runs at a
-//! time. Keys are kept 24 hours (maintenance prunes them).
+//! time in a process. Servers sharing a store may run two attempts at once:
+//! each attempt has an id, the store refuses a write of a request another
+//! attempt committed (checked under the store's write serialization), and
+//! the refused attempt answers with the first one's answer or 409 in
+//! progress. Keys are kept 24 hours (maintenance prunes them).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -123,6 +127,7 @@ pub async fn idempotent(State(idem): State<Idempotency>, req: Request, next: Nex
     let mark = RequestMark {
         key: key.clone(),
         fingerprint: hex(&h.finalize()),
+        attempt: uuid::Uuid::new_v4().simple().to_string(),
     };
     // One attempt at a time per key.
     if !idem
@@ -131,12 +136,7 @@ pub async fn idempotent(State(idem): State<Idempotency>, req: Request, next: Nex
         .unwrap_or_else(|e| e.into_inner())
         .insert(key.clone())
     {
-        return ApiError::new(
-            StatusCode::CONFLICT,
-            "idempotent_request_in_progress",
-            "a request with this Idempotency-Key is being served; retry when it has answered",
-        )
-        .into_response();
+        return in_progress();
     }
     let in_flight = InFlight {
         set: idem.in_flight.clone(),
@@ -166,15 +166,7 @@ pub async fn idempotent(State(idem): State<Idempotency>, req: Request, next: Nex
             .into_response();
         }
         if let Some((status, answer)) = known.answer {
-            let mut resp = Response::new(Body::from(answer));
-            *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            resp.headers_mut()
-                .insert(REPLAYED, HeaderValue::from_static("true"));
-            return resp;
+            return replay(status, answer);
         }
         if known.committed {
             return ApiError::new(
@@ -197,7 +189,7 @@ pub async fn idempotent(State(idem): State<Idempotency>, req: Request, next: Nex
         let _in_flight = in_flight;
         let resp = next.run(req).await;
         if !resp.status().is_success() {
-            return resp;
+            return committed_elsewhere(&bound, &mark).await.unwrap_or(resp);
         }
         let (parts, body) = resp.into_parts();
         let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
@@ -230,4 +222,45 @@ pub async fn idempotent(State(idem): State<Idempotency>, req: Request, next: Nex
         )
         .into_response(),
     }
+}
+
+/// The answer for an attempt that failed because another attempt with the
+/// same key (on another server sharing the store) committed first: that
+/// attempt's answer once recorded, else 409 in progress. `None` when no
+/// other attempt committed (the failure stands).
+async fn committed_elsewhere(bound: &Bound, mark: &RequestMark) -> Option<Response> {
+    let store = bound.hippo.clone();
+    let key = mark.key.clone();
+    let known = tokio::task::spawn_blocking(move || store.store().request(&key))
+        .await
+        .ok()?
+        .ok()??;
+    if !known.committed || known.attempt.as_deref() == Some(mark.attempt.as_str()) {
+        return None;
+    }
+    if let Some((status, answer)) = known.answer {
+        return Some(replay(status, answer));
+    }
+    Some(in_progress())
+}
+
+fn in_progress() -> Response {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "idempotent_request_in_progress",
+        "a request with this Idempotency-Key is being served; retry when it has answered",
+    )
+    .into_response()
+}
+
+fn replay(status: u16, answer: Vec<u8>) -> Response {
+    let mut resp = Response::new(Body::from(answer));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut()
+        .insert(REPLAYED, HeaderValue::from_static("true"));
+    resp
 }

@@ -41,6 +41,10 @@ pub struct RequestMark {
     /// A hash of the request (method, path, body), so a key reused for
     /// another request is told apart.
     pub fingerprint: String,
+    /// This attempt at the request (unique per attempt): a write is refused
+    /// when another attempt with the same key committed first — two
+    /// servers sharing a store may run the same retried request at once.
+    pub attempt: String,
 }
 
 /// Runs `f` with store writes marked as made by request `mark`.

@@ -31,6 +31,10 @@ pub enum ErrorKind {
 const CONCURRENT_CHANGE: &str =
     "the memory was changed by another request at the same time; try again";
 
+/// The message of [`Error::request_committed_elsewhere`].
+const COMMITTED_ELSEWHERE: &str =
+    "a request with this Idempotency-Key was committed by another attempt";
+
 /// A boxed cause.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -96,6 +100,17 @@ impl Error {
     /// Whether this is [`Error::concurrent_change`].
     pub fn is_concurrent_change(&self) -> bool {
         self.kind == ErrorKind::Conflict && self.message == CONCURRENT_CHANGE
+    }
+
+    /// A write of an idempotent request was refused because another attempt
+    /// with the same key committed first (see `audit::RequestMark`).
+    pub fn request_committed_elsewhere() -> Self {
+        Error::new(ErrorKind::Conflict, COMMITTED_ELSEWHERE)
+    }
+
+    /// Whether this is [`Error::request_committed_elsewhere`].
+    pub fn is_request_committed_elsewhere(&self) -> bool {
+        self.kind == ErrorKind::Conflict && self.message == COMMITTED_ELSEWHERE
     }
 
     /// The classification of this error.

@@ -142,6 +142,38 @@ impl Server {
     }
 }
 
+impl Server {
+    /// POSTs `body` with extra headers; status, the `Idempotent-Replayed`
+    /// header and the body.
+    pub fn post_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> (u16, Option<String>, Value) {
+        let mut req = ureq::AgentBuilder::new()
+            .timeout(std::time::Duration::from_secs(300))
+            .build()
+            .post(&format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        let resp = match req.send_json(body.clone()) {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("POST {path}: {e}"),
+        };
+        let status = resp.status();
+        let replayed = resp.header("idempotent-replayed").map(str::to_owned);
+        let text = resp.into_string().unwrap();
+        (
+            status,
+            replayed,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.child.kill().ok();

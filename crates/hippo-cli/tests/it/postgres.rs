@@ -239,3 +239,210 @@ fn every_replica_follows_keys_kept_in_postgres() {
         );
     }
 }
+
+/// What one client of [`two_replicas_under_concurrent_load_lose_and_duplicate_nothing`]
+/// was told: memories acknowledged, their final text, and what it erased.
+#[derive(Default)]
+struct Acknowledged {
+    /// Added with extraction (`infer`): id and the token in its text.
+    inferred: Vec<(String, String)>,
+    /// Added without extraction: id → the text last acknowledged.
+    plain: std::collections::BTreeMap<String, String>,
+    /// Erased (acknowledged).
+    erased: Vec<String>,
+    /// Retried on both replicas at once with one `Idempotency-Key`.
+    retried: Vec<String>,
+}
+
+/// Issue 17's acceptance: two replicas on one database under concurrent
+/// writes, updates, erases, searches and LLM jobs (a scripted fake), with
+/// idempotent retries sent to both replicas at once. Afterwards nothing
+/// acknowledged is lost or doubled, every job ran once, and the audit chain
+/// verifies.
+#[test]
+fn two_replicas_under_concurrent_load_lose_and_duplicate_nothing() {
+    let (fake, script) = super::fakes::openai_chat(super::fakes::ChatScript {
+        echo: true,
+        delay_ms: 10,
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("h.db");
+    let store = fresh_database();
+    let llm = format!("{}/v1", fake.base);
+    let args = [
+        "--store",
+        store.as_str(),
+        "--llm-url",
+        llm.as_str(),
+        "--llm-model",
+        "scripted",
+        "--maintenance-interval-secs",
+        "1",
+    ];
+    let servers = std::sync::Arc::new([Server::start(&db, &args), Server::start(&db, &args)]);
+    const CLIENTS: usize = 4;
+    const OPS: usize = 24;
+
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let servers = servers.clone();
+            std::thread::spawn(move || {
+                let user = format!("u{c}");
+                let mut ack = Acknowledged::default();
+                for i in 0..OPS {
+                    let here = &servers[(c + i) % 2];
+                    let there = &servers[(c + i + 1) % 2];
+                    let token = format!("tok{c}x{i}z");
+                    if i % 2 == 0 {
+                        // A write that makes an LLM job; every fourth one is
+                        // retried on both replicas at the same moment.
+                        let body = json!({"user_id": user, "infer": true, "messages": [
+                            {"role": "user", "name": "Ana", "content": format!("Ana keeps item {token} in the attic.")}
+                        ]});
+                        let key = format!("add-{token}");
+                        let headers = [("Idempotency-Key", key.as_str())];
+                        let answers: Vec<(u16, Option<String>, serde_json::Value)> = if i % 4 == 0 {
+                            std::thread::scope(|s| {
+                                let a = s.spawn(|| here.post_with("/v1/memories", &headers, &body));
+                                let b = s.spawn(|| there.post_with("/v1/memories", &headers, &body));
+                                vec![a.join().unwrap(), b.join().unwrap()]
+                            })
+                        } else {
+                            vec![here.post_with("/v1/memories", &headers, &body)]
+                        };
+                        let ok: Vec<_> = answers.iter().filter(|a| a.0 == 200).collect();
+                        for (status, _, answer) in &answers {
+                            assert!(
+                                *status == 200
+                                    || (*status == 409
+                                        && answer["error"]["code"] == "idempotent_request_in_progress"),
+                                "{status} {answer}"
+                            );
+                        }
+                        assert!(!ok.is_empty(), "{answers:?}");
+                        let id = ok[0].2["results"][0]["id"].as_str().unwrap().to_owned();
+                        for other in &ok[1..] {
+                            assert_eq!(other.2["results"][0]["id"], id.as_str(), "one write, one answer");
+                        }
+                        if answers.len() > 1 {
+                            ack.retried.push(token.clone());
+                        }
+                        ack.inferred.push((id, token.clone()));
+                    } else {
+                        let text = format!("Plain note {token}, first draft.");
+                        let (status, added) = here.call(
+                            "POST",
+                            "/v1/memories",
+                            Some(json!({"user_id": user, "infer": false, "messages": [
+                                {"role": "user", "content": text}
+                            ]})),
+                        );
+                        assert_eq!(status, 200, "{added}");
+                        let id = added["results"][0]["id"].as_str().unwrap().to_owned();
+                        ack.plain.insert(id.clone(), text);
+                        // Updates and erases through the other replica.
+                        if i % 3 == 0 {
+                            let text = format!("Plain note {token}, revised.");
+                            let (status, body) = there.call(
+                                "PATCH",
+                                &format!("/v1/memories/{id}"),
+                                Some(json!({"memory": text})),
+                            );
+                            assert_eq!(status, 200, "{body}");
+                            ack.plain.insert(id, text);
+                        } else if i % 5 == 0 {
+                            let (status, body) =
+                                there.call("DELETE", &format!("/v1/memories/{id}?hard=true"), None);
+                            assert!(status == 200 || status == 204, "{status} {body}");
+                            ack.plain.remove(&id);
+                            ack.erased.push(id);
+                        }
+                    }
+                    let (status, found) = there.call(
+                        "POST",
+                        "/v1/search",
+                        Some(json!({"user_id": user, "query": format!("where is item {token}"), "top_k": 5})),
+                    );
+                    assert_eq!(status, 200, "{found}");
+                }
+                ack
+            })
+        })
+        .collect();
+    let acks: Vec<Acknowledged> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+
+    // Every job finishes, none fails.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let jobs = loop {
+        let (status, jobs) = servers[0].call("GET", "/v1/jobs", None);
+        assert_eq!(status, 200, "{jobs}");
+        if jobs["pending"] == 0 && jobs["running"] == 0 {
+            break jobs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "jobs did not drain: {jobs}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(jobs["failed"], 0, "{jobs}");
+    let inferred: usize = acks.iter().map(|a| a.inferred.len()).sum();
+    assert_eq!(
+        jobs["done"], inferred as u64,
+        "one job per acknowledged write: {jobs}"
+    );
+
+    for (c, ack) in acks.iter().enumerate() {
+        let (status, listed) = servers[c % 2].call(
+            "GET",
+            &format!("/v1/memories?user_id=u{c}&limit=1000"),
+            None,
+        );
+        assert_eq!(status, 200, "{listed}");
+        let rows = listed["results"].as_array().unwrap();
+        let with = |needle: &str, message: bool| {
+            rows.iter()
+                .filter(|m| m["memory"].as_str().is_some_and(|t| t.contains(needle)))
+                .filter(|m| (m["kind"] == "message") == message)
+                .count()
+        };
+        for (id, token) in &ack.inferred {
+            assert_eq!(with(token, true), 1, "message {token} stored once");
+            assert_eq!(with(token, false), 1, "fact of {token} extracted once");
+            let (status, _) = servers[1 - c % 2].call("GET", &format!("/v1/memories/{id}"), None);
+            assert_eq!(status, 200);
+        }
+        for (id, text) in &ack.plain {
+            let (status, got) = servers[1 - c % 2].call("GET", &format!("/v1/memories/{id}"), None);
+            assert_eq!(status, 200, "{got}");
+            assert_eq!(got["memory"], text.as_str(), "the last acknowledged text");
+        }
+        for id in &ack.erased {
+            let (status, _) = servers[c % 2].call("GET", &format!("/v1/memories/{id}"), None);
+            assert_eq!(status, 404, "erased {id}");
+        }
+        assert!(!ack.retried.is_empty());
+    }
+    // Each extraction ran once: one extraction request per message.
+    let script = script.lock().unwrap();
+    for ack in &acks {
+        for (_, token) in &ack.inferred {
+            let asked = script
+                .requests
+                .iter()
+                .filter_map(|r| r["messages"].as_array()?.last()?["content"].as_str())
+                .filter(|last| {
+                    !last.starts_with("Existing memories:") && last.contains(token.as_str())
+                })
+                .count();
+            assert_eq!(asked, 1, "extraction of {token} requested {asked} times");
+        }
+    }
+    drop(script);
+
+    // The audit chain, written by both replicas, verifies.
+    let out = run(&db, &["--store", &store, "audit", "verify"]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+}

@@ -384,26 +384,7 @@ fn post_with(
     headers: &[(&str, &str)],
     body: &Value,
 ) -> (u16, Option<String>, Value) {
-    let mut req = ureq::AgentBuilder::new()
-        .timeout(std::time::Duration::from_secs(300))
-        .build()
-        .post(&format!("{}{}", s.base, path));
-    for (k, v) in headers {
-        req = req.set(k, v);
-    }
-    let resp = match req.send_json(body.clone()) {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("POST {path}: {e}"),
-    };
-    let status = resp.status();
-    let replayed = resp.header("idempotent-replayed").map(str::to_owned);
-    let text = resp.into_string().unwrap();
-    (
-        status,
-        replayed,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    s.post_with(path, headers, body)
 }
 
 fn count(s: &Server, user: &str) -> usize {

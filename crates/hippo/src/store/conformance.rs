@@ -979,6 +979,46 @@ pub fn concurrent_changes(store: &dyn Store) {
     assert_eq!(store.get_many(&[m.id]).unwrap()[0].usage, third.usage);
 }
 
+/// An idempotent request commits once: a second attempt with the same key
+/// (another server retrying it at the same time) is refused once the first
+/// committed, and its answer does not replace the first's.
+pub fn idempotent_attempts(store: &dyn Store) {
+    let s = Scope::user("ana");
+    let mark = |attempt: &str| crate::audit::RequestMark {
+        key: "retried".into(),
+        fingerprint: "f".into(),
+        attempt: attempt.into(),
+    };
+    let first = memory(s.clone(), "the boiler was serviced in May", None);
+    crate::audit::in_request(Some(mark("a1")), || {
+        insert(store, vec![(first.clone(), Some(vector(0)))]);
+        // More writes of the same attempt are fine.
+        let mut m = store.get_many(&[first.id]).unwrap().remove(0);
+        m.usage.used += 1;
+        store.update(Update::in_place(m, None)).unwrap();
+    });
+    let second = memory(s.clone(), "the boiler was serviced in May", None);
+    let err = crate::audit::in_request(Some(mark("a2")), || {
+        store
+            .insert(InsertBatch {
+                memories: vec![NewMemory {
+                    memory: second.clone(),
+                    vector: Some(vector(0)),
+                }],
+                ..Default::default()
+            })
+            .unwrap_err()
+    });
+    assert!(err.is_request_committed_elsewhere(), "{err:?}");
+    assert!(store.get_many(&[second.id]).unwrap().is_empty());
+    store.record_answer(&mark("a1"), 200, b"first").unwrap();
+    store.record_answer(&mark("a2"), 409, b"second").unwrap();
+    let record = store.request("retried").unwrap().unwrap();
+    assert!(record.committed);
+    assert_eq!(record.attempt.as_deref(), Some("a1"));
+    assert_eq!(record.answer, Some((200, b"first".to_vec())));
+}
+
 /// Runs every check, each on a fresh store from `make`.
 pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     round_trip(make().as_ref());
@@ -994,6 +1034,7 @@ pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     erasure(make().as_ref());
     grants(make().as_ref());
     concurrent_changes(make().as_ref());
+    idempotent_attempts(make().as_ref());
 }
 
 #[cfg(test)]

@@ -264,6 +264,10 @@ pub struct RequestRecord {
     pub fingerprint: String,
     /// A write of it committed.
     pub committed: bool,
+    /// The attempt whose write committed (see
+    /// [`crate::audit::RequestMark::attempt`]); `None` in records written
+    /// before attempts were recorded.
+    pub attempt: Option<String>,
     /// The answer it got (HTTP status and body), once recorded.
     pub answer: Option<(u16, Vec<u8>)>,
 }

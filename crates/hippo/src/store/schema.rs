@@ -200,6 +200,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX requests_created ON requests(created_at);
     "#,
+    // v11: which attempt at an idempotent request committed, so a second
+    // attempt running at the same time (another server on the same store)
+    // cannot commit it again.
+    r#"
+    ALTER TABLE requests ADD COLUMN attempt TEXT;
+    "#,
 ];
 
 /// The schema version this code writes.

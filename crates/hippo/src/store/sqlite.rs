@@ -424,12 +424,23 @@ fn append_audit(tx: &Transaction<'_>, items: Vec<entries::Item>) -> Result<()> {
     // where an idempotent request's commit is recorded, atomically with it.
     if !items.is_empty() {
         if let Some(mark) = crate::audit::current_request() {
+            // Writes are serialized (IMMEDIATE), so this check is exact.
+            let committed: Option<Option<String>> = tx
+                .prepare_cached(
+                    "SELECT attempt FROM requests WHERE key = ?1 AND committed_at IS NOT NULL",
+                )?
+                .query_row([&mark.key], |r| r.get(0))
+                .optional()?;
+            if committed.is_some_and(|by| by.as_deref() != Some(mark.attempt.as_str())) {
+                return Err(Error::request_committed_elsewhere());
+            }
             let now = Utc::now().timestamp_millis();
             tx.prepare_cached(
-                "INSERT INTO requests (key, fingerprint, committed_at, created_at) VALUES (?1, ?2, ?3, ?3)
-                 ON CONFLICT(key) DO UPDATE SET committed_at = COALESCE(committed_at, excluded.committed_at)",
+                "INSERT INTO requests (key, fingerprint, committed_at, created_at, attempt) VALUES (?1, ?2, ?3, ?3, ?4)
+                 ON CONFLICT(key) DO UPDATE SET committed_at = COALESCE(committed_at, excluded.committed_at),
+                     attempt = COALESCE(attempt, excluded.attempt)",
             )?
-            .execute(params![mark.key, mark.fingerprint, now])?;
+            .execute(params![mark.key, mark.fingerprint, now, mark.attempt])?;
         }
     }
     Ok(crate::audit::sql::append(tx, "store_meta", items)?)
@@ -2082,7 +2093,7 @@ impl Store for SqliteStore {
     fn request(&self, key: &str) -> Result<Option<super::RequestRecord>> {
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(
-            "SELECT fingerprint, committed_at, status, answer FROM requests WHERE key = ?1",
+            "SELECT fingerprint, committed_at, status, answer, attempt FROM requests WHERE key = ?1",
         )?;
         let record = stmt
             .query_row([key], |r| {
@@ -2091,6 +2102,7 @@ impl Store for SqliteStore {
                 Ok(super::RequestRecord {
                     fingerprint: r.get(0)?,
                     committed: r.get::<_, Option<i64>>(1)?.is_some(),
+                    attempt: r.get(4)?,
                     answer: status.zip(answer).map(|(s, a)| (s as u16, a)),
                 })
             })
@@ -2110,9 +2122,17 @@ impl Store for SqliteStore {
                 "INSERT INTO requests (key, fingerprint, status, answer, answered_at, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?5)
                  ON CONFLICT(key) DO UPDATE SET status = excluded.status, answer = excluded.answer,
-                     answered_at = excluded.answered_at",
+                     answered_at = excluded.answered_at
+                 WHERE requests.attempt IS NULL OR requests.attempt = ?6",
             )?
-            .execute(params![mark.key, mark.fingerprint, status, answer, now])?;
+            .execute(params![
+                mark.key,
+                mark.fingerprint,
+                status,
+                answer,
+                now,
+                mark.attempt
+            ])?;
         Ok(())
     }
 
@@ -2491,10 +2511,6 @@ mod tests {
         assert!(schema::MIGRATIONS[0].contains(&format!("tokenize = '{}'", fts::TOKENIZE)));
     }
 
-    /// The deadlock `hippo soak` found: a search holds an index's read lock
-    /// while rayon runs its scan, and the thread waiting on the scan may run
-    /// another search that reads the same index while an erase waits to
-    /// write. That second read must not queue behind the writer.
     /// Idempotent requests: an answer is kept until pruned (maintenance
     /// prunes after `KEEP_REQUESTS_HOURS`), and a key seen with no answer
     /// is unknown.
@@ -2506,6 +2522,7 @@ mod tests {
         let mark = crate::audit::RequestMark {
             key: "k".into(),
             fingerprint: "f".into(),
+            attempt: "a1".into(),
         };
         assert_eq!(store.request("k").unwrap(), None);
         store.record_answer(&mark, 200, b"{}").unwrap();
