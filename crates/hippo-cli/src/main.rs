@@ -421,6 +421,16 @@ enum Command {
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
+    /// Copy everything — every tenant's memories (vectors carried, no re-embedding), event logs,
+    /// jobs, grants, audit chains, and the tenants and API keys — from this store (--db / --store)
+    /// to another: a postgres:// URL or a SQLite database file. Resumes an interrupted run; the
+    /// source is only read. Stop servers first. Prints a JSON report.
+    Migrate {
+        /// Destination: a postgres:// URL, or the path of a SQLite database file (the default
+        /// tenant's; other tenants' files go next to it).
+        #[arg(long)]
+        to: String,
+    },
     /// Rewrite the store without free space and empty its log (erased data is then in no file,
     /// even in stores written before secure deletion was on).
     Compact,
@@ -654,6 +664,21 @@ fn run(cli: Cli) -> Result<()> {
                 "{}",
                 serde_json::to_string_pretty(&api::MaintenanceView::from(report))?
             );
+            Ok(())
+        }
+        Command::Migrate { to } => {
+            let mut dest = cli.global.overrides();
+            dest.tenant = None;
+            if hippo_server::settings::is_postgres_url(&to) {
+                dest.store = Some(to);
+            } else {
+                dest.store = Some("sqlite".into());
+                dest.db = Some(PathBuf::from(to));
+            }
+            let dest = Settings::resolve(&dest)?;
+            let show = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let report = hippo_server::migrate::migrate(&settings, &dest, show)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         Command::Compact => {

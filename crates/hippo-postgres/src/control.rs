@@ -270,6 +270,67 @@ impl PgControl {
         })
     }
 
+    /// Writes a control plane copied from elsewhere (`hippo migrate`): its
+    /// tenants, keys, keys-required marker (`marker` = key and value) and
+    /// audit chain entry for entry, in one transaction. Refuses when this
+    /// control plane holds anything already.
+    pub fn load(
+        &self,
+        tenants: &[(String, i64)],
+        keys: &[KeyRecord],
+        marker: Option<(&str, &str)>,
+        audit: &[AuditEntry],
+    ) -> Result<()> {
+        self.write(|tx| {
+            let used: i64 = tx
+                .query_one(
+                    "SELECT (SELECT count(*) FROM control_tenants) + (SELECT count(*) FROM control_keys)
+                     + (SELECT count(*) FROM audit_log WHERE tenant = current_setting('hippo.tenant'))",
+                    &[],
+                )?
+                .get(0);
+            if used > 0 {
+                return Err(crate::store::Fail::Engine(hippo::Error::new(
+                    hippo::ErrorKind::Conflict,
+                    "the destination's control plane is not empty",
+                )));
+            }
+            for (id, at) in tenants {
+                tx.execute(
+                    "INSERT INTO control_tenants (id, created_at) VALUES ($1, $2)",
+                    &[id, at],
+                )?;
+            }
+            for k in keys {
+                tx.execute(
+                    "INSERT INTO control_keys (id, tenant, access, name, secret_hash, created_at, expires_at,
+                     revoked_at, user_id, agent_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    &[
+                        &k.id,
+                        &k.tenant,
+                        &k.access,
+                        &k.name,
+                        &k.secret_hash,
+                        &k.created_at,
+                        &k.expires_at,
+                        &k.revoked_at,
+                        &k.user_id,
+                        &k.agent_id,
+                    ],
+                )?;
+            }
+            if let Some((key, value)) = marker {
+                tx.execute(
+                    "INSERT INTO control_meta (key, value) VALUES ($1, $2)",
+                    &[&key, &value],
+                )?;
+            }
+            let entries: Vec<&AuditEntry> = audit.iter().collect();
+            crate::transfer::import_audit(tx, &entries)?;
+            Ok(())
+        })
+    }
+
     /// Appends entries to the control plane's audit chain.
     pub fn audit(&self, items: Vec<Item>) -> Result<()> {
         self.write(|tx| {

@@ -40,6 +40,7 @@ mod control;
 mod rows;
 mod schema;
 mod store;
+mod transfer;
 
 use std::sync::Arc;
 use std::time::Duration;

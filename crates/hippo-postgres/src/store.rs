@@ -47,7 +47,7 @@ pub(crate) type TxResult<T> = std::result::Result<T, Fail>;
 pub struct PostgresStore {
     db: Arc<PgDatabase>,
     tenant: String,
-    model: String,
+    pub(crate) model: String,
     dim: usize,
     /// `vector(dim)`, the cast the HNSW index is built on.
     vector_type: String,
@@ -102,15 +102,15 @@ impl PostgresStore {
         self.db.run(&self.tenant, write, f)
     }
 
-    fn read<T>(&self, f: impl FnMut(&mut Tx<'_>) -> TxResult<T>) -> Result<T> {
+    pub(crate) fn read<T>(&self, f: impl FnMut(&mut Tx<'_>) -> TxResult<T>) -> Result<T> {
         self.run(false, f)
     }
 
-    fn write<T>(&self, f: impl FnMut(&mut Tx<'_>) -> TxResult<T>) -> Result<T> {
+    pub(crate) fn write<T>(&self, f: impl FnMut(&mut Tx<'_>) -> TxResult<T>) -> Result<T> {
         self.run(true, f)
     }
 
-    fn check_dim(&self, v: &[f32]) -> Result<()> {
+    pub(crate) fn check_dim(&self, v: &[f32]) -> Result<()> {
         if v.len() != self.dim {
             return Err(Error::invalid(format!(
                 "vectors must have {} dimensions",
@@ -198,7 +198,7 @@ impl PostgresStore {
 
     /// The memory already holding `m`'s dedup key, if any; logs that `m`
     /// was merged into it.
-    fn duplicate_of(tx: &mut Tx<'_>, m: &Memory) -> TxResult<Option<MemoryId>> {
+    pub(crate) fn duplicate_of(tx: &mut Tx<'_>, m: &Memory) -> TxResult<Option<MemoryId>> {
         let Some(key) = &m.dedup_key else {
             return Ok(None);
         };
@@ -232,7 +232,12 @@ impl PostgresStore {
     }
 
     /// Inserts one memory row (not a duplicate); returns its sequence number.
-    fn insert_row(&self, tx: &mut Tx<'_>, m: &Memory, vector: Option<&[f32]>) -> TxResult<i64> {
+    pub(crate) fn insert_row(
+        &self,
+        tx: &mut Tx<'_>,
+        m: &Memory,
+        vector: Option<&[f32]>,
+    ) -> TxResult<i64> {
         let key = scope_key(&m.scope);
         let body = self.terms(&document::body(m))?;
         let speaker = self.terms(&document::speaker(m).unwrap_or_default())?;
@@ -494,7 +499,7 @@ pub(crate) fn audit_entry(row: AuditRow) -> Result<AuditEntry> {
     })
 }
 
-fn get_meta(tx: &mut Tx<'_>, key: &str) -> TxResult<Option<String>> {
+pub(crate) fn get_meta(tx: &mut Tx<'_>, key: &str) -> TxResult<Option<String>> {
     Ok(tx
         .query_opt(
             "SELECT value FROM store_meta WHERE tenant = current_setting('hippo.tenant') AND key = $1",
@@ -503,7 +508,7 @@ fn get_meta(tx: &mut Tx<'_>, key: &str) -> TxResult<Option<String>> {
         .map(|r| r.get(0)))
 }
 
-fn set_meta(tx: &mut Tx<'_>, key: &str, value: &str) -> TxResult<()> {
+pub(crate) fn set_meta(tx: &mut Tx<'_>, key: &str, value: &str) -> TxResult<()> {
     tx.execute(
         "INSERT INTO store_meta (tenant, key, value) VALUES (current_setting('hippo.tenant'), $1, $2)
          ON CONFLICT (tenant, key) DO UPDATE SET value = excluded.value",
@@ -548,7 +553,29 @@ fn enqueue(tx: &mut Tx<'_>, jobs: &[NewJob]) -> TxResult<()> {
     Ok(())
 }
 
-fn insert_events(tx: &mut Tx<'_>, events: &[MemoryEvent]) -> TxResult<()> {
+pub(crate) fn insert_grant(tx: &mut Tx<'_>, g: &Grant) -> TxResult<()> {
+    tx.execute(
+        "INSERT INTO grants (tenant, id, memory_id, user_id, agent_id, session_id, grantee_user,
+         grantee_agent, created_at, created_by, expires_at, revoked_at)
+         VALUES (current_setting('hippo.tenant'), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        &[
+            &g.id,
+            &g.memory_id,
+            &g.scope.user_id,
+            &g.scope.agent_id,
+            &g.scope.session_id,
+            &g.grantee.user_id,
+            &g.grantee.agent_id,
+            &ms(g.created_at),
+            &g.created_by,
+            &g.expires_at.map(ms),
+            &g.revoked_at.map(ms),
+        ],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn insert_events(tx: &mut Tx<'_>, events: &[MemoryEvent]) -> TxResult<()> {
     for e in events {
         tx.execute(
             "INSERT INTO memory_events (tenant, memory_id, at, kind, origin, reason, request_id, detail)
@@ -567,7 +594,7 @@ fn insert_events(tx: &mut Tx<'_>, events: &[MemoryEvent]) -> TxResult<()> {
     Ok(())
 }
 
-fn insert_rejections(tx: &mut Tx<'_>, rejections: &[Rejection]) -> TxResult<()> {
+pub(crate) fn insert_rejections(tx: &mut Tx<'_>, rejections: &[Rejection]) -> TxResult<()> {
     for r in rejections {
         tx.execute(
             "INSERT INTO rejections (tenant, user_id, agent_id, session_id, at, request_id, kind, content, role,
@@ -1069,24 +1096,7 @@ impl Store for PostgresStore {
 
     fn put_grant(&self, g: &Grant) -> Result<()> {
         self.write(|tx| {
-            tx.execute(
-                "INSERT INTO grants (tenant, id, memory_id, user_id, agent_id, session_id, grantee_user,
-                 grantee_agent, created_at, created_by, expires_at, revoked_at)
-                 VALUES (current_setting('hippo.tenant'), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                &[
-                    &g.id,
-                    &g.memory_id,
-                    &g.scope.user_id,
-                    &g.scope.agent_id,
-                    &g.scope.session_id,
-                    &g.grantee.user_id,
-                    &g.grantee.agent_id,
-                    &ms(g.created_at),
-                    &g.created_by,
-                    &g.expires_at.map(ms),
-                    &g.revoked_at.map(ms),
-                ],
-            )?;
+            insert_grant(tx, g)?;
             Self::append_audit(tx, vec![entries::grant("grant", g)])?;
             Ok(())
         })
@@ -1127,6 +1137,46 @@ impl Store for PostgresStore {
                 .map(audit_entry)
                 .collect::<Result<Vec<_>>>()
                 .map_err(Fail::Engine)
+        })
+    }
+
+    fn export(
+        &self,
+        table: hippo::store::transfer::Table,
+        after: i64,
+        limit: usize,
+    ) -> Result<hippo::store::transfer::ExportPage> {
+        self.export_page(table, after, limit)
+    }
+
+    fn import(
+        &self,
+        records: Vec<hippo::store::transfer::Record>,
+        progress: &hippo::store::transfer::Progress,
+    ) -> Result<()> {
+        self.import_records(records, progress)
+    }
+
+    fn import_progress(&self, source: &str, table: hippo::store::transfer::Table) -> Result<i64> {
+        self.read(|tx| {
+            Ok(get_meta(tx, &table.progress_key(source))?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0))
+        })
+    }
+
+    fn store_id(&self) -> Result<String> {
+        use hippo::store::transfer::STORE_ID_KEY;
+        if let Some(id) = self.read(|tx| get_meta(tx, STORE_ID_KEY))? {
+            return Ok(id);
+        }
+        self.write(|tx| {
+            if let Some(id) = get_meta(tx, STORE_ID_KEY)? {
+                return Ok(id);
+            }
+            let id = uuid::Uuid::new_v4().to_string();
+            set_meta(tx, STORE_ID_KEY, &id)?;
+            Ok(id)
         })
     }
 

@@ -271,6 +271,20 @@ enum ControlDb {
     Postgres(PgControl),
 }
 
+/// A control plane's contents (see [`Control::dump`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlDump {
+    /// Created tenants with their creation times (the default one is not
+    /// stored).
+    pub tenants: Vec<(String, i64)>,
+    /// Every key, as stored (secrets only as hashes).
+    pub keys: Vec<KeyRecord>,
+    /// Since when keys are required, if they are.
+    pub keys_required: Option<String>,
+    /// The control plane's audit chain.
+    pub audit: Vec<hippo::audit::AuditEntry>,
+}
+
 /// A key that authenticated, with the generation of its tenant (see
 /// [`Control::tenant_generations`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -763,6 +777,100 @@ impl Control {
             }
         }
         Ok(created)
+    }
+
+    /// Everything the control plane holds, for copying it elsewhere
+    /// (`hippo migrate`).
+    pub fn dump(&self) -> Result<ControlDump> {
+        let keys = match &self.db {
+            ControlDb::Sqlite(c) => {
+                let conn = lock(c);
+                let mut stmt = conn.prepare(&format!(
+                    "SELECT {SQLITE_KEY_COLUMNS} FROM api_keys k ORDER BY k.created_at, k.id"
+                ))?;
+                let rows = stmt.query_map([], sqlite_key)?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            }
+            ControlDb::Postgres(pg) => pg.keys(None)?,
+        };
+        let keys_required = match &self.db {
+            ControlDb::Sqlite(c) => lock(c)
+                .query_row(
+                    "SELECT value FROM control_meta WHERE key = ?1",
+                    [KEYS_REQUIRED],
+                    |r| r.get(0),
+                )
+                .optional()?,
+            ControlDb::Postgres(pg) => pg.marker(KEYS_REQUIRED)?,
+        };
+        Ok(ControlDump {
+            tenants: self.stored_tenants()?,
+            keys,
+            keys_required,
+            audit: self.audit_entries(0, usize::MAX / 2)?,
+        })
+    }
+
+    /// Writes a control plane copied from elsewhere (see [`Control::dump`])
+    /// in one transaction. Returns false, writing nothing, when this one
+    /// already holds exactly that copy (a resumed migration); refuses when
+    /// it holds anything else.
+    pub fn load(&self, dump: &ControlDump) -> Result<bool> {
+        let mine = self.audit_entries(0, usize::MAX / 2)?;
+        if !mine.is_empty() || !self.stored_tenants()?.is_empty() {
+            if mine == dump.audit && self.stored_tenants()? == dump.tenants {
+                return Ok(false);
+            }
+            bail!("the destination's control plane already holds tenants, keys or audit entries");
+        }
+        match &self.db {
+            ControlDb::Sqlite(c) => {
+                let mut conn = lock(c);
+                let tx = conn.transaction()?;
+                if tx.query_row("SELECT count(*) FROM api_keys", [], |r| r.get::<_, i64>(0))? > 0 {
+                    bail!("the destination's control plane already holds keys");
+                }
+                for (id, at) in &dump.tenants {
+                    tx.execute(
+                        "INSERT INTO tenants (id, created_at) VALUES (?1, ?2)",
+                        params![id, at],
+                    )?;
+                }
+                for k in &dump.keys {
+                    tx.execute(
+                        "INSERT INTO api_keys (id, tenant, access, name, secret_hash, created_at, expires_at,
+                         revoked_at, user_id, agent_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        params![
+                            k.id,
+                            k.tenant,
+                            k.access,
+                            k.name,
+                            k.secret_hash,
+                            k.created_at,
+                            k.expires_at,
+                            k.revoked_at,
+                            k.user_id,
+                            k.agent_id
+                        ],
+                    )?;
+                }
+                if let Some(v) = &dump.keys_required {
+                    tx.execute(
+                        "INSERT INTO control_meta (key, value) VALUES (?1, ?2)",
+                        params![KEYS_REQUIRED, v],
+                    )?;
+                }
+                hippo::audit::sql::import(&tx, "control_meta", &dump.audit)?;
+                tx.commit()?;
+            }
+            ControlDb::Postgres(pg) => pg.load(
+                &dump.tenants,
+                &dump.keys,
+                dump.keys_required.as_deref().map(|v| (KEYS_REQUIRED, v)),
+                &dump.audit,
+            )?,
+        }
+        Ok(true)
     }
 
     /// Key `id` as stored, with its tenant's creation time (`None` when the

@@ -12,6 +12,8 @@
 //!   one engine per tenant; [`limits`]: rate limits; [`metrics`]: Prometheus.
 //! - [`idempotency`]: `Idempotency-Key` on write routes.
 //! - [`io`]: import (JSONL, LoCoMo, Mem0 exports, chat logs) and lossless export.
+//! - [`migrate`]: `hippo migrate`, a whole deployment from SQLite files to
+//!   Postgres or back.
 //! - [`settings`] and [`config`]: how the binary and the tools open engines
 //!   (command line over config file over defaults).
 //! - [`serving`]: running `hippo serve` and `hippo mcp` (listen checks,
@@ -29,6 +31,7 @@ pub mod limits;
 pub mod mcp;
 pub mod mem0;
 pub mod metrics;
+pub mod migrate;
 pub mod server;
 pub mod serving;
 pub mod settings;

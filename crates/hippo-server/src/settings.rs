@@ -10,6 +10,7 @@ use hippo::{
     Embedder, Hippo, MiniLmEmbedder, OpenAiEmbedder, OpenAiEmbedderConfig, SqliteStore,
     SqliteStoreOptions, Store,
 };
+pub use hippo_postgres::is_postgres_url;
 use hippo_postgres::{PgDatabase, PgOptions};
 
 use crate::config::FileConfig;
@@ -23,7 +24,8 @@ pub struct Overrides {
     pub config: Option<PathBuf>,
     /// Database file of the default tenant.
     pub db: Option<PathBuf>,
-    /// Where memories live: a `postgres://` URL, else the SQLite files.
+    /// Where memories live: a `postgres://` URL, or `sqlite` (the default:
+    /// the `--db` file and its siblings).
     pub store: Option<String>,
     /// Tenant whose store one-shot commands use.
     pub tenant: Option<String>,
@@ -78,13 +80,15 @@ impl Settings {
                 .unwrap_or_else(crate::config::default_db_path);
         let store = g.store.clone().or_else(|| file.store.clone());
         let postgres = match store {
+            // `sqlite` names the default explicitly (over a config file's URL).
             None => None,
+            Some(s) if s == "sqlite" => None,
             Some(url) if hippo_postgres::is_postgres_url(&url) => {
                 Some((url, std::sync::OnceLock::new()))
             }
             Some(other) => {
                 return Err(io::InputError(format!(
-                    "unsupported store {other:?}: give a postgres:// URL, or leave it out for SQLite files"
+                    "unsupported store {other:?}: give a postgres:// URL, or `sqlite` (the default) for SQLite files"
                 ))
                 .into())
             }
@@ -223,6 +227,27 @@ impl Settings {
         }
         let connected = PgDatabase::connect(&PgOptions::new(url.clone()))?;
         Ok(Some(db.get_or_init(|| connected).clone()))
+    }
+
+    /// The store of `tenant` (created if absent): its rows in Postgres, or
+    /// its SQLite file next to the `--db` file.
+    pub fn tenant_store(&self, tenant: &str) -> Result<Arc<dyn Store>> {
+        auth::validate_tenant(tenant)?;
+        self.store_of(tenant, &auth::tenant_db(&self.base_db, tenant))
+    }
+
+    /// Whether `other` names the same place as these settings (the same
+    /// Postgres URL, or the same `--db` file).
+    pub fn same_place(&self, other: &Settings) -> bool {
+        match (&self.postgres, &other.postgres) {
+            (Some((a, _)), Some((b, _))) => a == b,
+            (None, None) => {
+                let canon =
+                    |p: &std::path::Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+                canon(&self.base_db) == canon(&other.base_db)
+            }
+            _ => false,
+        }
     }
 
     /// The store of `tenant`: its rows in Postgres, or the SQLite file `db`.

@@ -356,6 +356,51 @@ pub mod sql {
         Ok(())
     }
 
+    /// Writes entries copied from another log as they are (seq, time,
+    /// actor, hashes) after this log's head, which must be the copy's
+    /// previous entry; the head moves to the last one. Refuses entries that
+    /// do not continue the chain, so a copy cannot splice two logs.
+    pub fn import(
+        conn: &Connection,
+        meta: &str,
+        entries: &[AuditEntry],
+    ) -> crate::error::Result<()> {
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
+        let (mut seq, mut prev) = head(conn, meta)?.unwrap_or((0, String::new()));
+        for e in entries {
+            if e.seq != seq + 1 || e.prev_hash != prev {
+                return Err(crate::Error::invalid(format!(
+                    "audit entry {} does not continue the chain at {seq}",
+                    e.seq
+                )));
+            }
+            conn.prepare_cached(
+                "INSERT INTO audit_log (seq, at, actor, action, target, detail, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                e.seq,
+                e.at.timestamp_millis(),
+                e.actor,
+                e.action,
+                e.target,
+                Value::Object(e.detail.clone()).to_string(),
+                e.prev_hash,
+                e.hash
+            ])?;
+            seq = e.seq;
+            prev = e.hash.clone();
+        }
+        conn.prepare_cached(&format!(
+            "INSERT INTO {meta} (key, value) VALUES ('audit_head', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+        ))?
+        .execute([format!("{}:{}", last.seq, last.hash)])?;
+        Ok(())
+    }
+
     /// Entries after `after`, oldest first, at most `limit`.
     pub fn entries(
         conn: &Connection,

@@ -446,3 +446,121 @@ fn two_replicas_under_concurrent_load_lose_and_duplicate_nothing() {
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["ok"], true, "{report}");
 }
+
+/// `hippo migrate` moves a whole deployment — tenants, keys, memories,
+/// audit chains — from SQLite files to Postgres and back, losslessly; a
+/// second run finds nothing left to copy; the keys open the migrated
+/// stores.
+#[test]
+fn a_deployment_migrates_to_postgres_and_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("h.db");
+    let back = dir.path().join("back").join("h.db");
+    let store = fresh_database();
+    run(&db, &["tenant", "create", "acme"]);
+    let key = run(
+        &db,
+        &["key", "create", "--tenant", "acme", "--access", "write"],
+    );
+    for (tenant, text) in [
+        ("default", "The default tenant's note about the fire drill"),
+        ("acme", "Acme's launch is on May 3"),
+        ("acme", "Acme's office moved to Leeds"),
+    ] {
+        run(
+            &db,
+            &[
+                "--tenant", tenant, "add", "--user", "ana", "--role", "user", text,
+            ],
+        );
+    }
+    let exported = |args: &[&str]| run(&db, &[args, &["export"]].concat());
+
+    let out = run(&db, &["migrate", "--to", &store]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        report["tenants"]["acme"]["destination_memories"], 2,
+        "{report}"
+    );
+    assert_eq!(
+        report["tenants"]["default"]["destination_memories"], 1,
+        "{report}"
+    );
+    assert_eq!(report["control_copied"], true, "{report}");
+    assert_eq!(report["keys"], 1, "{report}");
+    // Run again: nothing left to copy.
+    let again: serde_json::Value =
+        serde_json::from_str(&run(&db, &["migrate", "--to", &store])).unwrap();
+    assert_eq!(again["tenants"]["acme"]["copied"]["memories"], 0, "{again}");
+    assert_eq!(again["control_copied"], false, "{again}");
+
+    // The key opens the Postgres deployment.
+    let server = Server::start(&db, &["--store", &store]);
+    let (status, found) = server.call_as(
+        Some(&key),
+        "POST",
+        "/v1/search",
+        Some(json!({"user_id": "ana", "query": "when is the launch", "top_k": 1})),
+    );
+    assert_eq!(status, 200, "{found}");
+    assert!(
+        found["results"][0]["memory"]
+            .as_str()
+            .unwrap()
+            .contains("May 3"),
+        "{found}"
+    );
+    drop(server);
+
+    // And back to SQLite files: the same memories, chains that verify.
+    let out = run(
+        &db,
+        &["--store", &store, "migrate", "--to", back.to_str().unwrap()],
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        report["tenants"]["acme"]["destination_memories"], 2,
+        "{report}"
+    );
+    for tenant in ["default", "acme"] {
+        assert_eq!(
+            exported(&["--tenant", tenant]),
+            run(&back, &["--tenant", tenant, "export"]),
+            "tenant {tenant}"
+        );
+        assert_eq!(
+            run(&db, &["--tenant", tenant, "audit", "list"]),
+            run(&back, &["--tenant", tenant, "audit", "list"]),
+            "tenant {tenant}'s audit chain"
+        );
+        let check: serde_json::Value =
+            serde_json::from_str(&run(&back, &["--tenant", tenant, "audit", "verify"])).unwrap();
+        assert_eq!(check["ok"], true, "{check}");
+    }
+    assert_eq!(
+        run(&db, &["audit", "list", "--control"]),
+        run(&back, &["audit", "list", "--control"])
+    );
+    let server = Server::start(&back, &[]);
+    let (status, found) = server.call_as(
+        Some(&key),
+        "POST",
+        "/v1/search",
+        Some(json!({"user_id": "ana", "query": "where is the office", "top_k": 1})),
+    );
+    assert_eq!(status, 200, "{found}");
+    assert!(
+        found["results"][0]["memory"]
+            .as_str()
+            .unwrap()
+            .contains("Leeds"),
+        "{found}"
+    );
+
+    // A destination that holds memories of its own is refused.
+    let refused = hippo(&db)
+        .args(["migrate", "--to", back.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+}

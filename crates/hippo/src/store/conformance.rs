@@ -1019,6 +1019,262 @@ pub fn idempotent_attempts(store: &dyn Store) {
     assert_eq!(record.answer, Some((200, b"first".to_vec())));
 }
 
+/// Fills `store` with one of everything a store keeps: a conversation, a
+/// chunked input and its source, a fact derived from a turn, a revised
+/// memory with its earlier version, usage and flags, expiry, an event, a
+/// rejection, a finished and a pending job, a live and a revoked grant, and
+/// the audit entries all of that wrote.
+pub fn fill_for_copy(store: &dyn Store) {
+    use crate::jobs::{JobState, JobUpdate, NewJob};
+    use crate::model::{EventKind, MemoryEvent};
+    use crate::policy::{Admission, Rejection};
+    use crate::sharing::{Grant, Grantee};
+    let s = Scope::user("ana");
+    let t = |d: u32| Utc.with_ymd_and_hms(2024, 3, d, 9, 0, 0).unwrap();
+    let turns: Vec<Memory> = [
+        "I adopted a beagle",
+        "What is its name?",
+        "Pixel, after the phone",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, text)| {
+        let mut m = memory(
+            s.clone(),
+            text,
+            Some(if i % 2 == 0 { "Ana" } else { "Bot" }),
+        );
+        m.event_time = Some(t(i as u32 + 1));
+        m
+    })
+    .collect();
+    let source = Source {
+        id: MemoryId::now_v7(),
+        scope: s.clone(),
+        content: "Chapter one. Chapter two.".into(),
+    };
+    let chunks: Vec<Memory> = ["Chapter one.", "Chapter two."]
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let mut m = memory(s.clone(), text, None);
+            m.kind = MemoryKind::Document;
+            m.provenance.source_id = Some(source.id);
+            m.provenance.chunk_index = Some(i as u32);
+            m.provenance.chunk_count = Some(2);
+            m
+        })
+        .collect();
+    let mut fact = memory(s.clone(), "Ana has a beagle named Pixel", None);
+    fact.kind = MemoryKind::Fact;
+    fact.provenance.derived_from = vec![turns[0].id, turns[2].id];
+    fact.dedup_key = Some("beagle-pixel".into());
+    fact.flags = vec!["instruction".into()];
+    fact.expires_at = Some(t(28));
+    fact.metadata = json!({"confidence": 0.9}).as_object().unwrap().clone();
+    let mut payload = serde_json::Map::new();
+    payload.insert("memories".into(), json!([turns[0].id.to_string()]));
+    let job = |at| NewJob {
+        kind: "extract".into(),
+        scope: s.clone(),
+        payload: payload.clone(),
+        at,
+    };
+    let mut memories: Vec<(Memory, Option<Vec<f32>>)> = turns
+        .iter()
+        .chain(&chunks)
+        .enumerate()
+        .map(|(i, m)| (m.clone(), (i != 3).then(|| vector(i))))
+        .collect();
+    memories.push((fact.clone(), Some(vector(2))));
+    crate::audit::as_actor("key:abc", || {
+        store
+            .insert(InsertBatch {
+                memories: memories
+                    .into_iter()
+                    .map(|(memory, vector)| NewMemory { memory, vector })
+                    .collect(),
+                sources: vec![source.clone()],
+                jobs: vec![job(t(1)), job(t(2))],
+                rejections: vec![Rejection {
+                    seq: 0,
+                    scope: s.clone(),
+                    at: t(3),
+                    request_id: None,
+                    kind: MemoryKind::Fact,
+                    content: "meh".into(),
+                    actor: Actor::default(),
+                    event_time: None,
+                    admission: Admission {
+                        score: 0.1,
+                        utility: 0.2,
+                        novelty: 1.0,
+                        confidence: 0.5,
+                        threshold: 0.3,
+                        admitted: false,
+                    },
+                }],
+                ..Default::default()
+            })
+            .unwrap()
+    });
+    // A revision keeps the earlier version; feedback counts.
+    let mut revised = store.get_many(&[fact.id]).unwrap().remove(0);
+    let previous = Memory {
+        id: MemoryId::now_v7(),
+        version_of: Some(fact.id),
+        valid_to: Some(t(10)),
+        dedup_key: None,
+        expires_at: None,
+        usage: Default::default(),
+        ..revised.clone()
+    };
+    revised.content = "Ana has a beagle named Pixel, two years old".into();
+    revised.content_hash = content_hash(&revised.content);
+    revised.valid_from = Some(t(10));
+    revised.updated_at = t(10);
+    revised.usage.used = 3;
+    revised.usage.helpful = 1;
+    revised.usage.reinforced_at = Some(t(11));
+    store
+        .update(Update {
+            memory: revised,
+            vector: Some(vector(3)),
+            previous: Some(previous),
+            events: vec![MemoryEvent {
+                memory_id: fact.id,
+                at: t(10),
+                kind: EventKind::Revised,
+                origin: "api".into(),
+                reason: Some("more detail".into()),
+                request_id: None,
+                detail: json!({"by": "test"}).as_object().unwrap().clone(),
+            }],
+            job_step: None,
+            jobs: Vec::new(),
+            expected: None,
+        })
+        .unwrap();
+    // One job done, one left pending.
+    let claimed = store
+        .claim_job(t(5), chrono::Duration::seconds(30))
+        .unwrap()
+        .expect("a ready job");
+    store
+        .update_job(
+            claimed.id,
+            JobUpdate {
+                state: Some(JobState::Done),
+                plan: Some(json!({"facts": 1})),
+                cost: Some(json!({"llm_calls": 2}).as_object().unwrap().clone()),
+                ..Default::default()
+            },
+            t(5),
+        )
+        .unwrap();
+    let grant = |user: &str| Grant {
+        id: uuid::Uuid::now_v7(),
+        memory_id: None,
+        scope: s.clone(),
+        grantee: Grantee {
+            user_id: Some(user.into()),
+            agent_id: None,
+        },
+        created_at: t(6),
+        created_by: "key:abc".into(),
+        expires_at: None,
+        revoked_at: None,
+    };
+    store.put_grant(&grant("bob")).unwrap();
+    let revoked = grant("eve");
+    store.put_grant(&revoked).unwrap();
+    store.revoke_grant(revoked.id, t(7)).unwrap();
+}
+
+/// Everything `store` holds, as [`super::transfer::Store::export`] pages it,
+/// with what a copy numbers anew (job ids, rejection sequence numbers)
+/// blanked.
+pub fn exported(store: &dyn Store) -> Vec<String> {
+    use super::transfer::{Record, Table};
+    let mut out = Vec::new();
+    for table in Table::ALL {
+        let mut after = 0;
+        loop {
+            let page = store.export(table, after, 2).unwrap();
+            if page.records.is_empty() {
+                break;
+            }
+            assert!(page.next != after, "{table:?}: the cursor moves");
+            after = page.next;
+            for r in page.records {
+                out.push(match r {
+                    Record::Source(s) => format!("source {s:?}"),
+                    Record::Memory(m) => format!("memory {:?} {:?}", m.memory, m.vector),
+                    Record::Event(e) => format!("event {e:?}"),
+                    Record::Rejection(mut r) => {
+                        r.seq = 0;
+                        format!("rejection {r:?}")
+                    }
+                    Record::Job(mut j) => {
+                        j.id = 0;
+                        format!("job {j:?}")
+                    }
+                    Record::Grant(g) => format!("grant {g:?}"),
+                    Record::Audit(a) => format!("audit {a:?}"),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// A copy is lossless: `from` (filled by [`fill_for_copy`]) copied to `via`
+/// and back to `back` exports the same records, and every audit chain
+/// verifies. A copy resumes after an interruption without writing twice,
+/// and refuses a destination holding other memories.
+pub fn copy_round_trip(from: &dyn Store, via: &dyn Store, back: &dyn Store) {
+    use super::transfer::{copy, Progress, Table};
+    fill_for_copy(from);
+    let original = exported(from);
+    assert!(original.iter().any(|r| r.starts_with("audit ")));
+    // Interrupted after the memories' first page: resumes from there.
+    let source = from.store_id().unwrap();
+    assert_eq!(from.store_id().unwrap(), source, "a store keeps its id");
+    assert_ne!(via.store_id().unwrap(), source);
+    let progress = |table, cursor| Progress {
+        source: source.clone(),
+        table,
+        cursor,
+    };
+    let first = from.export(Table::Sources, 0, 100).unwrap();
+    via.import(first.records, &progress(Table::Sources, first.next))
+        .unwrap();
+    let page = from.export(Table::Memories, 0, 2).unwrap();
+    via.import(page.records, &progress(Table::Memories, page.next))
+        .unwrap();
+    let report = copy(from, via, 3, |_, _| {}).unwrap();
+    assert!(report.resumed);
+    assert_eq!(exported(via), original, "copied once, nothing twice");
+    assert!(via.verify_audit().unwrap().ok);
+    let report = copy(via, back, 1000, |_, _| {}).unwrap();
+    assert!(!report.resumed);
+    assert_eq!(report.copied["memories"], 7);
+    assert_eq!(exported(back), original);
+    assert!(back.verify_audit().unwrap().ok);
+    // Search works on the copy: its indexes were built as it wrote.
+    let s = Scope::user("ana");
+    let found = keyword(back, &s, "beagle Pixel");
+    assert!(!found.is_empty());
+    // A store with memories of its own is not a copy's destination, even
+    // one that holds a copy from another source.
+    let err = copy(back, via, 10, |_, _| {}).unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::Conflict);
+    assert_eq!(
+        copy(from, from, 10, |_, _| {}).unwrap_err().kind(),
+        crate::ErrorKind::InvalidInput
+    );
+}
+
 /// Runs every check, each on a fresh store from `make`.
 pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     round_trip(make().as_ref());
@@ -1035,6 +1291,7 @@ pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     grants(make().as_ref());
     concurrent_changes(make().as_ref());
     idempotent_attempts(make().as_ref());
+    copy_round_trip(make().as_ref(), make().as_ref(), make().as_ref());
 }
 
 #[cfg(test)]

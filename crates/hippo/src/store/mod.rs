@@ -22,6 +22,7 @@ pub mod keywords;
 mod schema;
 pub mod slots;
 pub mod sqlite;
+pub mod transfer;
 pub mod vectors;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -391,6 +392,31 @@ pub trait Store: Send + Sync {
     fn audit(&self, after: i64, limit: usize) -> Result<Vec<crate::audit::AuditEntry>>;
     /// Checks the audit log's hash chain and head (see [`crate::audit`]).
     fn verify_audit(&self) -> Result<crate::audit::AuditCheck>;
+
+    /// A page of `table`'s records after cursor `after` (0: from the
+    /// start), at most `limit`, for copying to another store (see
+    /// [`transfer`]).
+    fn export(
+        &self,
+        table: transfer::Table,
+        after: i64,
+        limit: usize,
+    ) -> Result<transfer::ExportPage>;
+
+    /// Writes records copied from another store as they are — no audit
+    /// entries (the chain comes as [`transfer::Record::Audit`]), no dedup
+    /// merging — and, in the same transaction, `progress`: how far the copy
+    /// from that source got (see [`Store::import_progress`]).
+    fn import(&self, records: Vec<transfer::Record>, progress: &transfer::Progress) -> Result<()>;
+
+    /// The source cursor the imports of `table` from store `source` (its
+    /// [`Store::store_id`]) reached (0 when none), so an interrupted copy
+    /// resumes after it.
+    fn import_progress(&self, source: &str, table: transfer::Table) -> Result<i64>;
+
+    /// This store's identity: a random id given when it was first asked
+    /// for, and kept (copies tell their sources apart by it).
+    fn store_id(&self) -> Result<String>;
     /// Rewrites the store without the free space erased content left and
     /// empties its logs, so erased data is in no file any more.
     fn compact(&self) -> Result<()>;

@@ -13,6 +13,8 @@
 //! writer) and a small pool of read-only connections; readers never block
 //! the writer under WAL.
 
+mod transfer;
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
@@ -476,37 +478,62 @@ fn select_grants(conn: &Connection, q: &GrantQuery<'_>) -> Result<Vec<Grant>> {
         c.sql.push("m.revoked_at IS NULL".into());
     }
     let sql = format!(
-        "SELECT m.id, m.memory_id, m.user_id, m.agent_id, m.session_id, m.grantee_user, m.grantee_agent,
-         m.created_at, m.created_by, m.expires_at, m.revoked_at
-         FROM grants m WHERE {} ORDER BY m.created_at, m.id LIMIT {}",
+        "SELECT {GRANT_COLUMNS} FROM grants m WHERE {} ORDER BY m.created_at, m.id LIMIT {}",
         c.where_clause(),
         q.limit
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params_from_iter(c.params.iter()), |r| {
-        Ok(Grant {
-            id: parse_uuid(&r.get::<_, String>(0)?)?,
-            memory_id: r
-                .get::<_, Option<String>>(1)?
-                .as_deref()
-                .map(parse_uuid)
-                .transpose()?,
-            scope: Scope {
-                user_id: r.get(2)?,
-                agent_id: r.get(3)?,
-                session_id: r.get(4)?,
-            },
-            grantee: Grantee {
-                user_id: r.get(5)?,
-                agent_id: r.get(6)?,
-            },
-            created_at: from_ms(r.get(7)?)?,
-            created_by: r.get(8)?,
-            expires_at: r.get::<_, Option<i64>>(9)?.map(from_ms).transpose()?,
-            revoked_at: r.get::<_, Option<i64>>(10)?.map(from_ms).transpose()?,
-        })
-    })?;
+    let rows = stmt.query_map(params_from_iter(c.params.iter()), grant_row)?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+const GRANT_COLUMNS: &str = "m.id, m.memory_id, m.user_id, m.agent_id, m.session_id, m.grantee_user, \
+                             m.grantee_agent, m.created_at, m.created_by, m.expires_at, m.revoked_at";
+
+fn grant_row(r: &Row<'_>) -> rusqlite::Result<Grant> {
+    Ok(Grant {
+        id: parse_uuid(&r.get::<_, String>(0)?)?,
+        memory_id: r
+            .get::<_, Option<String>>(1)?
+            .as_deref()
+            .map(parse_uuid)
+            .transpose()?,
+        scope: Scope {
+            user_id: r.get(2)?,
+            agent_id: r.get(3)?,
+            session_id: r.get(4)?,
+        },
+        grantee: Grantee {
+            user_id: r.get(5)?,
+            agent_id: r.get(6)?,
+        },
+        created_at: from_ms(r.get(7)?)?,
+        created_by: r.get(8)?,
+        expires_at: r.get::<_, Option<i64>>(9)?.map(from_ms).transpose()?,
+        revoked_at: r.get::<_, Option<i64>>(10)?.map(from_ms).transpose()?,
+    })
+}
+
+fn insert_grant(tx: &Transaction<'_>, g: &Grant) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO grants (id, memory_id, user_id, agent_id, session_id, grantee_user, grantee_agent,
+         created_at, created_by, expires_at, revoked_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        g.id.to_string(),
+        g.memory_id.map(|u| u.to_string()),
+        g.scope.user_id,
+        g.scope.agent_id,
+        g.scope.session_id,
+        g.grantee.user_id,
+        g.grantee.agent_id,
+        ms(g.created_at),
+        g.created_by,
+        g.expires_at.map(ms),
+        g.revoked_at.map(ms),
+    ])?;
+    Ok(())
 }
 
 fn insert_rejections(tx: &Transaction<'_>, rejections: &[Rejection]) -> Result<()> {
@@ -1375,6 +1402,77 @@ impl SqliteStore {
         Ok(true)
     }
 
+    /// Writes `batch` in one transaction, audited (an insert) or not (a
+    /// copy from another store, whose audit chain comes with it), with
+    /// `more` written in the same transaction.
+    fn write_batch(
+        &self,
+        batch: InsertBatch,
+        audited: bool,
+        more: impl FnOnce(&Transaction<'_>) -> Result<()>,
+    ) -> Result<InsertOutcome> {
+        if batch.memories.is_empty()
+            && batch.sources.is_empty()
+            && batch.jobs.is_empty()
+            && batch.job_step.is_none()
+            && batch.events.is_empty()
+            && batch.rejections.is_empty()
+            && audited
+        {
+            return Ok(InsertOutcome::default());
+        }
+        let dim = self.vectors_read().dim();
+        if batch
+            .memories
+            .iter()
+            .any(|m| m.vector.as_ref().is_some_and(|v| v.len() != dim))
+        {
+            return Err(Error::invalid(format!(
+                "vectors must have {dim} dimensions"
+            )));
+        }
+        let mut conn = self.writer()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut touched = BTreeSet::new();
+        apply_step(&tx, batch.job_step)?;
+        let (rowids, outcome) = Self::insert_tx(&tx, &batch, &self.model, &mut touched)?;
+        enqueue(&tx, &batch.jobs)?;
+        insert_events(&tx, &batch.events)?;
+        insert_rejections(&tx, &batch.rejections)?;
+        if audited {
+            let mut audit: Vec<entries::Item> = batch
+                .memories
+                .iter()
+                .zip(&rowids)
+                .filter(|(_, r)| r.is_some())
+                .map(|(nm, _)| entries::added(&nm.memory))
+                .collect();
+            audit.extend(entries::events(&batch.events));
+            audit.extend(batch.rejections.iter().map(entries::rejected));
+            append_audit(&tx, audit)?;
+        }
+        more(&tx)?;
+        let keywords = Self::keyword_changes(&tx, &touched)?;
+        tx.commit()?;
+        // Publish to the derived indexes while still holding the writer lock,
+        // so they apply writes in commit order.
+        let mut index = self.vectors_write();
+        for (nm, rowid) in batch.memories.iter().zip(&rowids) {
+            if let (Some(v), Some(rowid)) = (&nm.vector, *rowid) {
+                let m = &nm.memory;
+                index.upsert(SlotFields::of(rowid, m), v);
+            }
+        }
+        drop(index);
+        self.apply_keywords(keywords);
+        for (nm, rowid) in batch.memories.iter().zip(&rowids) {
+            if rowid.is_some() && !nm.memory.usage.is_unused() {
+                self.publish_usage(nm.memory.id, nm.memory.usage);
+            }
+        }
+        Ok(outcome)
+    }
+
     /// Keyword candidates straight from FTS5's `bm25()`: the reference the
     /// in-memory mirror is tested against.
     #[cfg(test)]
@@ -1451,62 +1549,7 @@ impl Store for SqliteStore {
     }
 
     fn insert(&self, batch: InsertBatch) -> Result<InsertOutcome> {
-        if batch.memories.is_empty()
-            && batch.sources.is_empty()
-            && batch.jobs.is_empty()
-            && batch.job_step.is_none()
-            && batch.events.is_empty()
-            && batch.rejections.is_empty()
-        {
-            return Ok(InsertOutcome::default());
-        }
-        let dim = self.vectors_read().dim();
-        if batch
-            .memories
-            .iter()
-            .any(|m| m.vector.as_ref().is_some_and(|v| v.len() != dim))
-        {
-            return Err(Error::invalid(format!(
-                "vectors must have {dim} dimensions"
-            )));
-        }
-        let mut conn = self.writer()?;
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut touched = BTreeSet::new();
-        apply_step(&tx, batch.job_step)?;
-        let (rowids, outcome) = Self::insert_tx(&tx, &batch, &self.model, &mut touched)?;
-        enqueue(&tx, &batch.jobs)?;
-        insert_events(&tx, &batch.events)?;
-        insert_rejections(&tx, &batch.rejections)?;
-        let mut audit: Vec<entries::Item> = batch
-            .memories
-            .iter()
-            .zip(&rowids)
-            .filter(|(_, r)| r.is_some())
-            .map(|(nm, _)| entries::added(&nm.memory))
-            .collect();
-        audit.extend(entries::events(&batch.events));
-        audit.extend(batch.rejections.iter().map(entries::rejected));
-        append_audit(&tx, audit)?;
-        let keywords = Self::keyword_changes(&tx, &touched)?;
-        tx.commit()?;
-        // Publish to the derived indexes while still holding the writer lock,
-        // so they apply writes in commit order.
-        let mut index = self.vectors_write();
-        for (nm, rowid) in batch.memories.iter().zip(&rowids) {
-            if let (Some(v), Some(rowid)) = (&nm.vector, *rowid) {
-                let m = &nm.memory;
-                index.upsert(SlotFields::of(rowid, m), v);
-            }
-        }
-        drop(index);
-        self.apply_keywords(keywords);
-        for (nm, rowid) in batch.memories.iter().zip(&rowids) {
-            if rowid.is_some() && !nm.memory.usage.is_unused() {
-                self.publish_usage(nm.memory.id, nm.memory.usage);
-            }
-        }
-        Ok(outcome)
+        self.write_batch(batch, true, |_| Ok(()))
     }
 
     fn find_keys(&self, keys: &[String]) -> Result<Vec<Option<MemoryId>>> {
@@ -1900,24 +1943,7 @@ impl Store for SqliteStore {
     fn put_grant(&self, g: &Grant) -> Result<()> {
         let mut conn = self.writer()?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute(
-            "INSERT INTO grants (id, memory_id, user_id, agent_id, session_id, grantee_user, grantee_agent,
-             created_at, created_by, expires_at, revoked_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![
-                g.id.to_string(),
-                g.memory_id.map(|u| u.to_string()),
-                g.scope.user_id,
-                g.scope.agent_id,
-                g.scope.session_id,
-                g.grantee.user_id,
-                g.grantee.agent_id,
-                ms(g.created_at),
-                g.created_by,
-                g.expires_at.map(ms),
-                g.revoked_at.map(ms),
-            ],
-        )?;
+        insert_grant(&tx, g)?;
         append_audit(&tx, vec![entries::grant("grant", g)])?;
         tx.commit()?;
         Ok(())
@@ -1953,6 +1979,34 @@ impl Store for SqliteStore {
 
     fn audit(&self, after: i64, limit: usize) -> Result<Vec<crate::audit::AuditEntry>> {
         Ok(crate::audit::sql::entries(&self.reader(), after, limit)?)
+    }
+
+    fn export(
+        &self,
+        table: super::transfer::Table,
+        after: i64,
+        limit: usize,
+    ) -> Result<super::transfer::ExportPage> {
+        self.export_page(table, after, limit)
+    }
+
+    fn import(
+        &self,
+        records: Vec<super::transfer::Record>,
+        progress: &super::transfer::Progress,
+    ) -> Result<()> {
+        self.import_records(records, progress)
+    }
+
+    fn import_progress(&self, source: &str, table: super::transfer::Table) -> Result<i64> {
+        Ok(self
+            .meta(&table.progress_key(source))?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    fn store_id(&self) -> Result<String> {
+        self.store_identity()
     }
 
     fn verify_audit(&self) -> Result<crate::audit::AuditCheck> {
