@@ -544,15 +544,17 @@ impl Hippo {
             if m.metadata == metadata {
                 return Ok(false);
             }
+            let read = m.clone();
             m.metadata = metadata;
             m.updated_at = millis(self.now());
-            self.store().update(Update::in_place(m, None))?;
+            self.store().update(Update::in_place_of(&read, m, None))?;
             return Ok(true);
         }
         let vector = self.embedder().embed(&content)?;
         let now = millis(self.now());
         match existing {
             Some(mut m) => {
+                let read = m.clone();
                 m.metadata = metadata;
                 m.content_hash = content_hash(&content);
                 m.content = content;
@@ -561,7 +563,8 @@ impl Hippo {
                 m.updated_at = now;
                 m.status = Status::Active;
                 m.embedding_model = Some(self.embedder().model_id().to_owned());
-                self.store().update(Update::in_place(m, Some(vector)))?;
+                self.store()
+                    .update(Update::in_place_of(&read, m, Some(vector)))?;
             }
             None => self.insert_digest(
                 scope,
@@ -629,9 +632,10 @@ impl Hippo {
     pub(crate) fn retire_digest(&self, scope: &Scope, key: &Value) -> Result<bool> {
         match self.find_digest(scope, key)? {
             Some(mut m) if m.status == Status::Active => {
+                let read = m.clone();
                 m.status = Status::Archived;
                 m.updated_at = millis(self.now());
-                self.store().update(Update::in_place(m, None))?;
+                self.store().update(Update::in_place_of(&read, m, None))?;
                 Ok(true)
             }
             _ => Ok(false),

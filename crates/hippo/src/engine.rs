@@ -1965,6 +1965,7 @@ impl Hippo {
         if m.status == status {
             return Ok(m);
         }
+        let read = m.clone();
         if m.status == Status::Archived && status == Status::Active {
             // Brought back from the archive: it counts as used now, or
             // maintenance would archive a faded memory again at once.
@@ -1974,10 +1975,12 @@ impl Hippo {
         m.updated_at = millis(self.clock.now());
         let mut event = self.event(&m, kind, origin, reason);
         event.detail = detail;
+        // Applied only to the state read: a status change racing another
+        // change is refused (409, retry), never overwrites it.
         self.store.update(Update {
             jobs: self.consolidation_jobs(&[&m]),
             events: vec![event],
-            ..Update::in_place(m.clone(), None)
+            ..Update::in_place_of(&read, m.clone(), None)
         })?;
         Ok(m)
     }
@@ -2057,6 +2060,7 @@ impl Hippo {
         if m.valid_to.is_some_and(|t| t <= at) {
             return Ok(m); // already ended by then
         }
+        let read = m.clone();
         m.valid_to = Some(at);
         m.updated_at = millis(self.clock.now());
         let event = self.event(&m, EventKind::Invalidated, origin, reason);
@@ -2064,7 +2068,7 @@ impl Hippo {
             events: vec![event],
             job_step: step,
             jobs: self.consolidation_jobs(&[&m]),
-            ..Update::in_place(m.clone(), None)
+            ..Update::in_place_of(&read, m.clone(), None)
         })?;
         Ok(m)
     }
@@ -2344,10 +2348,16 @@ impl Hippo {
                 .collect();
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let vectors = self.embedder.embed_batch(&refs)?;
-            for (mut m, v) in ms.into_iter().zip(vectors) {
+            for (read, v) in ms.into_iter().zip(vectors) {
+                let mut m = read.clone();
                 m.embedding_model = Some(self.embedder.model_id().to_owned());
-                self.store.update(Update::in_place(m, Some(v)))?;
-                done += 1;
+                match self.store.update(Update::in_place_of(&read, m, Some(v))) {
+                    Ok(()) => done += 1,
+                    // Changed meanwhile: the next round reads it again if
+                    // it still lacks a vector.
+                    Err(e) if e.is_concurrent_change() => {}
+                    Err(e) => return Err(e),
+                }
             }
             progress(done);
         }

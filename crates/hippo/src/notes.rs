@@ -180,6 +180,7 @@ impl Hippo {
         step: Option<JobStep>,
     ) -> Result<bool> {
         let mut m = self.get(target, Some(scope))?;
+        let read = m.clone();
         let before = Note::of(&m.metadata);
         let mut note = before.clone();
         if m.status == Status::Active && m.valid_to.is_none() {
@@ -214,7 +215,8 @@ impl Hippo {
         self.store().update(Update {
             events: vec![event],
             job_step: step,
-            ..Update::in_place(m, None)
+            // A change made meanwhile fails the step; the job runs it again.
+            ..Update::in_place_of(&read, m, None)
         })?;
         Ok(true)
     }

@@ -89,12 +89,13 @@ impl Hippo {
             Some(m) if m.content == text => {
                 // Same words from changed sources: record the new sources
                 // in place, no new version.
+                let read = m.clone();
                 let mut m = m;
                 m.metadata = metadata;
                 m.provenance.derived_from = sources;
                 m.status = Status::Active;
                 m.updated_at = millis(self.now());
-                self.store().update(Update::in_place(m, None))?;
+                self.store().update(Update::in_place_of(&read, m, None))?;
             }
             Some(m) => {
                 if m.status != Status::Active {

@@ -145,6 +145,15 @@ impl Update {
             expected: None,
         }
     }
+
+    /// [`Update::in_place`] applied only if the memory is still in state
+    /// `read` (see [`Update::expected`]).
+    pub fn in_place_of(read: &Memory, memory: Memory, vector: Option<Vec<f32>>) -> Self {
+        Update {
+            expected: Some(Box::new(read.clone())),
+            ..Update::in_place(memory, vector)
+        }
+    }
 }
 
 /// The SQL conditions of a filter's kinds, event times, statuses, expiry and

@@ -313,3 +313,75 @@ fn concurrent_feedback_reports_all_count() {
         .count();
     assert_eq!(reports, 2 * EACH as usize, "one event per report");
 }
+
+/// Two engines on one store, one revising a memory while the other archives
+/// and restores it: a status change never writes back the text it read
+/// (undoing a revision made meanwhile); it is refused as a concurrent
+/// change instead, and the memory ends with the last revision acknowledged.
+#[test]
+fn status_changes_racing_revisions_never_undo_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _) = engine_at(dir.path(), Utc::now());
+    let (b, _) = engine_at(dir.path(), Utc::now());
+    let s = Scope::user("ana");
+    let id = a
+        .add(vec![AddItem::text(
+            s.clone(),
+            "The spare key is in drawer 0.",
+        )])
+        .unwrap()[0]
+        .id;
+    let last = std::sync::Mutex::new(String::from("The spare key is in drawer 0."));
+    let refused = std::sync::atomic::AtomicUsize::new(0);
+    let revising = std::sync::atomic::AtomicBool::new(true);
+    std::thread::scope(|t| {
+        t.spawn(|| {
+            for i in 1..=40 {
+                let text = format!("The spare key is in drawer {i}.");
+                let patch = hippo::MemoryPatch {
+                    content: Some(text.clone()),
+                    ..Default::default()
+                };
+                match a.update(id, Some(&s), patch) {
+                    Ok(_) => *last.lock().unwrap() = text,
+                    Err(e) if e.is_concurrent_change() => {
+                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        revising.store(false, std::sync::atomic::Ordering::Relaxed);
+                        panic!("{e}")
+                    }
+                }
+            }
+            revising.store(false, std::sync::atomic::Ordering::Relaxed);
+        });
+        t.spawn(|| {
+            let mut i = 0;
+            // As many status changes as fit while the revisions run.
+            while revising.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let r = if i % 2 == 0 {
+                    b.archive(id, Some(&s), None)
+                } else {
+                    b.restore(id, Some(&s))
+                };
+                match r {
+                    Ok(_) => {}
+                    Err(e) if e.is_concurrent_change() => {
+                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+                // Leave the other engine room to take the write lock.
+                std::thread::sleep(std::time::Duration::from_millis(3));
+            }
+        });
+    });
+    let stored = a.get(id, None).unwrap();
+    assert_ne!(*last.lock().unwrap(), "The spare key is in drawer 0.");
+    assert_eq!(stored.content, *last.lock().unwrap(), "no revision undone");
+    eprintln!(
+        "{} changes refused as concurrent",
+        refused.load(std::sync::atomic::Ordering::Relaxed)
+    );
+}
