@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use hippo::{AddItem, Filter, MemoryKind, MiniLmEmbedder, Scope, SearchRequest};
 use hippo_server::settings::{Overrides, Settings};
 use hippo_server::{api, auth, io, serving};
-use hippo_tools::{bench, eval_injection, eval_ops, loadtest, soak};
+use hippo_tools::{bench, eval_injection, eval_ops, loadtest, scale, soak};
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -453,6 +453,9 @@ enum Command {
     /// Open-loop soak of a running server at a fixed offered rate (searches, adds, revisions,
     /// erasures): throughput, latency, answers by status, resident memory over time.
     Soak(soak::SoakArgs),
+    /// A million memories (by default) on the configured store: bulk load, search latency over
+    /// HTTP with one or two replicas, recall of the vector channel against exact search.
+    Scale(scale::ScaleArgs),
     /// Download the default model from the Hugging Face Hub into its cache and print the directory.
     FetchModel,
 }
@@ -520,7 +523,11 @@ fn main() {
     #[cfg(unix)]
     if !matches!(
         cli.command,
-        Command::Serve { .. } | Command::Mcp { .. } | Command::Loadtest(_) | Command::Soak(_)
+        Command::Serve { .. }
+            | Command::Mcp { .. }
+            | Command::Loadtest(_)
+            | Command::Soak(_)
+            | Command::Scale(_)
     ) {
         // SAFETY: called before any thread is started; restores the default
         // disposition the Rust runtime changed at start-up.
@@ -987,6 +994,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::EvalOps(args) => eval_ops::run(&settings, args).map(|_| ()),
         Command::EvalInjection(args) => eval_injection::run(&settings, args).map(|_| ()),
         Command::Loadtest(args) => loadtest::run(&settings, args),
+        Command::Scale(args) => scale::run(&settings, args),
         Command::Soak(args) => soak::run(args),
         Command::FetchModel => {
             println!("{}", MiniLmEmbedder::download_from_hub()?.display());

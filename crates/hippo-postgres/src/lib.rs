@@ -165,6 +165,26 @@ impl PgDatabase {
     }
 }
 
+impl PgDatabase {
+    /// Bytes on disk of Hippo's tables with their indexes and TOAST, every
+    /// tenant together (row-level security does not split files).
+    pub fn disk_bytes(&self) -> Result<u64> {
+        let mut conn = self.connection()?;
+        let mut total: i64 = 0;
+        for table in schema::TENANT_TABLES {
+            let row = conn
+                .client
+                .query_one(
+                    "SELECT pg_total_relation_size($1::text::regclass)",
+                    &[table],
+                )
+                .map_err(pg_error)?;
+            total += row.get::<_, i64>(0);
+        }
+        Ok(total as u64)
+    }
+}
+
 /// Attempts of a transaction that failed to serialize or deadlocked.
 const TX_ATTEMPTS: usize = 4;
 

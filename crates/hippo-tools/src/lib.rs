@@ -5,7 +5,8 @@
 //!
 //! - [`bench`](mod@bench): recall on LoCoMo-format conversations (`hippo bench`).
 //! - [`loadtest`]: search and write latency under concurrent clients over
-//!   HTTP (`hippo loadtest`); [`soak`]: hours of churn, watching memory.
+//!   HTTP (`hippo loadtest`); [`soak`]: hours of churn, watching memory;
+//!   [`scale`]: a million memories on either store (`hippo scale`).
 //! - [`eval_ops`]: the update/delete operations benchmark (`hippo eval-ops`).
 //! - [`eval_injection`]: the prompt-injection attack set (`hippo eval-injection`).
 //! - [`synth`]: the seeded chat generator the load tools write.
@@ -14,5 +15,6 @@ pub mod bench;
 pub mod eval_injection;
 pub mod eval_ops;
 pub mod loadtest;
+pub mod scale;
 pub mod soak;
 pub mod synth;

@@ -128,6 +128,16 @@ impl ChatGenerator {
         }
     }
 
+    /// The vocabulary (`Turn::words` index it).
+    pub fn vocab(&self) -> &[String] {
+        &self.vocab
+    }
+
+    /// The speaker names.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
     fn word(&mut self) -> usize {
         let u = self.rng.unit();
         self.cdf

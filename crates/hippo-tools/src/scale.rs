@@ -1,0 +1,567 @@
+//! `hippo scale`: Hippo at a million memories, on either store.
+//!
+//! - `load` bulk-loads a generated corpus into the store the settings name
+//!   (`--db` / `--store`), through the same path `hippo migrate` writes with
+//!   (`Store::import`: records with their vectors, no embedding), and
+//!   reports throughput and disk bytes per memory. Resumable.
+//! - `search` measures search over HTTP against running servers (one, or
+//!   two replicas given twice): distinct queries (the query embedding
+//!   included), the same queries again (query vector cached), p50/p95/p99,
+//!   a needle rate, and each server's resident memory.
+//! - `recall` measures the vector channel's recall@10 against exact search
+//!   over the same vectors, in the query's scope.
+//!
+//! The corpus: `synth` chat (Zipf vocabulary), conversations of 20 turns,
+//! conversation `c` owned by user `u{c % users}`. Embedding a million texts
+//! takes hours on a small machine, so the vectors are made, not embedded:
+//! each word of the vocabulary and each speaker name is embedded once with
+//! the configured model, and a turn's vector is the normalized sum of its
+//! speaker's and content words' vectors plus 5 % gaussian noise. Queries
+//! are real: the server embeds their text with the same model. Vectors of
+//! the same seed are the same in `load` and `recall`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use chrono::{TimeZone, Utc};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use hippo::model::{content_hash, Actor, Provenance};
+use hippo::store::transfer::{Progress, Record, Table};
+use hippo::store::{NewMemory, VectorQuery};
+use hippo::{Embedder, Filter, Memory, MemoryKind, Scope};
+use hippo_server::settings::Settings;
+
+use crate::loadtest::{pct, resident_bytes_in};
+use crate::synth::{ChatGenerator, Rng, Turn};
+
+/// Arguments of `hippo scale`.
+#[derive(Args)]
+pub struct ScaleArgs {
+    #[command(subcommand)]
+    command: ScaleCommand,
+}
+
+#[derive(Subcommand)]
+enum ScaleCommand {
+    /// Bulk-load the corpus into the configured store (default tenant).
+    Load {
+        #[command(flatten)]
+        corpus: CorpusArgs,
+        /// Memories per import transaction.
+        #[arg(long, default_value_t = 2_000)]
+        page: usize,
+    },
+    /// Search latency over HTTP (give --base twice for two replicas).
+    Search {
+        #[command(flatten)]
+        corpus: CorpusArgs,
+        /// Base URL of a running `hippo serve` on the loaded store; repeat for replicas
+        /// (queries alternate between them).
+        #[arg(long, required = true)]
+        base: Vec<String>,
+        /// Distinct queries.
+        #[arg(long, default_value_t = 1_000)]
+        queries: usize,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+    },
+    /// Recall@10 of the vector channel against exact search, in-process.
+    Recall {
+        #[command(flatten)]
+        corpus: CorpusArgs,
+        /// Queries.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+    },
+}
+
+/// Which corpus: the same arguments give the same memories and vectors.
+#[derive(Args, Clone, Copy)]
+struct CorpusArgs {
+    /// Memories.
+    #[arg(long, default_value_t = 1_000_000)]
+    memories: usize,
+    /// Users the memories are spread over (1: all in one scope).
+    #[arg(long, default_value_t = 1_000)]
+    users: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+/// Turns per conversation.
+const CONVERSATION: usize = 20;
+/// Made-up words after the common head of the vocabulary.
+const TAIL_WORDS: usize = 30_000;
+/// Results per query.
+const TOP_K: usize = 10;
+
+impl CorpusArgs {
+    fn validate(&self) -> Result<()> {
+        if self.memories == 0 || self.users == 0 {
+            bail!("--memories and --users must be at least 1");
+        }
+        Ok(())
+    }
+
+    fn source(&self) -> String {
+        format!("scale:{}:{}:{}", self.seed, self.memories, self.users)
+    }
+
+    fn generator(&self) -> ChatGenerator {
+        ChatGenerator::new(self.seed, TAIL_WORDS)
+    }
+
+    /// The user owning turn `k`.
+    fn user_of(&self, k: usize) -> String {
+        format!("u{}", (k / CONVERSATION) % self.users)
+    }
+
+    /// Every turn, in order.
+    fn turns(&self, gen: &mut ChatGenerator) -> Vec<Turn> {
+        let mut turns = Vec::with_capacity(self.memories);
+        while turns.len() < self.memories {
+            let k = (self.memories - turns.len()).min(CONVERSATION);
+            turns.extend(gen.conversation(k));
+        }
+        turns
+    }
+}
+
+/// The id of turn `k`: a v7 UUID (time-ordered like every memory id) whose
+/// time and random bits come from the seed and `k`.
+fn turn_id(seed: u64, k: usize) -> uuid::Uuid {
+    let mut rng = Rng::new(seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut bytes = [0u8; 10];
+    for b in &mut bytes {
+        *b = rng.next_u64() as u8;
+    }
+    uuid::Builder::from_unix_timestamp_millis(1_704_067_200_000 + k as u64, &bytes).into_uuid()
+}
+
+fn memory_of(corpus: &CorpusArgs, k: usize, turn: &Turn, model: &str) -> Memory {
+    let at =
+        Utc.timestamp_millis_opt(1_704_067_200_000).unwrap() + chrono::Duration::minutes(k as i64);
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("turn".into(), json!(k));
+    Memory {
+        id: turn_id(corpus.seed, k),
+        scope: Scope::user(corpus.user_of(k)),
+        kind: MemoryKind::Message,
+        content: turn.text.clone(),
+        actor: Actor {
+            role: Some("user".into()),
+            name: Some(turn.speaker.clone()),
+        },
+        metadata,
+        event_time: Some(at),
+        recorded_at: at,
+        updated_at: at,
+        provenance: Provenance {
+            written_by: Some("scale".into()),
+            ..Provenance::default()
+        },
+        content_hash: content_hash(&turn.text),
+        embedding_model: Some(model.to_owned()),
+        valid_from: None,
+        valid_to: None,
+        version_of: None,
+        status: Default::default(),
+        dedup_key: None,
+        expires_at: None,
+        usage: Default::default(),
+        flags: Vec::new(),
+    }
+}
+
+/// The model's vector of every vocabulary word and speaker name.
+struct WordVectors {
+    words: Vec<Vec<f32>>,
+    names: HashMap<String, Vec<f32>>,
+    dim: usize,
+}
+
+impl WordVectors {
+    /// The word vectors of `gen`'s vocabulary and names: from a cache file
+    /// in the temporary directory (keyed by seed, model and dimension),
+    /// else embedded and cached.
+    fn embed(gen: &ChatGenerator, embedder: &dyn Embedder, seed: u64) -> Result<Self> {
+        let dim = embedder.dimension();
+        let model: String = embedder
+            .model_id()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let cache =
+            std::env::temp_dir().join(format!("hippo-scale-words-{seed}-{model}-{dim}.f32"));
+        let count = gen.vocab().len() + gen.names().len();
+        if let Ok(bytes) = std::fs::read(&cache) {
+            if bytes.len() == count * dim * 4 {
+                let all: Vec<Vec<f32>> = bytes
+                    .chunks_exact(dim * 4)
+                    .map(|v| {
+                        v.chunks_exact(4)
+                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                            .collect()
+                    })
+                    .collect();
+                return Ok(Self::from_vectors(gen, all, dim));
+            }
+        }
+        let words = Self::embed_all(gen, embedder)?;
+        let bytes: Vec<u8> = words
+            .iter()
+            .flatten()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        if let Err(e) = std::fs::write(&cache, bytes) {
+            eprintln!("cannot cache the word vectors in {}: {e}", cache.display());
+        }
+        Ok(Self::from_vectors(gen, words, dim))
+    }
+
+    fn from_vectors(gen: &ChatGenerator, mut all: Vec<Vec<f32>>, dim: usize) -> Self {
+        let names = all.split_off(gen.vocab().len());
+        WordVectors {
+            words: all,
+            names: gen.names().iter().cloned().zip(names).collect(),
+            dim,
+        }
+    }
+
+    /// Vocabulary then names, embedded.
+    fn embed_all(gen: &ChatGenerator, embedder: &dyn Embedder) -> Result<Vec<Vec<f32>>> {
+        let bar = bar(
+            (gen.vocab().len() + gen.names().len()) as u64,
+            "embedding words",
+        );
+        let embed_all = |texts: &[String]| -> Result<Vec<Vec<f32>>> {
+            let mut out = Vec::with_capacity(texts.len());
+            for chunk in texts.chunks(256) {
+                let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                out.extend(embedder.embed_batch(&refs)?);
+                bar.inc(chunk.len() as u64);
+            }
+            Ok(out)
+        };
+        let mut all = embed_all(gen.vocab())?;
+        all.extend(embed_all(gen.names())?);
+        bar.finish_and_clear();
+        Ok(all)
+    }
+
+    /// Turn `k`'s vector (see the module docs).
+    fn turn(&self, seed: u64, k: usize, turn: &Turn) -> Vec<f32> {
+        let mut v = vec![0f32; self.dim];
+        let mut add = |w: &[f32]| v.iter_mut().zip(w).for_each(|(a, b)| *a += b);
+        if let Some(n) = self.names.get(&turn.speaker) {
+            add(n);
+        }
+        for &w in &turn.words {
+            add(&self.words[w]);
+        }
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+        let sigma = 0.05 * norm / (self.dim as f32).sqrt();
+        let mut rng = Rng::new(
+            seed.wrapping_add(k as u64)
+                .wrapping_mul(0xD1B5_4A32_D192_ED03),
+        );
+        for x in &mut v {
+            // Box–Muller.
+            let (u1, u2) = (rng.unit().max(1e-12), rng.unit());
+            let g = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+            *x += sigma * g as f32;
+        }
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+        v.iter_mut().for_each(|x| *x /= norm);
+        v
+    }
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_owned());
+    pb
+}
+
+/// Runs `hippo scale` and prints a JSON report.
+pub fn run(settings: &Settings, args: ScaleArgs) -> Result<()> {
+    let report = match args.command {
+        ScaleCommand::Load { corpus, page } => load(settings, corpus, page)?,
+        ScaleCommand::Search {
+            corpus,
+            base,
+            queries,
+            clients,
+        } => search(corpus, &base, queries, clients)?,
+        ScaleCommand::Recall { corpus, queries } => recall(settings, corpus, queries)?,
+    };
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+fn load(settings: &Settings, corpus: CorpusArgs, page: usize) -> Result<Value> {
+    corpus.validate()?;
+    let store = settings.tenant_store(hippo_server::auth::DEFAULT_TENANT)?;
+    let embedder = settings.embedder()?;
+    let source = corpus.source();
+    let done = store.import_progress(&source, Table::Memories)? as usize;
+    if done == 0 && store.stats()?.memories > 0 {
+        bail!("the store holds memories already: load into an empty store");
+    }
+    let mut gen = corpus.generator();
+    let t0 = Instant::now();
+    let words = WordVectors::embed(&gen, embedder.as_ref(), corpus.seed)?;
+    let embed_s = t0.elapsed().as_secs_f64();
+    let turns = corpus.turns(&mut gen);
+    let bar = bar(corpus.memories as u64, "loading");
+    bar.set_position(done as u64);
+    let t1 = Instant::now();
+    let mut k = done;
+    while k < corpus.memories {
+        let end = (k + page.max(1)).min(corpus.memories);
+        let records = (k..end)
+            .map(|i| {
+                Record::Memory(Box::new(NewMemory {
+                    memory: memory_of(&corpus, i, &turns[i], embedder.model_id()),
+                    vector: Some(words.turn(corpus.seed, i, &turns[i])),
+                }))
+            })
+            .collect();
+        store.import(
+            records,
+            &Progress {
+                source: source.clone(),
+                table: Table::Memories,
+                cursor: end as i64,
+            },
+        )?;
+        bar.set_position(end as u64);
+        k = end;
+    }
+    bar.finish_and_clear();
+    let load_s = t1.elapsed().as_secs_f64();
+    let loaded = corpus.memories - done;
+    let stats = store.stats()?;
+    let disk = match settings.postgres()? {
+        Some(pg) => Some(pg.disk_bytes()?),
+        None => stats.disk_bytes,
+    };
+    Ok(json!({
+        "store": if settings.uses_postgres() { "postgres" } else { "sqlite" },
+        "memories": stats.memories,
+        "users": corpus.users,
+        "loaded_now": loaded,
+        "word_embedding_s": (embed_s * 10.0).round() / 10.0,
+        "load_s": (load_s * 10.0).round() / 10.0,
+        "memories_per_s": (loaded as f64 / load_s.max(1e-9)).round(),
+        "disk_bytes": disk,
+        "disk_bytes_per_memory": disk.map(|d| d / stats.memories.max(1)),
+    }))
+}
+
+/// A query about a random turn: (turn, user, text).
+fn queries(corpus: &CorpusArgs, n: usize) -> Vec<(usize, String, String)> {
+    let mut gen = corpus.generator();
+    let turns = corpus.turns(&mut gen);
+    let mut rng = Rng::new(corpus.seed ^ 0x5EA2C4);
+    (0..n)
+        .map(|_| {
+            let k = rng.below(turns.len());
+            (k, corpus.user_of(k), gen.query_about(&turns[k]))
+        })
+        .collect()
+}
+
+struct Timed {
+    client_ms: f64,
+    server_ms: f64,
+    needle: bool,
+}
+
+fn search_pass(
+    bases: &[String],
+    queries: &[(usize, String, String)],
+    clients: usize,
+) -> Result<(Vec<Timed>, f64)> {
+    let next = AtomicUsize::new(0);
+    let out = Mutex::new(Vec::with_capacity(queries.len()));
+    let t0 = Instant::now();
+    std::thread::scope(|s| -> Result<()> {
+        let handles: Vec<_> = (0..clients.max(1))
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    let agent = ureq::AgentBuilder::new()
+                        .timeout(Duration::from_secs(120))
+                        .build();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((k, user, text)) = queries.get(i) else {
+                            return Ok(());
+                        };
+                        let base = &bases[i % bases.len()];
+                        let t = Instant::now();
+                        let resp: Value = agent
+                            .post(&format!("{base}/v1/search"))
+                            .send_json(json!({"user_id": user, "query": text, "top_k": TOP_K}))
+                            .context("search failed")?
+                            .into_json()?;
+                        let client_ms = t.elapsed().as_secs_f64() * 1e3;
+                        let needle = resp["results"].as_array().into_iter().flatten().any(|r| {
+                            r["sources"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .any(|s| s["metadata"]["turn"].as_u64() == Some(*k as u64))
+                                || r["metadata"]["turn"].as_u64() == Some(*k as u64)
+                        });
+                        out.lock().unwrap_or_else(|e| e.into_inner()).push(Timed {
+                            client_ms,
+                            server_ms: resp["took_ms"].as_f64().unwrap_or(f64::NAN),
+                            needle,
+                        });
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a search client panicked"))??;
+        }
+        Ok(())
+    })?;
+    let wall = t0.elapsed().as_secs_f64();
+    Ok((out.into_inner().unwrap_or_else(|e| e.into_inner()), wall))
+}
+
+fn latency(results: &[Timed], wall: f64) -> Value {
+    let mut client: Vec<f64> = results.iter().map(|r| r.client_ms).collect();
+    let mut server: Vec<f64> = results.iter().map(|r| r.server_ms).collect();
+    client.sort_by(f64::total_cmp);
+    server.sort_by(f64::total_cmp);
+    let needles = results.iter().filter(|r| r.needle).count();
+    json!({
+        "queries": results.len(),
+        "client_ms_p50": pct(&client, 0.5),
+        "client_ms_p95": pct(&client, 0.95),
+        "client_ms_p99": pct(&client, 0.99),
+        "server_ms_p50": pct(&server, 0.5),
+        "server_ms_p95": pct(&server, 0.95),
+        "server_ms_p99": pct(&server, 0.99),
+        "queries_per_s": (results.len() as f64 / wall * 10.0).round() / 10.0,
+        "needle_rate": (needles as f64 / results.len().max(1) as f64 * 1000.0).round() / 1000.0,
+    })
+}
+
+fn search(corpus: CorpusArgs, bases: &[String], n: usize, clients: usize) -> Result<Value> {
+    corpus.validate()?;
+    let bases: Vec<String> = bases
+        .iter()
+        .map(|b| b.trim_end_matches('/').to_owned())
+        .collect();
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build();
+    for b in &bases {
+        agent
+            .get(&format!("{b}/healthz"))
+            .call()
+            .with_context(|| format!("no server at {b}"))?;
+    }
+    let qs = queries(&corpus, n);
+    // Distinct queries first (each embedded by the server), then the same
+    // again (query vectors cached by each server that saw them).
+    let (first, wall1) = search_pass(&bases, &qs, clients)?;
+    let (again, wall2) = search_pass(&bases, &qs, clients)?;
+    let rss: Vec<Option<u64>> = bases
+        .iter()
+        .map(|b| {
+            let text = agent
+                .get(&format!("{b}/metrics"))
+                .call()
+                .ok()?
+                .into_string()
+                .ok()?;
+            resident_bytes_in(&text)
+        })
+        .collect();
+    Ok(json!({
+        "replicas": bases.len(),
+        "clients": clients,
+        "users": corpus.users,
+        "memories": corpus.memories,
+        "with_query_embedding": latency(&first, wall1),
+        "query_vector_cached": latency(&again, wall2),
+        "resident_bytes": rss,
+    }))
+}
+
+fn recall(settings: &Settings, corpus: CorpusArgs, n: usize) -> Result<Value> {
+    corpus.validate()?;
+    let store = settings.tenant_store(hippo_server::auth::DEFAULT_TENANT)?;
+    let embedder = settings.embedder()?;
+    let mut gen = corpus.generator();
+    let words = WordVectors::embed(&gen, embedder.as_ref(), corpus.seed)?;
+    let turns = corpus.turns(&mut gen);
+    let qs = queries(&corpus, n);
+    // Exact top 10 within the query's user, over the generated vectors.
+    let mut by_user: HashMap<String, Vec<usize>> = HashMap::new();
+    for k in 0..corpus.memories {
+        by_user.entry(corpus.user_of(k)).or_default().push(k);
+    }
+    let mut vectors: HashMap<usize, Vec<f32>> = HashMap::new();
+    let bar = bar(qs.len() as u64, "recall");
+    let (mut hits, mut ann_ms) = (0usize, Vec::with_capacity(qs.len()));
+    for (_, user, text) in &qs {
+        let q = embedder.embed(text)?;
+        let mut scored: Vec<(f32, uuid::Uuid)> = by_user[user]
+            .iter()
+            .map(|&k| {
+                let v = vectors
+                    .entry(k)
+                    .or_insert_with(|| words.turn(corpus.seed, k, &turns[k]));
+                let s: f32 = v.iter().zip(&q).map(|(a, b)| a * b).sum();
+                (s, turn_id(corpus.seed, k))
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let exact: Vec<uuid::Uuid> = scored.iter().take(TOP_K).map(|(_, id)| *id).collect();
+        let scope = Scope::user(user);
+        let t = Instant::now();
+        let ann = store.vector_candidates(&VectorQuery {
+            scope: &scope,
+            filter: &Filter::default(),
+            vector: &q,
+            limit: TOP_K,
+        })?;
+        ann_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        hits += ann.iter().filter(|c| exact.contains(&c.id)).count();
+        bar.inc(1);
+        if corpus.users > 1 && vectors.len() > 4_000_000 {
+            vectors.clear();
+        }
+    }
+    bar.finish_and_clear();
+    ann_ms.sort_by(f64::total_cmp);
+    Ok(json!({
+        "store": if settings.uses_postgres() { "postgres" } else { "sqlite" },
+        "memories": corpus.memories,
+        "users": corpus.users,
+        "queries": qs.len(),
+        "recall_at_10": (hits as f64 / (qs.len() * TOP_K).max(1) as f64 * 10_000.0).round() / 10_000.0,
+        "vector_channel_ms_p50": pct(&ann_ms, 0.5),
+        "vector_channel_ms_p95": pct(&ann_ms, 0.95),
+    }))
+}
