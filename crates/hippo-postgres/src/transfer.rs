@@ -145,6 +145,23 @@ impl PostgresStore {
             }
         }
         self.write(|tx| {
+            let memories: Vec<&NewMemory> = records
+                .iter()
+                .filter_map(|r| match r {
+                    Record::Memory(m) => Some(m.as_ref()),
+                    _ => None,
+                })
+                .collect();
+            for nm in &memories {
+                if PostgresStore::duplicate_of(tx, &nm.memory)?.is_some() {
+                    // A copy never merges: the source held each key once.
+                    return Err(Fail::Engine(Error::new(
+                        ErrorKind::Conflict,
+                        format!("memory {} duplicates a stored memory's key", nm.memory.id),
+                    )));
+                }
+            }
+            self.insert_copied(tx, &memories)?;
             for r in &records {
                 match r {
                     Record::Source(s) => {
@@ -154,16 +171,7 @@ impl PostgresStore {
                             &[&s.id, &s.scope.user_id, &s.scope.agent_id, &s.scope.session_id, &s.content],
                         )?;
                     }
-                    Record::Memory(nm) => {
-                        if PostgresStore::duplicate_of(tx, &nm.memory)?.is_some() {
-                            // A copy never merges: the source held each key once.
-                            return Err(Fail::Engine(Error::new(
-                                ErrorKind::Conflict,
-                                format!("memory {} duplicates a stored memory's key", nm.memory.id),
-                            )));
-                        }
-                        self.insert_row(tx, &nm.memory, nm.vector.as_deref())?;
-                    }
+                    Record::Memory(_) => {}
                     Record::Event(e) => insert_events(tx, std::slice::from_ref(e))?,
                     Record::Rejection(r) => insert_rejections(tx, std::slice::from_ref(r))?,
                     Record::Job(j) => {
