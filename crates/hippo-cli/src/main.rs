@@ -123,8 +123,8 @@ struct Global {
     /// of tenants and keys sit next to it); default ~/.local/share/hippo/hippo.db.
     #[arg(long, global = true, env = "HIPPO_DB")]
     db: Option<PathBuf>,
-    /// Where memories live: a postgres:// URL (every tenant's memories in one Postgres database;
-    /// tenants and keys stay in the control database next to --db), else SQLite files next to --db.
+    /// Where memories live: a postgres:// URL (every tenant's memories, and the tenants and keys, in
+    /// one Postgres database), or `sqlite` (the default: SQLite files next to --db).
     #[arg(long, global = true, env = "HIPPO_STORE")]
     store: Option<String>,
     /// Tenant whose store one-shot commands use (default: `default`, the --db file).
