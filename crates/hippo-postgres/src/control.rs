@@ -68,6 +68,27 @@ fn key(r: &postgres::Row) -> KeyRecord {
     }
 }
 
+/// Inserts key `k` (every column) in `tx`.
+fn insert_key_row(tx: &mut Tx<'_>, k: &KeyRecord) -> TxResult<()> {
+    tx.execute(
+        "INSERT INTO control_keys (id, tenant, access, name, secret_hash, created_at, expires_at,
+         revoked_at, user_id, agent_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &[
+            &k.id,
+            &k.tenant,
+            &k.access,
+            &k.name,
+            &k.secret_hash,
+            &k.created_at,
+            &k.expires_at,
+            &k.revoked_at,
+            &k.user_id,
+            &k.agent_id,
+        ],
+    )?;
+    Ok(())
+}
+
 /// The control plane of a [`PgDatabase`].
 #[derive(Clone)]
 pub struct PgControl {
@@ -92,6 +113,23 @@ impl PgControl {
 
     fn write<T>(&self, f: impl FnMut(&mut Tx<'_>) -> TxResult<T>) -> Result<T> {
         self.db.run(CONTROL_TENANT, true, f)
+    }
+
+    /// Runs `sql` in a control write, appending `audit` to the control chain
+    /// in the same transaction when it changed a row; whether it did.
+    fn write_audited(
+        &self,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+        audit: Vec<Item>,
+    ) -> Result<bool> {
+        self.write(|tx| {
+            let changed = tx.execute(sql, params)? == 1;
+            if changed {
+                PostgresStore::append_audit(tx, audit.clone())?;
+            }
+            Ok(changed)
+        })
     }
 
     /// The value of marker `key`, if set.
@@ -134,16 +172,11 @@ impl PgControl {
     /// Adds tenant `id` created at `at`, with its audit entries; false (and
     /// nothing written) when it exists.
     pub fn insert_tenant(&self, id: &str, at: i64, audit: Vec<Item>) -> Result<bool> {
-        self.write(|tx| {
-            let n = tx.execute(
-                "INSERT INTO control_tenants (id, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&id, &at],
-            )?;
-            if n == 1 {
-                PostgresStore::append_audit(tx, audit.clone())?;
-            }
-            Ok(n == 1)
-        })
+        self.write_audited(
+            "INSERT INTO control_tenants (id, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&id, &at],
+            audit,
+        )
     }
 
     /// Removes tenant `id`, its keys and every row of its memories, logs,
@@ -182,21 +215,7 @@ impl PgControl {
         audit: Vec<Item>,
     ) -> Result<()> {
         self.write(|tx| {
-            tx.execute(
-                "INSERT INTO control_keys (id, tenant, access, name, secret_hash, created_at, expires_at, user_id, agent_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                &[
-                    &k.id,
-                    &k.tenant,
-                    &k.access,
-                    &k.name,
-                    &k.secret_hash,
-                    &k.created_at,
-                    &k.expires_at,
-                    &k.user_id,
-                    &k.agent_id,
-                ],
-            )?;
+            insert_key_row(tx, k)?;
             let first = tx.execute(
                 "INSERT INTO control_meta (key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                 &[&first_marker, &k.created_at.to_string()],
@@ -247,16 +266,11 @@ impl PgControl {
     /// Revokes key `id` from `at` (an earlier revocation stands), with its
     /// audit entries; false when there is no such key.
     pub fn revoke(&self, id: &str, at: i64, audit: Vec<Item>) -> Result<bool> {
-        self.write(|tx| {
-            let n = tx.execute(
-                "UPDATE control_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1",
-                &[&id, &at],
-            )?;
-            if n == 1 {
-                PostgresStore::append_audit(tx, audit.clone())?;
-            }
-            Ok(n == 1)
-        })
+        self.write_audited(
+            "UPDATE control_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1",
+            &[&id, &at],
+            audit,
+        )
     }
 
     /// Makes key `id` expire by `until` at the latest; false when there is
@@ -302,22 +316,7 @@ impl PgControl {
                 )?;
             }
             for k in keys {
-                tx.execute(
-                    "INSERT INTO control_keys (id, tenant, access, name, secret_hash, created_at, expires_at,
-                     revoked_at, user_id, agent_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                    &[
-                        &k.id,
-                        &k.tenant,
-                        &k.access,
-                        &k.name,
-                        &k.secret_hash,
-                        &k.created_at,
-                        &k.expires_at,
-                        &k.revoked_at,
-                        &k.user_id,
-                        &k.agent_id,
-                    ],
-                )?;
+                insert_key_row(tx, k)?;
             }
             if let Some((key, value)) = marker {
                 tx.execute(

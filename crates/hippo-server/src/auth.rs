@@ -353,6 +353,45 @@ fn sqlite_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRecord> {
     })
 }
 
+/// Inserts key `k` (every column) in `tx`.
+fn sqlite_insert_key(tx: &rusqlite::Transaction<'_>, k: &KeyRecord) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO api_keys (id, tenant, access, name, secret_hash, created_at, expires_at,
+         revoked_at, user_id, agent_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            k.id,
+            k.tenant,
+            k.access,
+            k.name,
+            k.secret_hash,
+            k.created_at,
+            k.expires_at,
+            k.revoked_at,
+            k.user_id,
+            k.agent_id
+        ],
+    )?;
+    Ok(())
+}
+
+/// Runs `sql` with `params` in one transaction of `c`, appending `audit` to
+/// the control chain in it when the statement changed a row; whether it did.
+fn sqlite_audited(
+    c: &Mutex<Connection>,
+    sql: &str,
+    params: impl rusqlite::Params,
+    audit: Vec<Item>,
+) -> Result<bool> {
+    let mut conn = lock(c);
+    let tx = conn.transaction()?;
+    let changed = tx.execute(sql, params)? == 1;
+    if changed {
+        hippo::audit::sql::append(&tx, "control_meta", audit)?;
+    }
+    tx.commit()?;
+    Ok(changed)
+}
+
 /// A stored key as the server's, with its secret's hash.
 fn key_info(k: KeyRecord) -> (KeyInfo, String) {
     (
@@ -439,21 +478,25 @@ impl Control {
         if self.required.load(Ordering::Acquire) {
             return Ok(true);
         }
-        let required = match &self.db {
-            ControlDb::Sqlite(c) => lock(c)
-                .query_row(
-                    "SELECT 1 FROM control_meta WHERE key = ?1",
-                    [KEYS_REQUIRED],
-                    |_| Ok(()),
-                )
-                .optional()?
-                .is_some(),
-            ControlDb::Postgres(pg) => pg.marker(KEYS_REQUIRED)?.is_some(),
-        };
+        let required = self.keys_required_since()?.is_some();
         if required && !self.required.swap(true, Ordering::AcqRel) {
             tracing::info!("API keys are required from now on");
         }
         Ok(required)
+    }
+
+    /// The [`KEYS_REQUIRED`] marker's value (epoch ms of the first key), if set.
+    fn keys_required_since(&self) -> Result<Option<String>> {
+        Ok(match &self.db {
+            ControlDb::Sqlite(c) => lock(c)
+                .query_row(
+                    "SELECT value FROM control_meta WHERE key = ?1",
+                    [KEYS_REQUIRED],
+                    |r| r.get(0),
+                )
+                .optional()?,
+            ControlDb::Postgres(pg) => pg.marker(KEYS_REQUIRED)?,
+        })
     }
 
     /// Whether keys are known to be required, without asking the database
@@ -541,19 +584,12 @@ impl Control {
         }
         let audit = vec![item("tenant_create", id, serde_json::json!({}))];
         let created = match &self.db {
-            ControlDb::Sqlite(c) => {
-                let mut conn = lock(c);
-                let tx = conn.transaction()?;
-                let n = tx.execute(
-                    "INSERT OR IGNORE INTO tenants (id, created_at) VALUES (?1, ?2)",
-                    params![id, ms(now)],
-                )?;
-                if n == 1 {
-                    hippo::audit::sql::append(&tx, "control_meta", audit)?;
-                }
-                tx.commit()?;
-                n == 1
-            }
+            ControlDb::Sqlite(c) => sqlite_audited(
+                c,
+                "INSERT OR IGNORE INTO tenants (id, created_at) VALUES (?1, ?2)",
+                params![id, ms(now)],
+                audit,
+            )?,
             ControlDb::Postgres(pg) => pg.insert_tenant(id, ms(now), audit)?,
         };
         if !created {
@@ -659,27 +695,12 @@ impl Control {
         )];
         match &self.db {
             ControlDb::Sqlite(c) => {
-                let k = &record;
                 let mut conn = lock(c);
                 let tx = conn.transaction()?;
-                tx.execute(
-                    "INSERT INTO api_keys (id, tenant, access, name, secret_hash, created_at, expires_at, user_id, agent_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    params![
-                        k.id,
-                        k.tenant,
-                        k.access,
-                        k.name,
-                        k.secret_hash,
-                        k.created_at,
-                        k.expires_at,
-                        k.user_id,
-                        k.agent_id,
-                    ],
-                )?;
+                sqlite_insert_key(&tx, &record)?;
                 let is_first = tx.execute(
                     "INSERT OR IGNORE INTO control_meta (key, value) VALUES (?1, ?2)",
-                    params![KEYS_REQUIRED, k.created_at.to_string()],
+                    params![KEYS_REQUIRED, record.created_at.to_string()],
                 )? == 1;
                 let items = is_first.then_some(first).into_iter().chain(audit);
                 hippo::audit::sql::append(&tx, "control_meta", items.collect())?;
@@ -693,7 +714,16 @@ impl Control {
 
     /// Keys (of one tenant, when given), oldest first.
     pub fn keys(&self, tenant: Option<&str>) -> Result<Vec<KeyInfo>> {
-        let records = match &self.db {
+        Ok(self
+            .stored_keys(tenant)?
+            .into_iter()
+            .map(|k| key_info(k).0)
+            .collect())
+    }
+
+    /// Keys as stored (of one tenant, when given), oldest first.
+    fn stored_keys(&self, tenant: Option<&str>) -> Result<Vec<KeyRecord>> {
+        Ok(match &self.db {
             ControlDb::Sqlite(c) => {
                 let conn = lock(c);
                 let mut stmt = conn.prepare(&format!(
@@ -704,27 +734,19 @@ impl Control {
                 rows.collect::<Result<Vec<_>, _>>()?
             }
             ControlDb::Postgres(pg) => pg.keys(tenant)?,
-        };
-        Ok(records.into_iter().map(|k| key_info(k).0).collect())
+        })
     }
 
     /// Revokes key `id` from `now` on.
     pub fn revoke(&self, id: &str, now: DateTime<Utc>) -> Result<()> {
         let audit = vec![item("key_revoke", id, serde_json::json!({}))];
         let found = match &self.db {
-            ControlDb::Sqlite(c) => {
-                let mut conn = lock(c);
-                let tx = conn.transaction()?;
-                let n = tx.execute(
-                    "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
-                    params![id, ms(now)],
-                )?;
-                if n == 1 {
-                    hippo::audit::sql::append(&tx, "control_meta", audit)?;
-                }
-                tx.commit()?;
-                n == 1
-            }
+            ControlDb::Sqlite(c) => sqlite_audited(
+                c,
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+                params![id, ms(now)],
+                audit,
+            )?,
             ControlDb::Postgres(pg) => pg.revoke(id, ms(now), audit)?,
         };
         if !found {
@@ -741,11 +763,10 @@ impl Control {
         grace: Duration,
         now: DateTime<Utc>,
     ) -> Result<(KeyInfo, String)> {
-        let old = self
-            .keys(None)?
-            .into_iter()
-            .find(|k| k.id == id)
+        let (old, _) = self
+            .stored_key(id)?
             .with_context(|| format!("no key {id:?}"))?;
+        let (old, _) = key_info(old);
         if old.revoked_at.is_some() {
             bail!("key {id:?} is revoked");
         }
@@ -782,31 +803,10 @@ impl Control {
     /// Everything the control plane holds, for copying it elsewhere
     /// (`hippo migrate`).
     pub fn dump(&self) -> Result<ControlDump> {
-        let keys = match &self.db {
-            ControlDb::Sqlite(c) => {
-                let conn = lock(c);
-                let mut stmt = conn.prepare(&format!(
-                    "SELECT {SQLITE_KEY_COLUMNS} FROM api_keys k ORDER BY k.created_at, k.id"
-                ))?;
-                let rows = stmt.query_map([], sqlite_key)?;
-                rows.collect::<Result<Vec<_>, _>>()?
-            }
-            ControlDb::Postgres(pg) => pg.keys(None)?,
-        };
-        let keys_required = match &self.db {
-            ControlDb::Sqlite(c) => lock(c)
-                .query_row(
-                    "SELECT value FROM control_meta WHERE key = ?1",
-                    [KEYS_REQUIRED],
-                    |r| r.get(0),
-                )
-                .optional()?,
-            ControlDb::Postgres(pg) => pg.marker(KEYS_REQUIRED)?,
-        };
         Ok(ControlDump {
             tenants: self.stored_tenants()?,
-            keys,
-            keys_required,
+            keys: self.stored_keys(None)?,
+            keys_required: self.keys_required_since()?,
             audit: self.audit_entries(0, usize::MAX / 2)?,
         })
     }
@@ -817,8 +817,9 @@ impl Control {
     /// it holds anything else.
     pub fn load(&self, dump: &ControlDump) -> Result<bool> {
         let mine = self.audit_entries(0, usize::MAX / 2)?;
-        if !mine.is_empty() || !self.stored_tenants()?.is_empty() {
-            if mine == dump.audit && self.stored_tenants()? == dump.tenants {
+        let tenants = self.stored_tenants()?;
+        if !mine.is_empty() || !tenants.is_empty() {
+            if mine == dump.audit && tenants == dump.tenants {
                 return Ok(false);
             }
             bail!("the destination's control plane already holds tenants, keys or audit entries");
@@ -837,22 +838,7 @@ impl Control {
                     )?;
                 }
                 for k in &dump.keys {
-                    tx.execute(
-                        "INSERT INTO api_keys (id, tenant, access, name, secret_hash, created_at, expires_at,
-                         revoked_at, user_id, agent_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                        params![
-                            k.id,
-                            k.tenant,
-                            k.access,
-                            k.name,
-                            k.secret_hash,
-                            k.created_at,
-                            k.expires_at,
-                            k.revoked_at,
-                            k.user_id,
-                            k.agent_id
-                        ],
-                    )?;
+                    sqlite_insert_key(&tx, k)?;
                 }
                 if let Some(v) = &dump.keys_required {
                     tx.execute(

@@ -32,7 +32,9 @@ impl std::error::Error for InputError {}
 
 const BATCH: usize = 256;
 
-fn bar(len: u64, what: &str) -> ProgressBar {
+/// A progress bar of `len` steps labelled `what` (on standard error; also
+/// the measuring tools).
+pub fn bar(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
     pb.set_style(
         ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")

@@ -132,8 +132,21 @@ fn search_phase(
     k: usize,
     clients: usize,
 ) -> Result<(Vec<Searched>, f64)> {
+    concurrently(queries.len(), clients, |agent, i| {
+        search(agent, base, user, &queries[i], k)
+    })
+}
+
+/// Runs `f` for items `0..n` over `clients` threads, each with its own HTTP
+/// agent, each thread taking the next item as it finishes one; returns the
+/// results (in completion order) and the wall seconds (also `scale`).
+pub(crate) fn concurrently<T: Send>(
+    n: usize,
+    clients: usize,
+    f: impl Fn(&ureq::Agent, usize) -> Result<T> + Sync,
+) -> Result<(Vec<T>, f64)> {
     let next = AtomicUsize::new(0);
-    let out = Mutex::new(Vec::with_capacity(queries.len()));
+    let out = Mutex::new(Vec::with_capacity(n));
     let t0 = Instant::now();
     std::thread::scope(|s| -> Result<()> {
         let handles: Vec<_> = (0..clients.max(1))
@@ -142,10 +155,10 @@ fn search_phase(
                     let agent = agent();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(q) = queries.get(i) else {
+                        if i >= n {
                             return Ok(());
-                        };
-                        let r = search(&agent, base, user, q, k)?;
+                        }
+                        let r = f(&agent, i)?;
                         out.lock().unwrap_or_else(|e| e.into_inner()).push(r);
                     }
                 })
@@ -153,7 +166,7 @@ fn search_phase(
             .collect();
         for h in handles {
             h.join()
-                .map_err(|_| anyhow::anyhow!("search client panicked"))??;
+                .map_err(|_| anyhow::anyhow!("a client thread panicked"))??;
         }
         Ok(())
     })?;

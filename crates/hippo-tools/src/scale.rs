@@ -21,23 +21,21 @@
 //! the same seed are the same in `load` and `recall`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chrono::{TimeZone, Utc};
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
 use hippo::model::{content_hash, Actor, Provenance};
 use hippo::store::transfer::{Progress, Record, Table};
 use hippo::store::{NewMemory, VectorQuery};
 use hippo::{Embedder, Filter, Memory, MemoryKind, Scope};
+use hippo_server::io::bar;
 use hippo_server::settings::Settings;
 
-use crate::loadtest::{pct, resident_bytes_in};
+use crate::loadtest::{concurrently, pct, resident_bytes_in};
 use crate::synth::{ChatGenerator, Rng, Turn};
 
 /// Arguments of `hippo scale`.
@@ -285,17 +283,6 @@ impl WordVectors {
     }
 }
 
-fn bar(len: u64, what: &str) -> ProgressBar {
-    let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    pb.set_message(what.to_owned());
-    pb
-}
-
 /// Runs `hippo scale` and prints a JSON report.
 pub fn run(settings: &Settings, args: ScaleArgs) -> Result<()> {
     let report = match args.command {
@@ -396,54 +383,28 @@ fn search_pass(
     queries: &[(usize, String, String)],
     clients: usize,
 ) -> Result<(Vec<Timed>, f64)> {
-    let next = AtomicUsize::new(0);
-    let out = Mutex::new(Vec::with_capacity(queries.len()));
-    let t0 = Instant::now();
-    std::thread::scope(|s| -> Result<()> {
-        let handles: Vec<_> = (0..clients.max(1))
-            .map(|_| {
-                s.spawn(|| -> Result<()> {
-                    let agent = ureq::AgentBuilder::new()
-                        .timeout(Duration::from_secs(120))
-                        .build();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((k, user, text)) = queries.get(i) else {
-                            return Ok(());
-                        };
-                        let base = &bases[i % bases.len()];
-                        let t = Instant::now();
-                        let resp: Value = agent
-                            .post(&format!("{base}/v1/search"))
-                            .send_json(json!({"user_id": user, "query": text, "top_k": TOP_K}))
-                            .context("search failed")?
-                            .into_json()?;
-                        let client_ms = t.elapsed().as_secs_f64() * 1e3;
-                        let needle = resp["results"].as_array().into_iter().flatten().any(|r| {
-                            r["sources"]
-                                .as_array()
-                                .into_iter()
-                                .flatten()
-                                .any(|s| s["metadata"]["turn"].as_u64() == Some(*k as u64))
-                                || r["metadata"]["turn"].as_u64() == Some(*k as u64)
-                        });
-                        out.lock().unwrap_or_else(|e| e.into_inner()).push(Timed {
-                            client_ms,
-                            server_ms: resp["took_ms"].as_f64().unwrap_or(f64::NAN),
-                            needle,
-                        });
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("a search client panicked"))??;
-        }
-        Ok(())
-    })?;
-    let wall = t0.elapsed().as_secs_f64();
-    Ok((out.into_inner().unwrap_or_else(|e| e.into_inner()), wall))
+    concurrently(queries.len(), clients, |agent, i| {
+        let (k, user, text) = &queries[i];
+        let base = &bases[i % bases.len()];
+        let t = Instant::now();
+        let resp: Value = agent
+            .post(&format!("{base}/v1/search"))
+            .send_json(json!({"user_id": user, "query": text, "top_k": TOP_K}))
+            .context("search failed")?
+            .into_json()?;
+        let client_ms = t.elapsed().as_secs_f64() * 1e3;
+        let turn = |v: &Value| v["metadata"]["turn"].as_u64() == Some(*k as u64);
+        let needle = resp["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| turn(r) || r["sources"].as_array().into_iter().flatten().any(turn));
+        Ok(Timed {
+            client_ms,
+            server_ms: resp["took_ms"].as_f64().unwrap_or(f64::NAN),
+            needle,
+        })
+    })
 }
 
 fn latency(results: &[Timed], wall: f64) -> Value {
@@ -549,9 +510,6 @@ fn recall(settings: &Settings, corpus: CorpusArgs, n: usize) -> Result<Value> {
         ann_ms.push(t.elapsed().as_secs_f64() * 1e3);
         hits += ann.iter().filter(|c| exact.contains(&c.id)).count();
         bar.inc(1);
-        if corpus.users > 1 && vectors.len() > 4_000_000 {
-            vectors.clear();
-        }
     }
     bar.finish_and_clear();
     ann_ms.sort_by(f64::total_cmp);

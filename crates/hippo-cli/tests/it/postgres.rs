@@ -541,6 +541,23 @@ fn a_deployment_migrates_to_postgres_and_back() {
         run(&db, &["audit", "list", "--control"]),
         run(&back, &["audit", "list", "--control"])
     );
+    // `--store sqlite` names the SQLite files over a config file's Postgres URL.
+    let config = dir.path().join("pg.toml");
+    std::fs::write(&config, format!("store = \"{store}\"\n")).unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&run(
+        &back,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--store",
+            "sqlite",
+            "--tenant",
+            "acme",
+            "stats",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(stats["memories"], 2, "{stats}");
     let server = Server::start(&back, &[]);
     let (status, found) = server.call_as(
         Some(&key),

@@ -1403,8 +1403,9 @@ impl SqliteStore {
     }
 
     /// Writes `batch` in one transaction, audited (an insert) or not (a
-    /// copy from another store, whose audit chain comes with it), with
-    /// `more` written in the same transaction.
+    /// copy from another store, whose audit chain comes with it, and which
+    /// is refused rather than merged when a memory's dedup key is taken),
+    /// with `more` written in the same transaction.
     fn write_batch(
         &self,
         batch: InsertBatch,
@@ -1436,6 +1437,14 @@ impl SqliteStore {
         let mut touched = BTreeSet::new();
         apply_step(&tx, batch.job_step)?;
         let (rowids, outcome) = Self::insert_tx(&tx, &batch, &self.model, &mut touched)?;
+        if let (false, Some((i, _))) = (audited, outcome.duplicates.first()) {
+            // A copy never merges (the source held each key once): refused,
+            // and the transaction rolls back with nothing written.
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("record {i} of the page duplicates a stored memory's key"),
+            ));
+        }
         enqueue(&tx, &batch.jobs)?;
         insert_events(&tx, &batch.events)?;
         insert_rejections(&tx, &batch.rejections)?;

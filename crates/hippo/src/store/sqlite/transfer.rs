@@ -128,7 +128,7 @@ impl SqliteStore {
                 Record::Audit(a) => audit.push(a),
             }
         }
-        let outcome = self.write_batch(batch, false, |tx| {
+        self.write_batch(batch, false, |tx| {
             for j in &jobs {
                 tx.prepare_cached(
                     "INSERT INTO jobs (kind, user_id, agent_id, session_id, payload, state, attempts,
@@ -167,13 +167,6 @@ impl SqliteStore {
             ])?;
             Ok(())
         })?;
-        if let Some((i, _)) = outcome.duplicates.first() {
-            // A copy never merges: the source held each key once.
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                format!("record {i} of the page duplicates a stored memory's key"),
-            ));
-        }
         Ok(())
     }
 
