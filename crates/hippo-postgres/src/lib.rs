@@ -154,18 +154,49 @@ impl PgDatabase {
         if dimension == 0 || dimension > 16_000 {
             return Err(Error::invalid("vector dimension must be 1..=16000"));
         }
+        self.ensure_indexed(model, dimension)?;
+        Ok(PostgresStore::new(self.clone(), tenant, model, dimension))
+    }
+
+    /// Creates the vector index of `model` if this process has not yet.
+    fn ensure_indexed(&self, model: &str, dimension: usize) -> Result<()> {
         let key = (model.to_owned(), dimension);
         let mut indexed = self.indexed.lock().unwrap_or_else(|e| e.into_inner());
         if !indexed.contains(&key) {
             schema::ensure_vector_index(&mut self.connection()?.client, model, dimension)?;
             indexed.insert(key);
         }
-        drop(indexed);
-        Ok(PostgresStore::new(self.clone(), tenant, model, dimension))
+        Ok(())
     }
 }
 
 impl PgDatabase {
+    /// Runs a bulk load `f` (`hippo migrate`, `hippo scale load`) with the
+    /// vector index of `model` built once after it instead of a row at a
+    /// time (an HNSW insert costs ~2 ms a row here, a build ~0.2 ms), and
+    /// the keyword index rebuilt in one segment after it. Only
+    /// when the index has never held a vector (no search can be slowed by
+    /// its absence); otherwise `f` just runs. The index is rebuilt whether
+    /// `f` succeeds or fails, and a load killed before that leaves nothing
+    /// wrong: opening a store creates a missing index.
+    pub fn bulk_load<T, E: From<Error>>(
+        self: &Arc<Self>,
+        model: &str,
+        dimension: usize,
+        f: impl FnOnce() -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        self.ensure_indexed(model, dimension)?;
+        let dropped = schema::drop_empty_vector_index(&mut self.connection()?.client, model)?;
+        let loaded = f();
+        let mut conn = self.connection()?;
+        if dropped {
+            schema::ensure_vector_index(&mut conn.client, model, dimension)?;
+        }
+        // The load's keyword segments merged into one (see `optimize_indexes`).
+        schema::rebuild_keyword_index(&mut conn.client, 1)?;
+        loaded
+    }
+
     /// Bytes on disk of Hippo's tables with their indexes and TOAST, every
     /// tenant together (row-level security does not split files).
     pub fn disk_bytes(&self) -> Result<u64> {

@@ -178,4 +178,35 @@ fn copied_keyword_documents_equal_inserted_ones() {
     assert_eq!(expected.len(), 23);
     assert!(expected.iter().any(|d| !d.3.is_empty()), "contexts exist");
     assert_eq!(documents(&b), expected);
+    // The copy counts its rows' terms in one statement per page; BM25's
+    // statistics must come out as the row-at-a-time trigger counts them.
+    // (documents, tokens) and each term's documents.
+    type Stats = (Vec<(i64, i64)>, Vec<(String, i64)>);
+    let mut stats = |tenant: &str| -> Stats {
+        let mut tx = client.transaction().unwrap();
+        tx.execute("SELECT set_config('hippo.tenant', $1, true)", &[&tenant])
+            .unwrap();
+        let totals = tx
+            .query(
+                "SELECT docs, tokens FROM keyword_totals WHERE tenant = $1",
+                &[&tenant],
+            )
+            .unwrap();
+        let terms = tx
+            .query(
+                "SELECT term, docs FROM keyword_terms WHERE tenant = $1 AND docs > 0 ORDER BY term",
+                &[&tenant],
+            )
+            .unwrap();
+        tx.commit().unwrap();
+        (
+            totals.iter().map(|r| (r.get(0), r.get(1))).collect(),
+            terms.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        )
+    };
+    let expected = stats(&a);
+    assert_eq!(expected.0.len(), 1);
+    assert_eq!(expected.0[0].0, 23);
+    assert!(expected.1.iter().any(|(t, d)| t == "weather" && *d == 23));
+    assert_eq!(stats(&b), expected);
 }

@@ -229,6 +229,16 @@ impl Settings {
         Ok(Some(db.get_or_init(|| connected).clone()))
     }
 
+    /// Runs a bulk load `f` into these settings' store: on Postgres with the
+    /// vector index built after it (see [`PgDatabase::bulk_load`]).
+    pub fn bulk_load<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let Some(pg) = self.postgres()? else {
+            return f();
+        };
+        let embedder = self.embedder()?;
+        pg.bulk_load(embedder.model_id(), embedder.dimension(), f)
+    }
+
     /// The store of `tenant` (created if absent): its rows in Postgres, or
     /// its SQLite file next to the `--db` file.
     pub fn tenant_store(&self, tenant: &str) -> Result<Arc<dyn Store>> {

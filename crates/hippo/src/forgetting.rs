@@ -54,6 +54,9 @@ pub struct MaintenanceReport {
     /// Whether the store was compacted because something was erased since
     /// the last compaction (see [`Hippo::compact`]).
     pub compacted: bool,
+    /// Whether a search index was rebuilt because writes had fragmented it
+    /// (see [`crate::store::Store::optimize_indexes`]).
+    pub optimized_indexes: bool,
 }
 
 /// Attempts of a feedback report that keeps racing other changes.
@@ -210,6 +213,7 @@ impl Hippo {
             self.store().compact()?;
             report.compacted = true;
         }
+        report.optimized_indexes = self.store().optimize_indexes()?;
         loop {
             let due = self.store().expired(now, PAGE)?;
             if due.is_empty() {

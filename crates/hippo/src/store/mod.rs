@@ -438,6 +438,13 @@ pub trait Store: Send + Sync {
     fn catch_up(&self) -> Result<()> {
         Ok(())
     }
+    /// Rebuilds a search index that many small writes have fragmented
+    /// enough to slow queries; run by the maintenance pass, cheap when there
+    /// is nothing to do. True when it rebuilt one. Stores whose indexes
+    /// keep themselves compact need not do anything.
+    fn optimize_indexes(&self) -> Result<bool> {
+        Ok(false)
+    }
     /// Claims the periodic maintenance pass of this store until
     /// `now + lease`: true when the caller should run it, false when another
     /// process sharing the store claimed it and its lease has not lapsed.
