@@ -3,6 +3,8 @@
 # with one and two replicas, vector recall@10 against exact search.
 #
 #   scripts/scale.sh [MEMORIES] [USERS] [QUERIES]     # defaults: 1000000 1000 1000
+#   KEEP_DB=1 scripts/scale.sh ...                     # keep the Postgres database afterwards
+#   STORES=postgres scripts/scale.sh ...               # one store only (sqlite or postgres)
 #
 # Builds the release binary, uses a throwaway Postgres (scripts/pg.sh) and a
 # scratch directory; writes one JSON report per step under target/scale/.
@@ -12,6 +14,7 @@ cd "$(dirname "$0")/.."
 MEMORIES=${1:-1000000}
 USERS=${2:-1000}
 QUERIES=${3:-1000}
+STORES=${STORES:-sqlite postgres}
 CORPUS=(--memories "$MEMORIES" --users "$USERS")
 OUT=target/scale/$MEMORIES-$USERS
 rm -rf "$OUT" && mkdir -p "$OUT"
@@ -50,14 +53,17 @@ bench_store() { # name, store arguments...
   echo "== $name: load"
   "$BIN" "$@" scale load "${CORPUS[@]}" >"$OUT/$name-load.json"
   cat "$OUT/$name-load.json"
-  echo "== $name: search, one replica"
+  echo "== $name: search, one replica (1 and 2 clients)"
   local a b
   LOG=$OUT/$name-serve-a.log
   serve "$@"
   a=$(url_of "$LOG")
-  "$BIN" "$@" scale search "${CORPUS[@]}" --base "$a" --queries "$QUERIES" --clients 2 \
-    >"$OUT/$name-search-1.json"
-  cat "$OUT/$name-search-1.json"
+  # One client: latency alone; two: the machine's two cores shared with the database.
+  for clients in 1 2; do
+    "$BIN" "$@" scale search "${CORPUS[@]}" --base "$a" --queries "$QUERIES" --clients $clients \
+      >"$OUT/$name-search-1-c$clients.json"
+    cat "$OUT/$name-search-1-c$clients.json"
+  done
   echo "== $name: search, two replicas"
   LOG=$OUT/$name-serve-b.log
   serve "$@"
@@ -72,13 +78,20 @@ bench_store() { # name, store arguments...
   cat "$OUT/$name-recall.json"
 }
 
-SCRATCH=$(mktemp -d)
-bench_store sqlite --db "$SCRATCH/hippo.db"
-rm -rf "$SCRATCH"
+if [[ " $STORES " == *" sqlite "* ]]; then
+  SCRATCH=$(mktemp -d)
+  bench_store sqlite --db "$SCRATCH/hippo.db"
+  rm -rf "$SCRATCH"
+fi
+[[ " $STORES " == *" postgres "* ]] || exit 0
 
 URL=$(scripts/pg.sh)
 DB="scale_$$"
 psql "$URL" -qc "CREATE DATABASE $DB"
 bench_store postgres --store "${URL%/*}/$DB"
-psql "$URL" -qc "DROP DATABASE $DB"
+if [ -n "${KEEP_DB:-}" ]; then
+  echo "kept the Postgres database: ${URL%/*}/$DB"
+else
+  psql "$URL" -qc "DROP DATABASE $DB"
+fi
 echo "reports in $OUT"

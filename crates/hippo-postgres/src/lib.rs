@@ -171,16 +171,15 @@ impl PgDatabase {
 }
 
 impl PgDatabase {
-    /// Runs a bulk load `f` (`hippo migrate`, `hippo scale load`) with the
-    /// vector index of `model` built once after it instead of a row at a
-    /// time (an HNSW insert costs ~2 ms a row here, a build ~0.2 ms), and
-    /// the keyword index rebuilt in one segment after it. Only
-    /// when the index has never held a vector (no search can be slowed by
-    /// its absence); otherwise `f` just runs. The index is rebuilt whether
-    /// `f` succeeds or fails, and a load killed before that leaves nothing
-    /// wrong: opening a store creates a missing index.
+    /// Runs a bulk load `f` (`hippo migrate`, `hippo scale load`), then
+    /// rebuilds the keyword index in one segment. When the vector index of
+    /// `model` has never held a vector (so no search can be slowed by its
+    /// absence), it is dropped for the load and built once after it, whether
+    /// `f` succeeds or fails: an HNSW insert costs ~2 ms a row here, a build
+    /// ~0.2 ms. A load killed before the build leaves nothing wrong: the
+    /// next process to open a store creates the missing index.
     pub fn bulk_load<T, E: From<Error>>(
-        self: &Arc<Self>,
+        &self,
         model: &str,
         dimension: usize,
         f: impl FnOnce() -> std::result::Result<T, E>,

@@ -268,6 +268,16 @@ impl Conditions {
         }
     }
 
+    /// Removes the conditions `moved` picks and returns them; their
+    /// parameters stay (numbered as before, bound with the rest).
+    pub fn split_off(&mut self, moved: impl Fn(&str) -> bool) -> Vec<String> {
+        let (out, kept) = std::mem::take(&mut self.sql)
+            .into_iter()
+            .partition(|sql| moved(sql));
+        self.sql = kept;
+        out
+    }
+
     pub fn where_clause(&self) -> String {
         if self.sql.is_empty() {
             "true".into()

@@ -424,9 +424,11 @@ pub(crate) fn ensure_vector_index(client: &mut Client, model: &str, dim: usize) 
         .map_err(pg_error)?;
     // Building over existing rows (after a bulk load) keeps the graph in
     // memory while it fits: pgvector's build slows many times once the
-    // graph outgrows maintenance_work_mem (~2.5 kB a 384-d vector).
+    // graph outgrows maintenance_work_mem (~2.5 kB a 384-d vector). It
+    // takes minutes at a million rows: no statement timeout.
     tx.batch_execute(&format!(
         "SET LOCAL maintenance_work_mem = '{VECTOR_BUILD_MEMORY}';
+         SET LOCAL statement_timeout = 0;
          CREATE INDEX IF NOT EXISTS {name} ON memories
          USING hnsw ((embedding::vector({dim})) vector_cosine_ops)
          WITH (m = 16, ef_construction = 64)
