@@ -69,6 +69,10 @@ enum ScaleCommand {
         /// Concurrent clients.
         #[arg(long, default_value_t = 4)]
         clients: usize,
+        /// Queries to skip first: runs against the same servers with
+        /// different skips embed fresh queries (servers cache query vectors).
+        #[arg(long, default_value_t = 0)]
+        skip: usize,
     },
     /// Recall@10 of the vector channel against exact search, in-process.
     Recall {
@@ -292,7 +296,8 @@ pub fn run(settings: &Settings, args: ScaleArgs) -> Result<()> {
             base,
             queries,
             clients,
-        } => search(corpus, &base, queries, clients)?,
+            skip,
+        } => search(corpus, &base, skip, queries, clients)?,
         ScaleCommand::Recall { corpus, queries } => recall(settings, corpus, queries)?,
     };
     println!("{}", serde_json::to_string_pretty(&report)?);
@@ -365,15 +370,17 @@ fn load(settings: &Settings, corpus: CorpusArgs, page: usize) -> Result<Value> {
 }
 
 /// A query about a random turn: (turn, user, text).
-fn queries(corpus: &CorpusArgs, n: usize) -> Vec<(usize, String, String)> {
+/// Queries `skip..skip + n` of the corpus's query sequence.
+fn queries(corpus: &CorpusArgs, skip: usize, n: usize) -> Vec<(usize, String, String)> {
     let mut gen = corpus.generator();
     let turns = corpus.turns(&mut gen);
     let mut rng = Rng::new(corpus.seed ^ 0x5EA2C4);
-    (0..n)
+    (0..skip + n)
         .map(|_| {
             let k = rng.below(turns.len());
             (k, corpus.user_of(k), gen.query_about(&turns[k]))
         })
+        .skip(skip)
         .collect()
 }
 
@@ -431,7 +438,13 @@ fn latency(results: &[Timed], wall: f64) -> Value {
     })
 }
 
-fn search(corpus: CorpusArgs, bases: &[String], n: usize, clients: usize) -> Result<Value> {
+fn search(
+    corpus: CorpusArgs,
+    bases: &[String],
+    skip: usize,
+    n: usize,
+    clients: usize,
+) -> Result<Value> {
     corpus.validate()?;
     let bases: Vec<String> = bases
         .iter()
@@ -446,7 +459,7 @@ fn search(corpus: CorpusArgs, bases: &[String], n: usize, clients: usize) -> Res
             .call()
             .with_context(|| format!("no server at {b}"))?;
     }
-    let qs = queries(&corpus, n);
+    let qs = queries(&corpus, skip, n);
     // Distinct queries first (each embedded by the server), then the same
     // again (query vectors cached by each server that saw them).
     let (first, wall1) = search_pass(&bases, &qs, clients)?;
@@ -481,7 +494,7 @@ fn recall(settings: &Settings, corpus: CorpusArgs, n: usize) -> Result<Value> {
     let mut gen = corpus.generator();
     let words = WordVectors::embed(&gen, embedder.as_ref(), corpus.seed)?;
     let turns = corpus.turns(&mut gen);
-    let qs = queries(&corpus, n);
+    let qs = queries(&corpus, 0, n);
     // Exact top 10 within the query's user, over the generated vectors.
     let mut by_user: HashMap<String, Vec<usize>> = HashMap::new();
     for k in 0..corpus.memories {
