@@ -325,39 +325,17 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 5: a bulk copy inserts a page of rows with the keyword-statistics
     // trigger off for inserts (`hippo.defer_keyword_stats`, transaction-local)
-    // and counts them in one statement after (`COUNT_KEYWORD_STATS`).
+    // and counts them in one statement after (`COUNT_KEYWORD_STATS`). The
+    // trigger is split so only the insert one has that condition.
     r#"
-    CREATE OR REPLACE FUNCTION hippo_keyword_stats() RETURNS trigger LANGUAGE plpgsql AS $fn$
-    DECLARE
-        old_terms text[] := '{}';
-        new_terms text[] := '{}';
-    BEGIN
-        IF TG_OP = 'INSERT' AND current_setting('hippo.defer_keyword_stats', true) = 'on' THEN
-            RETURN NULL;
-        END IF;
-        IF TG_OP IN ('UPDATE', 'DELETE') THEN
-            UPDATE keyword_totals SET docs = docs - 1, tokens = tokens - OLD.kw_len
-            WHERE tenant = OLD.tenant;
-            old_terms := hippo_keyword_terms(OLD.kw_body, OLD.kw_speaker, OLD.kw_context);
-        END IF;
-        IF TG_OP IN ('INSERT', 'UPDATE') THEN
-            INSERT INTO keyword_totals (tenant, docs, tokens) VALUES (NEW.tenant, 1, NEW.kw_len)
-            ON CONFLICT (tenant) DO UPDATE
-                SET docs = keyword_totals.docs + 1, tokens = keyword_totals.tokens + excluded.tokens;
-            new_terms := hippo_keyword_terms(NEW.kw_body, NEW.kw_speaker, NEW.kw_context);
-        END IF;
-        IF TG_OP = 'DELETE' OR cardinality(old_terms) > 0 THEN
-            UPDATE keyword_terms SET docs = docs - 1
-            WHERE tenant = OLD.tenant AND term = ANY (old_terms) AND NOT (term = ANY (new_terms));
-        END IF;
-        IF cardinality(new_terms) > 0 THEN
-            INSERT INTO keyword_terms (tenant, term, docs)
-            SELECT NEW.tenant, t, 1 FROM unnest(new_terms) t WHERE NOT (t = ANY (old_terms))
-            ON CONFLICT (tenant, term) DO UPDATE SET docs = keyword_terms.docs + 1;
-        END IF;
-        RETURN NULL;
-    END
-    $fn$;
+    DROP TRIGGER memories_keyword_stats ON memories;
+    CREATE TRIGGER memories_keyword_stats_insert
+        AFTER INSERT ON memories FOR EACH ROW
+        WHEN (current_setting('hippo.defer_keyword_stats', true) IS DISTINCT FROM 'on')
+        EXECUTE FUNCTION hippo_keyword_stats();
+    CREATE TRIGGER memories_keyword_stats
+        AFTER DELETE OR UPDATE OF kw_body, kw_speaker, kw_context ON memories
+        FOR EACH ROW EXECUTE FUNCTION hippo_keyword_stats();
     "#,
 ];
 

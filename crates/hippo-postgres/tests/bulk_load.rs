@@ -4,7 +4,7 @@
 //! segment, and search reads what was loaded.
 
 use hippo::store::transfer::{Progress, Record, Table};
-use hippo::store::{NewMemory, VectorQuery};
+use hippo::store::{conformance, NewMemory, VectorQuery};
 use hippo::{Filter, Scope, Store};
 use hippo_postgres::{PgDatabase, PgOptions};
 
@@ -12,33 +12,8 @@ const MODEL: &str = "bulk-model";
 
 fn memory(i: usize) -> NewMemory {
     let content = format!("turn {i} about topic{} and the harbour", i % 7);
-    let t0 = chrono::Utc::now();
     NewMemory {
-        memory: hippo::Memory {
-            id: uuid::Uuid::now_v7(),
-            scope: Scope::user("ana"),
-            kind: hippo::MemoryKind::Message,
-            content_hash: hippo::model::content_hash(&content),
-            content,
-            actor: hippo::model::Actor {
-                role: Some("user".into()),
-                name: Some("Ana".into()),
-            },
-            metadata: Default::default(),
-            event_time: Some(t0),
-            recorded_at: t0,
-            updated_at: t0,
-            provenance: Default::default(),
-            embedding_model: Some(MODEL.into()),
-            valid_from: None,
-            valid_to: None,
-            version_of: None,
-            status: Default::default(),
-            dedup_key: None,
-            expires_at: None,
-            usage: Default::default(),
-            flags: Vec::new(),
-        },
+        memory: conformance::memory(Scope::user("ana"), &content, Some("Ana")),
         // Unit vectors around the circle in the first two dimensions.
         vector: Some({
             let a = i as f32 * 0.01;

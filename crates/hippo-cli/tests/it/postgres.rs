@@ -74,6 +74,20 @@ fn two_servers_on_one_postgres_database_serve_the_same_memories() {
     assert!(status == 200 || status == 204, "{status}");
     let (status, _) = b.call("GET", &format!("/v1/memories/{id}"), None);
     assert_eq!(status, 404);
+    // The maintenance pass after an erasure compacts, and the keyword index
+    // is written anew: no segment keeps the erased document's terms.
+    let (status, report) = a.call("POST", "/v1/maintenance", None);
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["compacted"], true, "{report}");
+    let mut client = postgres::Client::connect(&store, postgres::NoTls).unwrap();
+    let deleted: i64 = client
+        .query_one(
+            "SELECT coalesce(sum(num_deleted), 0)::bigint FROM paradedb.index_info('memories_keywords')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(deleted, 0, "erased documents left in the keyword index");
 
     // The audit chain, written by both, verifies (the CLI on the same store,
     // named in its config file).

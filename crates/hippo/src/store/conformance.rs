@@ -11,7 +11,9 @@ use super::{
 use crate::model::{content_hash, Actor, Filter, Memory, MemoryId, MemoryKind, Provenance, Scope};
 use crate::text::query_terms;
 
-pub(crate) fn memory(scope: Scope, content: &str, name: Option<&str>) -> Memory {
+/// A message of `scope` with `content` (spoken by `name`), dated
+/// 2024-01-01, for tests of stores.
+pub fn memory(scope: Scope, content: &str, name: Option<&str>) -> Memory {
     let now = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
     Memory {
         id: MemoryId::now_v7(),
