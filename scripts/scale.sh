@@ -78,7 +78,7 @@ bench_store() { # name, store arguments...
   cleanup
   PIDS=()
   echo "== $name: recall"
-  "$BIN" "$@" scale recall "${CORPUS[@]}" --queries 200 >"$OUT/$name-recall.json"
+  "$BIN" "$@" scale recall "${CORPUS[@]}" --queries 400 >"$OUT/$name-recall.json"
   cat "$OUT/$name-recall.json"
 }
 

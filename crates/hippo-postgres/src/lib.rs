@@ -65,17 +65,24 @@ pub struct PgOptions {
     pub statement_timeout: Duration,
     /// Longest to wait for a free connection.
     pub connect_timeout: Duration,
+    /// Scopes (a user, agent or session) of at most this many memories are
+    /// searched by reading their rows instead of through the table's BM25
+    /// and HNSW indexes, which at a million rows cost several times more for
+    /// a scope of a thousand (the vector channel only where its cost model
+    /// says so; see `store.rs`). 0 searches every scope through the indexes.
+    pub exact_scope_rows: usize,
 }
 
 impl PgOptions {
     /// Defaults for `url`: 16 connections, 30 s statement timeout, 10 s
-    /// to get a connection.
+    /// to get a connection, scopes of up to 2,000 memories searched exactly.
     pub fn new(url: impl Into<String>) -> Self {
         PgOptions {
             url: url.into(),
             pool_size: 16,
             statement_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            exact_scope_rows: 2000,
         }
     }
 }
@@ -88,6 +95,8 @@ pub struct PgDatabase {
     /// Models (with dimension) whose vector index this process has made
     /// sure of: once each, not once per tenant opened.
     indexed: std::sync::Mutex<std::collections::HashSet<(String, usize)>>,
+    /// [`PgOptions::exact_scope_rows`].
+    exact_scope_rows: i64,
 }
 
 impl std::fmt::Debug for PgDatabase {
@@ -129,6 +138,7 @@ impl PgDatabase {
             pool,
             tokenizer: Tokenizer::new(4)?,
             indexed: Default::default(),
+            exact_scope_rows: options.exact_scope_rows.min(1 << 40) as i64,
         };
         schema::migrate(&mut db.connection()?.client)?;
         Ok(Arc::new(db))

@@ -337,6 +337,14 @@ const MIGRATIONS: &[&str] = &[
         AFTER DELETE OR UPDATE OF kw_body, kw_speaker, kw_context ON memories
         FOR EACH ROW EXECUTE FUNCTION hippo_keyword_stats();
     "#,
+    // 6: vectors stay in their row (pgvector's default storage moves them
+    // to TOAST once a row passes 2 kB, which a 384-dimension vector alone
+    // nearly is): an exact search of a small scope reads each vector with
+    // its row instead of through the TOAST index and a second page. Rows
+    // written before keep their out-of-line vectors until rewritten.
+    r#"
+    ALTER TABLE memories ALTER COLUMN embedding SET STORAGE MAIN;
+    "#,
 ];
 
 /// The schema version this code writes.

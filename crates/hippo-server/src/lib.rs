@@ -21,6 +21,8 @@
 //! - [`fuzzing`]: entry points for the fuzz targets in `fuzz/`.
 
 pub mod api;
+/// The Postgres store (re-exported for the tools that measure it).
+pub use hippo_postgres;
 pub mod auth;
 pub mod call_order;
 pub mod config;

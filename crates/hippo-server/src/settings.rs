@@ -217,6 +217,11 @@ impl Settings {
         self.postgres.is_some()
     }
 
+    /// The Postgres URL memories live at, if they live in Postgres.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.postgres.as_ref().map(|(url, _)| url.as_str())
+    }
+
     /// The Postgres database, connected (and migrated) on first use.
     pub fn postgres(&self) -> Result<Option<Arc<PgDatabase>>> {
         let Some((url, db)) = &self.postgres else {

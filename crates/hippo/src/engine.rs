@@ -350,9 +350,10 @@ impl SearchHit {
 pub struct SearchResponse {
     /// Best first.
     pub hits: Vec<SearchHit>,
-    /// Milliseconds spent embedding the query (0 when cached).
+    /// Milliseconds spent embedding the query (0 when cached); the keyword
+    /// channel runs meanwhile.
     pub embed_ms: f64,
-    /// Milliseconds spent retrieving and ranking.
+    /// Milliseconds spent retrieving and ranking, besides the embedding.
     pub retrieve_ms: f64,
 }
 
@@ -1372,7 +1373,6 @@ impl Hippo {
             )));
         }
         let filter = self.resolve(&req.filter);
-        let (qv, embed_ms) = self.query_vector(&req.query)?;
         let t = Instant::now();
         // Candidates per channel. A deep keyword pool matters in long
         // histories, where names and rare words of the right conversation
@@ -1400,43 +1400,52 @@ impl Hippo {
         // Before the channels run side by side, so neither sees the indexes
         // another process changed while the other sees them reloaded.
         self.store.catch_up()?;
-        let mut keyword = Vec::new();
-        let mut vector = Vec::new();
-        let (mut keyword_ms, mut vector_ms) = (0.0, 0.0);
         // The reader's own scope, then each shared part: candidates of every
         // part compete in one ranking (raw scores are comparable: BM25 over
         // one index, cosines).
-        for (scope, only) in reader.visible.parts(&req.scope) {
-            // The channels are independent: run them side by side.
-            let ((k, k_ms), (v, v_ms)) = rayon::join(
-                || {
-                    timed(|| {
-                        self.store.keyword_candidates(&KeywordQuery {
-                            scope: &scope,
+        let parts = reader.visible.parts(&req.scope);
+        let keep = |only: &Option<std::collections::HashSet<MemoryId>>,
+                    c: &crate::store::Candidate| {
+            only.as_ref().is_none_or(|o| o.contains(&c.id))
+        };
+        // The channels are independent, and the keyword channel does not
+        // need the query's vector: it runs while the query is embedded.
+        let ((keyword, keyword_ms), vector_side) = rayon::join(
+            || {
+                timed(|| -> Result<Vec<crate::store::Candidate>> {
+                    let mut found = Vec::new();
+                    for (scope, only) in &parts {
+                        let k = self.store.keyword_candidates(&KeywordQuery {
+                            scope,
                             filter: &filter,
                             terms: &terms,
                             limit: keyword_pool,
-                        })
-                    })
-                },
-                || {
-                    timed(|| {
-                        self.store.vector_candidates(&VectorQuery {
-                            scope: &scope,
+                        })?;
+                        found.extend(k.into_iter().filter(|c| keep(only, c)));
+                    }
+                    Ok(found)
+                })
+            },
+            || -> Result<_> {
+                let (qv, embed_ms) = self.query_vector(&req.query)?;
+                let (vector, vector_ms) = timed(|| -> Result<Vec<crate::store::Candidate>> {
+                    let mut found = Vec::new();
+                    for (scope, only) in &parts {
+                        let v = self.store.vector_candidates(&VectorQuery {
+                            scope,
                             filter: &filter,
                             vector: &qv,
                             limit: vector_pool,
-                        })
-                    })
-                },
-            );
-            let keep =
-                |c: &crate::store::Candidate| only.as_ref().is_none_or(|o| o.contains(&c.id));
-            keyword.extend(k?.into_iter().filter(keep));
-            vector.extend(v?.into_iter().filter(keep));
-            keyword_ms += k_ms;
-            vector_ms += v_ms;
-        }
+                        })?;
+                        found.extend(v.into_iter().filter(|c| keep(only, c)));
+                    }
+                    Ok(found)
+                });
+                Ok((qv, embed_ms, vector?, vector_ms))
+            },
+        );
+        let (qv, embed_ms, mut vector, vector_ms) = vector_side?;
+        let mut keyword = keyword?;
         if !reader.visible.grants.is_empty() {
             crate::sharing::merge_candidates(&mut keyword, keyword_pool);
             crate::sharing::merge_candidates(&mut vector, vector_pool);
@@ -1486,7 +1495,7 @@ impl Hippo {
         Ok(SearchResponse {
             hits,
             embed_ms,
-            retrieve_ms: t.elapsed().as_secs_f64() * 1e3,
+            retrieve_ms: (t.elapsed().as_secs_f64() * 1e3 - embed_ms).max(0.0),
         })
     }
 
