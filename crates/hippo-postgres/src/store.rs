@@ -647,8 +647,6 @@ impl PostgresStore {
         Ok(rows.iter().map(rows::grant).collect::<Result<Vec<_>>>()?)
     }
 
-    /// Deletes the memories at these places, keeping conversations linked;
-    /// returns how many rows went.
     /// The keyword pool from the BM25 index: the first rows of the index's
     /// ranking (weighted by this tenant's term weights) that pass every
     /// condition, more than asked, for the exact scoring.
@@ -739,15 +737,15 @@ impl PostgresStore {
         if cap == 0 || !narrowed(q.scope) {
             return Ok(None);
         }
+        if scope_rows_up_to(tx, q.scope, cap)? > cap {
+            return Ok(None);
+        }
         let mut c = Conditions::after(0);
         c.sql
             .push("m.tenant = current_setting('hippo.tenant')".into());
         c.scope(q.scope);
         c.filter(q.filter);
         let conditions = c.where_clause();
-        if scope_rows_up_to(tx, q.scope, cap)? > cap {
-            return Ok(None);
-        }
         let rows = tx.query(
             &format!(
                 "SELECT m.id, m.kw_body, m.kw_speaker, m.kw_context, m.kw_len,
@@ -766,6 +764,8 @@ impl PostgresStore {
         Ok(Some(rows.into_iter().filter(holds).collect()))
     }
 
+    /// Deletes the memories at these places, keeping conversations linked;
+    /// returns how many rows went.
     fn delete_rows(&self, tx: &mut Tx<'_>, places: &[Place]) -> TxResult<u64> {
         let seqs: Vec<i64> = places.iter().map(|p| p.seq).collect();
         let n = tx.execute("DELETE FROM memories WHERE seq = ANY($1)", &[&seqs])?;

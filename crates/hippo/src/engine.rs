@@ -1404,42 +1404,43 @@ impl Hippo {
         // part compete in one ranking (raw scores are comparable: BM25 over
         // one index, cosines).
         let parts = reader.visible.parts(&req.scope);
-        let keep = |only: &Option<std::collections::HashSet<MemoryId>>,
-                    c: &crate::store::Candidate| {
-            only.as_ref().is_none_or(|o| o.contains(&c.id))
+        // One channel's candidates over every part, each part's kept to
+        // what it shares.
+        let gather = |channel: &(dyn Fn(&Scope) -> Result<Vec<crate::store::Candidate>> + Sync)| {
+            let mut found = Vec::new();
+            for (scope, only) in &parts {
+                let keep =
+                    |c: &crate::store::Candidate| only.as_ref().is_none_or(|o| o.contains(&c.id));
+                found.extend(channel(scope)?.into_iter().filter(keep));
+            }
+            Ok::<_, Error>(found)
         };
         // The channels are independent, and the keyword channel does not
         // need the query's vector: it runs while the query is embedded.
         let ((keyword, keyword_ms), vector_side) = rayon::join(
             || {
-                timed(|| -> Result<Vec<crate::store::Candidate>> {
-                    let mut found = Vec::new();
-                    for (scope, only) in &parts {
-                        let k = self.store.keyword_candidates(&KeywordQuery {
+                timed(|| {
+                    gather(&|scope| {
+                        self.store.keyword_candidates(&KeywordQuery {
                             scope,
                             filter: &filter,
                             terms: &terms,
                             limit: keyword_pool,
-                        })?;
-                        found.extend(k.into_iter().filter(|c| keep(only, c)));
-                    }
-                    Ok(found)
+                        })
+                    })
                 })
             },
             || -> Result<_> {
                 let (qv, embed_ms) = self.query_vector(&req.query)?;
-                let (vector, vector_ms) = timed(|| -> Result<Vec<crate::store::Candidate>> {
-                    let mut found = Vec::new();
-                    for (scope, only) in &parts {
-                        let v = self.store.vector_candidates(&VectorQuery {
+                let (vector, vector_ms) = timed(|| {
+                    gather(&|scope| {
+                        self.store.vector_candidates(&VectorQuery {
                             scope,
                             filter: &filter,
                             vector: &qv,
                             limit: vector_pool,
-                        })?;
-                        found.extend(v.into_iter().filter(|c| keep(only, c)));
-                    }
-                    Ok(found)
+                        })
+                    })
                 });
                 Ok((qv, embed_ms, vector?, vector_ms))
             },
