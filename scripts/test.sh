@@ -13,6 +13,7 @@ if ! command -v python3 >/dev/null; then
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 export HIPPO_MODEL_DIR="${HIPPO_MODEL_DIR:-$(scripts/fetch-model.sh)}"
+export HIPPO_E5_DIR="${HIPPO_E5_DIR:-$(scripts/fetch-e5.sh)}"
 echo "== cargo fmt"; cargo fmt --all --check
 echo "== cargo clippy"; cargo clippy --locked --all-targets -- -D warnings
 echo "== postgres (for the Postgres store's tests)"

@@ -171,13 +171,16 @@ class _Api:
         include_shared: Optional[bool] = None,
         format: Optional[str] = None,
         min_relevance: Optional[float] = None,
+        reference_time: Optional[Time] = None,
     ) -> Json:
         """Hybrid search (keywords, vectors, names, time). Returns
         ``{"results": [...], ...}``; with ``format="prompt"`` also
         ``"prompt"``: the results as one quoted block for an LLM. Each
         result's ``relevance`` (0..1) is comparable across queries;
         ``min_relevance`` leaves out results below it (0.03 drops nearly
-        all results of a question nothing stored is about)."""
+        all results of a question nothing stored is about).
+        ``reference_time`` is when the question is asked: "last week" in
+        the query means the week before it (default now)."""
         filters = _clean(
             {
                 "kind": list(kinds) if kinds is not None else None,
@@ -199,6 +202,7 @@ class _Api:
                 "include_shared": include_shared,
                 "format": format,
                 "min_relevance": min_relevance,
+                "reference_time": _time(reference_time),
             }
         )
         return self._send("POST", "/v1/search", body)

@@ -397,6 +397,10 @@ enum Command {
         /// nearly all results of a question nothing stored is about).
         #[arg(long, default_value_t = 0.0)]
         min_relevance: f32,
+        /// When the question is asked (RFC 3339): "last week" in the query
+        /// means the week before it; default now.
+        #[arg(long)]
+        reference_time: Option<DateTime<Utc>>,
         /// The query.
         query: String,
     },
@@ -899,6 +903,7 @@ fn run(cli: Cli) -> Result<()> {
             as_of,
             all_versions,
             min_relevance,
+            reference_time,
             query,
         } => {
             let hippo = settings.open()?;
@@ -919,6 +924,7 @@ fn run(cli: Cli) -> Result<()> {
                 budget_tokens,
                 shared: true,
                 min_relevance,
+                reference_time,
             })?;
             for hit in resp.hits {
                 if json {

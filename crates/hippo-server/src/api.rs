@@ -667,6 +667,11 @@ pub struct SearchBody {
     /// Ignore validity: every version, current or not.
     #[serde(default)]
     pub all_versions: Option<bool>,
+    /// When the question is asked (RFC 3339): time expressions in the query
+    /// ("last week", "two months ago", "yesterday") resolve against its day
+    /// (UTC). Default: now.
+    #[serde(default)]
+    pub reference_time: Option<DateTime<Utc>>,
     /// `json` (default) or `prompt`: also render the results as one block
     /// for an LLM prompt (`prompt` in the response), quoted as data.
     pub format: Option<String>,

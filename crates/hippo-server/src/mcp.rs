@@ -146,6 +146,10 @@ pub struct SearchArgs {
     /// What held at this instant (RFC 3339); default now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_of: Option<String>,
+    /// When the question is asked (RFC 3339): "last week" or "yesterday" in
+    /// the query mean relative to it; default now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_time: Option<String>,
     /// Conversation turns around each hit (0..=5; default the server's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 5))]

@@ -1137,6 +1137,7 @@ pub(crate) async fn search(
         budget_tokens: body.budget_tokens,
         shared: body.include_shared.unwrap_or(true),
         min_relevance: body.min_relevance.unwrap_or(0.0),
+        reference_time: body.reference_time,
     };
     let hippo = state.hippo.clone();
     let t = Instant::now();

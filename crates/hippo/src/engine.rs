@@ -39,7 +39,7 @@
 //! payload (it names entities). How the file itself keeps nothing is the
 //! store's part (`SqliteStore`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -205,6 +205,10 @@ pub struct SearchRequest {
     /// Leave out hits whose [`SearchHit::relevance`] is below this (0..=1;
     /// 0 keeps everything; see [`crate::relevance::RECOMMENDED_MIN_RELEVANCE`]).
     pub min_relevance: f32,
+    /// When the question is asked: time expressions in the query ("last
+    /// week", "two months ago", "yesterday") resolve against this instant's
+    /// day (UTC). `None`: now, by the engine's clock.
+    pub reference_time: Option<DateTime<Utc>>,
 }
 
 /// How many messages of the same conversation come with each hit (the
@@ -284,6 +288,7 @@ impl SearchRequest {
             budget_tokens: None,
             shared: true,
             min_relevance: 0.0,
+            reference_time: None,
         }
     }
 }
@@ -436,6 +441,27 @@ pub struct HippoBuilder {
     consolidation_delay: chrono::Duration,
     no_injection_check: bool,
     trust: crate::trust::Trust,
+    retrieval: RetrievalOptions,
+}
+
+/// Retrieval techniques that can be switched off, for ablations (`hippo
+/// bench` measures each with and without); the defaults are what the
+/// README's numbers were measured with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetrievalOptions {
+    /// A long text chunked for embedding is one result: once one of its
+    /// chunks is taken, its other chunks are not offered as results of
+    /// their own (they can still be shown as context). Ten results then hold
+    /// ten texts, not five chunks of one.
+    pub one_result_per_text: bool,
+}
+
+impl Default for RetrievalOptions {
+    fn default() -> Self {
+        RetrievalOptions {
+            one_result_per_text: true,
+        }
+    }
 }
 
 /// The injection check of writes: phrasing rules, and the semantic detector
@@ -518,6 +544,11 @@ impl HippoBuilder {
         self.limits = limits;
         self
     }
+    /// Retrieval techniques in use (all by default).
+    pub fn retrieval(mut self, retrieval: RetrievalOptions) -> Self {
+        self.retrieval = retrieval;
+        self
+    }
     /// Checks that the parts fit together and builds the engine.
     pub fn build(self) -> Result<Hippo> {
         let store = self
@@ -555,6 +586,7 @@ impl HippoBuilder {
             llm_meter: Default::default(),
             injection,
             trust: self.trust,
+            retrieval: self.retrieval,
             query_cache: Mutex::new(HashMap::new()),
         })
     }
@@ -598,6 +630,7 @@ pub struct Hippo {
     /// Flags writes that look like instructions to an agent (`None`: off).
     injection: Option<InjectionCheck>,
     trust: crate::trust::Trust,
+    retrieval: RetrievalOptions,
     query_cache: Mutex<HashMap<String, Arc<Vec<f32>>>>,
 }
 
@@ -1324,7 +1357,7 @@ impl Hippo {
             return Ok((v, 0.0));
         }
         let t = Instant::now();
-        let v = Arc::new(self.embedder.embed(query)?);
+        let v = Arc::new(self.embedder.embed_query(query)?);
         let ms = t.elapsed().as_secs_f64() * 1e3;
         let mut c = self.query_cache.lock().unwrap_or_else(|e| e.into_inner());
         if c.len() >= QUERY_CACHE_CAP {
@@ -1387,7 +1420,9 @@ impl Hippo {
         let mut terms = query_terms(&req.query);
         terms.extend(crate::temporal::mention_tokens(
             &req.query,
-            self.clock.now().date_naive(),
+            req.reference_time
+                .unwrap_or_else(|| self.clock.now())
+                .date_naive(),
         ));
         let reader = Reader {
             scope: &req.scope,
@@ -1604,6 +1639,9 @@ impl Hippo {
         let by_id: HashMap<MemoryId, &crate::retrieve::Fused> =
             fused.iter().map(|f| (f.id, f)).collect();
         let head = &fused[..fused.len().min(OFFER_ROUNDS * req.top_k)];
+        // Chunks of one long text whose best chunk is taken: the text has
+        // its result (its neighbouring chunks may still come as context).
+        let mut sources_taken: HashSet<Uuid> = HashSet::new();
         for part in head.chunks(req.top_k) {
             let ids: Vec<MemoryId> = part.iter().map(|f| f.id).collect();
             // One message beyond the context on each side finds gaps.
@@ -1629,8 +1667,19 @@ impl Hippo {
                 if !packer.may_take(id, &w) || !self.load_row(&mut rows, id, reader, filter)? {
                     continue; // not wanted, or deleted since ranked
                 }
+                let source = rows
+                    .get(&id)
+                    .filter(|m| m.provenance.chunk_count.is_some_and(|n| n > 1))
+                    .and_then(|m| m.provenance.source_id);
+                if self.retrieval.one_result_per_text
+                    && source.is_some_and(|s| sources_taken.contains(&s))
+                {
+                    continue;
+                }
                 let mut cost = |m| self.message_tokens(&mut rows, m, reader, filter);
-                packer.offer(id, &w, &mut cost)?;
+                if packer.offer(id, &w, &mut cost)? {
+                    sources_taken.extend(source);
+                }
             }
             if packer.is_full() {
                 break;

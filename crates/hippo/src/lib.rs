@@ -45,11 +45,11 @@ pub mod temporal;
 pub mod text;
 pub mod trust;
 
-pub use embed::{Embedder, MiniLmEmbedder, OpenAiEmbedder, OpenAiEmbedderConfig};
+pub use embed::{E5Embedder, Embedder, MiniLmEmbedder, OpenAiEmbedder, OpenAiEmbedderConfig};
 pub use engine::{
     AddItem, AddOutcome, Content, Context, Duplicate, Hippo, HippoBuilder, History, Limits,
-    MemoryPatch, Message, SearchHit, SearchRequest, SearchResponse, DEFAULT_DIVERSITY,
-    DEFAULT_TOKENS_PER_RESULT, MAX_BUDGET_TOKENS, MAX_CONTEXT_TURNS,
+    MemoryPatch, Message, RetrievalOptions, SearchHit, SearchRequest, SearchResponse,
+    DEFAULT_DIVERSITY, DEFAULT_TOKENS_PER_RESULT, MAX_BUDGET_TOKENS, MAX_CONTEXT_TURNS,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use forgetting::MaintenanceReport;

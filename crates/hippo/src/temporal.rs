@@ -1,5 +1,7 @@
-//! Time expressions in English text ("yesterday", "last Sunday", "two weeks
-//! ago", "next month", "last summer", "21 May 2023", "in May 2023"),
+//! Time expressions ("yesterday", "last Sunday", "two weeks ago", "next
+//! month", "last summer", "21 May 2023", "in May 2023", "2023/05/21",
+//! "21.05.2023"; in Chinese, Japanese and Korean "2023年5月21日", "5月21日",
+//! "昨天", "上周", "三天前", "先月", "지난주"…),
 //! resolved against an anchor date into calendar spans, and the index
 //! tokens that make them searchable: `dYYYYMMDD` for days of short spans,
 //! `mYYYYMM` for months, `yYYYY` for years. A message dated 2023-05-25 that
@@ -8,7 +10,10 @@
 //! so no LLM is needed), queries at today.
 //!
 //! Conventions (documented, not guessed per text): weeks run Monday to
-//! Sunday; `last <weekday>` is the most recent such day strictly before the
+//! Sunday (so "上周日" is the Sunday of last week); numeric dates are read
+//! year first (2023/05/21), else day first (21.05.2023) unless only month
+//! first is a date (05/21/2023); one whose first two fields could both be
+//! months (05/06/2023) is skipped; `last <weekday>` is the most recent such day strictly before the
 //! anchor, `next <weekday>` the first strictly after; seasons are those of
 //! the northern hemisphere (summer = June to August).
 
@@ -123,6 +128,7 @@ fn patterns() -> &'static [(Regex, Rule)] {
     static P: OnceLock<Vec<(Regex, Rule)>> = OnceLock::new();
     P.get_or_init(|| {
         let r = |p: &str| Regex::new(&format!(r"(?i)\b(?:{p})\b")).expect("valid pattern");
+        let c = |p: &str| Regex::new(p).expect("valid pattern");
         vec![
             (r(r"(\d{4})-(\d{2})-(\d{2})"), Rule::Iso),
             (
@@ -149,13 +155,85 @@ fn patterns() -> &'static [(Regex, Rule)] {
                 Rule::RelativeSeason,
             ),
             (r(r"in\s+((?:19|20)\d{2})"), Rule::Year),
+            (r(r"(\d{4})[/.](\d{1,2})[/.](\d{1,2})"), Rule::Iso),
+            (r(r"(\d{1,2})[/.](\d{1,2})[/.](\d{4})"), Rule::DayFirst),
+            // Scripts without spaces: no word boundaries around these.
+            (c(r"(\d{4})\s*年\s*(\d{1,2})\s*月\s*(\d{1,2})\s*[日号號]"), Rule::Iso),
+            (c(r"(\d{4})\s*년\s*(\d{1,2})\s*월\s*(\d{1,2})\s*일"), Rule::Iso),
+            (c(r"(\d{4})\s*年\s*(\d{1,2})\s*月"), Rule::YearMonth),
+            (c(r"(\d{4})\s*년\s*(\d{1,2})\s*월"), Rule::YearMonth),
+            (c(r"(\d{1,2})\s*月\s*(\d{1,2})\s*[日号號]"), Rule::NumMonthDay),
+            (c(r"(\d{1,2})\s*월\s*(\d{1,2})\s*일"), Rule::NumMonthDay),
+            (c(r"(\d{4})\s*[年년]"), Rule::Year),
+            (c(&format!(r"({CJK_NUMBERS})\s*(?:个|個|か|ヶ|ケ)?\s*(天|日|周|週間|週|星期|礼拜|禮拜|月|年|일|주|달|개월|년)\s*(?:前|以前|전)")), Rule::CjkAgo),
+            (c(r"(上|下|这|這|本)\s*(?:个|個)?\s*(?:周|星期|礼拜|禮拜)\s*([一二三四五六日天])"), Rule::CjkWeekday),
+            (c(r"大前天"), Rule::Offset(-3)),
+            (c(r"前天|一昨日|그저께"), Rule::Offset(-2)),
+            (c(r"昨天|昨日|昨晚|어제"), Rule::Offset(-1)),
+            (c(r"今天|今日|今晚|오늘"), Rule::Offset(0)),
+            (c(r"明天|明日|내일"), Rule::Offset(1)),
+            (c(r"后天|後天|明後日|모레"), Rule::Offset(2)),
+            (c(r"上\s*(?:个|個)?\s*(?:周|星期|礼拜|禮拜)|先週|지난\s*주"), Rule::Shift(-1, "week")),
+            (c(r"(?:这|這|本)\s*(?:个|個)?\s*(?:周|星期|礼拜|禮拜)|今週|이번\s*주"), Rule::Shift(0, "week")),
+            (c(r"下\s*(?:个|個)?\s*(?:周|星期|礼拜|禮拜)|来週|다음\s*주"), Rule::Shift(1, "week")),
+            (c(r"上\s*(?:个|個)?\s*月|先月|지난\s*달"), Rule::Shift(-1, "month")),
+            (c(r"(?:这|這|本)\s*(?:个|個)?\s*月|今月|이번\s*달"), Rule::Shift(0, "month")),
+            (c(r"下\s*(?:个|個)?\s*月|来月|다음\s*달"), Rule::Shift(1, "month")),
+            (c(r"前年|一昨年|재작년"), Rule::Shift(-2, "year")),
+            (c(r"去年|昨年|작년"), Rule::Shift(-1, "year")),
+            (c(r"今年|올해"), Rule::Shift(0, "year")),
+            (c(r"明年|来年|내년"), Rule::Shift(1, "year")),
         ]
     })
+}
+
+/// Numbers in Chinese and Japanese time expressions: digits, or numerals
+/// up to ninety-nine.
+const CJK_NUMBERS: &str = r"\d{1,3}|[一二两兩三四五六七八九十几幾]{1,3}|半";
+
+/// A number written with digits or Chinese numerals ("三", "十二", "二十");
+/// "几" (a few) counts as three, "半" (half) is not a count.
+fn cjk_number(s: &str) -> Option<u32> {
+    if let Ok(n) = s.parse() {
+        return Some(n);
+    }
+    let digit = |c: char| {
+        "零一二三四五六七八九"
+            .chars()
+            .position(|d| d == c)
+            .map(|i| i as u32)
+            .or(match c {
+                '两' | '兩' => Some(2),
+                '几' | '幾' => Some(3),
+                _ => None,
+            })
+    };
+    let chars: Vec<char> = s.chars().collect();
+    match chars.as_slice() {
+        [a] if *a == '十' => Some(10),
+        [a] => digit(*a),
+        ['十', b] => Some(10 + digit(*b)?),
+        [a, '十'] => Some(10 * digit(*a)?),
+        [a, '十', b] => Some(10 * digit(*a)? + digit(*b)?),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Rule {
     Iso,
+    /// Day, month, year in digits (21.05.2023, 21/05/2023).
+    DayFirst,
+    /// Year and month in digits (2023年5月).
+    YearMonth,
+    /// Month and day in digits, the anchor's year (5月21日).
+    NumMonthDay,
+    /// A count of units before the anchor (三天前, 2か月前, 3일 전).
+    CjkAgo,
+    /// A weekday of last, this or next week (上周日, 这周三).
+    CjkWeekday,
+    /// The unit `n` units from the anchor's (上个月: -1 month).
+    Shift(i64, &'static str),
     DayMonth,
     MonthDay,
     MonthYear,
@@ -288,6 +366,52 @@ fn resolve(rule: Rule, c: &regex::Captures<'_>, anchor: NaiveDate) -> Option<Spa
             Span::months(year, first, count)
         }
         Rule::Year => Span::year(g(1)?.parse().ok()?),
+        Rule::DayFirst => {
+            let (a, b): (u32, u32) = (g(1)?.parse().ok()?, g(2)?.parse().ok()?);
+            // 05/06/2023 is 5 June or May 6 depending on the writer: skipped;
+            // 05/21/2023 can only be month first.
+            let (day, month) = match (a <= 12, b <= 12) {
+                (true, true) if a != b => return None,
+                (true, false) => (b, a),
+                _ => (a, b),
+            };
+            Some(Span::day(NaiveDate::from_ymd_opt(
+                g(3)?.parse().ok()?,
+                month,
+                day,
+            )?))
+        }
+        Rule::YearMonth => Span::month(g(1)?.parse().ok()?, g(2)?.parse().ok()?),
+        Rule::NumMonthDay => Some(Span::day(NaiveDate::from_ymd_opt(
+            anchor.year(),
+            g(1)?.parse().ok()?,
+            g(2)?.parse().ok()?,
+        )?)),
+        Rule::CjkAgo => {
+            let n = i64::from(cjk_number(&g(1)?)?);
+            let unit = match g(2)?.as_str() {
+                "天" | "日" | "일" => "day",
+                "周" | "週間" | "週" | "星期" | "礼拜" | "禮拜" | "주" => "week",
+                "月" | "달" | "개월" => "month",
+                _ => "year",
+            };
+            units(anchor, -n, unit)
+        }
+        Rule::CjkWeekday => {
+            let weeks = match g(1)?.as_str() {
+                "上" => -1,
+                "下" => 1,
+                _ => 0,
+            };
+            let name = g(2)?.chars().next()?;
+            let day = "一二三四五六日"
+                .chars()
+                .position(|d| d == name)
+                .unwrap_or(6);
+            let week = week_of(shift(anchor, 7 * weeks)?)?;
+            Some(Span::day(shift(week.start, day as i64)?))
+        }
+        Rule::Shift(n, unit) => units(anchor, n, unit),
     }
 }
 
@@ -414,6 +538,44 @@ mod tests {
             Span::months(2023, 6, 3).unwrap()
         );
         assert!(mentions("nothing temporal here", any).is_empty());
+    }
+
+    #[test]
+    fn other_scripts_and_numeric_dates() {
+        let thu = d(2023, 5, 25); // a Thursday
+        assert_eq!(
+            one("我2023年5月21日去了杭州", thu),
+            Span::day(d(2023, 5, 21))
+        );
+        assert_eq!(one("5月21号那天下雨", thu), Span::day(d(2023, 5, 21)));
+        assert_eq!(one("2023年5月", thu), Span::month(2023, 5).unwrap());
+        assert_eq!(one("2023년 5월 21일", thu), Span::day(d(2023, 5, 21)));
+        assert_eq!(one("我昨天买了牛奶", thu), Span::day(d(2023, 5, 24)));
+        assert_eq!(one("前天", thu), Span::day(d(2023, 5, 23)));
+        assert_eq!(one("三天前", thu), Span::day(d(2023, 5, 22)));
+        assert_eq!(one("两个月前", thu), Span::month(2023, 3).unwrap());
+        assert_eq!(one("3か月前", thu), Span::month(2023, 2).unwrap());
+        assert_eq!(one("十二天前", thu), Span::day(d(2023, 5, 13)));
+        assert_eq!(one("上周日我们见面了", thu), Span::day(d(2023, 5, 21)));
+        assert_eq!(one("这周三", thu), Span::day(d(2023, 5, 24)));
+        assert_eq!(one("上个月", thu), Span::month(2023, 4).unwrap());
+        assert_eq!(one("先月", thu), Span::month(2023, 4).unwrap());
+        assert_eq!(one("去年", thu), Span::year(2022).unwrap());
+        assert_eq!(one("지난주", thu).start, d(2023, 5, 15));
+        assert_eq!(one("上周", thu).end, d(2023, 5, 21));
+        assert_eq!(one("on 2023/05/21", thu), Span::day(d(2023, 5, 21)));
+        assert_eq!(one("am 21.05.2023", thu), Span::day(d(2023, 5, 21)));
+        assert_eq!(one("le 21/05/2023", thu), Span::day(d(2023, 5, 21)));
+        assert_eq!(one("on 05/21/2023", thu), Span::day(d(2023, 5, 21)));
+        // Day or month first? Not guessed.
+        assert!(mentions("on 05/06/2023", thu).is_empty());
+        assert_eq!(cjk_number("二十"), Some(20));
+        assert_eq!(cjk_number("二十三"), Some(23));
+        assert_eq!(cjk_number("半"), None);
+        // The same day asked in Chinese and said in English.
+        let said = mention_tokens("I ran a charity race last Sunday", thu);
+        let asked = mention_tokens("2023年5月21日发生了什么？", d(2026, 1, 1));
+        assert!(asked.iter().any(|t| said.contains(t)), "{asked:?}");
     }
 
     #[test]

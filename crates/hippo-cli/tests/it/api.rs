@@ -561,3 +561,52 @@ fn requests_carry_an_id_into_the_answer_and_the_json_logs() {
         "{logs}"
     );
 }
+
+#[test]
+fn relative_time_in_a_query_resolves_against_its_reference_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("when.db"), &[]);
+    // Other days, other doings: BM25 and the vector scale need a corpus.
+    let filler: Vec<Value> = (1..=28)
+        .map(|d| json!({"user_id": "ana", "text": format!("Day {d} of the project: wrote report section {d}."),
+            "event_time": format!("2023-04-{d:02}T10:00:00Z")}))
+        .collect();
+    let (st, body) = s.call("POST", "/v1/memories/batch", Some(json!({"items": filler})));
+    assert_eq!(st, 200, "{body}");
+    // The same outing on two Sundays; only the day tells them apart.
+    for (day, who) in [("2023-05-21", "Bo"), ("2023-06-11", "Cy")] {
+        let (st, body) = s.call("POST", "/v1/memories", Some(json!({
+            "user_id": "ana", "messages": [{"role": "user", "name": "Ana", "content": format!("Went sailing on the lake with {who}.")}],
+            "event_time": format!("{day}T15:00:00Z")
+        })));
+        assert_eq!(st, 200, "{body}");
+    }
+    let ask = |reference: Option<&str>| {
+        let mut q = json!({"user_id": "ana", "query": "Who went sailing with me last Sunday?",
+            "top_k": 1, "context_turns": 0});
+        if let Some(r) = reference {
+            q["reference_time"] = json!(r);
+        }
+        let (st, body) = s.call("POST", "/v1/search", Some(q));
+        assert_eq!(st, 200, "{body}");
+        body["results"][0]["memory"].as_str().unwrap().to_owned()
+    };
+    // Asked on Thursday 25 May 2023, "last Sunday" is the 21st; on 14 June, the 11th.
+    assert!(ask(Some("2023-05-25T09:00:00Z")).contains("Bo"));
+    assert!(ask(Some("2023-06-14T09:00:00+02:00")).contains("Cy"));
+    // Not a time: a clear 400, nothing searched.
+    let (st, body) = s.call(
+        "POST",
+        "/v1/search",
+        Some(json!({"user_id": "ana", "query": "sailing", "reference_time": "last week"})),
+    );
+    assert_eq!(st, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("reference_time")
+            || body.to_string().contains("reference_time"),
+        "{body}"
+    );
+}

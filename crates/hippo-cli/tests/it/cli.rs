@@ -118,12 +118,13 @@ fn import_locomo_format_and_bench() {
     assert_eq!(hit["event_time"], "2023-05-08T13:56:00Z");
     let bench = |args: &[&str]| -> serde_json::Value {
         let out = ok(hippo(&db)
-            .args(["bench", "--data"])
+            .args(["bench", "--json", "--data"])
             .arg(&file)
             .args(args)
             .output()
             .unwrap());
-        serde_json::from_str(&out).unwrap()
+        let all: serde_json::Value = serde_json::from_str(&out).unwrap();
+        all["conv"].clone()
     };
     let report = bench(&["--k", "1", "3"]);
     assert_eq!(report["questions"], 2);
@@ -142,6 +143,107 @@ fn import_locomo_format_and_bench() {
     assert_eq!(report["distractors_per_conversation"], 60);
     assert_eq!(report["questions"], 2);
     assert_eq!(report["overall"]["frac@3"], 1.0, "{report}");
+
+    // A folder: every *.json under it is a data set, in one table; the
+    // file's own category labels; kept stores are asked again unchanged.
+    let sets = dir.path().join("sets");
+    std::fs::create_dir_all(sets.join("zh")).unwrap();
+    std::fs::copy(&file, sets.join("one.json")).unwrap();
+    let mut other = data.clone();
+    other[0]["sample_id"] = "c2".into();
+    other[0]["qa"] = serde_json::json!([
+        {"question": "我去了哪里攀岩？", "category": "simple", "evidence": ["D1:1"]},
+        {"question": "Who climbed and who baked?", "category": "aggregative", "evidence": ["D1:1", "D1:2"]},
+        {"question": "No evidence here", "category": "abstention", "evidence": []}
+    ]);
+    std::fs::write(sets.join("zh/two.json"), other.to_string()).unwrap();
+    let keep = dir.path().join("kept");
+    let misses = dir.path().join("misses.jsonl");
+    let table = ok(hippo(&db)
+        .args([
+            "bench",
+            "--k",
+            "1",
+            "--context-before",
+            "0",
+            "--context-after",
+            "0",
+            "--data",
+        ])
+        .arg(&sets)
+        .arg("--keep")
+        .arg(&keep)
+        .arg("--misses")
+        .arg(&misses)
+        .output()
+        .unwrap());
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("data set") && lines[0].contains("frac@1"),
+        "{table}"
+    );
+    let row = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row {name}: {table}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row("one")[1], "2", "{table}");
+    assert_eq!(row("two")[1], "2", "abstention has no evidence: {table}");
+    assert_eq!(row("aggregative")[1], "1", "{table}");
+    assert_eq!(row("single-hop")[1], "2", "{table}");
+    // One turn per result cannot show both turns of the aggregative question.
+    let missed: Vec<serde_json::Value> = std::fs::read_to_string(&misses)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        missed.iter().any(|m| m["data"] == "two"
+            && m["category"] == "aggregative"
+            && m["evidence"].as_array().unwrap().len() == 2
+            && m["shown"].as_array().unwrap().len() == 1),
+        "{missed:?}"
+    );
+    assert!(keep.join("two.db").exists());
+    let again = ok(hippo(&db)
+        .args([
+            "bench",
+            "--reuse",
+            "--k",
+            "1",
+            "--context-before",
+            "0",
+            "--context-after",
+            "0",
+            "--data",
+        ])
+        .arg(&sets)
+        .arg("--keep")
+        .arg(&keep)
+        .output()
+        .unwrap());
+    let recall = |t: &str| -> Vec<String> {
+        t.lines()
+            .map(|l| l.split_whitespace().take(6).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    assert_eq!(recall(&again), recall(&table));
+    let out = hippo(&db)
+        .args(["bench", "--reuse", "--data"])
+        .arg(&sets)
+        .arg("--keep")
+        .arg(dir.path().join("nothing-kept"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "reusing what was not kept is bad input"
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! Embedders turn text into unit vectors. Two implementations: the local
-//! MiniLM model run in-process ([`MiniLmEmbedder`]) and any OpenAI-compatible
-//! `/v1/embeddings` endpoint ([`OpenAiEmbedder`]).
+//! Embedders turn text into unit vectors. Three implementations: the local
+//! MiniLM model run in-process ([`MiniLmEmbedder`], English, the default),
+//! the local multilingual e5-small ([`E5Embedder`], 4-bit weights), and any
+//! OpenAI-compatible `/v1/embeddings` endpoint ([`OpenAiEmbedder`]).
 //!
 //! Invariant: every vector an embedder returns has `dimension()` components
 //! and unit L2 norm, so cosine similarity is a dot product; vectors of
@@ -9,9 +10,11 @@
 //! embedded it last: after a model switch, `reembed` replaces vectors (and
 //! fills gaps) rather than keeping both.
 
+mod e5;
 mod minilm;
 mod openai;
 
+pub use e5::{E5Embedder, E5_FILE, E5_MODEL_ID};
 pub use minilm::{default_model_dir, MiniLmEmbedder, MINILM_HUB_REPO, MINILM_MODEL_ID};
 pub use openai::{OpenAiEmbedder, OpenAiEmbedderConfig};
 
@@ -29,6 +32,12 @@ pub trait Embedder: Send + Sync {
     fn count_tokens(&self, text: &str) -> usize;
     /// Embeds a batch; the output has one unit vector per input, in order.
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
+    /// Embeds a search query. Models trained with distinct query and
+    /// passage inputs (e5's `query: ` prefix) override it; by default a
+    /// query is embedded like any text.
+    fn embed_query(&self, text: &str) -> Result<Vec<f32>> {
+        self.embed(text)
+    }
     /// Embeds one text.
     fn embed(&self, text: &str) -> Result<Vec<f32>> {
         let mut v = self.embed_batch(&[text])?;

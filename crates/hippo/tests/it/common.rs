@@ -20,6 +20,28 @@ pub fn model_dir() -> PathBuf {
     dir
 }
 
+/// The multilingual e5 model: `HIPPO_E5_DIR`, or where `scripts/fetch-e5.sh` puts it.
+pub fn e5() -> Arc<hippo::E5Embedder> {
+    static MODEL: OnceLock<Arc<hippo::E5Embedder>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let dir = std::env::var_os("HIPPO_E5_DIR")
+                .map(PathBuf::from)
+                .or_else(|| {
+                    hippo::embed::default_model_dir()
+                        .and_then(|d| d.parent().map(|p| p.join("multilingual-e5-small-q4")))
+                })
+                .expect("HOME or XDG_CACHE_HOME is set");
+            assert!(
+                dir.join(hippo::embed::E5_FILE).is_file(),
+                "the e5 model is missing at {}: run scripts/fetch-e5.sh",
+                dir.display()
+            );
+            Arc::new(hippo::E5Embedder::from_path(&dir).expect("load e5"))
+        })
+        .clone()
+}
+
 /// The real MiniLM model, loaded once per test binary.
 pub fn minilm() -> Arc<MiniLmEmbedder> {
     static MODEL: OnceLock<Arc<MiniLmEmbedder>> = OnceLock::new();

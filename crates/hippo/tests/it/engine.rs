@@ -89,6 +89,45 @@ fn long_documents_are_chunked_with_a_source() {
 }
 
 #[test]
+fn a_long_text_is_one_result_however_many_of_its_chunks_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = engine(dir.path(), minilm());
+    let s = Scope::user("doc");
+    // Every chunk of the long text is about gardening; so are the notes.
+    let text: String = (0..150)
+        .map(|i| format!("Gardening tip {i}: water the tomato plants early. "))
+        .collect();
+    let chunks = h.add(vec![AddItem::text(s.clone(), text)]).unwrap();
+    assert!(chunks.len() >= 4, "{}", chunks.len());
+    let notes: Vec<AddItem> = [
+        "Ana started gardening this spring; her tomato plants are knee high.",
+        "The community garden lends tools for tomato gardening on Saturdays.",
+        "Bo asked which fertiliser suits tomato plants in clay soil.",
+        "We bought six tomato plants at the market for the balcony garden.",
+        "Gardening club meets Tuesday to swap seedlings, tomatoes included.",
+        "Cherry tomato plants need staking before the summer storms.",
+        "My neighbour's gardening blog covers blight on tomato leaves.",
+        "Grandpa's tomato plants won a prize for gardening in 1998.",
+    ]
+    .iter()
+    .map(|t| AddItem::text(s.clone(), *t))
+    .collect();
+    h.add(notes).unwrap();
+    let mut req = SearchRequest::new(s, "gardening tips for tomato plants");
+    req.context = hippo::Context::NONE;
+    let hits = h.search(&req).unwrap().hits;
+    let from_text = hits
+        .iter()
+        .filter(|hit| hit.memory.provenance.source_id.is_some())
+        .count();
+    assert_eq!(
+        from_text, 1,
+        "one result for the text, the rest for other memories"
+    );
+    assert_eq!(hits.len(), 9, "the text and the eight notes");
+}
+
+#[test]
 fn update_delete_and_erase() {
     let dir = tempfile::tempdir().unwrap();
     let h = engine(dir.path(), minilm());

@@ -2,6 +2,7 @@
 
 mod common;
 mod consolidate;
+mod e5;
 mod engine;
 mod forgetting;
 mod golden;
