@@ -166,7 +166,12 @@ fn patterns() -> &'static [(Regex, Rule)] {
             (c(r"(\d{1,2})\s*월\s*(\d{1,2})\s*일"), Rule::NumMonthDay),
             (c(r"(\d{4})\s*[年년]"), Rule::Year),
             (c(&format!(r"({CJK_NUMBERS})\s*(?:个|個|か|ヶ|ケ)?\s*(天|日|周|週間|週|星期|礼拜|禮拜|月|年|일|주|달|개월|년)\s*(?:前|以前|전)")), Rule::CjkAgo),
-            (c(r"(上|下|这|這|本)\s*(?:个|個)?\s*(?:周|星期|礼拜|禮拜)\s*([一二三四五六日天])"), Rule::CjkWeekday),
+            (c(r"(上上|下下|上|下|这|這|本)\s*(?:个|個)?\s*(?:周|星期|礼拜|禮拜)\s*([一二三四五六日天])"), Rule::CjkWeekday),
+            (c(r"上上\s*(?:个|個)?\s*(?:周|星期|礼拜|禮拜)"), Rule::Shift(-2, "week")),
+            (c(r"下下\s*(?:个|個)?\s*(?:周|星期|礼拜|禮拜)"), Rule::Shift(2, "week")),
+            (c(r"上上\s*(?:个|個)?\s*月"), Rule::Shift(-2, "month")),
+            (c(r"下下\s*(?:个|個)?\s*月"), Rule::Shift(2, "month")),
+            (c(r"大后天|大後天"), Rule::Offset(3)),
             (c(r"大前天"), Rule::Offset(-3)),
             (c(r"前天|一昨日|그저께"), Rule::Offset(-2)),
             (c(r"昨天|昨日|昨晚|어제"), Rule::Offset(-1)),
@@ -399,8 +404,10 @@ fn resolve(rule: Rule, c: &regex::Captures<'_>, anchor: NaiveDate) -> Option<Spa
         }
         Rule::CjkWeekday => {
             let weeks = match g(1)?.as_str() {
+                "上上" => -2,
                 "上" => -1,
                 "下" => 1,
+                "下下" => 2,
                 _ => 0,
             };
             let name = g(2)?.chars().next()?;
@@ -558,6 +565,9 @@ mod tests {
         assert_eq!(one("十二天前", thu), Span::day(d(2023, 5, 13)));
         assert_eq!(one("上周日我们见面了", thu), Span::day(d(2023, 5, 21)));
         assert_eq!(one("这周三", thu), Span::day(d(2023, 5, 24)));
+        assert_eq!(one("下下周日晚上七点", thu), Span::day(d(2023, 6, 11)));
+        assert_eq!(one("上上周", thu).start, d(2023, 5, 8));
+        assert_eq!(one("大后天", thu), Span::day(d(2023, 5, 28)));
         assert_eq!(one("上个月", thu), Span::month(2023, 4).unwrap());
         assert_eq!(one("先月", thu), Span::month(2023, 4).unwrap());
         assert_eq!(one("去年", thu), Span::year(2022).unwrap());

@@ -61,7 +61,7 @@ fn push_cjk_bigrams(out: &mut String, run: &str, with_unigrams: bool) {
 
 /// Version of what [`keyword_body`] produces; a store re-indexes documents
 /// written under an older version when it opens.
-pub const KEYWORD_FORMAT: u32 = 3;
+pub const KEYWORD_FORMAT: u32 = 4;
 
 /// The keyword document body of a memory: its text (see [`keyword_text`])
 /// plus date tokens (see `temporal`) for the day it happened and for every
