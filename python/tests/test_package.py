@@ -119,3 +119,25 @@ def test_embedded_and_client_answer_alike(tmp_path: Path, open_server):
     for q in ["when is standup", "how does Priya like updates", "roadmap review date"]:
         assert shape(local.search(q, user_id="team")) == shape(remote.search(q, user_id="team"))
     local.close()
+
+
+def test_search_resolves_relative_time_against_reference_time(tmp_path: Path):
+    """"last Sunday" means the Sunday before `reference_time`, not before today."""
+    from datetime import datetime, timezone
+
+    with Memory(str(tmp_path / "when.db")) as m:
+        for d in range(1, 29):
+            m.add(f"Day {d} of the project: wrote report section {d}.", user_id="cy",
+                  event_time=f"2023-04-{d:02}T10:00:00Z")
+        m.add("Went sailing on the lake with Bo.", user_id="cy", event_time="2023-05-21T15:00:00Z")
+        m.add("Went sailing on the lake with Cy.", user_id="cy", event_time="2023-06-11T15:00:00Z")
+
+        def first(when):
+            found = m.search("Who went sailing with me last Sunday?", user_id="cy", top_k=1,
+                             context_turns=0, reference_time=when)
+            return found["results"][0]["memory"]
+
+        assert "Bo" in first(datetime(2023, 5, 25, 9, tzinfo=timezone.utc))
+        assert "Cy" in first("2023-06-14T09:00:00Z")
+        with pytest.raises(InvalidInput):
+            m.search("sailing", user_id="cy", reference_time="last week")
