@@ -37,18 +37,13 @@ fn words_of(text: &str) -> Vec<&str> {
     let mut start = 0;
     let mut chars = text.char_indices().peekable();
     while let Some((_, c)) = chars.next() {
-        let next = chars.peek().map(|&(j, _)| j);
-        let boundary = match chars.peek() {
-            None => true,
-            Some(&(_, n)) => {
-                (c.is_whitespace() && !n.is_whitespace())
-                    || (!c.is_whitespace()
-                        && (crate::text::is_cjk(c) || crate::text::is_cjk(n))
-                        && !n.is_whitespace())
-            }
-        };
+        let next = chars.peek().copied();
+        let boundary = next.is_none_or(|(_, n)| {
+            !n.is_whitespace()
+                && (c.is_whitespace() || crate::text::is_cjk(c) || crate::text::is_cjk(n))
+        });
         if boundary {
-            let end = next.unwrap_or(text.len());
+            let end = next.map_or(text.len(), |(j, _)| j);
             out.push(&text[start..end]);
             start = end;
         }

@@ -159,24 +159,27 @@ fn import_locomo_format_and_bench() {
     std::fs::write(sets.join("zh/two.json"), other.to_string()).unwrap();
     let keep = dir.path().join("kept");
     let misses = dir.path().join("misses.jsonl");
-    let table = ok(hippo(&db)
-        .args([
-            "bench",
-            "--k",
-            "1",
-            "--context-before",
-            "0",
-            "--context-after",
-            "0",
-            "--data",
-        ])
-        .arg(&sets)
-        .arg("--keep")
-        .arg(&keep)
-        .arg("--misses")
-        .arg(&misses)
-        .output()
-        .unwrap());
+    // One turn per result, no context, on every file under `sets`.
+    let bench_sets = |extra: &[&str]| {
+        ok(hippo(&db)
+            .args([
+                "bench",
+                "--k",
+                "1",
+                "--context-before",
+                "0",
+                "--context-after",
+                "0",
+            ])
+            .args(extra)
+            .arg("--data")
+            .arg(&sets)
+            .arg("--keep")
+            .arg(&keep)
+            .output()
+            .unwrap())
+    };
+    let table = bench_sets(&["--misses", misses.to_str().unwrap()]);
     let lines: Vec<&str> = table.lines().collect();
     assert!(
         lines[0].starts_with("data set") && lines[0].contains("frac@1"),
@@ -209,23 +212,7 @@ fn import_locomo_format_and_bench() {
         "{missed:?}"
     );
     assert!(keep.join("two.db").exists());
-    let again = ok(hippo(&db)
-        .args([
-            "bench",
-            "--reuse",
-            "--k",
-            "1",
-            "--context-before",
-            "0",
-            "--context-after",
-            "0",
-            "--data",
-        ])
-        .arg(&sets)
-        .arg("--keep")
-        .arg(&keep)
-        .output()
-        .unwrap());
+    let again = bench_sets(&["--reuse"]);
     let recall = |t: &str| -> Vec<String> {
         t.lines()
             .map(|l| l.split_whitespace().take(6).collect::<Vec<_>>().join(" "))

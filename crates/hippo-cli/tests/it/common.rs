@@ -16,6 +16,24 @@ pub fn model_dir() -> PathBuf {
     hippo::embed::default_model_dir().expect("HOME or XDG_CACHE_HOME is set")
 }
 
+/// The multilingual e5 model's directory: `HIPPO_E5_DIR`, or where
+/// `scripts/fetch-e5.sh` puts it.
+pub fn e5_dir() -> PathBuf {
+    let dir = std::env::var_os("HIPPO_E5_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            hippo::embed::default_model_dir()
+                .and_then(|d| d.parent().map(|p| p.join("multilingual-e5-small-q4")))
+        })
+        .expect("HOME or XDG_CACHE_HOME is set");
+    assert!(
+        dir.join(hippo::embed::E5_FILE).is_file(),
+        "the e5 model is missing at {}: run scripts/fetch-e5.sh",
+        dir.display()
+    );
+    dir
+}
+
 /// A `hippo` command on database `db`.
 pub fn hippo(db: &Path) -> Command {
     let mut c = Command::new(BIN);

@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-use super::common::{hippo, model_dir};
+use super::common::{e5_dir, hippo, model_dir, Server};
 use super::fakes;
 
 fn ok(out: Output) -> (String, String) {
@@ -18,6 +18,71 @@ fn ok(out: Output) -> (String, String) {
 
 fn first_hit(stdout: &str) -> Value {
     serde_json::from_str(stdout.lines().next().expect("a result")).unwrap()
+}
+
+#[test]
+fn the_e5_model_directory_selects_it_and_reembed_moves_a_store_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("e5.db");
+    // Written with the default model (MiniLM).
+    for text in [
+        "我妹妹上个月在杭州买了一辆新的电动车。",
+        "I keep bees on my roof",
+        "The meeting moved to Thursday",
+    ] {
+        ok(hippo(&db)
+            .args(["add", "--user", "ana", text])
+            .output()
+            .unwrap());
+    }
+    let e5 = e5_dir();
+    let e5 = e5.to_str().unwrap();
+    let (_, err) = ok(hippo(&db)
+        .args(["--model-dir", e5, "reembed"])
+        .output()
+        .unwrap());
+    assert!(err.contains("re-embedded 3 memories"), "{err}");
+    let (stats, _) = ok(hippo(&db)
+        .args(["--model-dir", e5, "stats"])
+        .output()
+        .unwrap());
+    let stats: Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(
+        stats["vectors_by_model"][hippo::embed::E5_MODEL_ID],
+        3,
+        "{stats}"
+    );
+    // The server on that directory: an English question finds the Chinese
+    // memory by meaning alone (no keyword in common).
+    let s = Server::start(&db, &["--model-dir", e5]);
+    let (st, body) = s.call(
+        "POST",
+        "/v1/search",
+        Some(serde_json::json!({"user_id": "ana", "query": "What did my sister buy?", "top_k": 1})),
+    );
+    assert_eq!(st, 200, "{body}");
+    let hit = &body["results"][0];
+    assert!(hit["memory"].as_str().unwrap().contains("电动车"), "{body}");
+    assert!(hit["scores"]["keyword"].is_null(), "{hit}");
+    drop(s);
+    // The weights file itself selects the model too.
+    let file = format!("{e5}/{}", hippo::embed::E5_FILE);
+    let (out, _) = ok(hippo(&db)
+        .args([
+            "--model-dir",
+            &file,
+            "search",
+            "--user",
+            "ana",
+            "--json",
+            "杭州的电动车",
+        ])
+        .output()
+        .unwrap());
+    assert!(
+        first_hit(&out)["scores"]["vector"].as_f64().unwrap() > 0.5,
+        "{out}"
+    );
 }
 
 #[test]

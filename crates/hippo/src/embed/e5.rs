@@ -243,7 +243,10 @@ pub struct E5Embedder {
     embedding_norm: LayerNorm,
     encoder: BertEncoder,
     hidden: usize,
-    max_positions: usize,
+    /// Tokens kept per input: [`MAX_TOKENS`] of text plus its prefix's, as
+    /// many as the positions allow; for passages and for queries.
+    passage_limit: usize,
+    query_limit: usize,
 }
 
 impl E5Embedder {
@@ -449,14 +452,20 @@ impl E5Embedder {
             VarBuilder::from_tensors(named, DType::F32, &device),
             &config,
         )?;
+        let vocabulary = Vocabulary {
+            pieces,
+            scores,
+            unk_score,
+            longest_piece,
+            normal,
+        };
+        let limit = |prefix: &str| {
+            (MAX_TOKENS + vocabulary.tokenize(prefix.trim_end()).len()).min(max_positions - 2)
+        };
         Ok(E5Embedder {
-            vocabulary: Vocabulary {
-                pieces,
-                scores,
-                unk_score,
-                longest_piece,
-                normal,
-            },
+            passage_limit: limit(PASSAGE),
+            query_limit: limit(QUERY),
+            vocabulary,
             words: word.bytes.to_vec(),
             rows,
             row_bytes: hidden / QK * BLOCK_BYTES,
@@ -464,14 +473,11 @@ impl E5Embedder {
             embedding_norm,
             encoder,
             hidden,
-            max_positions,
         })
     }
 
     /// Token ids of one input: `<s>`, the prefix and text (truncated), `</s>`.
-    fn ids(&self, prefix: &str, text: &str) -> Vec<u32> {
-        let prefix_len = self.vocabulary.tokenize(prefix.trim_end()).len();
-        let limit = (MAX_TOKENS + prefix_len).min(self.max_positions - 2);
+    fn ids(&self, prefix: &str, limit: usize, text: &str) -> Vec<u32> {
         let mut ids = vec![BOS];
         ids.extend(
             self.vocabulary
@@ -484,10 +490,10 @@ impl E5Embedder {
     }
 
     /// Embeds inputs of similar length together (padded to the longest).
-    fn forward(&self, inputs: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+    fn forward(&self, inputs: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
         let (b, len, h) = (
             inputs.len(),
-            inputs.iter().map(Vec::len).max().unwrap_or(0),
+            inputs.iter().map(|i| i.len()).max().unwrap_or(0),
             self.hidden,
         );
         let mut words = vec![0f32; b * len * h];
@@ -521,13 +527,13 @@ impl E5Embedder {
         Ok(vectors)
     }
 
-    fn embed_with(&self, prefix: &str, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let inputs: Vec<Vec<u32>> = texts.iter().map(|t| self.ids(prefix, t)).collect();
+    fn embed_with(&self, prefix: &str, limit: usize, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let inputs: Vec<Vec<u32>> = texts.iter().map(|t| self.ids(prefix, limit, t)).collect();
         let mut order: Vec<usize> = (0..inputs.len()).collect();
         order.sort_by_key(|&i| inputs[i].len());
         let mut out = vec![Vec::new(); inputs.len()];
         for group in order.chunks(SUB_BATCH) {
-            let batch: Vec<Vec<u32>> = group.iter().map(|&i| inputs[i].clone()).collect();
+            let batch: Vec<&[u32]> = group.iter().map(|&i| inputs[i].as_slice()).collect();
             for (&i, v) in group.iter().zip(self.forward(&batch)?) {
                 out[i] = v;
             }
@@ -554,11 +560,11 @@ impl Embedder for E5Embedder {
     }
 
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        self.embed_with(PASSAGE, texts)
+        self.embed_with(PASSAGE, self.passage_limit, texts)
     }
 
     fn embed_query(&self, text: &str) -> Result<Vec<f32>> {
-        let mut v = self.embed_with(QUERY, &[text])?;
+        let mut v = self.embed_with(QUERY, self.query_limit, &[text])?;
         v.pop()
             .ok_or_else(|| Error::new(crate::ErrorKind::Internal, "embedder returned no vector"))
     }
