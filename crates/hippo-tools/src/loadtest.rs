@@ -1,5 +1,7 @@
 //! `hippo loadtest`: a bounded load test of a running server over loopback
-//! HTTP, on generated chat (see `synth`). It measures, in one run:
+//! HTTP, on generated English chat (see `synth`) or, with `--texts`, on
+//! sentences of a LoCoMo-format file recombined to any size (so Chinese, or
+//! long messages, can be loaded to 100k too). It measures, in one run:
 //! - the embedder's own batch throughput (in this process, same texts and
 //!   batch size as the ingest) and verbatim ingest through
 //!   `/v1/memories/batch`, and their ratio;
@@ -7,9 +9,11 @@
 //!   queries again (query vector cached: retrieval alone), and under
 //!   concurrent clients;
 //! - a needle rate (the queried turn is in the top-k), as a sanity check that
-//!   fast answers are also right answers;
+//!   fast answers are also right answers (generated chat only: a file's
+//!   questions are about its own conversations, not the recombined corpus);
 //! - the server's resident memory, from `/metrics`.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -57,6 +61,12 @@ pub struct LoadtestArgs {
     /// Results per search.
     #[arg(long, default_value_t = 10)]
     top_k: usize,
+    /// A LoCoMo-format file to load instead of generated English chat: each
+    /// memory joins one to three of its sentences drawn at random (seeded),
+    /// so any size is reached in the file's own language and message
+    /// lengths; the queries are the file's questions.
+    #[arg(long)]
+    texts: Option<PathBuf>,
 }
 
 /// The `p` quantile of sorted milliseconds, to a microsecond (also `soak`).
@@ -79,29 +89,140 @@ fn embed_text(t: &Turn) -> String {
     format!("{}: {}", t.speaker, t.text)
 }
 
+/// Where the queries come from: the generator (each about one turn, so
+/// its needle can be checked) or a file's questions, shuffled.
+enum Queries {
+    Generated(ChatGenerator),
+    Questions(Vec<String>),
+}
+
+impl Queries {
+    /// `n` new queries, each with the index of the turn it is about when
+    /// known. A file's questions are each asked once (an asked one would
+    /// find its vector cached): fewer than `n` when they run out.
+    fn make(&mut self, turns: &[Turn], seed: u64, n: usize) -> Vec<(Option<usize>, String)> {
+        match self {
+            Queries::Generated(gen) => {
+                let mut rng = crate::synth::Rng::new(seed ^ n as u64 ^ 0x5eed);
+                (0..n)
+                    .map(|_| {
+                        let i = rng.below(turns.len());
+                        (Some(i), gen.query_about(&turns[i]))
+                    })
+                    .collect()
+            }
+            Queries::Questions(left) => {
+                let take = n.min(left.len());
+                left.drain(..take).map(|q| (None, q)).collect()
+            }
+        }
+    }
+}
+
 /// The generated corpus: conversations of 20 turns until `n` turns.
-fn corpus(seed: u64, n: usize) -> (ChatGenerator, Vec<Turn>) {
+fn corpus(seed: u64, n: usize) -> (Queries, Vec<Turn>) {
     let mut gen = ChatGenerator::new(seed, 30_000);
     let mut turns = Vec::with_capacity(n);
     while turns.len() < n {
         let k = (n - turns.len()).min(20);
         turns.extend(gen.conversation(k));
     }
-    (gen, turns)
+    (Queries::Generated(gen), turns)
+}
+
+/// Splits `text` into sentences after `.`, `!`, `?` followed by white space,
+/// and after `。`, `！`, `？` (which need none); the ends are kept.
+fn sentences(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let end = match c {
+            '。' | '！' | '？' => true,
+            '.' | '!' | '?' => chars.peek().is_none_or(|(_, n)| n.is_whitespace()),
+            _ => false,
+        };
+        if end {
+            let e = i + c.len_utf8();
+            out.push(text[start..e].trim());
+            start = e;
+        }
+    }
+    out.push(text[start..].trim());
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+/// A corpus of `n` memories from a LoCoMo-format file (see `--texts`).
+fn file_corpus(path: &std::path::Path, seed: u64, n: usize) -> Result<(Queries, Vec<Turn>)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let data: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: invalid LoCoMo JSON", path.display()))?;
+    let mut pool: Vec<(String, String)> = Vec::new();
+    let mut questions = Vec::new();
+    for s in data.as_array().into_iter().flatten() {
+        let Some(conv) = s.get("conversation") else {
+            continue;
+        };
+        for t in hippo_server::io::locomo_turns(conv)? {
+            for sentence in sentences(&t.text) {
+                pool.push((t.speaker.clone(), sentence.to_owned()));
+            }
+        }
+        questions.extend(
+            s.get("qa")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|q| q.get("question").and_then(Value::as_str))
+                .map(str::to_owned),
+        );
+    }
+    if pool.is_empty() || questions.is_empty() {
+        bail!("{}: no turns or no questions to load", path.display());
+    }
+    let mut rng = crate::synth::Rng::new(seed);
+    questions.sort();
+    questions.dedup();
+    for i in (1..questions.len()).rev() {
+        questions.swap(i, rng.below(i + 1));
+    }
+    let turns = (0..n)
+        .map(|_| {
+            let (speaker, first) = &pool[rng.below(pool.len())];
+            let mut text = first.clone();
+            for _ in 0..rng.below(3) {
+                let next = &pool[rng.below(pool.len())].1;
+                // CJK sentences run on without a space.
+                if !text.ends_with(['。', '！', '？']) {
+                    text.push(' ');
+                }
+                text.push_str(next);
+            }
+            Turn {
+                speaker: speaker.clone(),
+                text,
+                words: Vec::new(),
+            }
+        })
+        .collect();
+    Ok((Queries::Questions(questions), turns))
 }
 
 struct Searched {
     client_ms: f64,
     server_ms: f64,
     retrieve_ms: f64,
-    needle: bool,
+    /// Whether the queried turn came back (when the query is about one).
+    needle: Option<bool>,
 }
 
 fn search(
     agent: &ureq::Agent,
     base: &str,
     user: &str,
-    q: &(usize, String),
+    q: &(Option<usize>, String),
     k: usize,
 ) -> Result<Searched> {
     let t = Instant::now();
@@ -111,11 +232,13 @@ fn search(
         .context("search failed")?
         .into_json()?;
     let client_ms = t.elapsed().as_secs_f64() * 1e3;
-    let needle = resp["results"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|r| r["metadata"]["turn"].as_u64() == Some(q.0 as u64));
+    let needle = q.0.map(|turn| {
+        resp["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["metadata"]["turn"].as_u64() == Some(turn as u64))
+    });
     Ok(Searched {
         client_ms,
         server_ms: resp["took_ms"].as_f64().unwrap_or(f64::NAN),
@@ -128,7 +251,7 @@ fn search(
 fn search_phase(
     base: &str,
     user: &str,
-    queries: &[(usize, String)],
+    queries: &[(Option<usize>, String)],
     k: usize,
     clients: usize,
 ) -> Result<(Vec<Searched>, f64)> {
@@ -181,7 +304,10 @@ fn summary(results: &[Searched], wall: f64) -> Value {
     client.sort_by(f64::total_cmp);
     server.sort_by(f64::total_cmp);
     retrieve.sort_by(f64::total_cmp);
-    let needles = results.iter().filter(|r| r.needle).count();
+    let checked = results.iter().filter(|r| r.needle.is_some()).count();
+    let needles = results.iter().filter(|r| r.needle == Some(true)).count();
+    let needle_rate =
+        (checked > 0).then(|| (needles as f64 / checked as f64 * 1000.0).round() / 1000.0);
     json!({
         "queries": results.len(),
         "client_ms_p50": pct(&client, 0.5),
@@ -192,7 +318,7 @@ fn summary(results: &[Searched], wall: f64) -> Value {
         "server_retrieve_ms_p50": pct(&retrieve, 0.5),
         "server_retrieve_ms_p95": pct(&retrieve, 0.95),
         "queries_per_s": (results.len() as f64 / wall * 10.0).round() / 10.0,
-        "needle_rate": (needles as f64 / results.len().max(1) as f64 * 1000.0).round() / 1000.0,
+        "needle_rate": needle_rate,
     })
 }
 
@@ -223,7 +349,10 @@ pub fn run(settings: &Settings, args: LoadtestArgs) -> Result<()> {
     http.get(&format!("{base}/healthz"))
         .call()
         .with_context(|| format!("no hippo server at {base}"))?;
-    let (mut gen, turns) = corpus(args.seed, args.memories);
+    let (mut queries, turns) = match &args.texts {
+        Some(path) => file_corpus(path, args.seed, args.memories)?,
+        None => corpus(args.seed, args.memories),
+    };
     let mut report = serde_json::Map::new();
     report.insert("memories".into(), json!(turns.len()));
     if !args.skip_ingest {
@@ -300,21 +429,12 @@ pub fn run(settings: &Settings, args: LoadtestArgs) -> Result<()> {
             }),
         );
     }
-    let mut make_queries = |n: usize| -> Vec<(usize, String)> {
-        let mut rng = crate::synth::Rng::new(args.seed ^ n as u64 ^ 0x5eed);
-        (0..n)
-            .map(|_| {
-                let i = rng.below(turns.len());
-                (i, gen.query_about(&turns[i]))
-            })
-            .collect()
-    };
-    let cold = make_queries(args.queries);
+    let cold = queries.make(&turns, args.seed, args.queries);
     let (r, wall) = search_phase(&base, &args.user, &cold, args.top_k, 1)?;
     report.insert("search_cold_1_client".into(), summary(&r, wall));
     let (r, wall) = search_phase(&base, &args.user, &cold, args.top_k, 1)?;
     report.insert("search_cached_vector_1_client".into(), summary(&r, wall));
-    let fresh = make_queries(args.queries + 1);
+    let fresh = queries.make(&turns, args.seed, args.queries + 1);
     let (r, wall) = search_phase(&base, &args.user, &fresh, args.top_k, args.search_clients)?;
     report.insert(
         format!("search_cold_{}_clients", args.search_clients),
@@ -328,4 +448,22 @@ pub fn run(settings: &Settings, args: LoadtestArgs) -> Result<()> {
     }
     println!("{}", serde_json::to_string_pretty(&Value::Object(report))?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sentences;
+
+    #[test]
+    fn sentences_split_at_their_ends_in_either_script() {
+        assert_eq!(
+            sentences("I went to Rome. It was 3.5 hours away! Why?"),
+            ["I went to Rome.", "It was 3.5 hours away!", "Why?"]
+        );
+        assert_eq!(
+            sentences("我用的手机是小米12。拍照也厉害！续航呢"),
+            ["我用的手机是小米12。", "拍照也厉害！", "续航呢"]
+        );
+        assert!(sentences("  ").is_empty());
+    }
 }

@@ -309,6 +309,90 @@ fn loadtest_measures_a_running_server() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no hippo server"));
 }
 
+/// `--texts`: the corpus is recombined from a file's sentences (Chinese
+/// here) to the size asked, and its questions are the queries, each asked
+/// once per phase (no needle: they are not about the recombined corpus).
+#[test]
+fn loadtest_loads_a_files_sentences_to_any_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = serde_json::json!([{
+        "sample_id": "z1",
+        "conversation": {
+            "speaker_a": "user", "speaker_b": "assistant",
+            "session_1_date_time": "1:56 pm on 8 May, 2023",
+            "session_1": [
+                {"speaker": "user", "dia_id": "D1:1", "text": "我用的手机是小米12。拍照也厉害！"},
+                {"speaker": "user", "dia_id": "D1:2", "text": "我住的小区叫金色家园。环境很好。"}
+            ]
+        },
+        "qa": [
+            {"question": "我的手机是什么？", "answer": "小米12", "category": "simple", "evidence": ["D1:1"]},
+            {"question": "我住在哪个小区？", "answer": "金色家园", "category": "simple", "evidence": ["D1:2"]},
+            {"question": "我住在哪个小区？", "answer": "金色家园", "category": "simple", "evidence": ["D1:2"]}
+        ]
+    }]);
+    let file = dir.path().join("zh.json");
+    std::fs::write(&file, data.to_string()).unwrap();
+    let server = Server::start(&dir.path().join("load.db"), &[]);
+    let out = ok(hippo(&dir.path().join("client.db"))
+        .args(["loadtest", "--base", &server.base, "--texts"])
+        .arg(&file)
+        .args(["--memories", "50", "--queries", "1", "--batch", "16"])
+        .args(["--embed-sample", "16", "--search-clients", "2"])
+        .output()
+        .unwrap());
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["memories"], 50);
+    // Two distinct questions: one for the cold phase (asked again with its
+    // vector cached), the other for the concurrent phase.
+    for phase in [
+        "search_cold_1_client",
+        "search_cached_vector_1_client",
+        "search_cold_2_clients",
+    ] {
+        assert_eq!(report[phase]["queries"], 1, "{report}");
+        assert!(report[phase]["needle_rate"].is_null(), "{report}");
+    }
+    let (_, listed) = server.call(
+        "GET",
+        "/v1/memories?user_id=loadtest&kind=message&limit=1000",
+        None,
+    );
+    let listed = listed["results"].as_array().unwrap();
+    assert_eq!(listed.len(), 50);
+    let sentences = [
+        "我用的手机是小米12。",
+        "拍照也厉害！",
+        "我住的小区叫金色家园。",
+        "环境很好。",
+    ];
+    for m in listed {
+        let mut rest = m["memory"].as_str().unwrap();
+        // Every memory is one to three of the file's sentences.
+        let mut n = 0;
+        while !rest.is_empty() {
+            let s = sentences
+                .iter()
+                .find(|s| rest.starts_with(**s))
+                .unwrap_or_else(|| panic!("not the file's sentences: {rest}"));
+            rest = &rest[s.len()..];
+            n += 1;
+        }
+        assert!((1..=3).contains(&n), "{m}");
+    }
+
+    // A file without questions: a clear error.
+    let empty = dir.path().join("empty.json");
+    std::fs::write(&empty, "[]").unwrap();
+    let out = hippo(&dir.path().join("client.db"))
+        .args(["loadtest", "--base", &server.base, "--texts"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no turns or no questions"));
+}
+
 /// The lifecycle commands: a fact changes (both versions kept), `--as-of`
 /// answers from the past, delete is soft until `--hard`, bad ids exit 2.
 #[test]
