@@ -125,6 +125,24 @@ fn keyword_index(c: &mut Criterion) {
     c.bench_function("keyword_index/100k_one_scope_top50", |b| {
         b.iter(|| index.search(&scope, &Filter::default(), None, &q, 50))
     });
+    // Long queries of common terms: a Chinese question is split into
+    // overlapping bigrams (a hundred for a rambling one), most of them
+    // frequent; the engine asks for 100 candidates.
+    for n in [8, 100] {
+        let mut seen = std::collections::HashSet::new();
+        let mut long = Vec::new();
+        while long.len() < n {
+            let u = (rng.next() % 1_000_000) as f64 / 1e6;
+            let t = format!("w{}", zipf(u));
+            if seen.insert(t.clone()) {
+                long.push(t);
+            }
+        }
+        c.bench_function(
+            &format!("keyword_index/100k_one_scope_{n}_terms_top100"),
+            |b| b.iter(|| index.search(&scope, &Filter::default(), None, &long, 100)),
+        );
+    }
 }
 
 fn store_candidates(c: &mut Criterion) {
