@@ -11,6 +11,11 @@ fi
 if ! command -v python3 >/dev/null; then
   apt-get update -qq && apt-get install -y -qq python3 python3-pip >/dev/null
 fi
+# A real browser for the inspector's tests (headless Chromium over WebDriver).
+if ! command -v chromedriver >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+export HIPPO_REQUIRE_BROWSER=1
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 export HIPPO_MODEL_DIR="${HIPPO_MODEL_DIR:-$(scripts/fetch-model.sh)}"
 export HIPPO_E5_DIR="${HIPPO_E5_DIR:-$(scripts/fetch-e5.sh)}"

@@ -19,6 +19,7 @@
 //! - [`serving`]: running `hippo serve` and `hippo mcp` (listen checks,
 //!   workers, maintenance, graceful shutdown).
 //! - [`fuzzing`]: entry points for the fuzz targets in `fuzz/`.
+//! - [`ui`]: the memory inspector's page at `/ui/`, a client of the REST API.
 
 pub mod api;
 /// The Postgres store (re-exported for the tools that measure it).
@@ -38,6 +39,7 @@ pub mod server;
 pub mod serving;
 pub mod settings;
 pub mod tenants;
+pub mod ui;
 
 #[cfg(test)]
 mod isolation_props;

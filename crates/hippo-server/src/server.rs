@@ -908,6 +908,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             crate::idempotency::idempotent,
         ))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        // Public like /healthz: the page holds no data, it calls the API above.
+        .merge(crate::ui::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(middleware::map_response(method_not_allowed_as_json))
         .layer(middleware::from_fn_with_state(state.clone(), shed_load))

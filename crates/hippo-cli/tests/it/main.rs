@@ -16,3 +16,4 @@ mod postgres;
 mod promises;
 mod sharing;
 mod tenancy;
+mod ui;

@@ -1,0 +1,414 @@
+//! The memory inspector at `/ui/`, against the real `hippo serve`: its
+//! assets and their headers, and (in `browser`) the page in a real headless
+//! Chromium driven over WebDriver.
+
+use serde_json::{json, Value};
+
+use crate::common::{key, Server};
+
+/// `GET path`: status, headers we check, body.
+fn get(base: &str, path: &str, host: Option<&str>) -> (u16, Vec<(String, String)>, String) {
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let mut req = agent.get(&format!("{base}{path}"));
+    if let Some(h) = host {
+        req = req.set("Host", h);
+    }
+    let resp = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("GET {path}: {e}"),
+    };
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .filter_map(|n| resp.header(&n).map(|v| (n.to_lowercase(), v.to_owned())))
+        .collect();
+    (
+        resp.status(),
+        headers,
+        resp.into_string().unwrap_or_default(),
+    )
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The page and its assets are served by the binary, with a policy that
+/// forbids inline and third-party code; they need no key (the API behind
+/// them does); unknown assets are JSON 404s; a foreign Host is refused as
+/// on every route.
+#[test]
+fn the_inspector_is_served_with_a_strict_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ui.db");
+    let admin = key(&db, "default", "admin");
+    let server = Server::start(&db, &[]);
+    let (status, headers, _) = get(&server.base, "/ui", None);
+    assert_eq!(status, 308);
+    assert_eq!(header(&headers, "location"), Some("/ui/"));
+    let (status, headers, page) = get(&server.base, "/ui/", None);
+    assert_eq!(status, 200, "the page needs no key");
+    assert!(header(&headers, "content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    let csp = header(&headers, "content-security-policy").unwrap();
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("http"),
+        "{csp}"
+    );
+    assert_eq!(header(&headers, "x-content-type-options"), Some("nosniff"));
+    assert!(page.contains(r#"<script type="module" src="app.js">"#));
+    for (asset, kind) in [("app.js", "text/javascript"), ("app.css", "text/css")] {
+        let (status, headers, body) = get(&server.base, &format!("/ui/{asset}"), None);
+        assert_eq!(status, 200, "{asset}");
+        assert!(header(&headers, "content-type").unwrap().starts_with(kind));
+        assert!(header(&headers, "content-security-policy").is_some());
+        assert!(!body.is_empty());
+    }
+    let (status, _, body) = get(&server.base, "/ui/secrets.txt", None);
+    assert_eq!(status, 404);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["code"],
+        "not_found"
+    );
+    // The data behind the page still needs the key.
+    let (status, _) = server.call("GET", "/v1/memories?user_id=ana", None);
+    assert_eq!(status, 401);
+    let (status, _) = server.call_as(Some(&admin), "GET", "/v1/memories?user_id=ana", None);
+    assert_eq!(status, 200);
+    // The host guard covers the page too (DNS rebinding).
+    let (status, _, _) = get(&server.base, "/ui/", Some("evil.example:8080"));
+    assert_eq!(status, 403);
+}
+
+/// A WebDriver session on the system's headless Chromium
+/// (`chromium-driver`), ended on drop.
+struct Browser {
+    driver: std::process::Child,
+    base: String,
+    session: String,
+}
+
+impl Browser {
+    /// `None` when chromedriver is not installed, unless
+    /// `HIPPO_REQUIRE_BROWSER` is set (as in CI): then it must be.
+    fn start() -> Option<Browser> {
+        let bin = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists());
+        let Some(bin) = bin else {
+            assert!(
+                std::env::var_os("HIPPO_REQUIRE_BROWSER").is_none(),
+                "chromedriver is missing (apt install chromium chromium-driver)"
+            );
+            eprintln!("skipped: no chromedriver");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = std::process::Command::new(bin)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if ureq::get(&format!("{base}/status")).call().is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,800"]},
+            "goog:loggingPrefs": {"browser": "ALL"}
+        }}});
+        let resp: Value = ureq::post(&format!("{base}/session"))
+            .send_json(caps)
+            .unwrap()
+            .into_json()
+            .unwrap();
+        let session = resp["value"]["sessionId"].as_str().unwrap().to_owned();
+        Some(Browser {
+            driver,
+            base,
+            session,
+        })
+    }
+
+    fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let req = ureq::request(method, &url);
+        let resp = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        let resp = match resp {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        resp.into_json::<Value>().unwrap()["value"].take()
+    }
+
+    fn open(&self, url: &str) {
+        self.cmd("POST", "/url", Some(json!({ "url": url })));
+    }
+
+    /// The texts of the elements `css` selects, once at least `min` exist
+    /// (polled for up to 10 s: the page renders after its API calls).
+    fn texts(&self, css: &str, min: usize) -> Vec<String> {
+        for _ in 0..100 {
+            let found = self.cmd(
+                "POST",
+                "/execute/sync",
+                Some(json!({
+                    "script": "return [...document.querySelectorAll(arguments[0])].map(e => e.textContent)",
+                    "args": [css]
+                })),
+            );
+            let texts: Vec<String> = found
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect();
+            if texts.len() >= min {
+                return texts;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("fewer than {min} elements match {css}");
+    }
+
+    /// Waits until an element `css` selects has exactly this text (the
+    /// view rendered: after a link the old view stays up until then).
+    fn wait_for(&self, css: &str, text: &str) {
+        for _ in 0..100 {
+            if self.texts(css, 0).iter().any(|t| t.trim() == text) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("no {css} reads {text:?}: {:?}", self.texts(css, 0));
+    }
+
+    /// Console messages at level SEVERE since the last call.
+    fn console_errors(&self) -> Vec<String> {
+        self.cmd("POST", "/se/log", Some(json!({"type": "browser"})))
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["level"] == "SEVERE")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    fn screenshot(&self, name: &str) {
+        let png = self.cmd("GET", "/screenshot", None);
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(format!("{name}.png")),
+            base64_decode(png.as_str().unwrap()),
+        )
+        .unwrap();
+    }
+}
+
+/// Standard base64 (what WebDriver sends screenshots in).
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' => 62,
+            _ => 63,
+        }
+    };
+    let clean: Vec<u8> = text
+        .bytes()
+        .filter(|&c| c != b'=' && !c.is_ascii_whitespace())
+        .collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &c)| acc | value(c) << (18 - 6 * i));
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    out
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = ureq::delete(&format!("{}/session/{}", self.base, self.session)).call();
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// In a real browser: the memories view lists what the API lists, the search
+/// lab shows the API's scores, a memory's page shows its versions after an
+/// edit, stored markup is shown as text (never run), and no view logs a
+/// console error. Screenshots of each view land in
+/// `target/tmp/ui-screenshots/`.
+#[test]
+fn the_inspector_shows_what_the_api_holds_in_a_real_browser() {
+    let Some(browser) = Browser::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("ui.db"), &[]);
+    for text in [
+        "I adopted a cat named Miso last week.",
+        "My sister Lena lives in Lisbon.",
+        "The <b>bold</b> <img src=x onerror=alert(1)> text is only text.",
+    ] {
+        let (status, _) = server.call(
+            "POST",
+            "/v1/memories",
+            Some(json!({"user_id": "ana", "session_id": "s1",
+                "messages": [{"role": "user", "name": "Ana", "content": text}]})),
+        );
+        assert_eq!(status, 200);
+    }
+    let ui = format!("{}/ui/", server.base);
+
+    // Memories: the same rows as the API, newest first.
+    let (_, listed) = server.call("GET", "/v1/memories?user_id=ana&order=desc&limit=50", None);
+    let want: Vec<String> = listed["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["memory"].as_str().unwrap().to_owned())
+        .collect();
+    browser.open(&format!("{ui}#/memories?user_id=ana"));
+    browser.wait_for("main h1", "Memories");
+    let shown = browser.texts("table.memories td.content", want.len());
+    assert_eq!(shown, want);
+    // Stored markup is text: no element was made of it.
+    let imgs = browser.cmd(
+        "POST",
+        "/execute/sync",
+        Some(json!({"script": "return document.querySelectorAll('main img, main b').length", "args": []})),
+    );
+    assert_eq!(imgs, 0);
+    browser.screenshot("memories");
+
+    // Search lab: the first result's score is the API's.
+    let (_, api) = server.call(
+        "POST",
+        "/v1/search",
+        Some(json!({"user_id": "ana", "query": "what pet does Ana have", "top_k": 10})),
+    );
+    let first = &api["results"][0];
+    browser.open(&format!(
+        "{ui}#/search?query=what+pet+does+Ana+have&user_id=ana&top_k=10"
+    ));
+    let scores = browser.texts(".result .score", 1);
+    assert_eq!(
+        scores[0],
+        format!("score {:.3}", first["score"].as_f64().unwrap())
+    );
+    assert_eq!(
+        browser.texts(".result .head a", 1)[0],
+        first["kind"].as_str().unwrap()
+    );
+    browser.screenshot("search");
+
+    // A memory edited through the API shows both versions.
+    let id = listed["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["memory"].as_str().unwrap().contains("Miso"))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap();
+    let (status, _) = server.call(
+        "PATCH",
+        &format!("/v1/memories/{id}"),
+        Some(
+            json!({"content": "I adopted a cat named Miso two weeks ago.", "reason": "date fixed"}),
+        ),
+    );
+    assert_eq!(status, 200);
+    browser.open(&format!("{ui}#/memory/{id}"));
+    browser.wait_for("main h2", "Versions (2)");
+    let versions = browser.texts("main table:first-of-type tbody tr", 2);
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    browser.screenshot("memory");
+
+    browser.open(&format!("{ui}#/health"));
+    browser.wait_for("main h1", "Health");
+    assert_eq!(browser.texts("main dd", 3)[0], "ok");
+    browser.screenshot("health");
+
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+}
+
+/// With keys required the page says so, and once a key is given in its
+/// dialog it lists with it; the key is not put in the URL.
+#[test]
+fn the_inspector_asks_for_a_key_and_uses_it() {
+    let Some(browser) = Browser::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("keys.db");
+    let reader = key(&db, "default", "read");
+    let writer = key(&db, "default", "write");
+    let server = Server::start(&db, &[]);
+    let (status, _) = server.call_as(
+        Some(&writer),
+        "POST",
+        "/v1/memories",
+        Some(json!({"user_id": "ana", "messages": [{"role": "user", "content": "I prefer green tea."}]})),
+    );
+    assert_eq!(status, 200);
+    browser.open(&format!("{}/ui/#/memories?user_id=ana", server.base));
+    browser.wait_for("main h1", "Error");
+    let error = browser.texts("main .error", 1).remove(0);
+    assert!(error.contains("Set an API key"), "{error}");
+    browser.cmd(
+        "POST",
+        "/execute/sync",
+        Some(
+            json!({"script": "document.getElementById('key-button').click();\
+            document.getElementById('key-input').value = arguments[0];\
+            document.querySelector('#key-form button[value=save]').click();", "args": [reader]}),
+        ),
+    );
+    browser.wait_for("main h1", "Memories");
+    assert_eq!(
+        browser.texts("table.memories td.content", 1),
+        ["I prefer green tea."]
+    );
+    let url = browser.cmd("GET", "/url", None);
+    assert!(!url.as_str().unwrap().contains("hk_"), "{url}");
+    assert!(
+        browser.console_errors().iter().all(|e| e.contains("401")),
+        "only the refused call"
+    );
+}

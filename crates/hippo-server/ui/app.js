@@ -1,0 +1,435 @@
+// Hippo inspector: a client of this server's public REST API, nothing else.
+// Every view is a URL (`#/memories?user_id=ana`), so an operator can send a
+// link. Memory text is untrusted (it may hold injected markup or
+// instructions): it is only ever set as text, never parsed as HTML.
+
+const KEY = "hippo.key";
+const view = document.getElementById("view");
+
+/** Builds an element: `h("td", {class: "x"}, "text", child)`. */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") el.className = v;
+    else if (k === "for") el.htmlFor = v;
+    else if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+/** An API error, with the server's message. */
+class ApiError extends Error {
+  constructor(status, body) {
+    super(body?.error?.message || body?.detail || `HTTP ${status}`);
+    this.status = status;
+    this.code = body?.error?.code;
+  }
+}
+
+/** Calls the API with the tab's key; JSON in and out (text for /metrics). */
+async function api(method, path, body) {
+  const headers = {};
+  const key = sessionStorage.getItem(KEY);
+  if (key) headers.Authorization = `Bearer ${key}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const resp = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const type = resp.headers.get("content-type") || "";
+  const data = type.includes("json") ? await resp.json() : await resp.text();
+  if (!resp.ok) throw new ApiError(resp.status, typeof data === "object" ? data : null);
+  return data;
+}
+
+function errorBox(err) {
+  const hint =
+    err.status === 401
+      ? " Set an API key (top right)."
+      : err.status === 403
+        ? " This key may not do that."
+        : "";
+  return h("p", { class: "error", role: "alert" }, err.message + hint);
+}
+
+function empty(text) {
+  return h("p", { class: "muted" }, text);
+}
+
+const fmtTime = (t) => (t ? new Date(t).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z") : "");
+const fmt = (x, d = 3) => (x === undefined || x === null ? "–" : Number(x).toFixed(d));
+const sig = (x) => (x === undefined || x === null ? "–" : Number(x).toPrecision(3));
+
+/** The hash route: `#/name/rest?query` → {name, rest, params}. */
+function route() {
+  const hash = location.hash.replace(/^#\/?/, "");
+  const [path, query = ""] = hash.split("?");
+  const [name = "", ...rest] = path.split("/");
+  return { name: name || "memories", rest: rest.map(decodeURIComponent), params: new URLSearchParams(query) };
+}
+
+function go(name, params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== "" && v !== undefined && v !== null) q.set(k, v);
+  const s = q.toString();
+  location.hash = `#/${name}${s ? `?${s}` : ""}`;
+}
+
+/** A filter form whose submit becomes the URL (so the view is a link). */
+function filterForm(name, fields, params, submitLabel) {
+  const form = h("form", { class: "filters", role: "search" });
+  for (const f of fields) {
+    const id = `f-${f.name}`;
+    let input;
+    if (f.options) {
+      input = h("select", { id, name: f.name }, f.options.map((o) => h("option", { value: o }, o || "(any)")));
+      input.value = params.get(f.name) || f.value || "";
+    } else {
+      input = h("input", {
+        id,
+        name: f.name,
+        type: f.type || "text",
+        placeholder: f.placeholder,
+        value: params.get(f.name) || f.value || "",
+        step: f.step,
+        min: f.min,
+        autocomplete: "off",
+      });
+    }
+    form.append(h("label", { for: id, class: f.wide ? "wide" : undefined }, f.label, input));
+  }
+  form.append(h("button", { class: "primary", type: "submit" }, submitLabel));
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    go(name, Object.fromEntries(new FormData(form)));
+  });
+  return form;
+}
+
+const SCOPE_FIELDS = [
+  { name: "user_id", label: "User" },
+  { name: "agent_id", label: "Agent" },
+  { name: "session_id", label: "Session" },
+];
+
+function scopeOf(params) {
+  const s = {};
+  for (const k of ["user_id", "agent_id", "session_id"]) if (params.get(k)) s[k] = params.get(k);
+  return s;
+}
+
+// ---- Memories: one scope's memories, filtered and paged ----
+
+async function memoriesView({ params }) {
+  const fields = [
+    ...SCOPE_FIELDS,
+    { name: "kind", label: "Kind", options: ["", "message", "fact", "preference", "event", "note", "summary", "profile", "procedure"] },
+    { name: "status", label: "Status", placeholder: "active,archived,deleted" },
+    { name: "order", label: "Order", options: ["desc", "asc"], value: "desc" },
+    { name: "as_of", label: "As of (RFC 3339)", placeholder: "2024-05-01T00:00:00Z" },
+  ];
+  const parts = [h("h1", {}, "Memories"), filterForm("memories", fields, params, "List")];
+  const scope = scopeOf(params);
+  if (!Object.keys(scope).length) {
+    parts.push(empty("Name a user, an agent or a session to list its memories."));
+    return parts;
+  }
+  const q = new URLSearchParams({ ...scope, limit: "50", order: params.get("order") || "desc" });
+  for (const k of ["kind", "status", "as_of", "cursor"]) if (params.get(k)) q.set(k, params.get(k));
+  const page = await api("GET", `/v1/memories?${q}`);
+  if (!page.results.length) {
+    parts.push(empty("No memories match."));
+    return parts;
+  }
+  const rows = page.results.map((m) =>
+    h(
+      "tr",
+      {},
+      h("td", { class: "mono" }, fmtTime(m.event_time || m.recorded_at)),
+      h("td", {}, m.kind),
+      h("td", {}, h("span", { class: `tag ${m.status}` }, m.status)),
+      h("td", {}, m.name || m.role || ""),
+      h("td", { class: "content" }, h("a", { href: `#/memory/${m.id}` }, m.memory)),
+    ),
+  );
+  parts.push(
+    h(
+      "table",
+      { class: "memories" },
+      h("thead", {}, h("tr", {}, ["time", "kind", "status", "speaker", "memory"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, rows),
+    ),
+  );
+  const pager = h("div", { class: "pager" }, h("span", { class: "muted" }, `${page.results.length} shown`));
+  if (page.next_cursor) {
+    const next = Object.fromEntries(params);
+    next.cursor = page.next_cursor;
+    pager.append(h("a", { href: `#/memories?${new URLSearchParams(next)}` }, "Next page →"));
+  }
+  parts.push(pager);
+  return parts;
+}
+
+// ---- One memory: its fields, versions and events ----
+
+function fieldList(pairs) {
+  return h(
+    "dl",
+    { class: "fields" },
+    pairs.filter(([, v]) => v !== undefined && v !== null && v !== "").flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]),
+  );
+}
+
+async function memoryView({ rest }) {
+  const id = rest[0];
+  const [m, history] = await Promise.all([
+    api("GET", `/v1/memories/${encodeURIComponent(id)}`),
+    api("GET", `/v1/memories/${encodeURIComponent(id)}/history`).catch(() => null),
+  ]);
+  const parts = [
+    h("h1", {}, `${m.kind} `, h("span", { class: `tag ${m.status}` }, m.status)),
+    h("div", { class: "card" }, h("pre", {}, m.memory)),
+    fieldList([
+      ["id", h("span", { class: "mono" }, m.id)],
+      ["user", m.user_id],
+      ["agent", m.agent_id],
+      ["session", m.session_id],
+      ["speaker", [m.name, m.role].filter(Boolean).join(" · ")],
+      ["event time", fmtTime(m.event_time)],
+      ["recorded", fmtTime(m.recorded_at)],
+      ["valid", `${fmtTime(m.valid_from)} → ${m.valid_to ? fmtTime(m.valid_to) : "now"}`],
+      ["version of", m.version_of ? h("a", { href: `#/memory/${m.version_of}` }, m.version_of) : null],
+      ["trust", m.trust],
+      ["model", m.embedding_model],
+    ]),
+    h("h2", {}, "Provenance"),
+    h("pre", { class: "card" }, JSON.stringify(m.provenance, null, 2)),
+  ];
+  if (m.metadata && Object.keys(m.metadata).length) {
+    parts.push(h("h2", {}, "Metadata"), h("pre", { class: "card" }, JSON.stringify(m.metadata, null, 2)));
+  }
+  if (history) {
+    parts.push(h("h2", {}, `Versions (${history.versions.length})`));
+    parts.push(
+      h(
+        "table",
+        {},
+        h("thead", {}, h("tr", {}, ["valid from", "valid to", "recorded", "status", "memory"].map((c) => h("th", { scope: "col" }, c)))),
+        h(
+          "tbody",
+          {},
+          history.versions.map((v) =>
+            h(
+              "tr",
+              { "aria-current": v.id === m.id ? "true" : undefined },
+              h("td", { class: "mono" }, fmtTime(v.valid_from)),
+              h("td", { class: "mono" }, v.valid_to ? fmtTime(v.valid_to) : "now"),
+              h("td", { class: "mono" }, fmtTime(v.recorded_at)),
+              h("td", {}, h("span", { class: `tag ${v.status}` }, v.status)),
+              h("td", { class: "content" }, h("a", { href: `#/memory/${v.id}` }, v.memory)),
+            ),
+          ),
+        ),
+      ),
+    );
+    parts.push(h("h2", {}, `Events (${history.events.length})`));
+    parts.push(
+      history.events.length
+        ? h(
+            "table",
+            {},
+            h("thead", {}, h("tr", {}, ["at", "event", "by", "reason"].map((c) => h("th", { scope: "col" }, c)))),
+            h(
+              "tbody",
+              {},
+              history.events.map((e) =>
+                h("tr", {}, h("td", { class: "mono" }, fmtTime(e.at)), h("td", {}, e.kind), h("td", {}, e.origin), h("td", {}, e.reason || "")),
+              ),
+            ),
+          )
+        : empty("No events."),
+    );
+  }
+  return parts;
+}
+
+// ---- Search lab: a search with its options, and why each result came ----
+
+function meter(cls, value, max = 1) {
+  const span = h("span");
+  span.style.width = `${Math.max(0, Math.min(1, value / max)) * 100}%`;
+  return h("div", { class: `meter ${cls}`, role: "img", "aria-label": fmt(value) }, span);
+}
+
+function resultCard(r, i) {
+  const s = r.scores;
+  const speaker = (src) => (src.name || src.role ? `${src.name || src.role}: ` : "");
+  // An excerpt shows its messages, the hits marked; a single memory is its own hit.
+  const lines = r.sources
+    ? r.sources.map((src) => h("div", { class: `line${src.hit ? " hit" : ""}` }, h("pre", {}, speaker(src) + src.memory)))
+    : [h("div", { class: "line hit" }, h("pre", {}, r.memory))];
+  return h(
+    "article",
+    { class: "card result" },
+    h(
+      "div",
+      { class: "head" },
+      h("span", { class: "rank" }, `#${i + 1}`),
+      h("a", { href: `#/memory/${r.id}` }, r.kind),
+      h("span", { class: "muted mono" }, fmtTime(r.event_time || r.recorded_at)),
+      h("span", { class: "score" }, `score ${fmt(r.score)}`),
+      h("span", {}, `relevance ${fmt(r.relevance)}`),
+      r.shared_via ? h("span", { class: "tag" }, "shared") : null,
+    ),
+    h("div", { class: "excerpt" }, lines),
+    h(
+      "div",
+      { class: "scores" },
+      h("span", {}, "keyword"),
+      meter("kw", s.keyword_norm),
+      h("span", { class: "mono" }, s.keyword === undefined ? "no match" : `${fmt(s.keyword_norm)} (${sig(s.keyword)})`),
+      h("span", {}, "vector"),
+      meter("vec", s.vector_norm),
+      h("span", { class: "mono" }, `${fmt(s.vector_norm)} (${fmt(s.vector)})`),
+      h("span", {}, "neighbours"),
+      meter("nb", s.neighbour),
+      h("span", { class: "mono" }, fmt(s.neighbour)),
+      h("span", {}, "recency"),
+      meter("rec", s.recency),
+      h("span", { class: "mono" }, fmt(s.recency)),
+    ),
+  );
+}
+
+async function searchView({ params }) {
+  const fields = [
+    { name: "query", label: "Query", wide: true, placeholder: "What does Ana eat?" },
+    ...SCOPE_FIELDS,
+    { name: "top_k", label: "top_k", type: "number", min: 1, value: "10" },
+    { name: "budget_tokens", label: "Budget (tokens)", type: "number", min: 1 },
+    { name: "context_before", label: "Context before", type: "number", min: 0 },
+    { name: "context_after", label: "Context after", type: "number", min: 0 },
+    { name: "diversity", label: "Diversity", type: "number", step: "0.1", min: 0 },
+    { name: "reference_time", label: "Reference time", placeholder: "RFC 3339" },
+    { name: "as_of", label: "As of", placeholder: "RFC 3339" },
+  ];
+  const parts = [h("h1", {}, "Search lab"), filterForm("search", fields, params, "Search")];
+  const query = params.get("query");
+  if (!query) {
+    parts.push(empty("Ask a question of a scope to see what comes back, and why."));
+    return parts;
+  }
+  const body = { query, ...scopeOf(params) };
+  for (const k of ["top_k", "budget_tokens", "context_before", "context_after"]) if (params.get(k)) body[k] = Number.parseInt(params.get(k), 10);
+  if (params.get("diversity")) body.diversity = Number.parseFloat(params.get("diversity"));
+  for (const k of ["reference_time", "as_of"]) if (params.get(k)) body[k] = params.get(k);
+  const resp = await api("POST", "/v1/search", body);
+  parts.push(
+    h(
+      "div",
+      { class: "timings" },
+      h("span", {}, `${resp.results.length} results`),
+      h("span", {}, `total ${fmt(resp.took_ms, 1)} ms`),
+      h("span", {}, `query embedding ${fmt(resp.embed_ms, 1)} ms`),
+      h("span", {}, `retrieval ${fmt(resp.retrieve_ms, 1)} ms`),
+    ),
+  );
+  parts.push(resp.results.length ? resp.results.map(resultCard) : empty("Nothing found."));
+  return parts;
+}
+
+// ---- Health ----
+
+function metricLines(text, names) {
+  return text
+    .split("\n")
+    .filter((l) => l && !l.startsWith("#") && names.some((n) => l.startsWith(n)))
+    .slice(0, 200);
+}
+
+async function healthView() {
+  const health = await api("GET", "/healthz");
+  const parts = [
+    h("h1", {}, "Health"),
+    fieldList([
+      ["status", health.status],
+      ["model", health.model],
+      ["version", health.version],
+    ]),
+  ];
+  try {
+    const text = await api("GET", "/metrics");
+    const lines = metricLines(text, ["hippo_process_resident_memory_bytes", "hippo_memories", "hippo_jobs", "hippo_http_requests_total", "hippo_llm"]);
+    parts.push(h("h2", {}, "Metrics"), h("pre", { class: "card" }, lines.join("\n") || "(none)"));
+  } catch (err) {
+    parts.push(h("h2", {}, "Metrics"), errorBox(err));
+  }
+  return parts;
+}
+
+// ---- Shell ----
+
+const VIEWS = { memories: memoriesView, memory: memoryView, search: searchView, health: healthView };
+
+let rendering = 0;
+async function render() {
+  const r = route();
+  const ticket = ++rendering;
+  for (const a of document.querySelectorAll("nav a")) {
+    if (a.dataset.view === r.name || (r.name === "memory" && a.dataset.view === "memories")) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  const fn = VIEWS[r.name];
+  let parts;
+  try {
+    parts = fn ? await fn(r) : [h("h1", {}, "Not found"), empty(`No view named “${r.name}”.`)];
+  } catch (err) {
+    parts = [h("h1", {}, "Error"), errorBox(err)];
+  }
+  if (ticket !== rendering) return; // a newer navigation won
+  view.replaceChildren(...[parts].flat(Infinity));
+  document.title = `Hippo · ${r.name}`;
+}
+
+function keyButtonLabel() {
+  document.getElementById("key-button").textContent = sessionStorage.getItem(KEY) ? "API key ✓" : "API key";
+}
+
+function setupKeyDialog() {
+  const dialog = document.getElementById("key-dialog");
+  const input = document.getElementById("key-input");
+  document.getElementById("key-button").addEventListener("click", () => {
+    input.value = sessionStorage.getItem(KEY) || "";
+    dialog.showModal();
+  });
+  dialog.addEventListener("close", () => {
+    if (dialog.returnValue !== "save") return;
+    const key = input.value.trim();
+    if (key) sessionStorage.setItem(KEY, key);
+    else sessionStorage.removeItem(KEY);
+    keyButtonLabel();
+    render();
+  });
+  keyButtonLabel();
+}
+
+// `/` jumps to the first field of the view, as in most consoles.
+document.addEventListener("keydown", (e) => {
+  if (e.key !== "/" || e.target.closest("input, textarea, select, dialog")) return;
+  const first = view.querySelector("input, select");
+  if (first) {
+    e.preventDefault();
+    first.focus();
+  }
+});
+
+setupKeyDialog();
+window.addEventListener("hashchange", render);
+render();
