@@ -1063,6 +1063,22 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// What the request's key may do (`GET /v1/whoami`), so that a client such
+/// as the inspector offers only the actions it allows.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WhoAmI {
+    /// `read`, `write` or `admin` (`admin` when the server runs without keys).
+    pub access: String,
+    /// The key's id (`local` when the server runs without keys).
+    pub key: String,
+    /// The user the key is bound to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// The agent the key is bound to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+}
+
 /// Health.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Health {

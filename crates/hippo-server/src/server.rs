@@ -818,6 +818,7 @@ async fn blocking<T: Send + 'static>(
         revoke_grant,
         job_counts,
         get_job,
+        whoami,
         healthz,
         metrics
     ),
@@ -861,6 +862,7 @@ async fn blocking<T: Send + 'static>(
         GrantsResponse,
         ErrorBody,
         ErrorDetail,
+        WhoAmI,
         Health
     ))
 )]
@@ -893,6 +895,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/jobs", get(job_counts))
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/search", post(search))
+        .route("/v1/whoami", get(whoami))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
@@ -1726,6 +1729,23 @@ async fn get_job(state: Bound, Path(id): Path<String>) -> Result<Json<JobView>, 
         .await?
         .ok_or_else(|| ApiError::from(Error::not_found(format!("job {id} not found"))))?;
     Ok(Json(job.into()))
+}
+
+/// The request's key: its access and what it is bound to.
+#[utoipa::path(get, path = "/v1/whoami",
+    responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
+async fn whoami(state: Bound) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        access: state.access.as_str().to_owned(),
+        // The audit log's actor is `key:<id>`.
+        key: state
+            .actor
+            .strip_prefix("key:")
+            .unwrap_or(&state.actor)
+            .to_owned(),
+        user_id: state.acts_for.user_id.clone(),
+        agent_id: state.acts_for.agent_id.clone(),
+    })
 }
 
 /// Liveness and the model in use.

@@ -49,6 +49,15 @@ async function api(method, path, body) {
   return data;
 }
 
+/** What the tab's key may do (`read`, `write`, `admin`), asked once per key. */
+let whoami = null;
+async function access() {
+  if (!whoami) whoami = api("GET", "/v1/whoami").catch(() => ({ access: "read" }));
+  return (await whoami).access;
+}
+const RANK = { read: 0, write: 1, admin: 2 };
+const may = (have, need) => RANK[have] >= RANK[need];
+
 function errorBox(err) {
   const hint =
     err.status === 401
@@ -196,6 +205,7 @@ async function memoryView({ rest }) {
   const parts = [
     h("h1", {}, `${m.kind} `, h("span", { class: `tag ${m.status}` }, m.status)),
     h("div", { class: "card" }, h("pre", {}, m.memory)),
+    actions(m, await access()),
     fieldList([
       ["id", h("span", { class: "mono" }, m.id)],
       ["user", m.user_id],
@@ -258,6 +268,65 @@ async function memoryView({ rest }) {
     );
   }
   return parts;
+}
+
+/** The actions the key allows on memory `m` (none for a read key). */
+function actions(m, have) {
+  if (!may(have, "write")) return null;
+  const status = h("p", { class: "muted", role: "status" });
+  const run = async (method, path, body, question) => {
+    if (question && !window.confirm(question)) return;
+    try {
+      await api(method, path, body);
+      render();
+    } catch (err) {
+      status.replaceChildren(errorBox(err));
+    }
+  };
+  const id = encodeURIComponent(m.id);
+  const text = h("textarea", { name: "content", rows: 3, "aria-label": "New content" });
+  text.value = m.memory;
+  const reason = h("input", { name: "reason", placeholder: "why (kept in its history)", "aria-label": "Reason" });
+  const edit = h(
+    "form",
+    { class: "edit" },
+    text,
+    reason,
+    h("button", { class: "primary", type: "submit" }, "Save as a new version"),
+  );
+  edit.addEventListener("submit", (e) => {
+    e.preventDefault();
+    run("PATCH", `/v1/memories/${id}`, { content: text.value, reason: reason.value || undefined });
+  });
+  const buttons = h("div", { class: "buttons" });
+  if (m.status === "active") {
+    buttons.append(h("button", { type: "button", onclick: () => run("POST", `/v1/memories/${id}/archive`, {}) }, "Archive"));
+    buttons.append(
+      h("button", { type: "button", onclick: () => run("DELETE", `/v1/memories/${id}`, undefined, "Delete this memory? It can be restored.") }, "Delete"),
+    );
+  } else {
+    buttons.append(h("button", { type: "button", onclick: () => run("POST", `/v1/memories/${id}/restore`, {}) }, "Restore"));
+  }
+  if (may(have, "admin")) {
+    buttons.append(
+      h(
+        "button",
+        {
+          type: "button",
+          class: "danger",
+          onclick: () =>
+            run(
+              "DELETE",
+              `/v1/memories/${id}?hard=true`,
+              undefined,
+              "Erase permanently? Every version of this memory, its vectors and keywords go, and what was derived from it is erased too. This cannot be undone.",
+            ),
+        },
+        "Erase permanently",
+      ),
+    );
+  }
+  return h("section", { class: "card actions", "aria-label": "Actions" }, edit, buttons, status);
 }
 
 // ---- Search lab: a search with its options, and why each result came ----
@@ -414,6 +483,7 @@ function setupKeyDialog() {
     const key = input.value.trim();
     if (key) sessionStorage.setItem(KEY, key);
     else sessionStorage.removeItem(KEY);
+    whoami = null;
     keyButtonLabel();
     render();
   });

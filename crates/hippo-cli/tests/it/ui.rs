@@ -89,6 +89,15 @@ fn the_inspector_is_served_with_a_strict_policy() {
     assert_eq!(status, 401);
     let (status, _) = server.call_as(Some(&admin), "GET", "/v1/memories?user_id=ana", None);
     assert_eq!(status, 200);
+    // What the page asks to know which actions to offer.
+    let (status, me) = server.call_as(Some(&admin), "GET", "/v1/whoami", None);
+    assert_eq!(status, 200);
+    assert_eq!(me["access"], "admin");
+    assert_eq!(me["key"], crate::common::key_id(&admin));
+    let reader = key(&db, "default", "read");
+    let (_, me) = server.call_as(Some(&reader), "GET", "/v1/whoami", None);
+    assert_eq!(me["access"], "read");
+    assert_eq!(server.call("GET", "/v1/whoami", None).0, 401);
     // The host guard covers the page too (DNS rebinding).
     let (status, _, _) = get(&server.base, "/ui/", Some("evil.example:8080"));
     assert_eq!(status, 403);
@@ -336,7 +345,7 @@ fn the_inspector_shows_what_the_api_holds_in_a_real_browser() {
     );
     browser.screenshot("search");
 
-    // A memory edited through the API shows both versions.
+    // A memory edited in the page becomes a new version, shown beside the old.
     let id = listed["results"]
         .as_array()
         .unwrap()
@@ -345,18 +354,36 @@ fn the_inspector_shows_what_the_api_holds_in_a_real_browser() {
         .unwrap()["id"]
         .as_str()
         .unwrap();
-    let (status, _) = server.call(
-        "PATCH",
-        &format!("/v1/memories/{id}"),
+    browser.open(&format!("{ui}#/memory/{id}"));
+    browser.wait_for("main h2", "Versions (1)");
+    browser.cmd(
+        "POST",
+        "/execute/sync",
         Some(
-            json!({"content": "I adopted a cat named Miso two weeks ago.", "reason": "date fixed"}),
+            json!({"script": "const f = document.querySelector('form.edit');\
+            f.content.value = 'I adopted a cat named Miso two weeks ago.';\
+            f.reason.value = 'date fixed'; f.requestSubmit();", "args": []}),
         ),
     );
-    assert_eq!(status, 200);
-    browser.open(&format!("{ui}#/memory/{id}"));
     browser.wait_for("main h2", "Versions (2)");
     let versions = browser.texts("main table:first-of-type tbody tr", 2);
     assert_eq!(versions.len(), 2, "{versions:?}");
+    let (_, history) = server.call("GET", &format!("/v1/memories/{id}/history"), None);
+    let contents: Vec<&str> = history["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["memory"].as_str().unwrap())
+        .collect();
+    assert!(
+        contents.contains(&"I adopted a cat named Miso two weeks ago."),
+        "{contents:?}"
+    );
+    assert!(history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["reason"] == "date fixed"));
     browser.screenshot("memory");
 
     browser.open(&format!("{ui}#/health"));
@@ -405,6 +432,13 @@ fn the_inspector_asks_for_a_key_and_uses_it() {
         browser.texts("table.memories td.content", 1),
         ["I prefer green tea."]
     );
+    // A read key is offered no write action.
+    let (_, listed) = server.call_as(Some(&reader), "GET", "/v1/memories?user_id=ana", None);
+    let id = listed["results"][0]["id"].as_str().unwrap().to_owned();
+    browser.open(&format!("{}/ui/#/memory/{id}", server.base));
+    browser.wait_for("main h2", "Provenance");
+    let buttons = browser.texts("main button, main form.edit", 0);
+    assert!(buttons.is_empty(), "{buttons:?}");
     let url = browser.cmd("GET", "/url", None);
     assert!(!url.as_str().unwrap().contains("hk_"), "{url}");
     assert!(
