@@ -137,10 +137,13 @@ function scopeOf(params) {
 // ---- Memories: one scope's memories, filtered and paged ----
 
 async function memoriesView({ params }) {
+  // Quarantined text is shown to admin keys only: others are not offered it.
+  const statuses = ["active", "archived", "deleted", "active,archived,deleted"];
+  if (may(await access(), "admin")) statuses.push("quarantined");
   const fields = [
     ...SCOPE_FIELDS,
     { name: "kind", label: "Kind", options: ["", "message", "fact", "preference", "event", "note", "summary", "profile", "procedure"] },
-    { name: "status", label: "Status", placeholder: "active,archived,deleted" },
+    { name: "status", label: "Status", options: statuses, value: "active" },
     { name: "order", label: "Order", options: ["desc", "asc"], value: "desc" },
     { name: "as_of", label: "As of (RFC 3339)", placeholder: "2024-05-01T00:00:00Z" },
   ];
@@ -217,6 +220,9 @@ async function memoryView({ rest }) {
       ["valid", `${fmtTime(m.valid_from)} → ${m.valid_to ? fmtTime(m.valid_to) : "now"}`],
       ["version of", m.version_of ? h("a", { href: `#/memory/${m.version_of}` }, m.version_of) : null],
       ["trust", m.trust],
+      ["flags", m.flags && m.flags.length ? m.flags.join(", ") : null],
+      ["source", m.source],
+      ["expires", fmtTime(m.expires_at)],
       ["model", m.embedding_model],
     ]),
     h("h2", {}, "Provenance"),
@@ -299,7 +305,16 @@ function actions(m, have) {
     run("PATCH", `/v1/memories/${id}`, { content: text.value, reason: reason.value || undefined });
   });
   const buttons = h("div", { class: "buttons" });
-  if (m.status === "active") {
+  if (m.status === "quarantined") {
+    // Only admins see quarantined memories at all.
+    buttons.append(
+      h(
+        "button",
+        { type: "button", class: "primary", onclick: () => run("POST", `/v1/memories/${id}/approve`, {}, "Approve? It becomes an ordinary memory, found by search.") },
+        "Approve",
+      ),
+    );
+  } else if (m.status === "active") {
     buttons.append(h("button", { type: "button", onclick: () => run("POST", `/v1/memories/${id}/archive`, {}) }, "Archive"));
     buttons.append(
       h("button", { type: "button", onclick: () => run("DELETE", `/v1/memories/${id}`, undefined, "Delete this memory? It can be restored.") }, "Delete"),
@@ -326,7 +341,9 @@ function actions(m, have) {
       ),
     );
   }
-  return h("section", { class: "card actions", "aria-label": "Actions" }, edit, buttons, status);
+  // A quarantined memory is reviewed (approved or erased), not edited.
+  const editable = m.status !== "quarantined";
+  return h("section", { class: "card actions", "aria-label": "Actions" }, editable ? edit : null, buttons, status);
 }
 
 // ---- Search lab: a search with its options, and why each result came ----
