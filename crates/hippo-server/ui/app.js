@@ -380,7 +380,7 @@ function resultCard(r, i) {
       { class: "scores" },
       h("span", {}, "keyword"),
       meter("kw", s.keyword_norm),
-      h("span", { class: "mono" }, s.keyword === undefined ? "no match" : `${fmt(s.keyword_norm)} (${sig(s.keyword)})`),
+      h("span", { class: "mono" }, s.keyword == null ? "no match" : `${fmt(s.keyword_norm)} (${sig(s.keyword)})`),
       h("span", {}, "vector"),
       meter("vec", s.vector_norm),
       h("span", { class: "mono" }, `${fmt(s.vector_norm)} (${fmt(s.vector)})`),
