@@ -207,6 +207,19 @@ impl Browser {
         panic!("fewer than {min} elements match {css}");
     }
 
+    /// Gives the page an API key through its dialog, as a person would.
+    fn set_key(&self, key: &str) {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(
+                json!({"script": "document.getElementById('key-button').click();\
+                document.getElementById('key-input').value = arguments[0];\
+                document.querySelector('#key-form button[value=save]').click();", "args": [key]}),
+            ),
+        );
+    }
+
     /// Waits until an element `css` selects has exactly this text (the
     /// view rendered: after a link the old view stays up until then).
     fn wait_for(&self, css: &str, text: &str) {
@@ -418,15 +431,7 @@ fn the_inspector_asks_for_a_key_and_uses_it() {
     browser.wait_for("main h1", "Error");
     let error = browser.texts("main .error", 1).remove(0);
     assert!(error.contains("Set an API key"), "{error}");
-    browser.cmd(
-        "POST",
-        "/execute/sync",
-        Some(
-            json!({"script": "document.getElementById('key-button').click();\
-            document.getElementById('key-input').value = arguments[0];\
-            document.querySelector('#key-form button[value=save]').click();", "args": [reader]}),
-        ),
-    );
+    browser.set_key(&reader);
     browser.wait_for("main h1", "Memories");
     assert_eq!(
         browser.texts("table.memories td.content", 1),
@@ -469,26 +474,15 @@ fn an_admin_reviews_and_approves_a_quarantined_memory() {
     );
     assert_eq!(added["results"][0]["status"], "quarantined", "{added}");
     let id = added["results"][0]["id"].as_str().unwrap().to_owned();
-    let set_key = |k: &str| {
-        browser.cmd(
-            "POST",
-            "/execute/sync",
-            Some(
-                json!({"script": "document.getElementById('key-button').click();\
-                document.getElementById('key-input').value = arguments[0];\
-                document.querySelector('#key-form button[value=save]').click();", "args": [k]}),
-            ),
-        );
-    };
     let statuses = |b: &Browser| b.texts("select#f-status option", 1);
 
     browser.open(&format!("{}/ui/#/memories?user_id=g", server.base));
-    set_key(&reader);
+    browser.set_key(&reader);
     browser.wait_for("main h1", "Memories");
     assert!(!statuses(&browser).contains(&"quarantined".to_owned()));
     assert!(browser.texts("table.memories td.content", 0).is_empty());
 
-    set_key(&admin);
+    browser.set_key(&admin);
     browser.open(&format!(
         "{}/ui/#/memories?user_id=g&status=quarantined",
         server.base

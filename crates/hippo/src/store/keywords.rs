@@ -411,55 +411,50 @@ impl KeywordIndex {
                 remaining -= q.upper;
             }
             let rest = &query[done..];
-            if rest.is_empty() {
+            // Whether a touched document may still reach the top-k.
+            let live =
+                |acc: &[f32], slot: u32| f64::from(acc[slot as usize]) + remaining >= threshold;
+            let lookup = !rest.is_empty()
+                && match plan {
+                    Plan::Postings {
+                        walk_rest: Some(walk),
+                    } => !walk,
+                    _ => {
+                        let alive = touched.iter().filter(|&&s| live(acc, s)).count();
+                        let rest_postings: usize = rest
+                            .iter()
+                            .map(|q| self.terms[q.id as usize].postings.len())
+                            .sum();
+                        rest_postings >= alive * rest.len() * TERM_IN_DOC_COST_IN_POSTINGS
+                    }
+                };
+            if lookup {
+                for &slot in &touched {
+                    if live(acc, slot) {
+                        let s = f64::from(acc[slot as usize]) + score_in(slot, rest).unwrap_or(0.0);
+                        push_top(&mut heap, limit, Worst(s as f32, self.slots.rowid(slot)));
+                    }
+                }
+            } else {
+                // Cheaper to walk the rest's postings (if any) than to look
+                // each term up in each live document: add to touched
+                // documents only (a touched accumulator is positive: BM25's
+                // IDF is floored above 0). Every touched score is then whole.
+                for q in rest {
+                    for &(slot, tfw) in &self.terms[q.id as usize].postings {
+                        let a = &mut acc[slot as usize];
+                        if *a != 0.0 {
+                            let len = f64::from(self.lens[slot as usize]);
+                            *a += bm25(q.idf, f64::from(tfw), len, avgdl) as f32;
+                        }
+                    }
+                }
                 for &slot in &touched {
                     push_top(
                         &mut heap,
                         limit,
                         Worst(acc[slot as usize], self.slots.rowid(slot)),
                     );
-                }
-            } else {
-                // The documents that may still reach the top-k.
-                let alive: Vec<u32> = touched
-                    .iter()
-                    .copied()
-                    .filter(|&s| f64::from(acc[s as usize]) + remaining >= threshold)
-                    .collect();
-                let rest_postings: usize = rest
-                    .iter()
-                    .map(|q| self.terms[q.id as usize].postings.len())
-                    .sum();
-                let walk = match plan {
-                    Plan::Postings { walk_rest: Some(w) } => w,
-                    _ => rest_postings < alive.len() * rest.len() * TERM_IN_DOC_COST_IN_POSTINGS,
-                };
-                if walk {
-                    // Cheaper to walk the rest's postings than to look each
-                    // term up in each live document: add to touched documents
-                    // only (a touched accumulator is positive: BM25's IDF is
-                    // floored above 0).
-                    for q in rest {
-                        for &(slot, tfw) in &self.terms[q.id as usize].postings {
-                            let a = &mut acc[slot as usize];
-                            if *a != 0.0 {
-                                let len = f64::from(self.lens[slot as usize]);
-                                *a += bm25(q.idf, f64::from(tfw), len, avgdl) as f32;
-                            }
-                        }
-                    }
-                    for &slot in &alive {
-                        push_top(
-                            &mut heap,
-                            limit,
-                            Worst(acc[slot as usize], self.slots.rowid(slot)),
-                        );
-                    }
-                } else {
-                    for &slot in &alive {
-                        let s = f64::from(acc[slot as usize]) + score_in(slot, rest).unwrap_or(0.0);
-                        push_top(&mut heap, limit, Worst(s as f32, self.slots.rowid(slot)));
-                    }
                 }
             }
             // Hand the buffer back all zeros, touching only what was used.
