@@ -16,7 +16,7 @@ use hippo::sharing::Grant;
 use hippo::store::{document, keywords};
 use hippo::store::{
     Candidate, GrantQuery, InsertBatch, InsertOutcome, KeywordQuery, ListQuery, Order, Page,
-    RequestRecord, StoreStats, Update, VectorQuery,
+    RequestRecord, ScopeSummary, StoreStats, Update, VectorQuery,
 };
 use hippo::{Error, ErrorKind, Memory, MemoryKind, Rejection, Result, Scope, Source, Store};
 
@@ -1044,6 +1044,44 @@ impl Store for PostgresStore {
                 None
             },
         })
+    }
+
+    fn scopes(
+        &self,
+        within: Option<&Scope>,
+        filter: &hippo::Filter,
+        limit: usize,
+    ) -> Result<Vec<ScopeSummary>> {
+        let mut c = Conditions::after(0);
+        c.sql
+            .push("m.tenant = current_setting('hippo.tenant')".into());
+        if let Some(scope) = within {
+            c.scope(scope);
+        }
+        c.filter(filter);
+        let sql = format!(
+            "SELECT m.user_id, m.agent_id, m.session_id, COUNT(*), MIN(m.recorded_at), MAX(m.recorded_at) \
+             FROM memories m WHERE {} GROUP BY m.user_id, m.agent_id, m.session_id \
+             ORDER BY MAX(m.recorded_at) DESC, m.user_id COLLATE \"C\" NULLS FIRST, m.agent_id COLLATE \"C\" NULLS FIRST, \
+             m.session_id COLLATE \"C\" NULLS FIRST LIMIT {}",
+            c.where_clause(),
+            limit.max(1)
+        );
+        let rows = self.read(|tx| Ok(tx.query(&sql, &c.refs())?))?;
+        rows.iter()
+            .map(|r| {
+                Ok(ScopeSummary {
+                    scope: Scope {
+                        user_id: r.get(0),
+                        agent_id: r.get(1),
+                        session_id: r.get(2),
+                    },
+                    memories: r.get::<_, i64>(3) as u64,
+                    first_recorded: from_ms(r.get(4))?,
+                    last_recorded: from_ms(r.get(5))?,
+                })
+            })
+            .collect()
     }
 
     fn update(&self, u: Update) -> Result<()> {

@@ -45,6 +45,7 @@ conformance_tests!(
     windows,
     filters,
     listing_and_delete_scope,
+    scope_counts,
     update,
     lifecycle,
     jobs,

@@ -574,6 +574,119 @@ pub struct ListParams {
     pub as_of: Option<DateTime<Utc>>,
     /// Every version, current or not.
     pub all_versions: Option<bool>,
+    /// Only memories whose event time is at or after this instant (RFC 3339).
+    pub event_time_from: Option<DateTime<Utc>>,
+    /// Only memories whose event time is before this instant (RFC 3339).
+    pub event_time_to: Option<DateTime<Utc>>,
+    /// Only memories whose metadata has these scalar values: a JSON object,
+    /// e.g. `{"topic":"travel"}`.
+    pub metadata: Option<String>,
+}
+
+/// Parses a `metadata` query parameter: a JSON object of scalar values.
+pub fn metadata_param(raw: Option<&str>) -> Result<Map<String, Value>, hippo::Error> {
+    match raw {
+        None => Ok(Map::new()),
+        Some(raw) => match serde_json::from_str::<Value>(raw) {
+            Ok(Value::Object(m)) => Ok(m),
+            _ => Err(hippo::Error::invalid(format!(
+                "metadata must be a JSON object such as {{\"topic\":\"travel\"}}, not {raw:?}"
+            ))),
+        },
+    }
+}
+
+/// Parses the `kind` (one) and `status` (comma-separated) query parameters.
+fn kinds_and_statuses(
+    kind: Option<&str>,
+    status: Option<&str>,
+) -> Result<(Vec<MemoryKind>, Vec<Status>), hippo::Error> {
+    let kinds = kind
+        .map(MemoryKind::parse)
+        .transpose()?
+        .into_iter()
+        .collect();
+    let statuses = status
+        .map(|s| s.split(',').map(|x| Status::parse(x.trim())).collect())
+        .transpose()?
+        .unwrap_or_default();
+    Ok((kinds, statuses))
+}
+
+/// Parameters of `GET /v1/scopes`: which scopes to count, and which of
+/// their memories.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ScopesParams {
+    /// Only scopes of this user.
+    pub user_id: Option<String>,
+    /// Only scopes of this agent.
+    pub agent_id: Option<String>,
+    /// Only this session (`run_id` accepted).
+    #[serde(alias = "run_id")]
+    pub session_id: Option<String>,
+    /// Count only memories of this kind.
+    pub kind: Option<String>,
+    /// Count only memories with these statuses, comma-separated (default
+    /// `active`).
+    pub status: Option<String>,
+    /// Most scopes to return (1..=10000, default 1000).
+    #[param(minimum = 1, maximum = 10000)]
+    pub limit: Option<usize>,
+}
+
+impl ScopesParams {
+    /// The filter and limit these parameters ask for.
+    pub fn counting(&self) -> Result<(Filter, usize), hippo::Error> {
+        let (kinds, statuses) = kinds_and_statuses(self.kind.as_deref(), self.status.as_deref())?;
+        let filter = Filter {
+            kinds,
+            statuses,
+            ..Default::default()
+        };
+        filter.validate()?;
+        Ok((filter, self.limit.unwrap_or(1000)))
+    }
+}
+
+/// One scope and how many memories it holds.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ScopeView {
+    /// The scope's user, if any.
+    pub user_id: Option<String>,
+    /// The scope's agent, if any.
+    pub agent_id: Option<String>,
+    /// The scope's session, if any.
+    pub session_id: Option<String>,
+    /// How many of its memories match.
+    pub memories: u64,
+    /// When the first of them was recorded.
+    pub first_recorded: DateTime<Utc>,
+    /// When the last of them was recorded.
+    pub last_recorded: DateTime<Utc>,
+}
+
+impl From<hippo::store::ScopeSummary> for ScopeView {
+    fn from(s: hippo::store::ScopeSummary) -> Self {
+        ScopeView {
+            user_id: s.scope.user_id,
+            agent_id: s.scope.agent_id,
+            session_id: s.scope.session_id,
+            memories: s.memories,
+            first_recorded: s.first_recorded,
+            last_recorded: s.last_recorded,
+        }
+    }
+}
+
+/// The scopes of a tenant that hold memories.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ScopesResponse {
+    /// The scopes, the most recently written first.
+    pub scopes: Vec<ScopeView>,
+    /// True when there are more than `limit`.
+    pub truncated: bool,
 }
 
 impl ListParams {
@@ -593,20 +706,13 @@ impl ListParams {
         if !(1..=1000).contains(&limit) {
             return Err(hippo::Error::invalid("limit must be 1..=1000"));
         }
+        let (kinds, statuses) = kinds_and_statuses(self.kind.as_deref(), self.status.as_deref())?;
         let filter = Filter {
-            kinds: self
-                .kind
-                .as_deref()
-                .map(MemoryKind::parse)
-                .transpose()?
-                .into_iter()
-                .collect(),
-            statuses: self
-                .status
-                .as_deref()
-                .map(|s| s.split(',').map(|x| Status::parse(x.trim())).collect())
-                .transpose()?
-                .unwrap_or_default(),
+            kinds,
+            statuses,
+            metadata: metadata_param(self.metadata.as_deref())?,
+            event_time_from: self.event_time_from,
+            event_time_to: self.event_time_to,
             as_of: self.as_of,
             all_versions: self.all_versions.unwrap_or(false),
             ..Default::default()

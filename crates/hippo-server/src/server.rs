@@ -799,6 +799,7 @@ async fn blocking<T: Send + 'static>(
         add_batch,
         search,
         list_memories,
+        list_scopes,
         erase_scope,
         get_memory,
         patch_memory,
@@ -853,6 +854,8 @@ async fn blocking<T: Send + 'static>(
         SearchResultView,
         SearchResponseView,
         ListResponse,
+        ScopesResponse,
+        ScopeView,
         PatchBody,
         DeletedResponse,
         GranteeBody,
@@ -876,6 +879,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             post(add_memory).get(list_memories).delete(erase_scope),
         )
         .route("/v1/memories/batch", post(add_batch))
+        .route("/v1/scopes", get(list_scopes))
         .route(
             "/v1/memories/{id}",
             get(get_memory).patch(patch_memory).delete(delete_memory),
@@ -1211,6 +1215,30 @@ pub(crate) async fn list_memories(
             })
             .collect(),
         next_cursor: page.next_cursor,
+    }))
+}
+
+/// The scopes (user, agent, session triples) that hold memories, with how
+/// many each holds, the most recently written first. A key bound to a user
+/// or agent sees only its own.
+#[utoipa::path(get, path = "/v1/scopes", params(ScopesParams),
+    responses((status = 200, body = ScopesResponse), (status = 400, body = ErrorBody)))]
+pub(crate) async fn list_scopes(
+    state: Bound,
+    ApiQuery(p): ApiQuery<ScopesParams>,
+) -> Result<Json<ScopesResponse>, ApiError> {
+    let (filter, limit) = p.counting().map_err(ApiError::from)?;
+    state.may_read_statuses(&filter)?;
+    let within = state
+        .confine(Some(scope_of(p.user_id, p.agent_id, p.session_id)))?
+        .unwrap_or_default();
+    let hippo = state.hippo.clone();
+    let (scopes, truncated) = state
+        .blocking(move || hippo.scopes(Some(&within), &filter, limit))
+        .await?;
+    Ok(Json(ScopesResponse {
+        scopes: scopes.into_iter().map(ScopeView::from).collect(),
+        truncated,
     }))
 }
 

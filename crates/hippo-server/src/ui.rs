@@ -105,4 +105,22 @@ mod tests {
             "inline event handler"
         );
     }
+
+    /// The kinds the page offers as filters are the API's.
+    #[test]
+    fn the_page_offers_the_apis_kinds() {
+        let js = std::str::from_utf8(ASSETS.iter().find(|a| a.0 == "app.js").unwrap().2).unwrap();
+        let line = js
+            .lines()
+            .find(|l| l.starts_with("const KINDS = ["))
+            .unwrap();
+        let offered: Vec<&str> = line
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|k| !k.is_empty())
+            .collect();
+        let kinds: Vec<&str> = hippo::MemoryKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(offered, kinds);
+    }
 }

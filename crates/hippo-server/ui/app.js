@@ -81,7 +81,7 @@ function route() {
   const hash = location.hash.replace(/^#\/?/, "");
   const [path, query = ""] = hash.split("?");
   const [name = "", ...rest] = path.split("/");
-  return { name: name || "memories", rest: rest.map(decodeURIComponent), params: new URLSearchParams(query) };
+  return { name: name || "browse", rest: rest.map(decodeURIComponent), params: new URLSearchParams(query) };
 }
 
 function go(name, params) {
@@ -122,6 +122,9 @@ function filterForm(name, fields, params, submitLabel) {
   return form;
 }
 
+// The API's kinds (a unit test keeps this list equal to `MemoryKind::ALL`).
+const KINDS = ["", "message", "document", "chunk", "fact", "summary", "profile", "procedure"];
+
 const SCOPE_FIELDS = [
   { name: "user_id", label: "User" },
   { name: "agent_id", label: "Agent" },
@@ -142,10 +145,13 @@ async function memoriesView({ params }) {
   if (may(await access(), "admin")) statuses.push("quarantined");
   const fields = [
     ...SCOPE_FIELDS,
-    { name: "kind", label: "Kind", options: ["", "message", "fact", "preference", "event", "note", "summary", "profile", "procedure"] },
+    { name: "kind", label: "Kind", options: KINDS },
     { name: "status", label: "Status", options: statuses, value: "active" },
     { name: "order", label: "Order", options: ["desc", "asc"], value: "desc" },
     { name: "as_of", label: "As of (RFC 3339)", placeholder: "2024-05-01T00:00:00Z" },
+    { name: "event_time_from", label: "Event time from", placeholder: "2024-01-01T00:00:00Z" },
+    { name: "event_time_to", label: "Event time before", placeholder: "2025-01-01T00:00:00Z" },
+    { name: "metadata", label: "Metadata (JSON)", placeholder: '{"topic":"travel"}' },
   ];
   const parts = [h("h1", {}, "Memories"), filterForm("memories", fields, params, "List")];
   const scope = scopeOf(params);
@@ -154,7 +160,9 @@ async function memoriesView({ params }) {
     return parts;
   }
   const q = new URLSearchParams({ ...scope, limit: "50", order: params.get("order") || "desc" });
-  for (const k of ["kind", "status", "as_of", "cursor"]) if (params.get(k)) q.set(k, params.get(k));
+  for (const k of ["kind", "status", "as_of", "event_time_from", "event_time_to", "metadata", "cursor"]) {
+    if (params.get(k)) q.set(k, params.get(k));
+  }
   const page = await api("GET", `/v1/memories?${q}`);
   if (!page.results.length) {
     parts.push(empty("No memories match."));
@@ -179,13 +187,232 @@ async function memoriesView({ params }) {
       h("tbody", {}, rows),
     ),
   );
-  const pager = h("div", { class: "pager" }, h("span", { class: "muted" }, `${page.results.length} shown`));
+  const pager = h(
+    "div",
+    { class: "pager" },
+    h("span", { class: "muted" }, `${page.results.length} shown`),
+    h("a", { href: `#/timeline?${new URLSearchParams(scope)}` }, "On a timeline"),
+  );
   if (page.next_cursor) {
     const next = Object.fromEntries(params);
     next.cursor = page.next_cursor;
     pager.append(h("a", { href: `#/memories?${new URLSearchParams(next)}` }, "Next page →"));
   }
   parts.push(pager);
+  return parts;
+}
+
+// ---- Browse: owners (users, agents) → sessions → memories ----
+
+const ownerKey = (s) => JSON.stringify([s.user_id ?? null, s.agent_id ?? null]);
+const ownerLabel = (s) =>
+  [s.user_id ? `user ${s.user_id}` : null, s.agent_id ? `agent ${s.agent_id}` : null].filter(Boolean).join(" · ") || "(no owner)";
+const scopeParams = (s) => {
+  const p = {};
+  for (const k of ["user_id", "agent_id", "session_id"]) if (s[k]) p[k] = s[k];
+  return p;
+};
+
+/** Sums scopes that share a user and agent (their sessions) into owners. */
+function owners(scopes) {
+  const byOwner = new Map();
+  for (const s of scopes) {
+    const k = ownerKey(s);
+    const o = byOwner.get(k) || { user_id: s.user_id, agent_id: s.agent_id, memories: 0, sessions: 0, last_recorded: s.last_recorded };
+    o.memories += s.memories;
+    if (s.session_id) o.sessions += 1;
+    if (s.last_recorded > o.last_recorded) o.last_recorded = s.last_recorded;
+    byOwner.set(k, o);
+  }
+  return [...byOwner.values()];
+}
+
+async function browseView({ params }) {
+  const statuses = ["active", "archived", "deleted", "active,archived,deleted"];
+  if (may(await access(), "admin")) statuses.push("quarantined");
+  const fields = [
+    { name: "user_id", label: "User" },
+    { name: "agent_id", label: "Agent" },
+    { name: "kind", label: "Kind", options: KINDS },
+    { name: "status", label: "Status", options: statuses, value: "active" },
+  ];
+  const parts = [h("h1", {}, "Browse"), filterForm("browse", fields, params, "Show")];
+  const q = new URLSearchParams(scopeOf(params));
+  for (const k of ["kind", "status"]) if (params.get(k)) q.set(k, params.get(k));
+  const resp = await api("GET", `/v1/scopes?${q}`);
+  if (!resp.scopes.length) {
+    parts.push(empty(q.toString() ? "No memories match." : "Nothing stored yet: add memories through the API, MCP or the CLI."));
+    return parts;
+  }
+  const listing = (s) => {
+    const p = new URLSearchParams(scopeParams(s));
+    for (const k of ["kind", "status"]) if (params.get(k)) p.set(k, params.get(k));
+    return `#/memories?${p}`;
+  };
+  const owner = params.get("user_id") || params.get("agent_id");
+  const total = resp.scopes.reduce((n, s) => n + s.memories, 0);
+  parts.push(
+    h(
+      "p",
+      { class: "muted" },
+      `${total} memories in ${resp.scopes.length} scopes${resp.truncated ? " (the most recent shown: narrow by user or agent)" : ""}.`,
+    ),
+  );
+  if (!owner) {
+    parts.push(h("h2", {}, "Owners"));
+    parts.push(
+      table(
+        ["owner", "memories", "sessions", "last written"],
+        owners(resp.scopes).map((o) => {
+          const drill = new URLSearchParams(scopeParams(o));
+          return [
+            h("a", { href: `#/browse?${drill}` }, ownerLabel(o)),
+            h("span", { class: "num" }, o.memories),
+            h("span", { class: "num" }, o.sessions),
+            h("span", { class: "mono" }, fmtTime(o.last_recorded)),
+          ];
+        }),
+        { class: "owners" },
+      ),
+    );
+    return parts;
+  }
+  parts.push(
+    h("h2", {}, ownerLabel(scopeOf(params))),
+    h(
+      "p",
+      {},
+      h("a", { href: listing(scopeOf(params)) }, "All their memories"),
+      " · ",
+      h("a", { href: `#/timeline?${new URLSearchParams(scopeOf(params))}` }, "Timeline"),
+    ),
+    table(
+      ["session", "memories", "first written", "last written"],
+      resp.scopes.map((s) => [
+        h("a", { href: listing(s) }, s.session_id ? s.session_id : "(outside any session)"),
+        h("span", { class: "num" }, s.memories),
+        h("span", { class: "mono" }, fmtTime(s.first_recorded)),
+        h("span", { class: "mono" }, fmtTime(s.last_recorded)),
+      ]),
+      { class: "sessions" },
+    ),
+  );
+  return parts;
+}
+
+/** A table: column names and rows of cells. */
+function table(columns, rows, attrs = {}) {
+  return h(
+    "table",
+    attrs,
+    h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c)))),
+    h("tbody", {}, rows.map((cells) => h("tr", {}, cells.map((c) => h("td", {}, c))))),
+  );
+}
+
+// ---- Timeline: a person's or session's memories on a time axis ----
+
+const SVG = "http://www.w3.org/2000/svg";
+function s(tag, attrs = {}, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) if (v !== undefined && v !== null) el.setAttribute(k, String(v));
+  for (const c of children.flat()) if (c !== undefined && c !== null) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return el;
+}
+
+/**
+ * Two lanes on one time axis: when each memory happened (event time) and
+ * when it was recorded, joined by a line — a long line is something told
+ * long after it happened.
+ */
+function timelineChart(memories) {
+  const W = 1000, H = 150, L = 90, R = 20;
+  const ev = (m) => Date.parse(m.event_time || m.recorded_at);
+  const rec = (m) => Date.parse(m.recorded_at);
+  const times = memories.flatMap((m) => [ev(m), rec(m)]);
+  let lo = Math.min(...times), hi = Math.max(...times);
+  if (hi === lo) { lo -= 3600e3; hi += 3600e3; }
+  const x = (t) => L + ((t - lo) / (hi - lo)) * (W - L - R);
+  const yEvent = 40, yRec = 110;
+  const svg = s(
+    "svg",
+    { viewBox: `0 0 ${W} ${H}`, class: "timeline", role: "img", "aria-label": `${memories.length} memories from ${fmtTime(new Date(lo))} to ${fmtTime(new Date(hi))}` },
+    s("text", { x: 4, y: yEvent + 4, class: "lane" }, "happened"),
+    s("text", { x: 4, y: yRec + 4, class: "lane" }, "recorded"),
+    s("line", { x1: L, x2: W - R, y1: yEvent, y2: yEvent, class: "axis" }),
+    s("line", { x1: L, x2: W - R, y1: yRec, y2: yRec, class: "axis" }),
+    s("text", { x: L, y: H - 8, class: "tick" }, fmtTime(new Date(lo)).slice(0, 10)),
+    s("text", { x: W - R, y: H - 8, class: "tick end" }, fmtTime(new Date(hi)).slice(0, 10)),
+  );
+  for (const m of memories) {
+    const a = s("a", { href: `#/memory/${m.id}`, class: `kind-${m.kind}` });
+    a.append(
+      s("title", {}, `${m.kind} · ${fmtTime(m.event_time)} → recorded ${fmtTime(m.recorded_at)}\n${m.memory.slice(0, 200)}`),
+      s("line", { x1: x(ev(m)), y1: yEvent, x2: x(rec(m)), y2: yRec, class: "join" }),
+      s("circle", { cx: x(ev(m)), cy: yEvent, r: 4 }),
+      s("circle", { cx: x(rec(m)), cy: yRec, r: 4 }),
+    );
+    svg.append(a);
+  }
+  return svg;
+}
+
+async function timelineView({ params }) {
+  const fields = [...SCOPE_FIELDS, { name: "kind", label: "Kind", options: KINDS }];
+  const parts = [h("h1", {}, "Timeline"), filterForm("timeline", fields, params, "Show")];
+  const scope = scopeOf(params);
+  if (!Object.keys(scope).length) {
+    parts.push(empty("Name a user, an agent or a session to see its memories in time."));
+    return parts;
+  }
+  const q = new URLSearchParams({ ...scope, limit: "500", order: "desc" });
+  if (params.get("kind")) q.set("kind", params.get("kind"));
+  const owner = scope.user_id ? { user_id: scope.user_id } : scope.agent_id ? { agent_id: scope.agent_id } : null;
+  const listOf = (kind, limit) => api("GET", `/v1/memories?${new URLSearchParams({ ...(owner || scope), kind, limit, order: "desc" })}`);
+  const [page, digests, profileInputs] = await Promise.all([
+    api("GET", `/v1/memories?${q}`),
+    api("GET", `/v1/memories?${new URLSearchParams({ ...scope, kind: "summary", limit: "20", order: "desc" })}`),
+    owner ? listOf("profile", "1") : null,
+  ]);
+  // The built profile is asked for only when there is something to build it
+  // from (an absent one is a 404, which a browser logs as an error).
+  const profile = profileInputs?.results.length ? await api("GET", `/v1/profile?${new URLSearchParams(owner)}`).catch(() => null) : null;
+  if (!page.results.length) {
+    parts.push(empty("No memories match."));
+    return parts;
+  }
+  // Newest first from the API; the chart and the list read oldest first.
+  const memories = page.results.slice().reverse();
+  parts.push(
+    h(
+      "p",
+      { class: "muted" },
+      `${memories.length} memories${page.next_cursor ? " (the latest 500)" : ""}. Each joins when it happened to when it was recorded.`,
+    ),
+    h("div", { class: "card chart" }, timelineChart(memories)),
+  );
+  const side = h("aside", { class: "side" });
+  side.append(
+    h("h2", {}, "Profile"),
+    profile ? h("div", { class: "card" }, h("a", { href: `#/memory/${profile.id}` }, fmtTime(profile.recorded_at)), h("pre", {}, profile.memory)) : empty("No profile built."),
+  );
+  side.append(h("h2", {}, "Digests"));
+  side.append(
+    digests && digests.results.length
+      ? digests.results.map((d) => h("div", { class: "card" }, h("a", { href: `#/memory/${d.id}` }, fmtTime(d.event_time || d.recorded_at)), h("pre", {}, d.memory)))
+      : empty("No digests."),
+  );
+  const list = table(
+    ["happened", "recorded", "kind", "memory"],
+    memories.map((m) => [
+      h("span", { class: "mono" }, fmtTime(m.event_time)),
+      h("span", { class: "mono" }, fmtTime(m.recorded_at)),
+      m.kind,
+      h("a", { href: `#/memory/${m.id}` }, m.memory),
+    ]),
+    { class: "timeline-list" },
+  );
+  parts.push(h("div", { class: "split" }, h("div", {}, list), side));
   return parts;
 }
 
@@ -462,7 +689,14 @@ async function healthView() {
 
 // ---- Shell ----
 
-const VIEWS = { memories: memoriesView, memory: memoryView, search: searchView, health: healthView };
+const VIEWS = {
+  browse: browseView,
+  memories: memoriesView,
+  memory: memoryView,
+  timeline: timelineView,
+  search: searchView,
+  health: healthView,
+};
 
 let rendering = 0;
 async function render() {

@@ -1825,6 +1825,29 @@ impl Hippo {
         Ok(page)
     }
 
+    /// The scopes (user, agent, session triples) inside `within` holding
+    /// memories that match `filter`, with their counts, the most recently
+    /// recorded first: at most `limit` (1..=10,000) of them, and whether
+    /// there are more.
+    pub fn scopes(
+        &self,
+        within: Option<&Scope>,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<(Vec<crate::store::ScopeSummary>, bool)> {
+        filter.validate()?;
+        if !(1..=10_000).contains(&limit) {
+            return Err(Error::invalid("limit must be 1..=10000"));
+        }
+        // One more than asked says whether there are more.
+        let mut scopes = self
+            .store
+            .scopes(within, &self.resolve(filter), limit + 1)?;
+        let more = scopes.len() > limit;
+        scopes.truncate(limit);
+        Ok((scopes, more))
+    }
+
     /// `filter` with "holds now" judged at this engine's clock.
     pub(crate) fn resolve(&self, filter: &Filter) -> Filter {
         let mut f = filter.clone();

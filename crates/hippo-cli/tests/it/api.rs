@@ -610,3 +610,111 @@ fn relative_time_in_a_query_resolves_against_its_reference_time() {
         "{body}"
     );
 }
+
+#[test]
+fn scopes_are_counted_and_listing_filters_by_event_time_and_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("scopes.db");
+    let s = Server::start(&db, &[]);
+    let add = |user: &str, session: Option<&str>, text: &str, when: &str, topic: &str| {
+        let mut body = json!({"user_id": user, "text": text, "event_time": when, "metadata": {"topic": topic}});
+        if let Some(session) = session {
+            body["session_id"] = json!(session);
+        }
+        let (st, resp) = s.call("POST", "/v1/memories", Some(body));
+        assert_eq!(st, 200, "{resp}");
+    };
+    add(
+        "ana",
+        Some("s1"),
+        "Ana flew to Lisbon",
+        "2024-03-01T00:00:00Z",
+        "travel",
+    );
+    add(
+        "ana",
+        Some("s1"),
+        "Ana bought a kite",
+        "2024-04-01T00:00:00Z",
+        "shopping",
+    );
+    add(
+        "ana",
+        Some("s2"),
+        "Ana flew to Oslo",
+        "2024-05-01T00:00:00Z",
+        "travel",
+    );
+    add("bob", None, "Bob likes tea", "2024-06-01T00:00:00Z", "food");
+
+    let (st, body) = s.call("GET", "/v1/scopes", None);
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["truncated"], false);
+    let scopes = body["scopes"].as_array().unwrap();
+    let counted: Vec<(Value, Value, u64)> = scopes
+        .iter()
+        .map(|s| {
+            (
+                s["user_id"].clone(),
+                s["session_id"].clone(),
+                s["memories"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counted,
+        vec![
+            (json!("bob"), Value::Null, 1),
+            (json!("ana"), json!("s2"), 1),
+            (json!("ana"), json!("s1"), 2),
+        ],
+        "{body}"
+    );
+    let (_, body) = s.call("GET", "/v1/scopes?user_id=ana&limit=1", None);
+    assert_eq!(body["scopes"].as_array().unwrap().len(), 1);
+    assert_eq!(body["truncated"], true);
+    for bad in [
+        "/v1/scopes?limit=0",
+        "/v1/scopes?status=gone",
+        "/v1/scopes?colour=red",
+    ] {
+        let (st, body) = s.call("GET", bad, None);
+        assert_eq!(st, 400, "{bad}: {body}");
+    }
+
+    // Listing by event time range and by metadata.
+    let ids = |path: &str| -> Vec<String> {
+        let (st, body) = s.call("GET", path, None);
+        assert_eq!(st, 200, "{path}: {body}");
+        body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["memory"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        ids("/v1/memories?user_id=ana&event_time_from=2024-03-15T00:00:00Z&event_time_to=2024-05-01T00:00:00Z"),
+        vec!["Ana bought a kite"]
+    );
+    assert_eq!(
+        ids("/v1/memories?user_id=ana&metadata=%7B%22topic%22%3A%22travel%22%7D"),
+        vec!["Ana flew to Lisbon", "Ana flew to Oslo"]
+    );
+    let (st, body) = s.call("GET", "/v1/memories?user_id=ana&metadata=travel", None);
+    assert_eq!(st, 400, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("JSON object"));
+
+    // A key bound to a user counts only that user's scopes.
+    let ana_key = super::common::run(&db, &["key", "create", "--access", "read", "--user", "ana"]);
+    let (st, body) = s.call_as(Some(&ana_key), "GET", "/v1/scopes", None);
+    assert_eq!(st, 200, "{body}");
+    let scopes = body["scopes"].as_array().unwrap();
+    assert_eq!(scopes.len(), 2);
+    assert!(scopes.iter().all(|s| s["user_id"] == "ana"), "{body}");
+    let (st, _) = s.call_as(Some(&ana_key), "GET", "/v1/scopes?user_id=bob", None);
+    assert_eq!(st, 403);
+}

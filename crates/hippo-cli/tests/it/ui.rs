@@ -314,7 +314,65 @@ fn the_inspector_shows_what_the_api_holds_in_a_real_browser() {
         );
         assert_eq!(status, 200);
     }
+    for (session, text, when) in [
+        ("t1", "Bob ran a marathon in Porto.", "2023-10-01T09:00:00Z"),
+        (
+            "t2",
+            "Bob switched to decaf coffee.",
+            "2024-02-11T18:00:00Z",
+        ),
+    ] {
+        let (status, _) = server.call(
+            "POST",
+            "/v1/memories",
+            Some(
+                json!({"user_id": "bob", "session_id": session, "text": text, "event_time": when}),
+            ),
+        );
+        assert_eq!(status, 200);
+    }
     let ui = format!("{}/ui/", server.base);
+
+    // Browse: owners with the API's counts, then an owner's sessions.
+    browser.open(&ui);
+    browser.wait_for("main h1", "Browse");
+    let owners = browser.texts("table.owners tbody tr", 2);
+    assert_eq!(owners.len(), 2, "{owners:?}");
+    let (_, scopes) = server.call("GET", "/v1/scopes", None);
+    let bob_sessions = scopes["scopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["user_id"] == "bob")
+        .count();
+    assert_eq!(bob_sessions, 2);
+    assert!(
+        owners.iter().any(|r| r.starts_with("user bob2")),
+        "two memories in two sessions: {owners:?}"
+    );
+    browser.screenshot("browse");
+    browser.cmd(
+        "POST",
+        "/execute/sync",
+        Some(json!({"script": "[...document.querySelectorAll('table.owners a')].find(a => a.textContent === 'user bob').click()", "args": []})),
+    );
+    browser.wait_for("main h2", "user bob");
+    assert_eq!(
+        browser.texts("table.sessions td:first-child", 2),
+        ["t2", "t1"],
+        "latest first"
+    );
+
+    // Timeline: each memory is a point when it happened and when recorded.
+    browser.open(&format!("{ui}#/timeline?user_id=bob"));
+    browser.wait_for("main h1", "Timeline");
+    let circles = browser.texts("svg.timeline circle", 4);
+    assert_eq!(circles.len(), 4);
+    assert_eq!(
+        browser.texts("table.timeline-list td:first-child", 2),
+        ["2023-10-01 09:00:00Z", "2024-02-11 18:00:00Z"]
+    );
+    browser.screenshot("timeline");
 
     // Memories: the same rows as the API, newest first.
     let (_, listed) = server.call("GET", "/v1/memories?user_id=ana&order=desc&limit=50", None);
@@ -508,4 +566,53 @@ fn an_admin_reviews_and_approves_a_quarantined_memory() {
     // Only the calls refused before a key was given.
     let errors = browser.console_errors();
     assert!(errors.iter().all(|e| e.contains("401")), "{errors:?}");
+}
+
+/// A key of another tenant sees nothing of this one in any view: no
+/// owners, no memories, no memory page, no search result.
+#[test]
+fn a_key_of_another_tenant_sees_nothing_of_this_one() {
+    let Some(browser) = Browser::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let writer = key(&db, "default", "write");
+    crate::common::run(&db, &["tenant", "create", "acme"]);
+    let outsider = key(&db, "acme", "admin");
+    let server = Server::start(&db, &[]);
+    let (_, added) = server.call_as(
+        Some(&writer),
+        "POST",
+        "/v1/memories",
+        Some(json!({"user_id": "ana", "session_id": "s1", "text": "Ana's locker code is 4417."})),
+    );
+    let id = added["results"][0]["id"].as_str().unwrap().to_owned();
+    let ui = format!("{}/ui/", server.base);
+
+    browser.open(&ui);
+    browser.set_key(&writer);
+    browser.wait_for("main h1", "Browse");
+    assert_eq!(browser.texts("table.owners tbody tr", 1).len(), 1);
+
+    browser.set_key(&outsider);
+    browser.open(&format!("{ui}#/browse?status=active"));
+    browser.wait_for("main p.muted", "No memories match.");
+    assert!(browser.texts("table.owners", 0).is_empty());
+    browser.open(&format!("{ui}#/memories?user_id=ana"));
+    browser.wait_for("main p.muted", "No memories match.");
+    browser.open(&format!("{ui}#/search?query=locker+code&user_id=ana"));
+    browser.wait_for("main p.muted", "Nothing found.");
+    browser.open(&format!("{ui}#/memory/{id}"));
+    browser.wait_for("main h1", "Error");
+    let body = browser.texts("main", 1).remove(0);
+    assert!(!body.contains("4417"), "{body}");
+    browser.screenshot("other-tenant");
+    let errors = browser.console_errors();
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("401") || e.contains("404")),
+        "only refused calls and the absent memory: {errors:?}"
+    );
 }

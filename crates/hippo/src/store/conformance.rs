@@ -349,6 +349,67 @@ pub fn listing_and_delete_scope(store: &dyn Store) {
     assert_eq!(store.stats().unwrap().memories, 1);
 }
 
+/// Scopes are counted by triple, only what the filter admits, latest
+/// first, inside the scope asked for, up to the limit.
+pub fn scope_counts(store: &dyn Store) {
+    use crate::model::Status;
+    let at = |day: u32| Utc.with_ymd_and_hms(2024, 1, day, 0, 0, 0).unwrap();
+    let dated = |scope: Scope, text: &str, day: u32| {
+        let mut m = memory(scope, text, None);
+        m.recorded_at = at(day);
+        m
+    };
+    let s1 = Scope {
+        session_id: Some("s1".into()),
+        ..Scope::user("ann")
+    };
+    let s2 = Scope {
+        session_id: Some("s2".into()),
+        ..Scope::user("ann")
+    };
+    let bob = Scope::user("bob");
+    let robot = Scope {
+        agent_id: Some("robot".into()),
+        ..Default::default()
+    };
+    let mut archived = dated(s2.clone(), "archived", 9);
+    archived.status = Status::Archived;
+    insert(
+        store,
+        vec![
+            (dated(s1.clone(), "a", 2), None),
+            (dated(s1.clone(), "b", 5), None),
+            (dated(s2.clone(), "c", 3), None),
+            (archived, None),
+            (dated(bob.clone(), "d", 7), None),
+            (dated(robot.clone(), "e", 1), None),
+        ],
+    );
+    let all = Filter::default();
+    let got = store.scopes(None, &all, 100).unwrap();
+    let triples: Vec<(&Scope, u64)> = got.iter().map(|s| (&s.scope, s.memories)).collect();
+    assert_eq!(
+        triples,
+        vec![(&bob, 1), (&s1, 2), (&s2, 1), (&robot, 1)],
+        "active only, latest first"
+    );
+    assert_eq!(got[1].first_recorded, at(2));
+    assert_eq!(got[1].last_recorded, at(5));
+    let ann = store.scopes(Some(&Scope::user("ann")), &all, 100).unwrap();
+    assert_eq!(ann.len(), 2);
+    assert!(ann
+        .iter()
+        .all(|s| s.scope.user_id.as_deref() == Some("ann")));
+    let archived_only = Filter {
+        statuses: vec![Status::Archived],
+        ..Default::default()
+    };
+    let got = store.scopes(None, &archived_only, 100).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!((&got[0].scope, got[0].memories), (&s2, 1));
+    assert_eq!(store.scopes(None, &all, 2).unwrap().len(), 2);
+}
+
 /// Updates change content, keyword entry and vector together.
 pub fn update(store: &dyn Store) {
     let s = Scope::user("up");
@@ -1285,6 +1346,7 @@ pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     windows(make().as_ref());
     filters(make().as_ref());
     listing_and_delete_scope(make().as_ref());
+    scope_counts(make().as_ref());
     update(make().as_ref());
     lifecycle(make().as_ref());
     jobs(make().as_ref());

@@ -322,6 +322,20 @@ pub struct ListQuery<'a> {
     pub order: Order,
 }
 
+/// One scope (a user, agent and session triple, any of them absent) that
+/// holds memories, as [`Store::scopes`] counts them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeSummary {
+    /// The triple.
+    pub scope: Scope,
+    /// How many of its memories match the filter.
+    pub memories: u64,
+    /// When the first of them was recorded.
+    pub first_recorded: DateTime<Utc>,
+    /// When the last of them was recorded.
+    pub last_recorded: DateTime<Utc>,
+}
+
 /// One page of a listing.
 #[derive(Debug, Clone)]
 pub struct Page {
@@ -364,6 +378,15 @@ pub trait Store: Send + Sync {
     fn find_keys(&self, keys: &[String]) -> Result<Vec<Option<MemoryId>>>;
     /// A page of memories.
     fn list(&self, query: &ListQuery<'_>) -> Result<Page>;
+    /// The scopes inside `within` (all when `None`) holding memories that
+    /// match `filter`, each with its count, the most recently recorded
+    /// first (ties by scope); at most `limit` of them.
+    fn scopes(
+        &self,
+        within: Option<&Scope>,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<Vec<ScopeSummary>>;
     /// Atomically changes a memory (keeping its previous state as a version
     /// when asked) and logs the events. Fails with `NotFound` if it does not
     /// exist and with `Conflict` if its new dedup key is another memory's.

@@ -34,7 +34,7 @@ use super::slots::SlotFields;
 use super::vectors::VectorIndex;
 use super::{
     Candidate, GrantQuery, InsertBatch, InsertOutcome, KeywordQuery, ListQuery, Order, Page,
-    Source, Store, StoreStats, Update, VectorQuery,
+    ScopeSummary, Source, Store, StoreStats, Update, VectorQuery,
 };
 use crate::audit::entries;
 use crate::error::{Error, ErrorKind, Result};
@@ -1657,6 +1657,42 @@ impl Store for SqliteStore {
                 None
             },
         })
+    }
+
+    fn scopes(
+        &self,
+        within: Option<&Scope>,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<Vec<ScopeSummary>> {
+        let mut c = Conditions::default();
+        if let Some(scope) = within {
+            c.scope(scope);
+        }
+        c.filter(filter);
+        let sql = format!(
+            "SELECT m.user_id, m.agent_id, m.session_id, COUNT(*), MIN(m.recorded_at), MAX(m.recorded_at) \
+             FROM memories m WHERE {} GROUP BY m.user_id, m.agent_id, m.session_id \
+             ORDER BY MAX(m.recorded_at) DESC, m.user_id NULLS FIRST, m.agent_id NULLS FIRST, \
+             m.session_id NULLS FIRST LIMIT {}",
+            c.where_clause(),
+            limit.max(1)
+        );
+        let conn = self.reader();
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(params_from_iter(c.params.iter()), |r| {
+            Ok(ScopeSummary {
+                scope: Scope {
+                    user_id: r.get(0)?,
+                    agent_id: r.get(1)?,
+                    session_id: r.get(2)?,
+                },
+                memories: r.get::<_, i64>(3)? as u64,
+                first_recorded: from_ms(r.get(4)?)?,
+                last_recorded: from_ms(r.get(5)?)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn update(&self, u: Update) -> Result<()> {
