@@ -28,6 +28,7 @@ pub mod auth;
 pub mod call_order;
 pub mod config;
 pub mod fuzzing;
+pub mod governance;
 pub mod idempotency;
 pub mod io;
 pub mod limits;

@@ -210,6 +210,8 @@ async fn guard_host(State(state): State<AppState>, req: Request, next: Next) -> 
 pub struct Bound {
     /// The tenant's engine.
     pub hippo: Arc<Hippo>,
+    /// The tenant's name.
+    pub tenant: Arc<str>,
     /// Who writes (the key id; `local` without keys), for the audit log.
     pub actor: Arc<str>,
     /// Metrics.
@@ -743,7 +745,7 @@ impl Bound {
 
     /// Runs an engine call on the blocking pool, its writes attributed to
     /// this request's key in the audit log.
-    async fn blocking<T: Send + 'static>(
+    pub(crate) async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> hippo::Result<T> + Send + 'static,
     ) -> Result<T, ApiError> {
@@ -796,6 +798,11 @@ async fn blocking<T: Send + 'static>(
     ),
     paths(
         add_memory,
+        crate::governance::audit_log,
+        crate::governance::verify_audit,
+        crate::governance::list_keys,
+        crate::governance::create_key,
+        crate::governance::revoke_key,
         add_batch,
         search,
         list_memories,
@@ -825,6 +832,13 @@ async fn blocking<T: Send + 'static>(
     ),
     components(schemas(
         MessageBody,
+        crate::governance::AuditEntryView,
+        crate::governance::AuditPage,
+        crate::governance::AuditVerification,
+        crate::governance::KeyView,
+        crate::governance::KeyList,
+        crate::governance::NewKeyBody,
+        crate::governance::CreatedKey,
         AddItemBody,
         BatchBody,
         ProvenanceView,
@@ -900,6 +914,16 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/search", post(search))
         .route("/v1/whoami", get(whoami))
+        .route("/v1/audit", get(crate::governance::audit_log))
+        .route("/v1/audit/verify", get(crate::governance::verify_audit))
+        .route(
+            "/v1/keys",
+            get(crate::governance::list_keys).post(crate::governance::create_key),
+        )
+        .route(
+            "/v1/keys/{id}",
+            axum::routing::delete(crate::governance::revoke_key),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
@@ -1841,6 +1865,7 @@ pub fn required_access(method: &axum::http::Method, route: &str, query: Option<&
     });
     match (method, route) {
         (_, "/metrics") => Access::Admin,
+        (_, "/v1/audit" | "/v1/audit/verify" | "/v1/keys" | "/v1/keys/{id}") => Access::Admin,
         // MCP checks each tool against the route it stands for.
         (_, "/mcp") => Access::Read,
         (&Method::GET | &Method::HEAD, _) => Access::Read,
@@ -2026,6 +2051,7 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
     let deadline = req.extensions().get::<Deadline>().map(|d| d.0);
     req.extensions_mut().insert(Bound {
         hippo,
+        tenant: tenant.into(),
         actor: actor.into(),
         metrics: state.metrics.clone(),
         context: state.context,

@@ -235,6 +235,7 @@ pub fn mcp_stdio(
     );
     let bound = server::Bound {
         hippo,
+        tenant: tenant.into(),
         actor: "mcp".into(),
         metrics,
         context: hippo::Context::default(),

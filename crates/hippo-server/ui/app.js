@@ -51,9 +51,12 @@ async function api(method, path, body) {
 
 /** What the tab's key may do (`read`, `write`, `admin`), asked once per key. */
 let whoami = null;
-async function access() {
+async function whoamiInfo() {
   if (!whoami) whoami = api("GET", "/v1/whoami").catch(() => ({ access: "read" }));
-  return (await whoami).access;
+  return whoami;
+}
+async function access() {
+  return (await whoamiInfo()).access;
 }
 const RANK = { read: 0, write: 1, admin: 2 };
 const may = (have, need) => RANK[have] >= RANK[need];
@@ -658,6 +661,166 @@ async function searchView({ params }) {
   return parts;
 }
 
+// ---- Governance: admission refusals, grants, the audit log, keys ----
+
+const scopeText = (x) =>
+  [x.user_id && `user ${x.user_id}`, x.agent_id && `agent ${x.agent_id}`, x.session_id && `session ${x.session_id}`].filter(Boolean).join(" · ") || "(whole tenant)";
+
+async function governanceView({ params }) {
+  const me = await whoamiInfo();
+  const tenantAdmin = me.access === "admin" && !me.user_id && !me.agent_id;
+  const parts = [h("h1", {}, "Governance"), filterForm("governance", SCOPE_FIELDS, params, "Show")];
+  const scope = scopeOf(params);
+  const q = new URLSearchParams({ ...scope, limit: "50" });
+  const [rejections, grants] = await Promise.all([
+    api("GET", `/v1/rejections?${q}`),
+    api("GET", `/v1/grants?${new URLSearchParams({ ...scope, include_revoked: "true" })}`),
+  ]);
+  parts.push(h("h2", {}, `Refused by admission (${rejections.results.length}${rejections.results.length === 50 ? "+" : ""})`));
+  parts.push(
+    rejections.results.length
+      ? table(
+          ["at", "scope", "kind", "memory", "utility", "novelty", "confidence", "score / threshold"],
+          rejections.results.map((r) => [
+            h("span", { class: "mono" }, fmtTime(r.at)),
+            scopeText(r),
+            r.kind,
+            h("span", { class: "content" }, r.memory),
+            fmt(r.admission.utility, 2),
+            fmt(r.admission.novelty, 2),
+            fmt(r.admission.confidence, 2),
+            `${fmt(r.admission.score, 2)} < ${fmt(r.admission.threshold, 2)}`,
+          ]),
+          { class: "rejections" },
+        )
+      : empty("Admission refused nothing here."),
+  );
+  parts.push(h("h2", {}, `Grants given (${grants.results.length})`));
+  parts.push(
+    grants.results.length
+      ? table(
+          ["given", "what", "to", "by", "expires", "revoked"],
+          grants.results.map((g) => [
+            h("span", { class: "mono" }, fmtTime(g.created_at)),
+            g.memory_id ? h("a", { href: `#/memory/${g.memory_id}` }, "one memory") : scopeText(g.scope),
+            scopeText(g.grantee),
+            g.created_by,
+            h("span", { class: "mono" }, fmtTime(g.expires_at)),
+            h("span", { class: "mono" }, fmtTime(g.revoked_at)),
+          ]),
+          { class: "grants" },
+        )
+      : empty("No grants."),
+  );
+  if (!tenantAdmin) {
+    parts.push(empty("The audit log and the keys are shown to tenant-wide admin keys."));
+    return parts;
+  }
+  parts.push(...(await auditSection(params)), ...(await keysSection()));
+  return parts;
+}
+
+/** The audit log's latest entries (or from `after`), and whether its chain holds. */
+async function auditSection(params) {
+  const check = await api("GET", "/v1/audit/verify");
+  const after = params.has("after") ? Number.parseInt(params.get("after"), 10) : Math.max(0, check.entries - 50);
+  const page = await api("GET", `/v1/audit?${new URLSearchParams({ after: String(after), limit: "50" })}`);
+  const verdict = check.ok
+    ? h("p", { class: "ok", role: "status" }, `Chain intact: ${check.entries} entries, each linked to the one before.`)
+    : h("p", { class: "error", role: "alert" }, `Chain broken at entry ${check.first_bad}: ${check.problem}`);
+  const nav = h("div", { class: "pager" });
+  const at = (n) => `#/governance?${new URLSearchParams({ ...Object.fromEntries(params), after: String(Math.max(0, n)) })}`;
+  if (after > 0) nav.append(h("a", { href: at(after - 50) }, "← Earlier"));
+  if (page.next_after) nav.append(h("a", { href: at(page.next_after) }, "Later →"));
+  return [
+    h("h2", {}, "Audit log"),
+    verdict,
+    table(
+      ["#", "at", "who", "action", "target", "detail"],
+      page.entries.map((e) => [
+        h("span", { class: "num" }, e.seq),
+        h("span", { class: "mono" }, fmtTime(e.at)),
+        e.actor,
+        e.action,
+        /^[0-9a-f-]{36}$/.test(e.target) ? h("a", { href: `#/memory/${e.target}`, class: "mono" }, e.target) : h("span", { class: "mono" }, e.target),
+        h("span", { class: "mono small" }, JSON.stringify(e.detail)),
+      ]),
+      { class: "audit" },
+    ),
+    nav,
+  ];
+}
+
+/** The tenant's keys: create (the secret shown once) and revoke. */
+async function keysSection() {
+  const { keys } = await api("GET", "/v1/keys").catch((err) => (err.status === 404 ? { keys: null } : Promise.reject(err)));
+  if (!keys) return [h("h2", {}, "Keys"), empty("This server keeps no keys.")];
+  const me = await whoamiInfo();
+  const status = h("div", { role: "status" });
+  const form = h(
+    "form",
+    { class: "filters new-key" },
+    h("label", {}, "Access", h("select", { name: "access" }, ["read", "write", "admin"].map((a) => h("option", { value: a }, a)))),
+    h("label", {}, "Name", h("input", { name: "name", autocomplete: "off" })),
+    h("label", {}, "Acts for user", h("input", { name: "user_id", autocomplete: "off" })),
+    h("label", {}, "Expires in days", h("input", { name: "expires_in_days", type: "number", min: 1 })),
+    h("button", { class: "primary", type: "submit" }, "Create key"),
+  );
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const f = Object.fromEntries(new FormData(form));
+    const body = { access: f.access };
+    if (f.name) body.name = f.name;
+    if (f.user_id) body.user_id = f.user_id;
+    if (f.expires_in_days) body.expires_in_days = Number.parseInt(f.expires_in_days, 10);
+    if (!keys.length && !window.confirm("This server runs without keys: from this key on, every request needs one. Create it?")) return;
+    try {
+      const made = await api("POST", "/v1/keys", body);
+      // Shown once: the server keeps only its hash.
+      status.replaceChildren(
+        h("div", { class: "card secret" }, h("p", {}, "Copy this key now; it is not shown again:"), h("pre", { class: "mono" }, made.secret)),
+      );
+      tableBody.prepend(keyRow(made.key));
+    } catch (err) {
+      status.replaceChildren(errorBox(err));
+    }
+  });
+  const keyRow = (k) => {
+    const revoke = k.revoked_at
+      ? null
+      : h(
+          "button",
+          {
+            type: "button",
+            class: "danger",
+            onclick: async () => {
+              const own = k.id === me.key ? " This is the key this page uses." : "";
+              if (!window.confirm(`Revoke key ${k.id}? Requests with it are refused from now on.${own}`)) return;
+              try {
+                await api("DELETE", `/v1/keys/${encodeURIComponent(k.id)}`);
+                render();
+              } catch (err) {
+                status.replaceChildren(errorBox(err));
+              }
+            },
+          },
+          "Revoke",
+        );
+    return h(
+      "tr",
+      {},
+      [h("span", { class: "mono" }, k.id), k.access, k.name || "", scopeText(k), h("span", { class: "mono" }, fmtTime(k.created_at)), h("span", { class: "mono" }, fmtTime(k.expires_at)), k.revoked_at ? h("span", { class: "tag deleted" }, `revoked ${fmtTime(k.revoked_at)}`) : revoke].map((c) => h("td", {}, c)),
+    );
+  };
+  const tableBody = h("tbody", {}, keys.slice().reverse().map(keyRow));
+  return [
+    h("h2", {}, `Keys (${keys.length})`),
+    form,
+    status,
+    h("table", { class: "keys" }, h("thead", {}, h("tr", {}, ["id", "access", "name", "acts for", "created", "expires", ""].map((c) => h("th", { scope: "col" }, c)))), tableBody),
+  ];
+}
+
 // ---- Health ----
 
 function metricLines(text, names) {
@@ -695,6 +858,7 @@ const VIEWS = {
   memory: memoryView,
   timeline: timelineView,
   search: searchView,
+  governance: governanceView,
   health: healthView,
 };
 

@@ -11,6 +11,7 @@ mod external;
 mod extract;
 mod fakes;
 mod faults;
+mod governance;
 mod portability;
 mod postgres;
 mod promises;

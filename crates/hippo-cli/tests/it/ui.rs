@@ -616,3 +616,91 @@ fn a_key_of_another_tenant_sees_nothing_of_this_one() {
         "only refused calls and the absent memory: {errors:?}"
     );
 }
+
+/// Governance in the page: an admin sees the audit log with its chain
+/// verified, creates a key (its secret shown once, and it works) and
+/// revokes it; a read key is shown neither the log nor the keys.
+#[test]
+fn an_admin_governs_the_tenant_in_the_page() {
+    let Some(browser) = Browser::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("g.db");
+    let admin = key(&db, "default", "admin");
+    let reader = key(&db, "default", "read");
+    let server = Server::start(&db, &[]);
+    for text in ["Ana's flight lands at 9.", "Ana's hotel is near the port."] {
+        let (st, _) = server.call_as(
+            Some(&admin),
+            "POST",
+            "/v1/memories",
+            Some(json!({"user_id": "ana", "text": text})),
+        );
+        assert_eq!(st, 200);
+    }
+    let ui = format!("{}/ui/", server.base);
+    browser.open(&format!("{ui}#/governance"));
+    browser.set_key(&admin);
+    browser.wait_for("main h2", "Audit log");
+    assert!(browser.texts("main p.ok", 1)[0].starts_with("Chain intact: 2 entries"));
+    let (_, audit) = server.call_as(Some(&admin), "GET", "/v1/audit", None);
+    let actions: Vec<String> = browser
+        .texts("table.audit td:nth-child(4)", 2)
+        .into_iter()
+        .collect();
+    let want: Vec<String> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(actions, want);
+    browser.wait_for("main h2", "Keys (2)");
+
+    // A key made in the page: its secret shown once, and it works.
+    browser.cmd(
+        "POST",
+        "/execute/sync",
+        Some(json!({"script": "const f = document.querySelector('form.new-key');\
+            f.access.value = 'read'; f.name.value = 'from the page'; f.requestSubmit();", "args": []})),
+    );
+    let secret = browser.texts(".secret pre", 1).remove(0);
+    assert!(secret.starts_with("hk_"), "{secret}");
+    let (st, me) = server.call_as(Some(&secret), "GET", "/v1/whoami", None);
+    assert_eq!((st, me["access"].as_str()), (200, Some("read")));
+    browser.screenshot("governance");
+    browser.cmd(
+        "POST",
+        "/execute/sync",
+        Some(json!({"script": "window.confirm = () => true;\
+            const row = [...document.querySelectorAll('table.keys tr')].find(r => r.textContent.includes('from the page'));\
+            row.querySelector('button').click();", "args": []})),
+    );
+    browser.wait_for("main h2", "Keys (3)");
+    let revoked = browser
+        .texts("table.keys tr", 4)
+        .into_iter()
+        .find(|r| r.contains("from the page"))
+        .unwrap();
+    assert!(revoked.contains("revoked"), "{revoked}");
+    assert_eq!(
+        server.call_as(Some(&secret), "GET", "/v1/whoami", None).0,
+        401
+    );
+
+    // A read key: refusals and grants of its tenant, no log, no keys.
+    browser.set_key(&reader);
+    browser.wait_for(
+        "main p.muted",
+        "The audit log and the keys are shown to tenant-wide admin keys.",
+    );
+    assert!(browser
+        .texts("table.audit, table.keys, form.new-key", 0)
+        .is_empty());
+    let errors = browser.console_errors();
+    assert!(
+        errors.iter().all(|e| e.contains("401")),
+        "only the calls before a key was given: {errors:?}"
+    );
+}

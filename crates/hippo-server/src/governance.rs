@@ -1,0 +1,351 @@
+//! Governance over HTTP for a tenant's admins: its audit log (with the
+//! chain's verification) and its API keys (list, create, revoke). Each
+//! route needs a tenant-wide admin key: a key bound to a user or agent
+//! cannot read the whole tenant's log nor make a key wider than itself.
+//! Keys are those of the request's tenant only; a key's secret is shown
+//! once, in the answer that creates it.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::ErrorBody;
+use crate::auth::{Access, ActsFor, Control, KeyInfo, NewKey};
+use crate::server::{ApiError, ApiJson, ApiQuery, AppState, Bound};
+
+/// Paging of the audit log.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    /// Entries after this position (default 0: from the first).
+    #[param(minimum = 0)]
+    pub after: Option<i64>,
+    /// Most entries (1..=1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+}
+
+/// One entry of the audit log: who did what to which memory (or scope),
+/// never the memory's text.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntryView {
+    /// Position, from 1, without gaps.
+    pub seq: i64,
+    /// When.
+    pub at: chrono::DateTime<Utc>,
+    /// Who: `key:<id>`, `job:<id>`, `local`.
+    pub actor: String,
+    /// What: `add`, an event kind (`revised`, `deleted`, …), `erase`, `reject`, …
+    pub action: String,
+    /// The memory id or scope concerned.
+    pub target: String,
+    /// Non-content facts (kind, scope, origin, request id).
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Map<String, serde_json::Value>,
+    /// The previous entry's hash.
+    pub prev_hash: String,
+    /// This entry's hash.
+    pub hash: String,
+}
+
+/// A page of the audit log.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditPage {
+    /// The entries, in order.
+    pub entries: Vec<AuditEntryView>,
+    /// Pass as `after` for the next page; absent on the last.
+    pub next_after: Option<i64>,
+}
+
+/// Whether the audit chain is intact.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditVerification {
+    /// Entries read.
+    pub entries: u64,
+    /// True when every entry links to the one before and the head kept
+    /// apart matches the last.
+    pub ok: bool,
+    /// The first entry found wrong (or where one is missing).
+    pub first_bad: Option<i64>,
+    /// What is wrong.
+    pub problem: Option<String>,
+}
+
+/// An API key as stored: never its secret.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KeyView {
+    /// Public id (the part after `hk_`).
+    pub id: String,
+    /// `read`, `write` or `admin`.
+    pub access: String,
+    /// A label for people.
+    pub name: Option<String>,
+    /// When created.
+    pub created_at: chrono::DateTime<Utc>,
+    /// Not valid from this time on.
+    pub expires_at: Option<chrono::DateTime<Utc>>,
+    /// Revoked at this time.
+    pub revoked_at: Option<chrono::DateTime<Utc>>,
+    /// The user the key acts for, if bound to one.
+    pub user_id: Option<String>,
+    /// The agent the key acts for, if bound to one.
+    pub agent_id: Option<String>,
+}
+
+impl From<KeyInfo> for KeyView {
+    fn from(k: KeyInfo) -> Self {
+        KeyView {
+            id: k.id,
+            access: k.access.as_str().to_owned(),
+            name: k.name,
+            created_at: k.created_at,
+            expires_at: k.expires_at,
+            revoked_at: k.revoked_at,
+            user_id: k.acts_for.user_id,
+            agent_id: k.acts_for.agent_id,
+        }
+    }
+}
+
+/// The keys of the request's tenant.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KeyList {
+    /// Oldest first, revoked ones included.
+    pub keys: Vec<KeyView>,
+}
+
+/// A key to create in the request's tenant.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKeyBody {
+    /// `read`, `write` or `admin`.
+    pub access: String,
+    /// A label for people.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Bind the key to this user: its requests see that user's memories only.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// Bind the key to this agent.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// Valid for this many days (1..=3650); without it, until revoked.
+    #[serde(default)]
+    pub expires_in_days: Option<u32>,
+}
+
+/// A created key, with its text: shown this once, only its hash is kept.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedKey {
+    /// The key as stored.
+    pub key: KeyView,
+    /// The key text (`hk_<id>_<secret>`) to give the client.
+    pub secret: String,
+}
+
+fn forbidden(message: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message.to_owned())
+}
+
+/// Refuses a key bound to a user or agent: these routes see the whole tenant.
+fn tenant_wide(state: &Bound) -> Result<(), ApiError> {
+    if state.acts_for.is_bound() {
+        return Err(forbidden(
+            "a key bound to a user or agent cannot manage the tenant; use a tenant-wide admin key",
+        ));
+    }
+    Ok(())
+}
+
+fn control(app: &AppState) -> Result<Arc<Control>, ApiError> {
+    app.control.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this server keeps no API keys (it runs in-process, without a control database)",
+        )
+    })
+}
+
+/// Runs a control-database call on the blocking pool as the request's key.
+async fn on_control<T: Send + 'static>(
+    state: &Bound,
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    let actor = state.actor.clone();
+    match tokio::task::spawn_blocking(move || hippo::audit::as_actor(&actor, f)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "control database");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the key store cannot be read or written now",
+            ))
+        }
+        Err(_) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )),
+    }
+}
+
+/// The tenant's audit log, oldest first: every write, change, delete and
+/// erase, hash-chained (admin, tenant-wide key).
+#[utoipa::path(get, path = "/v1/audit", params(AuditParams),
+    responses((status = 200, body = AuditPage), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(crate) async fn audit_log(
+    state: Bound,
+    ApiQuery(p): ApiQuery<AuditParams>,
+) -> Result<Json<AuditPage>, ApiError> {
+    tenant_wide(&state)?;
+    let after = p.after.unwrap_or(0);
+    let limit = p.limit.unwrap_or(100);
+    if after < 0 || !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("after must be ≥ 0 and limit 1..=1000"));
+    }
+    let hippo = state.hippo.clone();
+    // One more than asked says whether there is a next page.
+    let mut entries = state
+        .blocking(move || hippo.store().audit(after, limit + 1))
+        .await?;
+    let more = entries.len() > limit;
+    entries.truncate(limit);
+    Ok(Json(AuditPage {
+        next_after: more.then(|| entries.last().map(|e| e.seq)).flatten(),
+        entries: entries
+            .into_iter()
+            .map(|e| AuditEntryView {
+                seq: e.seq,
+                at: e.at,
+                actor: e.actor,
+                action: e.action,
+                target: e.target,
+                detail: e.detail,
+                prev_hash: e.prev_hash,
+                hash: e.hash,
+            })
+            .collect(),
+    }))
+}
+
+/// Verifies the tenant's audit chain: each entry's hash, its link to the
+/// one before, and the head kept apart (admin, tenant-wide key).
+#[utoipa::path(get, path = "/v1/audit/verify",
+    responses((status = 200, body = AuditVerification), (status = 403, body = ErrorBody)))]
+pub(crate) async fn verify_audit(state: Bound) -> Result<Json<AuditVerification>, ApiError> {
+    tenant_wide(&state)?;
+    let hippo = state.hippo.clone();
+    let check = state.blocking(move || hippo.store().verify_audit()).await?;
+    Ok(Json(AuditVerification {
+        entries: check.entries,
+        ok: check.ok,
+        first_bad: check.first_bad,
+        problem: check.problem,
+    }))
+}
+
+/// The API keys of the request's tenant, revoked ones included; never a
+/// secret (admin, tenant-wide key).
+#[utoipa::path(get, path = "/v1/keys",
+    responses((status = 200, body = KeyList), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn list_keys(
+    State(app): State<AppState>,
+    state: Bound,
+) -> Result<Json<KeyList>, ApiError> {
+    tenant_wide(&state)?;
+    let control = control(&app)?;
+    let tenant = state.tenant.clone();
+    let keys = on_control(&state, move || control.keys(Some(&tenant))).await?;
+    Ok(Json(KeyList {
+        keys: keys.into_iter().map(KeyView::from).collect(),
+    }))
+}
+
+/// Creates a key in the request's tenant; its text is in this answer only
+/// (admin, tenant-wide key). On a server running without keys, the first
+/// key makes every later request need one.
+#[utoipa::path(post, path = "/v1/keys", request_body = NewKeyBody,
+    responses((status = 200, body = CreatedKey), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn create_key(
+    State(app): State<AppState>,
+    state: Bound,
+    ApiJson(body): ApiJson<NewKeyBody>,
+) -> Result<Json<CreatedKey>, ApiError> {
+    tenant_wide(&state)?;
+    let control = control(&app)?;
+    let access = Access::parse(&body.access).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let expires_at = match body.expires_in_days {
+        None => None,
+        Some(d @ 1..=3650) => Some(Utc::now() + chrono::Duration::days(i64::from(d))),
+        Some(_) => return Err(ApiError::invalid("expires_in_days must be 1..=3650")),
+    };
+    let acts_for = ActsFor {
+        user_id: body.user_id,
+        agent_id: body.agent_id,
+    };
+    if acts_for.is_bound() {
+        hippo::Scope {
+            user_id: acts_for.user_id.clone(),
+            agent_id: acts_for.agent_id.clone(),
+            session_id: None,
+        }
+        .validate()
+        .map_err(ApiError::from)?;
+    }
+    if body.name.as_ref().is_some_and(|n| n.chars().count() > 200) {
+        return Err(ApiError::invalid("name must be at most 200 characters"));
+    }
+    let new = NewKey {
+        tenant: state.tenant.to_string(),
+        access,
+        name: body.name,
+        expires_at,
+        acts_for,
+    };
+    let (info, secret) = on_control(&state, move || control.create_key(new, Utc::now())).await?;
+    Ok(Json(CreatedKey {
+        key: info.into(),
+        secret,
+    }))
+}
+
+/// Revokes a key of the request's tenant at once (admin, tenant-wide key).
+/// Revoking twice keeps the first time.
+#[utoipa::path(delete, path = "/v1/keys/{id}", params(("id" = String, Path, description = "Key id")),
+    responses((status = 200, body = KeyView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn revoke_key(
+    State(app): State<AppState>,
+    state: Bound,
+    Path(id): Path<String>,
+) -> Result<Json<KeyView>, ApiError> {
+    tenant_wide(&state)?;
+    let control = control(&app)?;
+    let tenant = state.tenant.clone();
+    let revoked = on_control(&state, move || {
+        // Another tenant's key is as absent as a key that never existed.
+        if !control.keys(Some(&tenant))?.iter().any(|k| k.id == id) {
+            return Ok(None);
+        }
+        control.revoke(&id, Utc::now())?;
+        Ok(control
+            .keys(Some(&tenant))?
+            .into_iter()
+            .find(|k| k.id == id))
+    })
+    .await?;
+    revoked.map(|k| Json(k.into())).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such key in this tenant",
+        )
+    })
+}
