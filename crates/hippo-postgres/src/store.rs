@@ -15,8 +15,8 @@ use hippo::model::{EventKind, MemoryEvent, MemoryId, Usage};
 use hippo::sharing::Grant;
 use hippo::store::{document, keywords};
 use hippo::store::{
-    Candidate, GrantQuery, InsertBatch, InsertOutcome, KeywordQuery, ListQuery, Order, Page,
-    RequestRecord, ScopeSummary, StoreStats, Update, VectorQuery,
+    Candidate, GrantQuery, InsertBatch, InsertOutcome, JobQuery, KeywordQuery, ListQuery, Order,
+    Page, RequestRecord, ScopeSummary, StoreStats, Update, VectorQuery,
 };
 use hippo::{Error, ErrorKind, Memory, MemoryKind, Rejection, Result, Scope, Source, Store};
 
@@ -1952,6 +1952,29 @@ impl Store for PostgresStore {
             )?;
             Ok(row.as_ref().map(rows::job).transpose()?)
         })
+    }
+
+    fn jobs(&self, q: &JobQuery<'_>) -> Result<Vec<Job>> {
+        let mut c = Conditions::after(0);
+        c.sql
+            .push("m.tenant = current_setting('hippo.tenant')".into());
+        if let Some(scope) = q.scope {
+            c.scope(scope);
+        }
+        if let Some(state) = q.state {
+            c.push("m.state = ?", state.as_str().to_owned());
+        }
+        if let Some(before) = q.before {
+            c.push("m.id < ?", before);
+        }
+        let sql = format!(
+            "SELECT {} FROM jobs m WHERE {} ORDER BY m.id DESC LIMIT {}",
+            rows::JOB_COLUMNS,
+            c.where_clause(),
+            q.limit.max(1)
+        );
+        let found = self.read(|tx| Ok(tx.query(&sql, &c.refs())?))?;
+        found.iter().map(rows::job).collect()
     }
 
     fn job_counts(&self) -> Result<JobCounts> {

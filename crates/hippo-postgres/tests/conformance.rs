@@ -49,6 +49,7 @@ conformance_tests!(
     update,
     lifecycle,
     jobs,
+    job_listing,
     forgetting,
     erasure,
     grants,

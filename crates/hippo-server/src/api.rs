@@ -1246,6 +1246,31 @@ pub struct JobCountsView {
     pub failed: u64,
     /// The chat model jobs use; absent when none is configured.
     pub llm: Option<String>,
+    /// The latest jobs (of `state` and the scope asked for), newest first.
+    pub jobs: Vec<JobView>,
+    /// Pass as `before` for the next page; absent on the last.
+    pub next_before: Option<i64>,
+}
+
+/// Which jobs `GET /v1/jobs` lists beside the counts.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct JobsParams {
+    /// Only jobs of this user.
+    pub user_id: Option<String>,
+    /// Only jobs of this agent.
+    pub agent_id: Option<String>,
+    /// Only jobs of this session (`run_id` accepted).
+    #[serde(alias = "run_id")]
+    pub session_id: Option<String>,
+    /// Only jobs in this state: `pending`, `running`, `done`, `failed`.
+    pub state: Option<String>,
+    /// Jobs with a smaller id (the next page).
+    pub before: Option<i64>,
+    /// Most jobs listed (0..=200, default 20; 0 lists none).
+    #[param(minimum = 0, maximum = 200)]
+    pub limit: Option<usize>,
 }
 
 /// One background job.
@@ -1253,8 +1278,14 @@ pub struct JobCountsView {
 pub struct JobView {
     /// Id.
     pub id: i64,
-    /// `extract`.
+    /// `extract`, `consolidate`, …
     pub kind: String,
+    /// The scope it works on: user.
+    pub user_id: Option<String>,
+    /// Agent.
+    pub agent_id: Option<String>,
+    /// Session.
+    pub session_id: Option<String>,
     /// `pending`, `running`, `done` or `failed`.
     pub state: String,
     /// Runs started.
@@ -1281,6 +1312,9 @@ impl From<hippo::jobs::Job> for JobView {
         JobView {
             id: j.id,
             kind: j.kind,
+            user_id: j.scope.user_id,
+            agent_id: j.scope.agent_id,
+            session_id: j.scope.session_id,
             state: j.state.as_str().to_owned(),
             attempts: j.attempts,
             step: j.step,

@@ -20,7 +20,9 @@
 //!   workers, maintenance, graceful shutdown).
 //! - [`fuzzing`]: entry points for the fuzz targets in `fuzz/`.
 //! - [`ui`]: the memory inspector's page at `/ui/`, a client of the REST API.
+//! - [`admin`]: a tenant admin's routes: the audit log, API keys, store statistics.
 
+pub mod admin;
 pub mod api;
 /// The Postgres store (re-exported for the tools that measure it).
 pub use hippo_postgres;
@@ -28,7 +30,6 @@ pub mod auth;
 pub mod call_order;
 pub mod config;
 pub mod fuzzing;
-pub mod governance;
 pub mod idempotency;
 pub mod io;
 pub mod limits;

@@ -798,11 +798,12 @@ async fn blocking<T: Send + 'static>(
     ),
     paths(
         add_memory,
-        crate::governance::audit_log,
-        crate::governance::verify_audit,
-        crate::governance::list_keys,
-        crate::governance::create_key,
-        crate::governance::revoke_key,
+        crate::admin::stats,
+        crate::admin::audit_log,
+        crate::admin::verify_audit,
+        crate::admin::list_keys,
+        crate::admin::create_key,
+        crate::admin::revoke_key,
         add_batch,
         search,
         list_memories,
@@ -832,13 +833,14 @@ async fn blocking<T: Send + 'static>(
     ),
     components(schemas(
         MessageBody,
-        crate::governance::AuditEntryView,
-        crate::governance::AuditPage,
-        crate::governance::AuditVerification,
-        crate::governance::KeyView,
-        crate::governance::KeyList,
-        crate::governance::NewKeyBody,
-        crate::governance::CreatedKey,
+        crate::admin::StatsView,
+        crate::admin::AuditEntryView,
+        crate::admin::AuditPage,
+        crate::admin::AuditVerification,
+        crate::admin::KeyView,
+        crate::admin::KeyList,
+        crate::admin::NewKeyBody,
+        crate::admin::CreatedKey,
         AddItemBody,
         BatchBody,
         ProvenanceView,
@@ -914,15 +916,16 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/search", post(search))
         .route("/v1/whoami", get(whoami))
-        .route("/v1/audit", get(crate::governance::audit_log))
-        .route("/v1/audit/verify", get(crate::governance::verify_audit))
+        .route("/v1/stats", get(crate::admin::stats))
+        .route("/v1/audit", get(crate::admin::audit_log))
+        .route("/v1/audit/verify", get(crate::admin::verify_audit))
         .route(
             "/v1/keys",
-            get(crate::governance::list_keys).post(crate::governance::create_key),
+            get(crate::admin::list_keys).post(crate::admin::create_key),
         )
         .route(
             "/v1/keys/{id}",
-            axum::routing::delete(crate::governance::revoke_key),
+            axum::routing::delete(crate::admin::revoke_key),
         )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -1754,32 +1757,78 @@ async fn revoke_grant(state: Bound, Path(id): Path<String>) -> Result<Json<Grant
 }
 
 /// Background jobs per state (LLM extraction runs after the write is
-/// acknowledged).
-#[utoipa::path(get, path = "/v1/jobs", responses((status = 200, body = JobCountsView)))]
-async fn job_counts(state: Bound) -> Result<Json<JobCountsView>, ApiError> {
+/// acknowledged), and the latest jobs with their plans, errors and cost.
+#[utoipa::path(get, path = "/v1/jobs", params(JobsParams),
+    responses((status = 200, body = JobCountsView), (status = 400, body = ErrorBody)))]
+async fn job_counts(
+    state: Bound,
+    ApiQuery(p): ApiQuery<JobsParams>,
+) -> Result<Json<JobCountsView>, ApiError> {
+    let job_state = p
+        .state
+        .as_deref()
+        .map(hippo::jobs::JobState::parse)
+        .transpose()
+        .map_err(ApiError::from)?;
+    let limit = p.limit.unwrap_or(20);
+    if limit > 200 {
+        return Err(ApiError::invalid("limit must be 0..=200"));
+    }
+    let scope = state
+        .confine(Some(scope_of(p.user_id, p.agent_id, p.session_id)))?
+        .unwrap_or_default();
     let hippo = state.hippo.clone();
-    let c = state.blocking(move || hippo.store().job_counts()).await?;
+    let (c, mut jobs) = state
+        .blocking(move || {
+            let store = hippo.store();
+            let jobs = if limit == 0 {
+                Vec::new()
+            } else {
+                // One more than asked says whether there is a next page.
+                store.jobs(&hippo::store::JobQuery {
+                    state: job_state,
+                    scope: Some(&scope),
+                    before: p.before,
+                    limit: limit + 1,
+                })?
+            };
+            Ok((store.job_counts()?, jobs))
+        })
+        .await?;
+    let more = jobs.len() > limit;
+    jobs.truncate(limit);
     Ok(Json(JobCountsView {
         pending: c.pending,
         running: c.running,
         done: c.done,
         failed: c.failed,
         llm: state.hippo.llm().map(|l| l.model_id().to_owned()),
+        next_before: more.then(|| jobs.last().map(|j| j.id)).flatten(),
+        jobs: jobs.into_iter().map(JobView::from).collect(),
     }))
 }
 
-/// One background job: its state, attempts, last error, decided plan and cost.
+/// One background job: its state, attempts, last error, decided plan and
+/// cost. A key bound to a user or agent sees its own scope's jobs only.
 #[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = i64, Path, description = "Job id")),
-    responses((status = 200, body = JobView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = JobView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_job(state: Bound, Path(id): Path<String>) -> Result<Json<JobView>, ApiError> {
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::invalid(format!("{id:?} is not a job id")))?;
     let hippo = state.hippo.clone();
+    let not_found = || ApiError::from(Error::not_found(format!("job {id} not found")));
     let job = state
         .blocking(move || hippo.store().job(id))
         .await?
-        .ok_or_else(|| ApiError::from(Error::not_found(format!("job {id} not found"))))?;
+        .ok_or_else(not_found)?;
+    // A key bound to a user or agent sees the jobs of its own scope only
+    // (a plan holds memory text).
+    match state.confine(Some(job.scope.clone())) {
+        Ok(Some(own)) if own == job.scope => {}
+        Ok(None) => {}
+        _ => return Err(not_found()),
+    }
     Ok(Json(job.into()))
 }
 
@@ -1865,7 +1914,9 @@ pub fn required_access(method: &axum::http::Method, route: &str, query: Option<&
     });
     match (method, route) {
         (_, "/metrics") => Access::Admin,
-        (_, "/v1/audit" | "/v1/audit/verify" | "/v1/keys" | "/v1/keys/{id}") => Access::Admin,
+        (_, "/v1/audit" | "/v1/audit/verify" | "/v1/keys" | "/v1/keys/{id}" | "/v1/stats") => {
+            Access::Admin
+        }
         // MCP checks each tool against the route it stands for.
         (_, "/mcp") => Access::Read,
         (&Method::GET | &Method::HEAD, _) => Access::Read,

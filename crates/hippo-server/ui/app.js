@@ -661,6 +661,96 @@ async function searchView({ params }) {
   return parts;
 }
 
+// ---- Jobs: background work (LLM extraction, consolidation) and its plans ----
+
+const costText = (c) =>
+  c && c.llm_calls ? `${c.llm_calls} calls · ${c.prompt_tokens ?? 0} → ${c.completion_tokens ?? 0} tokens` : "no LLM call";
+
+async function jobsView({ params }) {
+  const fields = [...SCOPE_FIELDS, { name: "state", label: "State", options: ["", "pending", "running", "done", "failed"] }];
+  const parts = [h("h1", {}, "Jobs"), filterForm("jobs", fields, params, "Show")];
+  const q = new URLSearchParams({ ...scopeOf(params), limit: "50" });
+  for (const k of ["state", "before"]) if (params.get(k)) q.set(k, params.get(k));
+  const resp = await api("GET", `/v1/jobs?${q}`);
+  parts.push(
+    h(
+      "div",
+      { class: "counts" },
+      ["pending", "running", "done", "failed"].map((k) =>
+        h("a", { class: `count ${k}`, href: `#/jobs?${new URLSearchParams({ ...scopeOf(params), state: k })}` }, h("strong", {}, resp[k]), ` ${k}`),
+      ),
+      h("span", { class: "muted" }, resp.llm ? `LLM: ${resp.llm}` : "No LLM configured: consolidation without one."),
+    ),
+  );
+  if (!resp.jobs.length) {
+    parts.push(empty("No jobs match."));
+    return parts;
+  }
+  parts.push(
+    table(
+      ["id", "kind", "scope", "state", "attempts", "cost", "queued", "last change", "error"],
+      resp.jobs.map((j) => [
+        h("a", { href: `#/job/${j.id}` }, String(j.id)),
+        j.kind,
+        scopeText(j),
+        h("span", { class: `tag ${j.state}` }, j.state),
+        h("span", { class: "num" }, j.attempts),
+        costText(j.cost),
+        h("span", { class: "mono" }, fmtTime(j.created_at)),
+        h("span", { class: "mono" }, fmtTime(j.updated_at)),
+        j.last_error ? h("span", { class: "error-text" }, j.last_error.slice(0, 120)) : "",
+      ]),
+      { class: "jobs" },
+    ),
+  );
+  if (resp.next_before) {
+    const next = new URLSearchParams({ ...Object.fromEntries(params), before: String(resp.next_before) });
+    parts.push(h("div", { class: "pager" }, h("a", { href: `#/jobs?${next}` }, "Older →")));
+  }
+  return parts;
+}
+
+async function jobView({ rest }) {
+  const j = await api("GET", `/v1/jobs/${encodeURIComponent(rest[0])}`);
+  const parts = [
+    h("h1", {}, `Job ${j.id}: ${j.kind} `, h("span", { class: `tag ${j.state}` }, j.state)),
+    fieldList([
+      ["scope", scopeText(j)],
+      ["attempts", String(j.attempts)],
+      ["steps applied", String(j.step)],
+      ["cost", costText(j.cost)],
+      ["queued", fmtTime(j.created_at)],
+      ["last change", fmtTime(j.updated_at)],
+    ]),
+  ];
+  if (j.last_error) parts.push(h("h2", {}, "Last error"), h("pre", { class: "card error" }, j.last_error));
+  parts.push(h("h2", {}, "Plan"));
+  if (Array.isArray(j.plan) && j.plan.every((op) => op && typeof op.op === "string")) {
+    parts.push(
+      j.plan.length
+        ? table(
+            ["#", "decision", "kind", "text", "target", "reason"],
+            j.plan.map((op, i) => [
+              h("span", { class: "num" }, i + 1),
+              h("span", { class: `tag op-${op.op}`, "aria-current": i < j.step ? "true" : undefined }, op.op),
+              op.kind || "",
+              op.text || "",
+              op.target || op.id ? h("a", { href: `#/memory/${op.target || op.id}`, class: "mono" }, (op.target || op.id).slice(0, 8)) : "",
+              op.reason || "",
+            ]),
+            { class: "plan" },
+          )
+        : empty("The model decided nothing worth storing."),
+    );
+  } else if (j.plan) {
+    parts.push(h("pre", { class: "card" }, JSON.stringify(j.plan, null, 2)));
+  } else {
+    parts.push(empty(j.state === "pending" ? "Not planned yet." : "No plan recorded."));
+  }
+  if (Object.keys(j.cost || {}).length) parts.push(h("h2", {}, "Cost"), h("pre", { class: "card" }, JSON.stringify(j.cost, null, 2)));
+  return parts;
+}
+
 // ---- Governance: admission refusals, grants, the audit log, keys ----
 
 const scopeText = (x) =>
@@ -720,33 +810,46 @@ async function governanceView({ params }) {
   return parts;
 }
 
-/** The audit log's latest entries (or from `after`), and whether its chain holds. */
+/**
+ * A page of the audit log (from `after`, the first by default), and whether
+ * its chain holds: verifying reads the whole log, so its verdict (and the
+ * link to the latest entries, which needs the count) arrives after the page.
+ */
 async function auditSection(params) {
-  const check = await api("GET", "/v1/audit/verify");
-  const after = params.has("after") ? Number.parseInt(params.get("after"), 10) : Math.max(0, check.entries - 50);
+  const after = Math.max(0, Number.parseInt(params.get("after") || "0", 10) || 0);
   const page = await api("GET", `/v1/audit?${new URLSearchParams({ after: String(after), limit: "50" })}`);
-  const verdict = check.ok
-    ? h("p", { class: "ok", role: "status" }, `Chain intact: ${check.entries} entries, each linked to the one before.`)
-    : h("p", { class: "error", role: "alert" }, `Chain broken at entry ${check.first_bad}: ${check.problem}`);
-  const nav = h("div", { class: "pager" });
   const at = (n) => `#/governance?${new URLSearchParams({ ...Object.fromEntries(params), after: String(Math.max(0, n)) })}`;
+  const nav = h("div", { class: "pager" });
   if (after > 0) nav.append(h("a", { href: at(after - 50) }, "← Earlier"));
   if (page.next_after) nav.append(h("a", { href: at(page.next_after) }, "Later →"));
+  const verdict = h("p", { class: "muted", role: "status" }, "Verifying the chain…");
+  api("GET", "/v1/audit/verify")
+    .then((check) => {
+      verdict.className = check.ok ? "ok" : "error";
+      verdict.setAttribute("role", check.ok ? "status" : "alert");
+      verdict.textContent = check.ok
+        ? `Chain intact: ${check.entries} entries, each linked to the one before.`
+        : `Chain broken at entry ${check.first_bad}: ${check.problem}`;
+      if (check.entries > after + 50) nav.append(h("a", { href: at(check.entries - 50) }, "Latest →"));
+    })
+    .catch((err) => verdict.replaceWith(errorBox(err)));
   return [
     h("h2", {}, "Audit log"),
     verdict,
-    table(
-      ["#", "at", "who", "action", "target", "detail"],
-      page.entries.map((e) => [
-        h("span", { class: "num" }, e.seq),
-        h("span", { class: "mono" }, fmtTime(e.at)),
-        e.actor,
-        e.action,
-        /^[0-9a-f-]{36}$/.test(e.target) ? h("a", { href: `#/memory/${e.target}`, class: "mono" }, e.target) : h("span", { class: "mono" }, e.target),
-        h("span", { class: "mono small" }, JSON.stringify(e.detail)),
-      ]),
-      { class: "audit" },
-    ),
+    page.entries.length
+      ? table(
+          ["#", "at", "who", "action", "target", "detail"],
+          page.entries.map((e) => [
+            h("span", { class: "num" }, e.seq),
+            h("span", { class: "mono" }, fmtTime(e.at)),
+            e.actor,
+            e.action,
+            /^[0-9a-f-]{36}$/.test(e.target) ? h("a", { href: `#/memory/${e.target}`, class: "mono" }, e.target) : h("span", { class: "mono" }, e.target),
+            h("span", { class: "mono small" }, JSON.stringify(e.detail)),
+          ]),
+          { class: "audit" },
+        )
+      : empty("No entries here."),
     nav,
   ];
 }
@@ -821,17 +924,111 @@ async function keysSection() {
   ];
 }
 
-// ---- Health ----
+// ---- Health: the server and the tenant's store, sampled from /metrics ----
 
-function metricLines(text, names) {
-  return text
-    .split("\n")
-    .filter((l) => l && !l.startsWith("#") && names.some((n) => l.startsWith(n)))
-    .slice(0, 200);
+/** Prometheus text → [{name, labels, value}]. */
+function parseMetrics(text) {
+  const out = [];
+  for (const line of text.split("\n")) {
+    if (!line || line.startsWith("#")) continue;
+    const m = line.match(/^([a-zA-Z_:][\w:]*)(\{(.*)\})?\s+(\S+)/);
+    if (!m) continue;
+    const labels = {};
+    for (const [, k, v] of (m[3] || "").matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[k] = v;
+    out.push({ name: m[1], labels, value: Number(m[4]) });
+  }
+  return out;
+}
+
+const total = (ms, name, pred = () => true) => ms.filter((x) => x.name === name && pred(x.labels)).reduce((n, x) => n + x.value, 0);
+
+/** Latency quantile `q` (ms) of the requests between two samples, from the histogram's buckets. */
+function quantile(prev, cur, q) {
+  const buckets = (ms) => {
+    const by = new Map();
+    // The inspector's own sampling of /metrics is left out.
+    for (const x of ms) if (x.name === "hippo_http_request_duration_seconds_bucket" && x.labels.route !== "/metrics") by.set(x.labels.le, (by.get(x.labels.le) || 0) + x.value);
+    return by;
+  };
+  const a = buckets(prev), b = buckets(cur);
+  const les = [...b.keys()].map((le) => [le === "+Inf" ? Infinity : Number(le), le]).sort((x, y) => x[0] - y[0]);
+  const counts = les.map(([bound, le]) => [bound, (b.get(le) || 0) - (a.get(le) || 0)]);
+  const n = counts.length ? counts[counts.length - 1][1] : 0;
+  if (n <= 0) return null;
+  let lower = 0, below = 0;
+  for (const [bound, c] of counts) {
+    if (c >= q * n) {
+      if (bound === Infinity) return lower * 1e3;
+      const within = c - below;
+      return (lower + (bound - lower) * (within > 0 ? (q * n - below) / within : 1)) * 1e3;
+    }
+    lower = bound;
+    below = c;
+  }
+  return null;
+}
+
+const SAMPLE_MS = 2000;
+const samples = [];
+let poller = null;
+async function sampleMetrics() {
+  const text = await api("GET", "/metrics");
+  samples.push({ t: Date.now(), m: parseMetrics(text) });
+  if (samples.length > 150) samples.shift();
+}
+
+/** A sparkline of `points` ([t, value]) with its latest value. */
+function sparkline(title, points, unit) {
+  const W = 260, H = 56;
+  const vals = points.map((p) => p[1]).filter((v) => v !== null && Number.isFinite(v));
+  const last = vals.length ? vals[vals.length - 1] : null;
+  const hi = Math.max(1e-9, ...vals);
+  const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, class: "spark", role: "img", "aria-label": `${title}: ${last === null ? "no data" : sig(last)} ${unit}` });
+  if (points.length > 1) {
+    const t0 = points[0][0], t1 = points[points.length - 1][0];
+    const d = points
+      .filter((p) => p[1] !== null && Number.isFinite(p[1]))
+      .map((p, i) => `${i ? "L" : "M"}${(((p[0] - t0) / Math.max(1, t1 - t0)) * (W - 4) + 2).toFixed(1)},${(H - 4 - (p[1] / hi) * (H - 8)).toFixed(1)}`)
+      .join(" ");
+    svg.append(s("path", { d, class: "line" }));
+  }
+  return h("div", { class: "card spark-card" }, h("div", { class: "muted" }, title), h("div", { class: "big" }, last === null ? "–" : `${sig(last)} ${unit}`), svg);
+}
+
+function healthCharts() {
+  if (samples.length < 2) return [empty("Collecting samples of /metrics (every 2 s while this view is open)…")];
+  const pairs = samples.slice(1).map((cur, i) => [samples[i], cur]);
+  const rate = (name, pred) => pairs.map(([a, b]) => [b.t, (total(b.m, name, pred) - total(a.m, name, pred)) / ((b.t - a.t) / 1e3)]);
+  const notMetrics = (l) => l.route !== "/metrics";
+  return [
+    h(
+      "div",
+      { class: "sparks" },
+      sparkline("Requests per second", rate("hippo_http_requests_total", notMetrics), "req/s"),
+      sparkline("Latency p50", pairs.map(([a, b]) => [b.t, quantile(a.m, b.m, 0.5)]), "ms"),
+      sparkline("Latency p95", pairs.map(([a, b]) => [b.t, quantile(a.m, b.m, 0.95)]), "ms"),
+      sparkline("Resident memory", samples.map((x) => [x.t, total(x.m, "hippo_process_resident_memory_bytes") / 2 ** 20]), "MiB"),
+      sparkline("LLM tokens per second", pairs.map(([a, b]) => [b.t, ["hippo_llm_prompt_tokens_total", "hippo_llm_completion_tokens_total"].reduce((n, name) => n + (total(b.m, name) - total(a.m, name)), 0) / ((b.t - a.t) / 1e3)]), "tok/s"),
+      sparkline("Memories written per second", rate("hippo_memories_written_total"), "/s"),
+    ),
+  ];
+}
+
+function llmTable(m) {
+  const ops = [...new Set(m.filter((x) => x.name.startsWith("hippo_llm_")).map((x) => x.labels.operation).filter(Boolean))];
+  if (!ops.length) return empty("No LLM calls since the server started.");
+  return table(
+    ["operation", "calls", "prompt tokens", "answer tokens", "unusable answers"],
+    ops.map((op) => [
+      op,
+      ...["calls", "prompt_tokens", "completion_tokens", "unusable_answers"].map((k) => h("span", { class: "num" }, total(m, `hippo_llm_${k}_total`, (l) => l.operation === op))),
+    ]),
+    { class: "llm" },
+  );
 }
 
 async function healthView() {
-  const health = await api("GET", "/healthz");
+  const [health, me] = await Promise.all([api("GET", "/healthz"), whoamiInfo()]);
   const parts = [
     h("h1", {}, "Health"),
     fieldList([
@@ -840,13 +1037,37 @@ async function healthView() {
       ["version", health.version],
     ]),
   ];
-  try {
-    const text = await api("GET", "/metrics");
-    const lines = metricLines(text, ["hippo_process_resident_memory_bytes", "hippo_memories", "hippo_jobs", "hippo_http_requests_total", "hippo_llm"]);
-    parts.push(h("h2", {}, "Metrics"), h("pre", { class: "card" }, lines.join("\n") || "(none)"));
-  } catch (err) {
-    parts.push(h("h2", {}, "Metrics"), errorBox(err));
+  if (me.access !== "admin" || me.user_id || me.agent_id) {
+    parts.push(empty("The store's numbers and the server's metrics are shown to tenant-wide admin keys."));
+    return parts;
   }
+  const [stats] = await Promise.all([api("GET", "/v1/stats"), samples.length ? null : sampleMetrics()]);
+  parts.push(
+    h("h2", {}, "This tenant's store"),
+    fieldList([
+      ["memories", `${stats.memories} (${Object.entries(stats.by_kind).map(([k, n]) => `${n} ${k}`).join(", ")})`],
+      ["users", String(stats.users)],
+      ["vectors", Object.entries(stats.vectors_by_model).map(([k, n]) => `${n} of ${k}`).join(", ") || "none"],
+      ["keyword index", `${stats.keyword_entries} entries`],
+      ["on disk", stats.disk_bytes == null ? "(Postgres)" : `${(stats.disk_bytes / 2 ** 20).toFixed(1)} MiB`],
+      ["jobs", Object.entries(stats.jobs).map(([k, n]) => `${n} ${k}`).join(", ")],
+    ]),
+  );
+  const charts = h("div", { id: "charts" }, healthCharts());
+  const llm = h("div", {}, llmTable(samples[samples.length - 1].m));
+  parts.push(h("h2", {}, "Server"), charts, h("h2", {}, "LLM use since start"), llm);
+  // Sampled while this view is open; only the charts redraw (no layout jump).
+  const timer = setInterval(async () => {
+    if (route().name !== "health") return clearInterval(timer);
+    try {
+      await sampleMetrics();
+      charts.replaceChildren(...healthCharts());
+      llm.replaceChildren(llmTable(samples[samples.length - 1].m));
+    } catch (err) {
+      charts.replaceChildren(errorBox(err));
+    }
+  }, SAMPLE_MS);
+  poller = timer;
   return parts;
 }
 
@@ -859,6 +1080,8 @@ const VIEWS = {
   timeline: timelineView,
   search: searchView,
   governance: governanceView,
+  jobs: jobsView,
+  job: jobView,
   health: healthView,
 };
 
@@ -866,8 +1089,11 @@ let rendering = 0;
 async function render() {
   const r = route();
   const ticket = ++rendering;
+  clearInterval(poller);
+  poller = null;
   for (const a of document.querySelectorAll("nav a")) {
-    if (a.dataset.view === r.name || (r.name === "memory" && a.dataset.view === "memories")) a.setAttribute("aria-current", "page");
+    const owner = { memory: "memories", job: "jobs" }[r.name] || r.name;
+    if (a.dataset.view === owner) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
   const fn = VIEWS[r.name];
@@ -880,6 +1106,9 @@ async function render() {
   if (ticket !== rendering) return; // a newer navigation won
   view.replaceChildren(...[parts].flat(Infinity));
   document.title = `Hippo · ${r.name}`;
+  // When the view's content reached the screen, in ms since the page began
+  // loading: what the scale test reads as the view's first paint.
+  requestAnimationFrame(() => performance.mark("hippo:view-painted", { detail: r.name }));
 }
 
 function keyButtonLabel() {

@@ -676,6 +676,33 @@ fn profiles_and_llm_usage_are_served_over_rest() {
     assert_eq!(profile["memory"], "Ana is a nurse.", "{profile}");
     assert_eq!(profile["kind"], "profile");
     assert_eq!(profile["metadata"]["digest"], "profile");
+    // The jobs are listed, newest first, each as `GET /v1/jobs/{id}` has it.
+    let (st, listed) = server.call("GET", "/v1/jobs?state=done&limit=50", None);
+    assert_eq!(st, 200, "{listed}");
+    let jobs = listed["jobs"].as_array().unwrap();
+    assert!(!jobs.is_empty(), "{listed}");
+    assert!(jobs
+        .iter()
+        .all(|j| j["state"] == "done" && j["user_id"] == "ana"));
+    assert!(jobs
+        .windows(2)
+        .all(|w| w[0]["id"].as_i64() > w[1]["id"].as_i64()));
+    let extract = jobs.iter().find(|j| j["kind"] == "extract").unwrap();
+    let (_, one) = server.call("GET", &format!("/v1/jobs/{}", extract["id"]), None);
+    assert_eq!(&one, extract);
+    assert!(
+        extract["cost"]["llm_calls"].as_u64().unwrap() >= 1,
+        "{extract}"
+    );
+    let (_, none) = server.call("GET", "/v1/jobs?state=failed", None);
+    assert!(none["jobs"].as_array().unwrap().is_empty());
+    let (_, page) = server.call("GET", "/v1/jobs?limit=1", None);
+    let next = page["next_before"].as_i64().unwrap();
+    let (_, rest) = server.call("GET", &format!("/v1/jobs?limit=1&before={next}"), None);
+    assert!(rest["jobs"][0]["id"].as_i64().unwrap() < next);
+    for bad in ["/v1/jobs?state=stuck", "/v1/jobs?limit=500"] {
+        assert_eq!(server.call("GET", bad, None).0, 400, "{bad}");
+    }
     let (_, metrics) = server.call("GET", "/metrics", None);
     let metrics = metrics.as_str().unwrap();
     for line in [

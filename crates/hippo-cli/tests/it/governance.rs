@@ -183,3 +183,56 @@ fn an_admin_reads_the_audit_log_and_sees_tampering() {
     assert_eq!(check["first_bad"], 2, "{check}");
     assert!(check["problem"].is_string());
 }
+
+/// Jobs hold memory text in their plans: a key bound to a user lists and
+/// reads its own scope's jobs only. The store's numbers are for admins.
+#[test]
+fn a_user_bound_key_sees_its_own_jobs_only_and_admins_see_the_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("j.db");
+    let admin = key(&db, "default", "admin");
+    let ana = run(&db, &["key", "create", "--access", "read", "--user", "ana"]);
+    let s = Server::start(&db, &[]);
+    for user in ["ana", "bob"] {
+        let (st, _) = s.call_as(
+            Some(&admin),
+            "POST",
+            "/v1/memories",
+            Some(json!({"user_id": user, "session_id": "s", "messages": [{"role": "user", "content": format!("{user} notes")}]})),
+        );
+        assert_eq!(st, 200);
+    }
+    let (_, all) = s.call_as(Some(&admin), "GET", "/v1/jobs", None);
+    let jobs = all["jobs"].as_array().unwrap();
+    let bobs: Vec<i64> = jobs
+        .iter()
+        .filter(|j| j["user_id"] == "bob")
+        .map(|j| j["id"].as_i64().unwrap())
+        .collect();
+    assert!(!bobs.is_empty(), "a write queues consolidation: {all}");
+    let (st, own) = s.call_as(Some(&ana), "GET", "/v1/jobs", None);
+    assert_eq!(st, 200, "{own}");
+    let own = own["jobs"].as_array().unwrap();
+    assert!(!own.is_empty());
+    assert!(own.iter().all(|j| j["user_id"] == "ana"), "{own:?}");
+    let (st, _) = s.call_as(Some(&ana), "GET", &format!("/v1/jobs/{}", bobs[0]), None);
+    assert_eq!(st, 404, "another user's job is as absent as none");
+    let (st, _) = s.call_as(Some(&ana), "GET", "/v1/jobs?user_id=bob", None);
+    assert_eq!(st, 403);
+    let (st, _) = s.call_as(Some(&admin), "GET", &format!("/v1/jobs/{}", bobs[0]), None);
+    assert_eq!(st, 200);
+
+    // The store in numbers, for tenant-wide admins.
+    let (st, stats) = s.call_as(Some(&admin), "GET", "/v1/stats", None);
+    assert_eq!(st, 200, "{stats}");
+    assert_eq!(stats["memories"], 2);
+    assert_eq!(stats["users"], 2);
+    assert_eq!(stats["by_kind"]["message"], 2);
+    assert!(stats["disk_bytes"].as_u64().unwrap() > 0);
+    let queued: u64 = ["pending", "running", "done", "failed"]
+        .iter()
+        .map(|k| stats["jobs"][k].as_u64().unwrap())
+        .sum();
+    assert_eq!(queued as usize, jobs.len());
+    assert_eq!(s.call_as(Some(&ana), "GET", "/v1/stats", None).0, 403);
+}

@@ -410,6 +410,63 @@ pub fn scope_counts(store: &dyn Store) {
     assert_eq!(store.scopes(None, &all, 2).unwrap().len(), 2);
 }
 
+/// Jobs are listed newest first, by state and scope, paged by id.
+pub fn job_listing(store: &dyn Store) {
+    use crate::jobs::{JobState, NewJob};
+    use crate::store::JobQuery;
+    let t0 = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+    let job = |user: &str| NewJob {
+        kind: "extract".into(),
+        scope: Scope::user(user),
+        payload: Default::default(),
+        at: t0,
+    };
+    store
+        .insert(InsertBatch {
+            jobs: vec![job("ann"), job("bob"), job("ann")],
+            ..Default::default()
+        })
+        .unwrap();
+    let claimed = store
+        .claim_job(t0, chrono::Duration::seconds(30))
+        .unwrap()
+        .unwrap();
+    let ids =
+        |q: JobQuery<'_>| -> Vec<i64> { store.jobs(&q).unwrap().iter().map(|j| j.id).collect() };
+    let all = ids(JobQuery {
+        limit: 10,
+        ..Default::default()
+    });
+    assert_eq!(all.len(), 3);
+    assert!(all.windows(2).all(|w| w[0] > w[1]), "newest first: {all:?}");
+    assert_eq!(claimed.id, all[2], "the oldest was claimed");
+    let ann = Scope::user("ann");
+    assert_eq!(
+        ids(JobQuery {
+            scope: Some(&ann),
+            limit: 10,
+            ..Default::default()
+        }),
+        vec![all[0], all[2]]
+    );
+    assert_eq!(
+        ids(JobQuery {
+            state: Some(JobState::Running),
+            limit: 10,
+            ..Default::default()
+        }),
+        vec![claimed.id]
+    );
+    assert_eq!(
+        ids(JobQuery {
+            before: Some(all[0]),
+            limit: 1,
+            ..Default::default()
+        }),
+        vec![all[1]]
+    );
+}
+
 /// Updates change content, keyword entry and vector together.
 pub fn update(store: &dyn Store) {
     let s = Scope::user("up");
@@ -1350,6 +1407,7 @@ pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     update(make().as_ref());
     lifecycle(make().as_ref());
     jobs(make().as_ref());
+    job_listing(make().as_ref());
     forgetting(make().as_ref());
     erasure(make().as_ref());
     grants(make().as_ref());

@@ -322,6 +322,19 @@ pub struct ListQuery<'a> {
     pub order: Order,
 }
 
+/// Which jobs [`Store::jobs`] lists.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobQuery<'a> {
+    /// Only jobs in this state.
+    pub state: Option<crate::jobs::JobState>,
+    /// Only jobs of this scope (its fields that are set).
+    pub scope: Option<&'a Scope>,
+    /// Only jobs with a smaller id (the next page).
+    pub before: Option<i64>,
+    /// Most jobs.
+    pub limit: usize,
+}
+
 /// One scope (a user, agent and session triple, any of them absent) that
 /// holds memories, as [`Store::scopes`] counts them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -509,6 +522,9 @@ pub trait Store: Send + Sync {
     fn job(&self, id: i64) -> Result<Option<Job>>;
     /// Jobs per state.
     fn job_counts(&self) -> Result<JobCounts>;
+    /// Jobs newest first: of a state, inside a scope, before an id, at most
+    /// `limit`.
+    fn jobs(&self, query: &JobQuery<'_>) -> Result<Vec<Job>>;
     /// Deletes finished (`done`) jobs last changed before `before`; returns
     /// how many. Failed jobs stay for inspection.
     fn prune_jobs(&self, before: DateTime<Utc>) -> Result<u64>;

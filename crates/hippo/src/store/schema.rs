@@ -206,6 +206,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE requests ADD COLUMN attempt TEXT;
     "#,
+    // v12: store statistics (memories by kind, vectors by model) read small
+    // indexes instead of scanning the tables (the vectors' is all blobs).
+    r#"
+    CREATE INDEX memories_kind ON memories(kind);
+    CREATE INDEX memory_vectors_model ON memory_vectors(model);
+    "#,
 ];
 
 /// The schema version this code writes.

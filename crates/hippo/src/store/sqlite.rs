@@ -33,8 +33,8 @@ use super::schema;
 use super::slots::SlotFields;
 use super::vectors::VectorIndex;
 use super::{
-    Candidate, GrantQuery, InsertBatch, InsertOutcome, KeywordQuery, ListQuery, Order, Page,
-    ScopeSummary, Source, Store, StoreStats, Update, VectorQuery,
+    Candidate, GrantQuery, InsertBatch, InsertOutcome, JobQuery, KeywordQuery, ListQuery, Order,
+    Page, ScopeSummary, Source, Store, StoreStats, Update, VectorQuery,
 };
 use crate::audit::entries;
 use crate::error::{Error, ErrorKind, Result};
@@ -2321,6 +2321,28 @@ impl Store for SqliteStore {
         Ok(job)
     }
 
+    fn jobs(&self, q: &JobQuery<'_>) -> Result<Vec<Job>> {
+        let mut c = Conditions::default();
+        if let Some(scope) = q.scope {
+            c.scope(scope);
+        }
+        if let Some(state) = q.state {
+            c.push("m.state = ?", state.as_str().to_owned());
+        }
+        if let Some(before) = q.before {
+            c.push("m.id < ?", before);
+        }
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs m WHERE {} ORDER BY m.id DESC LIMIT {}",
+            c.where_clause(),
+            q.limit.max(1)
+        );
+        let conn = self.reader();
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(params_from_iter(c.params.iter()), job_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn job_counts(&self) -> Result<JobCounts> {
         let conn = self.reader();
         let mut counts = JobCounts::default();
@@ -2355,9 +2377,11 @@ impl Store for SqliteStore {
         stats.keyword_entries = conn.query_row("SELECT count(*) FROM memory_fts", [], |r| {
             r.get::<_, i64>(0)
         })? as u64;
-        stats.users = conn.query_row("SELECT count(DISTINCT user_id) FROM memories", [], |r| {
-            r.get::<_, i64>(0)
-        })? as u64;
+        stats.users = conn.query_row(
+            "SELECT count(DISTINCT user_id) FROM memories WHERE user_id IS NOT NULL",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64;
         let wal = PathBuf::from(format!("{}-wal", self.path.display()));
         stats.disk_bytes = std::fs::metadata(&self.path)
             .ok()

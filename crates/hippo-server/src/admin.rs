@@ -1,5 +1,5 @@
-//! Governance over HTTP for a tenant's admins: its audit log (with the
-//! chain's verification) and its API keys (list, create, revoke). Each
+//! A tenant admin's routes: its audit log (with the chain's verification),
+//! its API keys (list, create, revoke) and its store's statistics. Each
 //! route needs a tenant-wide admin key: a key bound to a user or agent
 //! cannot read the whole tenant's log nor make a key wider than itself.
 //! Keys are those of the request's tenant only; a key's secret is shown
@@ -195,6 +195,54 @@ async fn on_control<T: Send + 'static>(
             "internal error",
         )),
     }
+}
+
+/// A tenant's store in numbers.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StatsView {
+    /// Memories, every version and status.
+    pub memories: u64,
+    /// Memories by kind.
+    pub by_kind: std::collections::BTreeMap<String, u64>,
+    /// Vectors by embedding model (the active one is searched).
+    pub vectors_by_model: std::collections::BTreeMap<String, u64>,
+    /// Entries in the keyword index.
+    pub keyword_entries: u64,
+    /// Distinct users.
+    pub users: u64,
+    /// Bytes on disk (SQLite: the database file and its WAL; absent on Postgres).
+    pub disk_bytes: Option<u64>,
+    /// Background jobs per state.
+    pub jobs: std::collections::BTreeMap<String, u64>,
+}
+
+/// The tenant's store in numbers: memories by kind, vectors by model,
+/// keyword entries, users, bytes on disk, jobs (admin, tenant-wide key).
+#[utoipa::path(get, path = "/v1/stats",
+    responses((status = 200, body = StatsView), (status = 403, body = ErrorBody)))]
+pub(crate) async fn stats(state: Bound) -> Result<Json<StatsView>, ApiError> {
+    tenant_wide(&state)?;
+    let hippo = state.hippo.clone();
+    let (s, jobs) = state
+        .blocking(move || Ok((hippo.stats()?, hippo.store().job_counts()?)))
+        .await?;
+    Ok(Json(StatsView {
+        memories: s.memories,
+        by_kind: s.by_kind,
+        vectors_by_model: s.vectors_by_model,
+        keyword_entries: s.keyword_entries,
+        users: s.users,
+        disk_bytes: s.disk_bytes,
+        jobs: [
+            ("pending", jobs.pending),
+            ("running", jobs.running),
+            ("done", jobs.done),
+            ("failed", jobs.failed),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect(),
+    }))
 }
 
 /// The tenant's audit log, oldest first: every write, change, delete and
