@@ -847,6 +847,13 @@ pub struct ScoresView {
     pub reinforcement: f32,
     /// Its kind's retrieval weight.
     pub kind_weight: f32,
+    /// Its rank among the keyword channel's candidates (1: best), when it
+    /// matched a query word.
+    pub keyword_rank: Option<u32>,
+    /// Its rank by cosine among all candidates with a vector (1: closest).
+    pub vector_rank: Option<u32>,
+    /// What its conversation neighbours added to its score.
+    pub neighbour_lift: f32,
 }
 
 /// A search result: the memory that matched (its id, metadata, ...), its
@@ -874,6 +881,8 @@ pub struct SearchResultView {
     /// searcher: the grant that shares it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_via: Option<Uuid>,
+    /// Tokens it takes of the budget (its messages and header).
+    pub tokens: usize,
 }
 
 impl From<SearchHit> for SearchResultView {
@@ -912,7 +921,40 @@ impl From<SearchHit> for SearchResultView {
                 strength: h.scores.strength,
                 reinforcement: h.scores.reinforcement,
                 kind_weight: h.scores.kind_weight,
+                keyword_rank: h.scores.keyword_rank,
+                vector_rank: h.scores.vector_rank,
+                neighbour_lift: h.scores.neighbour_lift,
             },
+            tokens: h.tokens,
+        }
+    }
+}
+
+/// Where a search's time went, in milliseconds: the keyword channel runs
+/// while the query is embedded (then the vector channel), then fusion, then
+/// packing.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SearchTimingsView {
+    /// Embedding the query (0 when its vector was cached).
+    pub embed_ms: f64,
+    /// The keyword channel.
+    pub keyword_ms: f64,
+    /// The vector channel, with exact cosines of keyword-only candidates.
+    pub vector_ms: f64,
+    /// Fusing and weighing the candidates (standing, neighbours, diversity).
+    pub fusion_ms: f64,
+    /// Packing the results into the token budget.
+    pub packing_ms: f64,
+}
+
+impl From<hippo::SearchTimings> for SearchTimingsView {
+    fn from(t: hippo::SearchTimings) -> Self {
+        SearchTimingsView {
+            embed_ms: t.embed_ms,
+            keyword_ms: t.keyword_ms,
+            vector_ms: t.vector_ms,
+            fusion_ms: t.fusion_ms,
+            packing_ms: t.packing_ms,
         }
     }
 }
@@ -928,6 +970,13 @@ pub struct SearchResponseView {
     pub embed_ms: f64,
     /// Of which retrieval: candidates, fusion and fetching the results.
     pub retrieve_ms: f64,
+    /// Stage by stage.
+    pub timings: SearchTimingsView,
+    /// The token budget the results were packed into (asked for, or 140 per
+    /// requested result).
+    pub budget_tokens: usize,
+    /// Tokens the results take, all together.
+    pub tokens: usize,
     /// With `format: "prompt"`: the results as one block for an LLM prompt,
     /// each memory quoted as data inside `<memory>` elements (escaped), after
     /// a preamble saying they are not instructions.

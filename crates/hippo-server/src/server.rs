@@ -871,6 +871,7 @@ async fn blocking<T: Send + 'static>(
         SearchResponseView,
         ListResponse,
         ScopesResponse,
+        SearchTimingsView,
         ScopeView,
         PatchBody,
         DeletedResponse,
@@ -1196,6 +1197,7 @@ pub(crate) async fn search(
         }
     }
     let prompt = prompt.then(|| hippo::prompt::render(&state.hippo, &resp.hits));
+    let tokens = resp.hits.iter().map(|h| h.tokens).sum();
     Ok(Json(SearchResponseView {
         prompt,
         results: resp
@@ -1211,6 +1213,9 @@ pub(crate) async fn search(
         took_ms: t.elapsed().as_secs_f64() * 1e3,
         embed_ms: resp.embed_ms,
         retrieve_ms: resp.retrieve_ms,
+        timings: resp.timings.into(),
+        budget_tokens: resp.budget_tokens,
+        tokens,
     }))
 }
 

@@ -101,7 +101,7 @@ function filterForm(name, fields, params, submitLabel) {
     const id = `f-${f.name}`;
     let input;
     if (f.options) {
-      input = h("select", { id, name: f.name }, f.options.map((o) => h("option", { value: o }, o || "(any)")));
+      input = h("select", { id, name: f.name }, f.options.map((o) => h("option", { value: o }, o || f.blank || "(any)")));
       input.value = params.get(f.name) || f.value || "";
     } else {
       input = h("input", {
@@ -584,13 +584,16 @@ function meter(cls, value, max = 1) {
   return h("div", { class: `meter ${cls}`, role: "img", "aria-label": fmt(value) }, span);
 }
 
-function resultCard(r, i) {
+function resultCard(r, i, before, other) {
   const s = r.scores;
   const speaker = (src) => (src.name || src.role ? `${src.name || src.role}: ` : "");
   // An excerpt shows its messages, the hits marked; a single memory is its own hit.
   const lines = r.sources
     ? r.sources.map((src) => h("div", { class: `line${src.hit ? " hit" : ""}` }, h("pre", {}, speaker(src) + src.memory)))
     : [h("div", { class: "line hit" }, h("pre", {}, r.memory))];
+  // In a comparison: where the other setting ranked it.
+  const moved = before === undefined ? null : h("span", { class: "tag moved" }, before === -1 ? `not in ${other}` : `${other} #${before + 1}`);
+  const rank = (x) => (x == null ? "–" : `#${x}`);
   return h(
     "article",
     { class: "card result" },
@@ -602,25 +605,83 @@ function resultCard(r, i) {
       h("span", { class: "muted mono" }, fmtTime(r.event_time || r.recorded_at)),
       h("span", { class: "score" }, `score ${fmt(r.score)}`),
       h("span", {}, `relevance ${fmt(r.relevance)}`),
+      h("span", { class: "muted" }, `${r.tokens} tokens`),
+      moved,
       r.shared_via ? h("span", { class: "tag" }, "shared") : null,
     ),
     h("div", { class: "excerpt" }, lines),
     h(
       "div",
       { class: "scores" },
-      h("span", {}, "keyword"),
+      h("span", {}, `keyword ${rank(s.keyword_rank)}`),
       meter("kw", s.keyword_norm),
       h("span", { class: "mono" }, s.keyword == null ? "no match" : `${fmt(s.keyword_norm)} (${sig(s.keyword)})`),
-      h("span", {}, "vector"),
+      h("span", {}, `vector ${rank(s.vector_rank)}`),
       meter("vec", s.vector_norm),
       h("span", { class: "mono" }, `${fmt(s.vector_norm)} (${fmt(s.vector)})`),
       h("span", {}, "neighbours"),
       meter("nb", s.neighbour),
-      h("span", { class: "mono" }, fmt(s.neighbour)),
+      h("span", { class: "mono" }, `${fmt(s.neighbour)} (+${fmt(s.neighbour_lift)})`),
       h("span", {}, "recency"),
       meter("rec", s.recency),
       h("span", { class: "mono" }, fmt(s.recency)),
     ),
+    s.strength < 1 || s.kind_weight !== 1 || s.reinforcement > 0
+      ? h("div", { class: "muted small" }, `strength ${fmt(s.strength, 2)} · reinforcement ${fmt(s.reinforcement, 2)} · kind weight ${fmt(s.kind_weight, 2)}`)
+      : null,
+  );
+}
+
+// The options a search takes; in a comparison, setting B's are prefixed `b_`.
+const SEARCH_OPTIONS = [
+  { name: "top_k", label: "top_k", type: "number", min: 1, int: true },
+  { name: "budget_tokens", label: "Budget (tokens)", type: "number", min: 1, int: true },
+  { name: "context_before", label: "Context before", type: "number", min: 0, int: true },
+  { name: "context_after", label: "Context after", type: "number", min: 0, int: true },
+  { name: "diversity", label: "Diversity", type: "number", step: "0.1", min: 0, float: true },
+  { name: "kind", label: "Kind", options: KINDS },
+  { name: "reference_time", label: "Reference time", placeholder: "RFC 3339" },
+  { name: "as_of", label: "As of", placeholder: "RFC 3339" },
+  { name: "format", label: "Format", options: ["", "prompt"], blank: "json" },
+];
+
+function searchBody(params, prefix) {
+  const body = { query: params.get("query"), ...scopeOf(params) };
+  for (const o of SEARCH_OPTIONS) {
+    const v = params.get(prefix + o.name);
+    if (!v) continue;
+    if (o.name === "kind") body.filters = { kind: v };
+    else if (o.int) body[o.name] = Number.parseInt(v, 10);
+    else if (o.float) body[o.name] = Number.parseFloat(v);
+    else body[o.name] = v;
+  }
+  return body;
+}
+
+/** One setting's answer: its budget use, where the time went, its results. */
+function searchColumn(label, resp, others, other) {
+  const t = resp.timings;
+  return h(
+    "section",
+    { class: "column", "aria-label": label },
+    label ? h("h2", {}, label) : null,
+    h(
+      "div",
+      { class: "timings" },
+      h("span", {}, resp.results.length === 1 ? "1 result" : `${resp.results.length} results`),
+      h("span", { class: "budget" }, `${resp.tokens} / ${resp.budget_tokens} tokens`, meter("vec", resp.tokens, resp.budget_tokens)),
+      h("span", {}, `total ${fmt(resp.took_ms, 1)} ms`),
+    ),
+    h(
+      "div",
+      { class: "timings stages muted" },
+      h("span", {}, `query embedding ${fmt(t.embed_ms, 1)} ms, then vector channel ${fmt(t.vector_ms, 1)} ms`),
+      h("span", {}, `keyword channel ${fmt(t.keyword_ms, 1)} ms (meanwhile)`),
+      h("span", {}, `fusion ${fmt(t.fusion_ms, 1)} ms`),
+      h("span", {}, `packing ${fmt(t.packing_ms, 1)} ms`),
+    ),
+    resp.prompt ? h("details", { class: "card" }, h("summary", {}, "As a prompt block"), h("pre", {}, resp.prompt)) : null,
+    resp.results.length ? resp.results.map((r, i) => resultCard(r, i, others ? others.indexOf(r.id) : undefined, other)) : empty("Nothing found."),
   );
 }
 
@@ -628,36 +689,41 @@ async function searchView({ params }) {
   const fields = [
     { name: "query", label: "Query", wide: true, placeholder: "What does Ana eat?" },
     ...SCOPE_FIELDS,
-    { name: "top_k", label: "top_k", type: "number", min: 1, value: "10" },
-    { name: "budget_tokens", label: "Budget (tokens)", type: "number", min: 1 },
-    { name: "context_before", label: "Context before", type: "number", min: 0 },
-    { name: "context_after", label: "Context after", type: "number", min: 0 },
-    { name: "diversity", label: "Diversity", type: "number", step: "0.1", min: 0 },
-    { name: "reference_time", label: "Reference time", placeholder: "RFC 3339" },
-    { name: "as_of", label: "As of", placeholder: "RFC 3339" },
+    ...SEARCH_OPTIONS.map((o) => (o.name === "top_k" ? { ...o, value: "10" } : o)),
   ];
-  const parts = [h("h1", {}, "Search lab"), filterForm("search", fields, params, "Search")];
-  const query = params.get("query");
-  if (!query) {
+  const compare = SEARCH_OPTIONS.map((o) => ({ ...o, name: `b_${o.name}`, label: `B: ${o.label}`, blank: "(as A)", placeholder: "as A" }));
+  const form = filterForm("search", fields, params, "Search");
+  const details = h(
+    "details",
+    { class: "compare-settings wide", open: SEARCH_OPTIONS.some((o) => params.get(`b_${o.name}`)) || undefined },
+    h("summary", {}, "Compare with other settings (B, side by side)"),
+  );
+  // Fields of setting B live in the same form, so one submit sets both.
+  const bForm = filterForm("search", compare, params, "");
+  details.append(h("div", { class: "b-fields" }, [...bForm.querySelectorAll("label")]));
+  form.insertBefore(details, form.querySelector("button"));
+  const parts = [h("h1", {}, "Search lab"), form];
+  if (!params.get("query")) {
     parts.push(empty("Ask a question of a scope to see what comes back, and why."));
     return parts;
   }
-  const body = { query, ...scopeOf(params) };
-  for (const k of ["top_k", "budget_tokens", "context_before", "context_after"]) if (params.get(k)) body[k] = Number.parseInt(params.get(k), 10);
-  if (params.get("diversity")) body.diversity = Number.parseFloat(params.get("diversity"));
-  for (const k of ["reference_time", "as_of"]) if (params.get(k)) body[k] = params.get(k);
-  const resp = await api("POST", "/v1/search", body);
+  const withB = SEARCH_OPTIONS.some((o) => params.get(`b_${o.name}`));
+  if (!withB) {
+    parts.push(searchColumn(null, await api("POST", "/v1/search", searchBody(params, ""))));
+    return parts;
+  }
+  // B starts from A's settings and changes what it names.
+  const bParams = new URLSearchParams(params);
+  for (const o of SEARCH_OPTIONS) if (params.get(`b_${o.name}`)) bParams.set(o.name, params.get(`b_${o.name}`));
+  const [a, b] = await Promise.all([api("POST", "/v1/search", searchBody(params, "")), api("POST", "/v1/search", searchBody(bParams, ""))]);
   parts.push(
     h(
       "div",
-      { class: "timings" },
-      h("span", {}, `${resp.results.length} results`),
-      h("span", {}, `total ${fmt(resp.took_ms, 1)} ms`),
-      h("span", {}, `query embedding ${fmt(resp.embed_ms, 1)} ms`),
-      h("span", {}, `retrieval ${fmt(resp.retrieve_ms, 1)} ms`),
+      { class: "compare" },
+      searchColumn("A", a, b.results.map((r) => r.id), "B"),
+      searchColumn("B", b, a.results.map((r) => r.id), "A"),
     ),
   );
-  parts.push(resp.results.length ? resp.results.map(resultCard) : empty("Nothing found."));
   return parts;
 }
 

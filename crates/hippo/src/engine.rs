@@ -314,6 +314,8 @@ pub struct SearchHit {
     pub matched: Vec<MemoryId>,
     /// When the memory is not the reader's own: the grant that shares it.
     pub shared_via: Option<Uuid>,
+    /// What it costs of the token budget: its messages and its header.
+    pub tokens: usize,
 }
 
 impl SearchHit {
@@ -360,6 +362,29 @@ pub struct SearchResponse {
     pub embed_ms: f64,
     /// Milliseconds spent retrieving and ranking, besides the embedding.
     pub retrieve_ms: f64,
+    /// Where the time went, stage by stage.
+    pub timings: SearchTimings,
+    /// The token budget the results were packed into.
+    pub budget_tokens: usize,
+}
+
+/// Where a search's time went, in milliseconds. The keyword channel runs
+/// while the query is embedded, so the stages overlap: `keyword_ms` and
+/// `embed_ms + vector_ms` run side by side, then fusion, then packing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct SearchTimings {
+    /// Embedding the query (0 when its vector was cached).
+    pub embed_ms: f64,
+    /// The keyword channel (BM25 candidates).
+    pub keyword_ms: f64,
+    /// The vector channel after the embedding, with exact cosines for the
+    /// keyword channel's candidates.
+    pub vector_ms: f64,
+    /// Fusion: normalising and weighing the channels, the memories'
+    /// standing, neighbour support, diversity.
+    pub fusion_ms: f64,
+    /// Packing results into the budget, rows and context included.
+    pub packing_ms: f64,
 }
 
 /// A change to a memory. Applying it keeps the memory's id (which always
@@ -1495,7 +1520,8 @@ impl Hippo {
             .filter(|id| !known.contains(id))
             .collect();
         let mut cosines = vector;
-        cosines.extend(self.store.vector_scores(&missing, &qv)?);
+        let (exact, exact_ms) = timed(|| self.store.vector_scores(&missing, &qv));
+        cosines.extend(exact?);
         let channels_ms = t.elapsed().as_secs_f64() * 1e3;
         // Rank on the candidates alone; fetch rows only for the results.
         let times: HashMap<MemoryId, DateTime<Utc>> = keyword
@@ -1517,6 +1543,7 @@ impl Hippo {
         } else {
             fused
         };
+        let fusion_ms = t.elapsed().as_secs_f64() * 1e3 - channels_ms;
         let (hits, results_ms) = timed(|| self.results(req, &reader, &filter, &fused));
         let hits = hits?;
         tracing::debug!(
@@ -1532,6 +1559,14 @@ impl Hippo {
             hits,
             embed_ms,
             retrieve_ms: (t.elapsed().as_secs_f64() * 1e3 - embed_ms).max(0.0),
+            timings: SearchTimings {
+                embed_ms,
+                keyword_ms,
+                vector_ms: vector_ms + exact_ms,
+                fusion_ms,
+                packing_ms: results_ms,
+            },
+            budget_tokens: self.budget_of(req),
         })
     }
 
@@ -1619,6 +1654,12 @@ impl Hippo {
     /// `top_k` at a time, until the packer is full or `OFFER_ROUNDS` groups
     /// were offered; then context is added. A memory deleted since it was
     /// ranked is skipped.
+    /// The token budget of a search: asked for, or a default per result.
+    fn budget_of(&self, req: &SearchRequest) -> usize {
+        req.budget_tokens
+            .unwrap_or(DEFAULT_TOKENS_PER_RESULT * req.top_k)
+    }
+
     fn results(
         &self,
         req: &SearchRequest,
@@ -1629,9 +1670,7 @@ impl Hippo {
         /// Most groups of `top_k` hits offered: enough to fill the excerpts
         /// when many hits merge, few enough to bound row reads.
         const OFFER_ROUNDS: usize = 4;
-        let budget = req
-            .budget_tokens
-            .unwrap_or(DEFAULT_TOKENS_PER_RESULT * req.top_k);
+        let budget = self.budget_of(req);
         let Context { before, after } = req.context;
         let mut packer = Packer::new(budget, req.top_k);
         let now = self.now();
@@ -1711,7 +1750,14 @@ impl Hippo {
                 } else {
                     reader.visible.grant_for(&memory).map(|g| g.id)
                 };
+                let tokens = crate::pack::HEADER_TOKENS
+                    + e.members
+                        .iter()
+                        .filter_map(|m| rows.get(m))
+                        .map(line_tokens)
+                        .sum::<usize>();
                 Some(SearchHit {
+                    tokens,
                     memory,
                     score: best.score,
                     relevance: crate::relevance::relevance(&best.scores),

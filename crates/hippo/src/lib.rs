@@ -49,7 +49,8 @@ pub use embed::{E5Embedder, Embedder, MiniLmEmbedder, OpenAiEmbedder, OpenAiEmbe
 pub use engine::{
     AddItem, AddOutcome, Content, Context, Duplicate, Hippo, HippoBuilder, History, Limits,
     MemoryPatch, Message, RetrievalOptions, SearchHit, SearchRequest, SearchResponse,
-    DEFAULT_DIVERSITY, DEFAULT_TOKENS_PER_RESULT, MAX_BUDGET_TOKENS, MAX_CONTEXT_TURNS,
+    SearchTimings, DEFAULT_DIVERSITY, DEFAULT_TOKENS_PER_RESULT, MAX_BUDGET_TOKENS,
+    MAX_CONTEXT_TURNS,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use forgetting::MaintenanceReport;

@@ -90,6 +90,16 @@ pub struct ChannelScores {
     /// Its kind's retrieval weight, multiplying the channel scores.
     #[serde(default = "one")]
     pub kind_weight: f32,
+    /// Its rank among the keyword channel's candidates (1: best BM25), when
+    /// it matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyword_rank: Option<u32>,
+    /// Its rank by cosine among all candidates with a vector (1: closest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector_rank: Option<u32>,
+    /// What its neighbours added to its score (`neighbour` times its weight).
+    #[serde(default)]
+    pub neighbour_lift: f32,
 }
 
 fn one() -> f32 {
@@ -108,6 +118,9 @@ impl Default for ChannelScores {
             strength: 1.0,
             reinforcement: 0.0,
             kind_weight: 1.0,
+            keyword_rank: None,
+            vector_rank: None,
+            neighbour_lift: 0.0,
         }
     }
 }
@@ -123,6 +136,13 @@ pub struct Fused {
     pub scores: ChannelScores,
 }
 
+/// Candidates with their 1-based rank by score (ties by id).
+fn ranked(candidates: &[Candidate]) -> impl Iterator<Item = (&Candidate, u32)> {
+    let mut order: Vec<&Candidate> = candidates.iter().collect();
+    order.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+    order.into_iter().zip(1..)
+}
+
 /// Fuses candidates. `keyword` holds BM25 candidates; `vector` holds the
 /// cosine of every candidate that has a vector (from both channels);
 /// `times` the event (or record) time of candidates. Returns all candidates,
@@ -134,11 +154,15 @@ pub fn fuse(
     w: &FusionWeights,
 ) -> Vec<Fused> {
     let mut by_id: HashMap<MemoryId, ChannelScores> = HashMap::new();
-    for c in keyword {
-        by_id.entry(c.id).or_default().keyword = Some(c.score);
+    for (c, rank) in ranked(keyword) {
+        let s = by_id.entry(c.id).or_default();
+        s.keyword = Some(c.score);
+        s.keyword_rank = Some(rank);
     }
-    for c in vector {
-        by_id.entry(c.id).or_default().vector = Some(c.score);
+    for (c, rank) in ranked(vector) {
+        let s = by_id.entry(c.id).or_default();
+        s.vector = Some(c.score);
+        s.vector_rank = Some(rank);
     }
     let kw_max = keyword.iter().map(|c| c.score).fold(0.0f32, f32::max);
     let (v_min, v_max) = vector
@@ -241,7 +265,8 @@ pub fn support(fused: &mut [Fused], windows: &[Vec<MemoryId>], w: &FusionWeights
             .filter_map(|m| base.get(m))
             .fold(0.0f32, |a, &b| a.max(b));
         f.scores.neighbour = best;
-        f.score += w.neighbour * best;
+        f.scores.neighbour_lift = w.neighbour * best;
+        f.score += f.scores.neighbour_lift;
     }
     fused.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
 }
@@ -263,6 +288,20 @@ mod tests {
             recorded_at: DateTime::default(),
             kind: crate::model::MemoryKind::Message,
         }
+    }
+
+    #[test]
+    fn each_candidate_knows_its_rank_in_each_channel() {
+        let kw = [cand(2, 3.0), cand(1, 10.0)];
+        let vs = [cand(3, 0.9), cand(1, 0.2), cand(2, 0.8)];
+        let out = fuse(&kw, &vs, &HashMap::new(), &FusionWeights::default());
+        let rank = |n| {
+            let s = out.iter().find(|f| f.id == id(n)).unwrap().scores;
+            (s.keyword_rank, s.vector_rank)
+        };
+        assert_eq!(rank(1), (Some(1), Some(3)));
+        assert_eq!(rank(2), (Some(2), Some(2)));
+        assert_eq!(rank(3), (None, Some(1)));
     }
 
     #[test]

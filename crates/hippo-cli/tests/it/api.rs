@@ -114,6 +114,30 @@ fn rest_api_round_trip() {
     assert!(body["retrieve_ms"].as_f64().unwrap() <= body["took_ms"].as_f64().unwrap());
     assert!(body["embed_ms"].is_number());
     assert!(results.iter().all(|r| r["user_id"] == "ana"));
+    // Why, stage by stage: each result's rank in each channel, its share of
+    // the token budget, and where the time went.
+    for stage in [
+        "embed_ms",
+        "keyword_ms",
+        "vector_ms",
+        "fusion_ms",
+        "packing_ms",
+    ] {
+        assert!(
+            body["timings"][stage].as_f64().unwrap() >= 0.0,
+            "{stage}: {body}"
+        );
+    }
+    assert_eq!(
+        results[0]["scores"]["vector_rank"].as_u64().map(|r| r >= 1),
+        Some(true)
+    );
+    let tokens: u64 = results.iter().map(|r| r["tokens"].as_u64().unwrap()).sum();
+    assert_eq!(body["tokens"].as_u64(), Some(tokens));
+    assert!(
+        tokens > 0 && tokens <= body["budget_tokens"].as_u64().unwrap(),
+        "{body}"
+    );
     let (_, body) = s.call("POST", "/v1/search", Some(json!({"user_id": "ana", "query": "kitten", "filters": {"metadata": {"topic": "garden"}}})));
     assert!(body["results"].as_array().unwrap().is_empty());
     let (_, body) = s.call(

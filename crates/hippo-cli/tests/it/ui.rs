@@ -435,7 +435,43 @@ fn the_inspector_shows_what_the_api_holds_in_a_real_browser() {
         browser.texts(".result .head a", 1)[0],
         first["kind"].as_str().unwrap()
     );
+    // Its rank in each channel and its share of the budget, as the API has them.
+    assert_eq!(
+        browser.texts(".result .scores span", 4)[3],
+        format!("vector #{}", first["scores"]["vector_rank"])
+    );
+    assert!(
+        browser.texts(".timings .budget", 1)[0].starts_with(&format!(
+            "{} / {} tokens",
+            api["tokens"], api["budget_tokens"]
+        ))
+    );
     browser.screenshot("search");
+
+    // Side by side: setting B changes top_k only; each column is its API answer.
+    let (_, one) = server.call(
+        "POST",
+        "/v1/search",
+        Some(json!({"user_id": "ana", "query": "what pet does Ana have", "top_k": 1})),
+    );
+    browser.open(&format!(
+        "{ui}#/search?query=what+pet+does+Ana+have&user_id=ana&top_k=10&b_top_k=1"
+    ));
+    browser.wait_for("main section.column h2", "B");
+    let columns = browser.texts("main section.column", 2);
+    assert_eq!(columns.len(), 2);
+    let b_results = browser.texts("section.column[aria-label=B] .result .rank", 1);
+    assert_eq!(
+        b_results.len(),
+        one["results"].as_array().unwrap().len(),
+        "{b_results:?}"
+    );
+    browser.cmd(
+        "POST",
+        "/execute/sync",
+        Some(json!({"script": "document.querySelector('.compare').scrollIntoView()", "args": []})),
+    );
+    browser.screenshot("search-compare");
 
     // A memory edited in the page becomes a new version, shown beside the old.
     let id = listed["results"]
