@@ -458,8 +458,34 @@ async function memoryView({ rest }) {
     h("h2", {}, "Provenance"),
     h("pre", { class: "card" }, JSON.stringify(m.provenance, null, 2)),
   ];
+  const note = m.metadata?.note;
+  if (note && typeof note === "object") parts.push(...noteSection(note));
   if (m.metadata && Object.keys(m.metadata).length) {
     parts.push(h("h2", {}, "Metadata"), h("pre", { class: "card" }, JSON.stringify(m.metadata, null, 2)));
+  }
+  if (m.strength) parts.push(...strengthSection(m));
+  const owner = m.user_id ? { user_id: m.user_id } : m.agent_id ? { agent_id: m.agent_id } : null;
+  if (owner) {
+    const grants = await api("GET", `/v1/grants?${new URLSearchParams({ ...owner, include_revoked: "true" })}`).catch(() => null);
+    const covering = (grants?.results || []).filter(
+      (g) => g.memory_id === m.id || (!g.memory_id && ["user_id", "agent_id", "session_id"].every((k) => !g.scope[k] || g.scope[k] === m[k])),
+    );
+    parts.push(h("h2", {}, `Shared through (${covering.length})`));
+    parts.push(
+      covering.length
+        ? table(
+            ["grant", "what", "to", "given", "expires", "revoked"],
+            covering.map((g) => [
+              h("span", { class: "mono" }, g.id.slice(0, 8)),
+              g.memory_id ? "this memory" : scopeText(g.scope),
+              scopeText(g.grantee),
+              h("span", { class: "mono" }, fmtTime(g.created_at)),
+              h("span", { class: "mono" }, fmtTime(g.expires_at)),
+              h("span", { class: "mono" }, fmtTime(g.revoked_at)),
+            ]),
+          )
+        : empty("Not shared with anyone."),
+    );
   }
   if (history) {
     parts.push(h("h2", {}, `Versions (${history.versions.length})`));
@@ -506,6 +532,62 @@ async function memoryView({ rest }) {
   return parts;
 }
 
+/** An extracted fact's note: keywords, tags, context and links. */
+function noteSection(note) {
+  return [
+    h("h2", {}, "Note"),
+    fieldList([
+      ["keywords", (note.keywords || []).join(", ")],
+      ["tags", (note.tags || []).join(", ")],
+      ["context", note.context],
+      ["links", (note.links || []).length ? h("span", {}, note.links.map((id, i) => [i ? ", " : "", h("a", { href: `#/memory/${id}`, class: "mono" }, id.slice(0, 8))])) : null],
+    ]),
+  ];
+}
+
+/**
+ * Its strength now and its decay: retention halves every `stability_days`
+ * (the kind's half-life, longer with use), each `wrong` halves it again;
+ * below the kind's threshold maintenance archives it.
+ */
+function strengthSection(m) {
+  const st = m.strength;
+  const parts = [
+    h("h2", {}, "Strength"),
+    fieldList([
+      ["now", `${fmt(st.value, 3)} (retention ${fmt(st.retention, 3)})`],
+      ["age", `${fmt(st.age_days, 1)} days since learnt or reinforced`],
+      ["half-life", st.stability_days == null ? "does not decay" : `${fmt(st.stability_days, 1)} days`],
+      ["archived below", st.archive_below == null ? "never archived for weakness" : fmt(st.archive_below, 2)],
+      ["feedback", m.usage ? `${m.usage.used} used, ${m.usage.helpful} helpful, ${m.usage.wrong} wrong` : null],
+    ]),
+  ];
+  if (st.stability_days == null) return parts;
+  const W = 600, H = 160, L = 40, B = 24;
+  const span = Math.max(3 * st.stability_days, 1.2 * st.age_days, 1);
+  const penalty = st.retention > 0 ? st.value / st.retention : 1;
+  const x = (d) => L + (d / span) * (W - L - 10);
+  const y = (v) => 8 + (1 - v) * (H - B - 8);
+  const d = Array.from({ length: 61 }, (_, i) => {
+    const t = (i / 60) * span;
+    return `${i ? "L" : "M"}${x(t).toFixed(1)},${y(penalty * 0.5 ** (t / st.stability_days)).toFixed(1)}`;
+  }).join(" ");
+  const svg = s(
+    "svg",
+    { viewBox: `0 0 ${W} ${H}`, class: "decay", role: "img", "aria-label": `strength ${fmt(st.value)} at ${fmt(st.age_days, 1)} days` },
+    s("line", { x1: L, x2: W - 10, y1: y(0), y2: y(0), class: "axis" }),
+    s("line", { x1: L, x2: L, y1: y(1), y2: y(0), class: "axis" }),
+    s("text", { x: L - 6, y: y(1) + 4, class: "tick end" }, "1"),
+    s("text", { x: L - 6, y: y(0) + 4, class: "tick end" }, "0"),
+    s("text", { x: W - 10, y: H - 6, class: "tick end" }, `${Math.round(span)} days`),
+    s("path", { d, class: "curve" }),
+    st.archive_below == null ? null : s("line", { x1: L, x2: W - 10, y1: y(st.archive_below), y2: y(st.archive_below), class: "threshold" }),
+    s("circle", { cx: x(st.age_days), cy: y(st.value), r: 5, class: "now" }),
+  );
+  parts.push(h("div", { class: "card chart" }, svg));
+  return parts;
+}
+
 /** The actions the key allows on memory `m` (none for a read key). */
 function actions(m, have) {
   if (!may(have, "write")) return null;
@@ -545,6 +627,18 @@ function actions(m, have) {
       ),
     );
   } else if (m.status === "active") {
+    for (const signal of ["used", "helpful", "wrong"]) {
+      buttons.append(h("button", { type: "button", title: `Feedback: ${signal}`, onclick: () => run("POST", `/v1/memories/${id}/feedback`, { signal }) }, `Mark ${signal}`));
+    }
+    if (!m.valid_to) {
+      buttons.append(
+        h(
+          "button",
+          { type: "button", onclick: () => run("POST", `/v1/memories/${id}/invalidate`, { reason: reason.value || undefined }, "Invalidate? It stops holding from now (kept, with no successor).") },
+          "Invalidate",
+        ),
+      );
+    }
     buttons.append(h("button", { type: "button", onclick: () => run("POST", `/v1/memories/${id}/archive`, {}) }, "Archive"));
     buttons.append(
       h("button", { type: "button", onclick: () => run("DELETE", `/v1/memories/${id}`, undefined, "Delete this memory? It can be restored.") }, "Delete"),
@@ -1200,14 +1294,27 @@ function setupKeyDialog() {
   keyButtonLabel();
 }
 
-// `/` jumps to the first field of the view, as in most consoles.
+// Keyboard: `/` jumps to the first field of the view, as in most consoles;
+// `j`/`k` (or ↓/↑ once a row has focus) move through the rows of the view's
+// tables, each row by its first link, which Enter opens.
 document.addEventListener("keydown", (e) => {
-  if (e.key !== "/" || e.target.closest("input, textarea, select, dialog")) return;
-  const first = view.querySelector("input, select");
-  if (first) {
-    e.preventDefault();
-    first.focus();
+  if (e.ctrlKey || e.metaKey || e.altKey || e.target.closest("input, textarea, select, dialog")) return;
+  if (e.key === "/") {
+    const first = view.querySelector("input, select");
+    if (first) {
+      e.preventDefault();
+      first.focus();
+    }
+    return;
   }
+  const rows = [...view.querySelectorAll("tbody tr")].filter((tr) => tr.querySelector("a"));
+  const at = rows.indexOf(document.activeElement?.closest("tr"));
+  const step = { j: 1, k: -1, ArrowDown: at < 0 ? 0 : 1, ArrowUp: at < 0 ? 0 : -1 }[e.key];
+  if (!step || !rows.length) return;
+  e.preventDefault();
+  const next = at < 0 ? 0 : Math.max(0, Math.min(rows.length - 1, at + step));
+  rows[next].querySelector("a").focus();
+  rows[next].scrollIntoView({ block: "nearest" });
 });
 
 setupKeyDialog();

@@ -232,6 +232,26 @@ impl Browser {
         panic!("no {css} reads {text:?}: {:?}", self.texts(css, 0));
     }
 
+    /// Types `text` into whatever has focus, as a keyboard would
+    /// (WebDriver key codes: `\u{E007}` is Enter).
+    fn keys(&self, text: &str) {
+        for c in text.chars() {
+            // Each key goes where focus is now (the previous key moved it).
+            let active = self.cmd("GET", "/element/active", None);
+            let id = active
+                .as_object()
+                .and_then(|o| o.values().next())
+                .and_then(Value::as_str)
+                .unwrap()
+                .to_owned();
+            self.cmd(
+                "POST",
+                &format!("/element/{id}/value"),
+                Some(json!({ "text": c.to_string() })),
+            );
+        }
+    }
+
     /// When view `name` first reached the screen, in ms since its page
     /// began loading (the page's `hippo:view-painted` mark), polled for up
     /// to 30 s.
@@ -372,6 +392,11 @@ fn the_inspector_shows_what_the_api_holds_in_a_real_browser() {
         "two memories in two sessions: {owners:?}"
     );
     browser.screenshot("browse");
+    // The keyboard alone: j, j, Enter opens the second owner.
+    browser.keys("jj\u{E007}");
+    browser.wait_for("main h2", "user ana");
+    browser.open(&format!("{ui}#/browse"));
+    browser.wait_for("main h2", "Owners");
     browser.cmd(
         "POST",
         "/execute/sync",
@@ -513,6 +538,34 @@ fn the_inspector_shows_what_the_api_holds_in_a_real_browser() {
         .iter()
         .any(|e| e["reason"] == "date fixed"));
     browser.screenshot("memory");
+    // Feedback given in the page reaches the memory.
+    browser.cmd(
+        "POST",
+        "/execute/sync",
+        Some(json!({"script": "[...document.querySelectorAll('main button')].find(b => b.textContent === 'Mark helpful').click()", "args": []})),
+    );
+    let mut helpful = 0;
+    for _ in 0..50 {
+        let (_, m) = server.call("GET", &format!("/v1/memories/{id}"), None);
+        helpful = m["usage"]["helpful"].as_u64().unwrap_or(0);
+        if helpful == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(helpful, 1);
+
+    // A fact decays: its page draws the curve, with where it stands now.
+    let (_, fact) = server.call(
+        "POST",
+        "/v1/memories",
+        Some(json!({"user_id": "ana", "kind": "fact", "text": "Ana is allergic to peanuts.", "infer": false})),
+    );
+    let fact_id = fact["results"][0]["id"].as_str().unwrap();
+    browser.open(&format!("{ui}#/memory/{fact_id}"));
+    browser.wait_for("main h2", "Strength");
+    assert_eq!(browser.texts("svg.decay circle.now", 1).len(), 1);
+    browser.screenshot("memory-fact");
 
     // Jobs: the API's latest jobs, each with its page.
     let (_, jobs) = server.call("GET", "/v1/jobs?limit=50", None);
