@@ -4,6 +4,12 @@
 //! cannot read the whole tenant's log nor make a key wider than itself.
 //! Keys are those of the request's tenant only; a key's secret is shown
 //! once, in the answer that creates it.
+//!
+//! The server's *operator* is a tenant-wide admin key of the `default`
+//! tenant (or anyone on loopback while the server runs without keys): it
+//! also lists and creates tenants and manages the keys of any tenant (so a
+//! new tenant gets its first admin key). Erasing a tenant stays with the CLI
+//! on the server's machine (`hippo tenant erase`): it deletes a whole store.
 
 use std::sync::Arc;
 
@@ -15,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::ErrorBody;
-use crate::auth::{Access, ActsFor, Control, KeyInfo, NewKey};
+use crate::auth::{Access, ActsFor, Control, KeyInfo, NewKey, DEFAULT_TENANT};
 use crate::server::{ApiError, ApiJson, ApiQuery, AppState, Bound};
 
 /// Paging of the audit log.
@@ -138,6 +144,42 @@ pub struct NewKeyBody {
     /// Valid for this many days (1..=3650); without it, until revoked.
     #[serde(default)]
     pub expires_in_days: Option<u32>,
+    /// The tenant it opens (operator only; default: the request's).
+    #[serde(default)]
+    pub tenant: Option<String>,
+}
+
+/// Which tenant's keys `GET /v1/keys` lists.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct KeysParams {
+    /// Another tenant (operator only; default: the request's).
+    pub tenant: Option<String>,
+}
+
+/// One tenant.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TenantView {
+    /// Its id.
+    pub id: String,
+    /// Its keys not revoked.
+    pub active_keys: u64,
+}
+
+/// The server's tenants.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TenantList {
+    /// `default` first.
+    pub tenants: Vec<TenantView>,
+}
+
+/// A tenant to create.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenantBody {
+    /// Its id: letters, digits, `-`, `_` (see `hippo tenant create`).
+    pub id: String,
 }
 
 /// A created key, with its text: shown this once, only its hash is kept.
@@ -161,6 +203,27 @@ fn tenant_wide(state: &Bound) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// Whether the request's key is the server's operator (see the module docs).
+fn is_operator(state: &Bound) -> bool {
+    state.access >= Access::Admin && !state.acts_for.is_bound() && &*state.tenant == DEFAULT_TENANT
+}
+
+/// The tenant a key route works on: the request's, or for the operator the
+/// one it names.
+fn target_tenant(state: &Bound, asked: Option<String>) -> Result<Arc<str>, ApiError> {
+    match asked {
+        Some(t) if *t != *state.tenant => {
+            if !is_operator(state) {
+                return Err(forbidden(
+                    "only the operator (an admin key of the default tenant) manages other tenants' keys",
+                ));
+            }
+            Ok(t.into())
+        }
+        _ => Ok(state.tenant.clone()),
+    }
 }
 
 fn control(app: &AppState) -> Result<Arc<Control>, ApiError> {
@@ -302,15 +365,16 @@ pub(crate) async fn verify_audit(state: Bound) -> Result<Json<AuditVerification>
 
 /// The API keys of the request's tenant, revoked ones included; never a
 /// secret (admin, tenant-wide key).
-#[utoipa::path(get, path = "/v1/keys",
+#[utoipa::path(get, path = "/v1/keys", params(KeysParams),
     responses((status = 200, body = KeyList), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn list_keys(
     State(app): State<AppState>,
     state: Bound,
+    ApiQuery(p): ApiQuery<KeysParams>,
 ) -> Result<Json<KeyList>, ApiError> {
     tenant_wide(&state)?;
     let control = control(&app)?;
-    let tenant = state.tenant.clone();
+    let tenant = target_tenant(&state, p.tenant)?;
     let keys = on_control(&state, move || control.keys(Some(&tenant))).await?;
     Ok(Json(KeyList {
         keys: keys.into_iter().map(KeyView::from).collect(),
@@ -351,14 +415,22 @@ pub(crate) async fn create_key(
     if body.name.as_ref().is_some_and(|n| n.chars().count() > 200) {
         return Err(ApiError::invalid("name must be at most 200 characters"));
     }
+    let tenant = target_tenant(&state, body.tenant)?;
     let new = NewKey {
-        tenant: state.tenant.to_string(),
+        tenant: tenant.to_string(),
         access,
         name: body.name,
         expires_at,
         acts_for,
     };
-    let (info, secret) = on_control(&state, move || control.create_key(new, Utc::now())).await?;
+    let (info, secret) = on_control(&state, move || {
+        if !control.tenant_exists(&new.tenant)? {
+            return Ok(None);
+        }
+        control.create_key(new, Utc::now()).map(Some)
+    })
+    .await?
+    .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such tenant"))?;
     Ok(Json(CreatedKey {
         key: info.into(),
         secret,
@@ -376,17 +448,15 @@ pub(crate) async fn revoke_key(
 ) -> Result<Json<KeyView>, ApiError> {
     tenant_wide(&state)?;
     let control = control(&app)?;
-    let tenant = state.tenant.clone();
+    // The operator revokes any tenant's keys; others only their own.
+    let tenant = (!is_operator(&state)).then(|| state.tenant.clone());
     let revoked = on_control(&state, move || {
         // Another tenant's key is as absent as a key that never existed.
-        if !control.keys(Some(&tenant))?.iter().any(|k| k.id == id) {
+        if !control.keys(tenant.as_deref())?.iter().any(|k| k.id == id) {
             return Ok(None);
         }
         control.revoke(&id, Utc::now())?;
-        Ok(control
-            .keys(Some(&tenant))?
-            .into_iter()
-            .find(|k| k.id == id))
+        Ok(control.keys(None)?.into_iter().find(|k| k.id == id))
     })
     .await?;
     revoked.map(|k| Json(k.into())).ok_or_else(|| {
@@ -396,4 +466,74 @@ pub(crate) async fn revoke_key(
             "no such key in this tenant",
         )
     })
+}
+
+/// The server's tenants with their active keys (operator only).
+#[utoipa::path(get, path = "/v1/tenants",
+    responses((status = 200, body = TenantList), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn list_tenants(
+    State(app): State<AppState>,
+    state: Bound,
+) -> Result<Json<TenantList>, ApiError> {
+    operator(&state)?;
+    let control = control(&app)?;
+    let tenants = on_control(&state, move || {
+        let keys = control.keys(None)?;
+        Ok(control
+            .tenants()?
+            .into_iter()
+            .map(|id| TenantView {
+                active_keys: keys
+                    .iter()
+                    .filter(|k| k.tenant == id && k.revoked_at.is_none())
+                    .count() as u64,
+                id,
+            })
+            .collect())
+    })
+    .await?;
+    Ok(Json(TenantList { tenants }))
+}
+
+/// Creates a tenant (operator only): its store is made on first use; give
+/// it a key with `POST /v1/keys` and `tenant`.
+#[utoipa::path(post, path = "/v1/tenants", request_body = NewTenantBody,
+    responses((status = 200, body = TenantView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn create_tenant(
+    State(app): State<AppState>,
+    state: Bound,
+    ApiJson(body): ApiJson<NewTenantBody>,
+) -> Result<Json<TenantView>, ApiError> {
+    operator(&state)?;
+    let control = control(&app)?;
+    crate::auth::validate_tenant(&body.id).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let id = body.id.clone();
+    let created = on_control(&state, move || {
+        if control.tenant_exists(&id)? {
+            return Ok(false);
+        }
+        control.create_tenant(&id, Utc::now())?;
+        Ok(true)
+    })
+    .await?;
+    if !created {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("tenant {:?} exists already", body.id),
+        ));
+    }
+    Ok(Json(TenantView {
+        id: body.id,
+        active_keys: 0,
+    }))
+}
+
+fn operator(state: &Bound) -> Result<(), ApiError> {
+    if !is_operator(state) {
+        return Err(forbidden(
+            "only the operator (a tenant-wide admin key of the default tenant) manages tenants",
+        ));
+    }
+    Ok(())
 }

@@ -1226,6 +1226,8 @@ pub struct WhoAmI {
     pub access: String,
     /// The key's id (`local` when the server runs without keys).
     pub key: String,
+    /// The tenant the key opens.
+    pub tenant: String,
     /// The user the key is bound to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,

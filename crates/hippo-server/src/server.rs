@@ -799,6 +799,8 @@ async fn blocking<T: Send + 'static>(
     paths(
         add_memory,
         crate::admin::stats,
+        crate::admin::list_tenants,
+        crate::admin::create_tenant,
         crate::admin::audit_log,
         crate::admin::verify_audit,
         crate::admin::list_keys,
@@ -834,6 +836,9 @@ async fn blocking<T: Send + 'static>(
     components(schemas(
         MessageBody,
         crate::admin::StatsView,
+        crate::admin::TenantView,
+        crate::admin::TenantList,
+        crate::admin::NewTenantBody,
         crate::admin::AuditEntryView,
         crate::admin::AuditPage,
         crate::admin::AuditVerification,
@@ -918,6 +923,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/search", post(search))
         .route("/v1/whoami", get(whoami))
         .route("/v1/stats", get(crate::admin::stats))
+        .route(
+            "/v1/tenants",
+            get(crate::admin::list_tenants).post(crate::admin::create_tenant),
+        )
         .route("/v1/audit", get(crate::admin::audit_log))
         .route("/v1/audit/verify", get(crate::admin::verify_audit))
         .route(
@@ -1849,6 +1858,7 @@ async fn whoami(state: Bound) -> Json<WhoAmI> {
             .strip_prefix("key:")
             .unwrap_or(&state.actor)
             .to_owned(),
+        tenant: state.tenant.to_string(),
         user_id: state.acts_for.user_id.clone(),
         agent_id: state.acts_for.agent_id.clone(),
     })
@@ -1919,9 +1929,8 @@ pub fn required_access(method: &axum::http::Method, route: &str, query: Option<&
     });
     match (method, route) {
         (_, "/metrics") => Access::Admin,
-        (_, "/v1/audit" | "/v1/audit/verify" | "/v1/keys" | "/v1/keys/{id}" | "/v1/stats") => {
-            Access::Admin
-        }
+        (_, "/v1/audit" | "/v1/audit/verify" | "/v1/keys" | "/v1/keys/{id}")
+        | (_, "/v1/stats" | "/v1/tenants") => Access::Admin,
         // MCP checks each tool against the route it stands for.
         (_, "/mcp") => Access::Read,
         (&Method::GET | &Method::HEAD, _) => Access::Read,

@@ -966,7 +966,11 @@ async function governanceView({ params }) {
     parts.push(empty("The audit log and the keys are shown to tenant-wide admin keys."));
     return parts;
   }
-  parts.push(...(await auditSection(params)), ...(await keysSection()));
+  // The operator: a tenant-wide admin key of the default tenant.
+  const operator = me.tenant === "default";
+  parts.push(...(await auditSection(params)));
+  if (operator) parts.push(...(await tenantsSection(params)));
+  parts.push(...(await keysSection(operator ? params.get("tenant") : null)));
   return parts;
 }
 
@@ -1014,9 +1018,47 @@ async function auditSection(params) {
   ];
 }
 
-/** The tenant's keys: create (the secret shown once) and revoke. */
-async function keysSection() {
-  const { keys } = await api("GET", "/v1/keys").catch((err) => (err.status === 404 ? { keys: null } : Promise.reject(err)));
+/** The server's tenants, for the operator: each one's keys, and a new one. */
+async function tenantsSection(params) {
+  const { tenants } = await api("GET", "/v1/tenants").catch(() => ({ tenants: null }));
+  if (!tenants) return [];
+  const status = h("div", { role: "status" });
+  const form = h(
+    "form",
+    { class: "filters new-tenant" },
+    h("label", {}, "New tenant", h("input", { name: "id", autocomplete: "off", placeholder: "acme", required: true })),
+    h("button", { class: "primary", type: "submit" }, "Create tenant"),
+  );
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      const made = await api("POST", "/v1/tenants", { id: form.id.value.trim() });
+      go("governance", { tenant: made.id });
+    } catch (err) {
+      status.replaceChildren(errorBox(err));
+    }
+  });
+  const current = params.get("tenant") || "default";
+  return [
+    h("h2", {}, `Tenants (${tenants.length})`),
+    h("p", { class: "muted" }, "This key is the server's operator (an admin key of the default tenant). Erasing a tenant is done with the CLI on the server: hippo tenant erase ID."),
+    table(
+      ["tenant", "active keys"],
+      tenants.map((t) => [
+        t.id === current ? h("strong", {}, t.id) : h("a", { href: `#/governance?${new URLSearchParams({ tenant: t.id })}` }, t.id),
+        h("span", { class: "num" }, t.active_keys),
+      ]),
+      { class: "tenants" },
+    ),
+    form,
+    status,
+  ];
+}
+
+/** A tenant's keys (this key's, or for the operator the one chosen): create (the secret shown once) and revoke. */
+async function keysSection(tenant) {
+  const q = tenant ? `?${new URLSearchParams({ tenant })}` : "";
+  const { keys } = await api("GET", `/v1/keys${q}`).catch((err) => (err.status === 404 ? { keys: null } : Promise.reject(err)));
   if (!keys) return [h("h2", {}, "Keys"), empty("This server keeps no keys.")];
   const me = await whoamiInfo();
   const status = h("div", { role: "status" });
@@ -1033,6 +1075,7 @@ async function keysSection() {
     e.preventDefault();
     const f = Object.fromEntries(new FormData(form));
     const body = { access: f.access };
+    if (tenant) body.tenant = tenant;
     if (f.name) body.name = f.name;
     if (f.user_id) body.user_id = f.user_id;
     if (f.expires_in_days) body.expires_in_days = Number.parseInt(f.expires_in_days, 10);
@@ -1077,7 +1120,7 @@ async function keysSection() {
   };
   const tableBody = h("tbody", {}, keys.slice().reverse().map(keyRow));
   return [
-    h("h2", {}, `Keys (${keys.length})`),
+    h("h2", {}, tenant ? `Keys of ${tenant} (${keys.length})` : `Keys (${keys.length})`),
     form,
     status,
     h("table", { class: "keys" }, h("thead", {}, h("tr", {}, ["id", "access", "name", "acts for", "created", "expires", ""].map((c) => h("th", { scope: "col" }, c)))), tableBody),

@@ -236,3 +236,125 @@ fn a_user_bound_key_sees_its_own_jobs_only_and_admins_see_the_numbers() {
     assert_eq!(queued as usize, jobs.len());
     assert_eq!(s.call_as(Some(&ana), "GET", "/v1/stats", None).0, 403);
 }
+
+/// The operator (a tenant-wide admin key of the default tenant) creates a
+/// tenant and its first key over HTTP; that key works at once and sees
+/// only its tenant. Other tenants' admins cannot do either.
+#[test]
+fn the_operator_creates_a_tenant_and_its_first_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("o.db");
+    let operator = key(&db, "default", "admin");
+    run(&db, &["tenant", "create", "acme"]);
+    let acme_admin = key(&db, "acme", "admin");
+    let s = Server::start(&db, &[]);
+
+    let (st, made) = s.call_as(
+        Some(&operator),
+        "POST",
+        "/v1/tenants",
+        Some(json!({"id": "beta"})),
+    );
+    assert_eq!(st, 200, "{made}");
+    let (st, _) = s.call_as(
+        Some(&operator),
+        "POST",
+        "/v1/tenants",
+        Some(json!({"id": "beta"})),
+    );
+    assert_eq!(st, 409);
+    let (st, _) = s.call_as(
+        Some(&operator),
+        "POST",
+        "/v1/tenants",
+        Some(json!({"id": "../etc"})),
+    );
+    assert_eq!(st, 400);
+    assert!(run(&db, &["tenant", "list"]).lines().any(|t| t == "beta"));
+
+    let (st, created) = s.call_as(
+        Some(&operator),
+        "POST",
+        "/v1/keys",
+        Some(json!({"access": "admin", "tenant": "beta", "name": "beta's first"})),
+    );
+    assert_eq!(st, 200, "{created}");
+    let beta = created["secret"].as_str().unwrap().to_owned();
+    let (st, _) = s.call_as(
+        Some(&beta),
+        "POST",
+        "/v1/memories",
+        Some(json!({"user_id": "u", "text": "Beta's own note."})),
+    );
+    assert_eq!(st, 200);
+    let (_, theirs) = s.call_as(Some(&operator), "GET", "/v1/memories?user_id=u", None);
+    assert!(
+        theirs["results"].as_array().unwrap().is_empty(),
+        "tenants stay apart"
+    );
+    let (_, listed) = s.call_as(Some(&operator), "GET", "/v1/tenants", None);
+    let beta_row = listed["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "beta")
+        .unwrap()
+        .clone();
+    assert_eq!(beta_row["active_keys"], 1);
+    assert_eq!(listed["tenants"][0]["id"], "default");
+    let (_, keys) = s.call_as(Some(&operator), "GET", "/v1/keys?tenant=beta", None);
+    assert_eq!(keys["keys"][0]["name"], "beta's first");
+    let (st, _) = s.call_as(
+        Some(&operator),
+        "POST",
+        "/v1/keys",
+        Some(json!({"access": "read", "tenant": "nope"})),
+    );
+    assert_eq!(st, 404);
+
+    // Another tenant's admin is no operator.
+    assert_eq!(
+        s.call_as(Some(&acme_admin), "GET", "/v1/tenants", None).0,
+        403
+    );
+    let (st, _) = s.call_as(
+        Some(&acme_admin),
+        "POST",
+        "/v1/tenants",
+        Some(json!({"id": "gamma"})),
+    );
+    assert_eq!(st, 403);
+    let (st, _) = s.call_as(
+        Some(&acme_admin),
+        "POST",
+        "/v1/keys",
+        Some(json!({"access": "admin", "tenant": "default"})),
+    );
+    assert_eq!(st, 403);
+    assert_eq!(
+        s.call_as(Some(&acme_admin), "GET", "/v1/keys?tenant=beta", None)
+            .0,
+        403
+    );
+    let beta_id = created["key"]["id"].as_str().unwrap();
+    assert_eq!(
+        s.call_as(
+            Some(&acme_admin),
+            "DELETE",
+            &format!("/v1/keys/{beta_id}"),
+            None
+        )
+        .0,
+        404
+    );
+
+    // The operator revokes beta's key: refused from the next request.
+    let (st, _) = s.call_as(
+        Some(&operator),
+        "DELETE",
+        &format!("/v1/keys/{beta_id}"),
+        None,
+    );
+    assert_eq!(st, 200);
+    assert_eq!(s.call_as(Some(&beta), "GET", "/v1/whoami", None).0, 401);
+}

@@ -94,6 +94,7 @@ fn the_inspector_is_served_with_a_strict_policy() {
     assert_eq!(status, 200);
     assert_eq!(me["access"], "admin");
     assert_eq!(me["key"], crate::common::key_id(&admin));
+    assert_eq!(me["tenant"], "default");
     let reader = key(&db, "default", "read");
     let (_, me) = server.call_as(Some(&reader), "GET", "/v1/whoami", None);
     assert_eq!(me["access"], "read");
@@ -823,6 +824,29 @@ fn an_admin_governs_the_tenant_in_the_page() {
         server.call_as(Some(&secret), "GET", "/v1/whoami", None).0,
         401
     );
+
+    // The operator creates a tenant in the page, then its first key.
+    browser.cmd(
+        "POST",
+        "/execute/sync",
+        Some(
+            json!({"script": "const f = document.querySelector('form.new-tenant');\
+            f.id.value = 'beta'; f.requestSubmit();", "args": []}),
+        ),
+    );
+    browser.wait_for("main h2", "Keys of beta (0)");
+    browser.cmd(
+        "POST",
+        "/execute/sync",
+        Some(
+            json!({"script": "const f = document.querySelector('form.new-key');\
+            f.access.value = 'admin'; f.requestSubmit();", "args": []}),
+        ),
+    );
+    let beta = browser.texts(".secret pre", 1).remove(0);
+    let (st, me) = server.call_as(Some(&beta), "GET", "/v1/whoami", None);
+    assert_eq!((st, me["tenant"].as_str()), (200, Some("beta")));
+    browser.screenshot("governance-tenants");
 
     // A read key: refusals and grants of its tenant, no log, no keys.
     browser.set_key(&reader);
