@@ -489,10 +489,11 @@ async function memoryView({ rest }) {
   }
   if (history) {
     parts.push(h("h2", {}, `Versions (${history.versions.length})`));
+    if (history.versions.length > 1) parts.push(h("div", { class: "card chart" }, validityChart(history.versions, m.id)));
     parts.push(
       h(
         "table",
-        {},
+        { class: "versions" },
         h("thead", {}, h("tr", {}, ["valid from", "valid to", "recorded", "status", "memory"].map((c) => h("th", { scope: "col" }, c)))),
         h(
           "tbody",
@@ -530,6 +531,39 @@ async function memoryView({ rest }) {
     );
   }
   return parts;
+}
+
+/**
+ * Each version as a bar over the time it held (valid from → to, or now),
+ * with a tick where it was recorded: which version was true when, and when
+ * Hippo learnt it.
+ */
+function validityChart(versions, current) {
+  const now = Date.now();
+  const from = (v) => Date.parse(v.valid_from);
+  const to = (v) => (v.valid_to ? Date.parse(v.valid_to) : now);
+  const times = versions.flatMap((v) => [from(v), to(v), Date.parse(v.recorded_at)]);
+  let lo = Math.min(...times), hi = Math.max(...times);
+  if (hi - lo < 60e3) { lo -= 30e3; hi += 30e3; }
+  const W = 1000, row = 22, L = 10, R = 10;
+  const x = (t) => L + ((t - lo) / (hi - lo)) * (W - L - R);
+  const H = versions.length * row + 24;
+  const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, class: "validity", role: "img", "aria-label": `${versions.length} versions over time` });
+  versions.forEach((v, i) => {
+    const y = 4 + i * row;
+    const a = s("a", { href: `#/memory/${v.id}` });
+    a.append(
+      s("title", {}, `${fmtTime(v.valid_from)} → ${v.valid_to ? fmtTime(v.valid_to) : "now"}, recorded ${fmtTime(v.recorded_at)}\n${v.memory.slice(0, 160)}`),
+      s("rect", { x: x(from(v)), y, width: Math.max(3, x(to(v)) - x(from(v))), height: row - 8, rx: 3, class: v.id === current ? "bar current" : "bar" }),
+      s("line", { x1: x(Date.parse(v.recorded_at)), x2: x(Date.parse(v.recorded_at)), y1: y - 2, y2: y + row - 6, class: "recorded" }),
+    );
+    svg.append(a);
+  });
+  svg.append(
+    s("text", { x: L, y: H - 6, class: "tick" }, fmtTime(new Date(lo))),
+    s("text", { x: W - R, y: H - 6, class: "tick end" }, fmtTime(new Date(hi))),
+  );
+  return svg;
 }
 
 /** An extracted fact's note: keywords, tags, context and links. */
@@ -945,6 +979,25 @@ async function governanceView({ params }) {
         )
       : empty("Admission refused nothing here."),
   );
+  if (me.access === "admin") {
+    // Quarantine review starts from the scopes that hold quarantined memories.
+    const q = await api("GET", `/v1/scopes?${new URLSearchParams({ ...scope, status: "quarantined" })}`);
+    const n = q.scopes.reduce((a, x) => a + x.memories, 0);
+    parts.push(h("h2", {}, `Quarantined, to review (${n})`));
+    parts.push(
+      q.scopes.length
+        ? table(
+            ["scope", "quarantined", "last"],
+            q.scopes.map((x) => [
+              h("a", { href: `#/memories?${new URLSearchParams({ ...scopeParams(x), status: "quarantined" })}` }, scopeText(x)),
+              h("span", { class: "num" }, x.memories),
+              h("span", { class: "mono" }, fmtTime(x.last_recorded)),
+            ]),
+            { class: "quarantined" },
+          )
+        : empty("Nothing is waiting in quarantine."),
+    );
+  }
   parts.push(h("h2", {}, `Grants given (${grants.results.length})`));
   parts.push(
     grants.results.length
@@ -962,6 +1015,27 @@ async function governanceView({ params }) {
         )
       : empty("No grants."),
   );
+  if (scope.user_id || scope.agent_id) {
+    const owner = scope.user_id ? { user_id: scope.user_id } : { agent_id: scope.agent_id };
+    const received = await api("GET", `/v1/grants?${new URLSearchParams({ ...owner, direction: "received", include_revoked: "true" })}`);
+    parts.push(h("h2", {}, `Grants received (${received.results.length})`));
+    parts.push(
+      received.results.length
+        ? table(
+            ["given", "what", "from", "by", "expires", "revoked"],
+            received.results.map((g) => [
+              h("span", { class: "mono" }, fmtTime(g.created_at)),
+              g.memory_id ? h("a", { href: `#/memory/${g.memory_id}` }, "one memory") : "their memories",
+              scopeText(g.scope),
+              g.created_by,
+              h("span", { class: "mono" }, fmtTime(g.expires_at)),
+              h("span", { class: "mono" }, fmtTime(g.revoked_at)),
+            ]),
+            { class: "grants-received" },
+          )
+        : empty("Nothing is shared with them."),
+    );
+  }
   if (!tenantAdmin) {
     parts.push(empty("The audit log and the keys are shown to tenant-wide admin keys."));
     return parts;
@@ -1308,6 +1382,12 @@ async function render() {
   }
   if (ticket !== rendering) return; // a newer navigation won
   view.replaceChildren(...[parts].flat(Infinity));
+  // Wide tables scroll inside their box on a narrow screen, not the page.
+  for (const t of view.querySelectorAll("table")) {
+    const wrap = h("div", { class: "table-wrap" });
+    t.replaceWith(wrap);
+    wrap.append(t);
+  }
   document.title = `Hippo · ${r.name}`;
   // When the view's content reached the screen, in ms since the page began
   // loading: what the scale test reads as the view's first paint.

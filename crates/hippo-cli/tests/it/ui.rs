@@ -393,8 +393,14 @@ fn the_inspector_shows_what_the_api_holds_in_a_real_browser() {
         "two memories in two sessions: {owners:?}"
     );
     browser.screenshot("browse");
-    // The keyboard alone: j, j, Enter opens the second owner.
-    browser.keys("jj\u{E007}");
+    // The keyboard alone: j to ana's row (consolidation may have written
+    // either owner last), Enter opens it.
+    let row = browser
+        .texts("table.owners tbody td:first-child", 2)
+        .iter()
+        .position(|t| t == "user ana")
+        .unwrap();
+    browser.keys(&format!("{}\u{E007}", "j".repeat(row + 1)));
     browser.wait_for("main h2", "user ana");
     browser.open(&format!("{ui}#/browse"));
     browser.wait_for("main h2", "Owners");
@@ -504,7 +510,8 @@ fn the_inspector_shows_what_the_api_holds_in_a_real_browser() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|m| m["memory"].as_str().unwrap().contains("Miso"))
+        // The message itself (a digest of the session may quote it).
+        .find(|m| m["kind"] == "message" && m["memory"].as_str().unwrap().contains("Miso"))
         .unwrap()["id"]
         .as_str()
         .unwrap();
@@ -520,7 +527,7 @@ fn the_inspector_shows_what_the_api_holds_in_a_real_browser() {
         ),
     );
     browser.wait_for("main h2", "Versions (2)");
-    let versions = browser.texts("main table:first-of-type tbody tr", 2);
+    let versions = browser.texts("main table.versions tbody tr", 2);
     assert_eq!(versions.len(), 2, "{versions:?}");
     let (_, history) = server.call("GET", &format!("/v1/memories/{id}/history"), None);
     let contents: Vec<&str> = history["versions"]
@@ -597,6 +604,35 @@ fn the_inspector_shows_what_the_api_holds_in_a_real_browser() {
     );
     assert_eq!(browser.texts(".spark-card", 6).len(), 6);
     browser.screenshot("health");
+
+    // At a phone's width nothing runs off the side: wide tables scroll in
+    // their own box.
+    browser.cmd(
+        "POST",
+        "/window/rect",
+        Some(json!({"width": 390, "height": 844})),
+    );
+    for (name, hash) in [
+        ("Browse", "#/browse".to_owned()),
+        ("Memories", "#/memories?user_id=ana".to_owned()),
+        ("Search lab", "#/search?query=pet&user_id=ana".to_owned()),
+        ("Jobs", "#/jobs".to_owned()),
+        ("Governance", "#/governance".to_owned()),
+        ("Health", "#/health".to_owned()),
+    ] {
+        browser.open(&format!("{ui}{hash}"));
+        browser.wait_for("main h1", name);
+        let overflow = browser.cmd(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": "return document.documentElement.scrollWidth - window.innerWidth", "args": []})),
+        );
+        assert!(
+            overflow.as_i64().unwrap() <= 0,
+            "{name} overflows by {overflow} px"
+        );
+    }
+    browser.screenshot("health-phone");
 
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:?}");
