@@ -25,6 +25,9 @@ echo "== postgres (for the Postgres store's tests)"
 HIPPO_TEST_POSTGRES="$(scripts/pg.sh)"; export HIPPO_TEST_POSTGRES
 trap 'scripts/pg.sh stop >/dev/null 2>&1 || true' EXIT
 echo "== cargo test"; cargo test --locked --workspace 2>&1 | tee /tmp/hippo-test.log
+echo "== the inspector's first paint at 100k memories (alone: it measures)"
+cargo test --locked -p hippo-cli --test it -- --ignored --exact --nocapture \
+  ui::each_view_paints_within_300_ms_at_100k_memories 2>&1 | tee -a /tmp/hippo-test.log
 echo "== python: the wheel, MCP and Mem0 clients, schemathesis"
 PY=$(scripts/python-env.sh)
 rm -rf target/wheels

@@ -986,8 +986,11 @@ fn scale_store(db: &std::path::Path, n: usize) {
 /// At 100k memories in one scope, each view's first paint — from the page
 /// starting to load to its content on screen, API calls included — is
 /// under 300 ms (the bound), measured in the browser (median of
-/// three loads). `HIPPO_UI_SCALE` sets another size.
+/// three loads). `HIPPO_UI_SCALE` sets another size. It measures, so it
+/// runs alone, after the suite (`scripts/test.sh`): beside another test on
+/// a 2-core machine its numbers would be the other test's.
 #[test]
+#[ignore = "a measurement: scripts/test.sh runs it alone after the suite"]
 fn each_view_paints_within_300_ms_at_100k_memories() {
     let Some(browser) = Browser::start() else {
         return;
