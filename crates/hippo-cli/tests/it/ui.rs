@@ -1010,6 +1010,13 @@ fn each_view_paints_within_300_ms_at_100k_memories() {
     let (_, listed) = server.call("GET", "/v1/memories?user_id=ana&limit=1&order=desc", None);
     let id = listed["results"][0]["id"].as_str().unwrap().to_owned();
     let ui = format!("{}/ui/", server.base);
+    // Where a search's time goes at this size (printed with the paints).
+    let (_, probe) = server.call(
+        "POST",
+        "/v1/search",
+        Some(json!({"user_id": "ana", "query": "what did we say about the chess club"})),
+    );
+    eprintln!("search at {n} memories, server side: {}", probe["timings"]);
     // One load first: the assets cached, as for anyone who opened it once.
     browser.open(&ui);
     browser.wait_for("main h1", "Browse");
