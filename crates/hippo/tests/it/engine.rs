@@ -497,3 +497,87 @@ fn nearby_hits_become_one_excerpt_within_the_budget() {
     req.budget_tokens = Some(0);
     assert_eq!(h.search(&req).unwrap_err().kind(), ErrorKind::InvalidInput);
 }
+
+/// Concurrent searches share the model and its rayon pool with other work
+/// that embeds on it — writes, and searches run from inside the pool as a
+/// benchmark's `par_iter` would: all finish, each with the hits a lone
+/// search gets. (A search that blocked a pool thread while the model needed
+/// the pool deadlocked a server in a trial of query batching.)
+#[test]
+fn concurrent_searches_share_the_model_without_deadlock() {
+    use rayon::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let h = std::sync::Arc::new(engine(dir.path(), minilm()));
+    let s = Scope::user("ana");
+    let facts = [
+        "Ana adopted a cat named Miso.",
+        "Ana's sister Lena lives in Lisbon.",
+        "Ana runs a marathon every spring.",
+        "Ana is allergic to peanuts.",
+        "Ana works night shifts as a nurse.",
+        "Ana's favourite film is Spirited Away.",
+    ];
+    h.add(facts.iter().map(|f| AddItem::text(s.clone(), *f)).collect())
+        .unwrap();
+    let questions = [
+        "what pet does Ana have",
+        "where does Ana's sister live",
+        "what sport does Ana do",
+        "what is Ana allergic to",
+        "what is Ana's job",
+        "which film does Ana like",
+    ];
+    let alone: Vec<String> = questions
+        .iter()
+        .map(|q| {
+            h.search(&SearchRequest::new(s.clone(), *q)).unwrap().hits[0]
+                .memory
+                .content
+                .clone()
+        })
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let (h, s, tx) = (h.clone(), s.clone(), tx.clone());
+            std::thread::spawn(move || {
+                for round in 0..6 {
+                    let i = (t + round) % questions.len();
+                    // Distinct texts each time, so the query cache does not answer.
+                    let q = format!("{}{}", questions[i], "?".repeat(1 + t * 6 + round));
+                    let top = if t % 3 == 0 {
+                        // Searched from inside the rayon pool.
+                        [q.clone()]
+                            .par_iter()
+                            .map(|q| h.search(&SearchRequest::new(s.clone(), q.clone())).unwrap())
+                            .collect::<Vec<_>>()
+                            .remove(0)
+                    } else if t % 3 == 1 {
+                        // Writes embed on the pool meanwhile.
+                        h.add(vec![AddItem::text(
+                            s.clone(),
+                            format!("Note {t}-{round}: nothing new."),
+                        )])
+                        .unwrap();
+                        h.search(&SearchRequest::new(s.clone(), q)).unwrap()
+                    } else {
+                        h.search(&SearchRequest::new(s.clone(), q)).unwrap()
+                    };
+                    tx.send((i, top.hits[0].memory.content.clone())).unwrap();
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    let mut got = 0;
+    while got < 48 {
+        let (i, content) = rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("concurrent searches stalled");
+        assert_eq!(content, alone[i], "question {i}");
+        got += 1;
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+}
