@@ -60,6 +60,8 @@ async function access() {
 }
 const RANK = { read: 0, write: 1, admin: 2 };
 const may = (have, need) => RANK[have] >= RANK[need];
+/** An admin key not bound to a user or agent: it sees the whole tenant (audit log, keys, statistics). */
+const tenantWideAdmin = (me) => me.access === "admin" && !me.user_id && !me.agent_id;
 
 function errorBox(err) {
   const hint =
@@ -371,11 +373,10 @@ async function timelineView({ params }) {
   const q = new URLSearchParams({ ...scope, limit: "500", order: "desc" });
   if (params.get("kind")) q.set("kind", params.get("kind"));
   const owner = scope.user_id ? { user_id: scope.user_id } : scope.agent_id ? { agent_id: scope.agent_id } : null;
-  const listOf = (kind, limit) => api("GET", `/v1/memories?${new URLSearchParams({ ...(owner || scope), kind, limit, order: "desc" })}`);
   const [page, digests, profileInputs] = await Promise.all([
     api("GET", `/v1/memories?${q}`),
     api("GET", `/v1/memories?${new URLSearchParams({ ...scope, kind: "summary", limit: "20", order: "desc" })}`),
-    owner ? listOf("profile", "1") : null,
+    owner ? api("GET", `/v1/memories?${new URLSearchParams({ ...owner, kind: "profile", limit: "1" })}`) : null,
   ]);
   // The built profile is asked for only when there is something to build it
   // from (an absent one is a 404, which a browser logs as an error).
@@ -952,7 +953,7 @@ const scopeText = (x) =>
 
 async function governanceView({ params }) {
   const me = await whoamiInfo();
-  const tenantAdmin = me.access === "admin" && !me.user_id && !me.agent_id;
+  const tenantAdmin = tenantWideAdmin(me);
   const parts = [h("h1", {}, "Governance"), filterForm("governance", SCOPE_FIELDS, params, "Show")];
   const scope = scopeOf(params);
   const q = new URLSearchParams({ ...scope, limit: "50" });
@@ -1314,7 +1315,7 @@ async function healthView() {
       ["version", health.version],
     ]),
   ];
-  if (me.access !== "admin" || me.user_id || me.agent_id) {
+  if (!tenantWideAdmin(me)) {
     parts.push(empty("The store's numbers and the server's metrics are shown to tenant-wide admin keys."));
     return parts;
   }
